@@ -1,0 +1,46 @@
+# Two entry points: `make demo` (the main job on the built-in local device) and `make test`.
+# Each sets itself up: a .venv with torch 2.13.0 (CPU build) first, then edgeprune and its pins.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgeprune-installed
+DEV_STAMP := $(VENV)/.edgeprune-dev-installed
+APT_PACKAGES := openssh-server dataset-fashion-mnist g++-aarch64-linux-gnu
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint system-packages clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first and exactly 2.13.0: a looser request would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# System packages the tests use: sshd for deploy tests, Fashion-MNIST, the aarch64 cross compiler.
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "note: not root, skipping apt install of:$$missing (tests needing them skip)"; fi; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/edgeprune demo
+
+test: $(DEV_STAMP) system-packages
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check edgeprune tests tools
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,48 @@
+"""The command line: parse, call a stage, print a table (stderr) or JSON (stdout), exit with a code."""
+
+from __future__ import annotations
+
+import typer
+
+from edgeprune import __version__
+from edgeprune.cli import compiling, deploying, devices, pipeline, profiling, pruning
+from edgeprune.cli.common import fail
+from edgeprune.errors import EdgepruneError
+
+app = typer.Typer(
+    name="edgeprune",
+    help=(
+        "Profile a board once, prune a CNN to a millisecond target, compile it with TVM and deploy it.\n\n"
+        "Pipeline: devices -> profile -> prune -> compile -> verify -> deploy; `run` does all of it, "
+        "`demo` runs it on this machine's CPU (the built-in 'local' device)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(devices.devices_app, name="devices")
+app.add_typer(devices.farm_app, name="farm")
+for stage in (profiling, pruning, compiling, deploying, pipeline):
+    app.registered_commands.extend(stage.app.registered_commands)
+app.add_typer(deploying.board_app, name="board")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """edgeprune: latency-budgeted pruning and TVM compilation for edge boards."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; user errors print a message and a hint and exit 2, never a traceback."""
+    try:
+        app(args=argv, prog_name="edgeprune")
+    except EdgepruneError as error:
+        fail(error)

@@ -1,0 +1,39 @@
+"""What every command shares: the stderr console, JSON output, error exit codes, common options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from edgeprune.errors import EdgepruneError
+
+# Human output (tables, progress) goes to stderr so that `--json` on stdout stays machine-readable.
+console = Console(stderr=True)
+
+EXIT_ERROR = 2  # bad input or a failure; exit 1 is kept for "ran fine, but the budget does not hold"
+
+DeviceOpt = Annotated[
+    str, typer.Option("--device", "-d", help="Device: 'local' or a profile name in device_profiles/.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout instead of tables.")]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(error: EdgepruneError) -> NoReturn:
+    console.print(f"[bold red]error:[/] {error.message}", highlight=False)
+    if error.hint:
+        console.print(f"[yellow]hint:[/] {error.hint}", highlight=False)
+    raise SystemExit(EXIT_ERROR)
+
+
+def not_built(stage: str, issue: str) -> NoReturn:
+    """A stage whose issue has not landed says so and exits non-zero; it never pretends to work."""
+    fail(EdgepruneError(f"`edgeprune {stage}` is not built yet ({issue})"))

@@ -1,0 +1,89 @@
+"""`edgeprune devices` and `edgeprune farm`: list and check boards, run the local RPC farm."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgeprune.cli.common import JsonOpt, console, print_json
+from edgeprune.devices import farm as farm_mod
+from edgeprune.devices import profile, rpc
+
+devices_app = typer.Typer(help="List device profiles and check that a device answers.", no_args_is_help=False)
+farm_app = typer.Typer(help="The local farm: a TVM RPC tracker and servers on 127.0.0.1 for the 'local' device.")
+
+PortOpt = Annotated[int, typer.Option("--port", help="Tracker port on 127.0.0.1.")]
+
+
+@devices_app.callback(invoke_without_command=True)
+def devices(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List devices: the built-in 'local' first, then every profile in device_profiles/."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = profile.list_devices()
+    if as_json:
+        print_json([d.to_json() for d in found])
+        return
+    table = Table(title=f"devices ({profile.profiles_dir()})")
+    for column in ("name", "target", "tracker", "key", "ssh"):
+        table.add_column(column)
+    for d in found:
+        target = ", ".join(f"{k}={v}" for k, v in d.target.items() if k != "kind")
+        ssh = f"{d.ssh.user}@{d.ssh.host}:{d.ssh.port}" if d.ssh else "-"
+        table.add_row(d.name, f"{d.target['kind']} ({target})", d.tracker, d.key, ssh)
+    console.print(table)
+
+
+@devices_app.command("check")
+def check(
+    name: Annotated[str, typer.Argument(help="Device name or path to a profile .toml.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the tracker and a free server.")] = 10.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Request a session from the device's tracker and run a tiny kernel there; print the round trip."""
+    device = profile.load_device(name)
+    with farm_mod.ensure_farm(device):
+        result = rpc.check_device(device, timeout=timeout)
+    if as_json:
+        print_json({"device": device.name, "tracker": device.tracker, "key": device.key, **result})
+        return
+    console.print(
+        f"[green]ok[/] {device.name} via {device.tracker} key '{device.key}': "
+        f"session {result['connect_ms']:.0f} ms, upload + run {result['roundtrip_ms']:.1f} ms"
+    )
+
+
+@farm_app.command("up")
+def up(
+    servers: Annotated[int, typer.Option(help="How many RPC servers to start (profiling uses them in parallel).")] = 1,
+    port: PortOpt = profile.LOCAL_DEFAULT_PORT,
+    key: Annotated[str, typer.Option(help="Key the servers register under.")] = profile.LOCAL,
+) -> None:
+    """Start a tracker and N servers on 127.0.0.1; returns once all servers are free at the tracker."""
+    with console.status(f"starting tracker on 127.0.0.1:{port} and {servers} server(s)"):
+        state = farm_mod.up(servers=servers, port=port, key=key)
+    console.print(f"[green]farm up[/] tracker {state.tracker}, {servers} server(s) under '{key}', pids {state.pids}")
+
+
+@farm_app.command("status")
+def status(port: PortOpt = profile.LOCAL_DEFAULT_PORT, as_json: JsonOpt = False) -> None:
+    """Show the tracker's servers per key (free/busy) and the recorded PIDs."""
+    info = farm_mod.status(port)
+    if as_json:
+        print_json({k: info[k] for k in ("tracker", "servers", "pids")})
+        return
+    if not info["running"]:
+        console.print(f"no tracker answers on {info['tracker']}")
+        raise typer.Exit(1)
+    console.print(f"tracker {info['tracker']}, pids {info['pids']}")
+    for key, counts in info["servers"].items():  # type: ignore[union-attr]
+        console.print(f"  {key}: {counts['free']} free, {counts['busy']} busy")
+
+
+@farm_app.command("down")
+def down(port: PortOpt = profile.LOCAL_DEFAULT_PORT) -> None:
+    """Stop exactly the processes `farm up` started on this port."""
+    pids = farm_mod.down(port)
+    console.print(f"[green]farm down[/] stopped pids {pids}")

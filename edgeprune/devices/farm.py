@@ -1,0 +1,210 @@
+"""The local farm: a real TVM RPC tracker and N real RPC servers on 127.0.0.1, the same path as a board.
+
+Processes are started detached, their PIDs recorded in a state file per tracker port, and `down` stops
+exactly those (checking each PID still runs a TVM RPC process before signalling it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgeprune import atomic
+from edgeprune.devices import rpc
+from edgeprune.devices.profile import LOCAL, DeviceProfile
+from edgeprune.errors import EdgepruneError
+
+HOST = "127.0.0.1"  # the farm never listens beyond loopback
+START_TIMEOUT_S = 90.0
+
+
+@dataclass
+class FarmState:
+    port: int
+    key: str
+    tracker_pid: int
+    server_pids: list[int] = field(default_factory=list)
+    log_dir: str = ""
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.tracker_pid, *self.server_pids]
+
+    @property
+    def tracker(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("EDGEPRUNE_STATE_DIR", Path.home() / ".local" / "state" / "edgeprune"))
+
+
+def state_path(port: int) -> Path:
+    return state_dir() / f"farm-{port}.json"
+
+
+def read_state(port: int) -> FarmState | None:
+    path = state_path(port)
+    if not path.exists():
+        return None
+    try:
+        return FarmState(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise EdgepruneError(f"farm state file {path} is corrupt: {exc}", hint=f"remove {path}") from exc
+
+
+def _is_rpc_process(pid: int) -> bool:
+    """True when `pid` is alive and is one of TVM's RPC processes (guards against recycled PIDs)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"tvm.exec.rpc_" in cmdline
+
+
+def _spawn(args: list[str], log: Path) -> int:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: `down` also ends the server's forked workers
+            env=env,
+        )
+    return proc.pid
+
+
+def _stop_pids(pids: list[int], timeout: float = 10.0) -> None:
+    alive = [p for p in pids if _is_rpc_process(p)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive and time.monotonic() < deadline:
+        for pid in alive:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        alive = [p for p in alive if _is_rpc_process(p)]
+        time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def up(servers: int = 1, port: int = 9190, key: str = LOCAL, timeout: float = START_TIMEOUT_S) -> FarmState:
+    """Start a tracker on 127.0.0.1:`port` and `servers` servers under `key`; return once all are free."""
+    if servers < 1:
+        raise EdgepruneError("--servers must be at least 1")
+    existing = read_state(port)
+    if existing and any(_is_rpc_process(p) for p in existing.pids):
+        raise EdgepruneError(
+            f"a farm is already running on {HOST}:{port} (pids {existing.pids})",
+            hint=f"`edgeprune farm down --port {port}` first, or pick another --port",
+        )
+    with contextlib.suppress(EdgepruneError):
+        rpc.tracker_summary(HOST, port, timeout=1.0)
+        raise EdgepruneError(f"something already answers as a tracker on {HOST}:{port}", hint="pick another --port")
+    log_dir = state_dir() / f"farm-{port}-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    tracker_pid = _spawn(
+        ["tvm.exec.rpc_tracker", "--host", HOST, "--port", str(port), "--port-end", str(port + 1)],
+        log_dir / "tracker.log",
+    )
+    state = FarmState(port=port, key=key, tracker_pid=tracker_pid, log_dir=str(log_dir))
+    atomic.write_json(state_path(port), asdict(state))
+    try:
+        _wait_tracker(port, timeout)
+        for index in range(servers):
+            state.server_pids.append(
+                _spawn(
+                    [
+                        "tvm.exec.rpc_server",
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(port + 1),
+                        "--port-end",
+                        str(port + 1000),
+                        "--tracker",
+                        f"{HOST}:{port}",
+                        "--key",
+                        key,
+                    ],
+                    log_dir / f"server-{index}.log",
+                )
+            )
+            atomic.write_json(state_path(port), asdict(state))
+        rpc.wait_for_servers(HOST, port, key, servers, timeout)
+    except BaseException:
+        _stop_pids(state.pids)
+        state_path(port).unlink(missing_ok=True)
+        raise
+    return state
+
+
+def _wait_tracker(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            rpc.tracker_summary(HOST, port, timeout=1.0)
+            return
+        except EdgepruneError:
+            time.sleep(0.3)
+    raise EdgepruneError(f"the tracker on {HOST}:{port} did not start in {timeout:.0f}s (see its log)")
+
+
+def status(port: int = 9190) -> dict[str, object]:
+    """What `farm status --json` prints: tracker address, free/busy servers per key, recorded PIDs."""
+    state = read_state(port)
+    pids = [p for p in state.pids if _is_rpc_process(p)] if state else []
+    try:
+        servers = rpc.server_counts(rpc.tracker_summary(HOST, port, timeout=3.0))
+        running = True
+    except EdgepruneError:
+        servers, running = {}, False
+    return {"tracker": f"{HOST}:{port}", "running": running, "servers": servers, "pids": pids}
+
+
+def down(port: int = 9190) -> list[int]:
+    """Stop exactly the processes this farm started; returns their PIDs."""
+    state = read_state(port)
+    if state is None:
+        raise EdgepruneError(f"no farm recorded on port {port}", hint="`edgeprune farm status` shows what runs")
+    _stop_pids(list(reversed(state.pids)))
+    state_path(port).unlink(missing_ok=True)
+    return state.pids
+
+
+@contextlib.contextmanager
+def ensure_farm(device: DeviceProfile, servers: int = 1) -> Iterator[DeviceProfile]:
+    """For `local`: use a running farm, else start one for the duration of the block. Boards: no-op."""
+    if not device.is_local:
+        yield device
+        return
+    try:
+        counts = rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port, timeout=2.0))
+    except EdgepruneError:
+        counts = None
+    if counts is not None:
+        if device.key not in counts:
+            raise EdgepruneError(
+                f"a tracker runs on {device.tracker} but has no server under key '{device.key}'",
+                hint="`edgeprune farm down` and start again, or `edgeprune farm up --key local`",
+            )
+        yield device
+        return
+    up(servers=servers, port=device.tracker_port, key=device.key)
+    try:
+        yield device
+    finally:
+        down(device.tracker_port)

@@ -1,0 +1,171 @@
+"""Sessions with a device through its TVM RPC tracker, with timeouts and errors a user can act on.
+
+TVM's own client retries a refused tracker for a minute and blocks forever on a key nobody serves; every
+stage that touches a device goes through here instead, so those cases fail fast and say what to try.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from edgeprune.errors import EdgepruneError
+
+if TYPE_CHECKING:
+    from tvm.rpc import RPCSession
+
+    from edgeprune.devices.profile import DeviceProfile
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(host: str, port: int, timeout: float) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise EdgepruneError(
+            f"RPC tracker {host}:{port} is not reachable ({exc.strerror or exc})",
+            hint="start it (for the local device: `edgeprune farm up`), or fix tracker.host/port in the profile",
+        ) from exc
+
+
+def _with_deadline(fn: Any, timeout: float, on_timeout: EdgepruneError, cancel: Any = None) -> Any:
+    """Run a blocking TVM call in a thread; give up after `timeout` seconds with `on_timeout`."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        if cancel is not None:
+            cancel()
+        raise on_timeout
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def tracker_summary(host: str, port: int, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """The tracker's raw summary: `queue_info` per key and `server_info` per registered server."""
+    from tvm import rpc
+
+    _check_reachable(host, port, timeout)
+
+    def query() -> dict[str, Any]:
+        tracker = rpc.connect_tracker(host, port)
+        try:
+            return tracker.summary()
+        finally:
+            tracker.close()
+
+    return _with_deadline(query, timeout, EdgepruneError(f"RPC tracker {host}:{port} did not answer in {timeout}s"))
+
+
+def server_counts(summary: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Free and busy servers per key, from a tracker summary."""
+    totals: dict[str, int] = {}
+    for info in summary.get("server_info", []):
+        key = str(info.get("key", "")).split(":", 1)[-1]
+        totals[key] = totals.get(key, 0) + 1
+    counts: dict[str, dict[str, int]] = {}
+    for key in sorted(set(totals) | set(summary.get("queue_info", {}))):
+        free = int(summary.get("queue_info", {}).get(key, {}).get("free", 0))
+        total = totals.get(key, free)
+        if total or free:
+            counts[key] = {"free": free, "busy": max(total - free, 0)}
+    return counts
+
+
+def request_session(
+    device: DeviceProfile, timeout: float = DEFAULT_TIMEOUT_S, session_timeout: float = 0
+) -> RPCSession:
+    """A session on one of the device's servers, or a clear error within `timeout` seconds."""
+    from tvm import rpc
+
+    host, port, key = device.tracker_host, device.tracker_port, device.key
+    counts = server_counts(tracker_summary(host, port, timeout))
+    if key not in counts:
+        known = ", ".join(counts) or "none"
+        raise EdgepruneError(
+            f"no RPC server registered under key '{key}' at tracker {host}:{port} (keys there: {known})",
+            hint=(
+                "start one: `edgeprune farm up` for the local device, `edgeprune board bootstrap --device "
+                f"{device.name}` for a board, or `python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}`"
+            ),
+        )
+    tracker = rpc.connect_tracker(host, port)
+    busy = EdgepruneError(
+        f"no free RPC server under key '{key}' at {host}:{port} within {timeout}s ({counts[key]['busy']} busy)",
+        hint="wait for the running job, or add servers (`edgeprune farm up --servers N`)",
+    )
+    try:
+        return _with_deadline(
+            lambda: tracker.request(key, priority=1, session_timeout=session_timeout, max_retry=1),
+            timeout,
+            busy,
+            cancel=tracker.close,
+        )
+    except RuntimeError as exc:
+        raise EdgepruneError(f"RPC request for key '{key}' at {host}:{port} failed: {exc}") from exc
+
+
+def wait_for_servers(host: str, port: int, key: str, count: int, timeout: float) -> dict[str, dict[str, int]]:
+    """Poll the tracker until `count` servers under `key` are free; returns the last counts."""
+    deadline = time.monotonic() + timeout
+    counts: dict[str, dict[str, int]] = {}
+    while time.monotonic() < deadline:
+        try:
+            counts = server_counts(tracker_summary(host, port, timeout=2.0))
+        except EdgepruneError:
+            counts = {}
+        if counts.get(key, {}).get("free", 0) >= count:
+            return counts
+        time.sleep(0.5)
+    raise EdgepruneError(
+        f"tracker {host}:{port} lists {counts.get(key, {}).get('free', 0)} of {count} servers under '{key}' "
+        f"after {timeout:.0f}s"
+    )
+
+
+def check_device(device: DeviceProfile, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, float]:
+    """Build a tiny kernel for the device's target, run it there and check the result.
+
+    Proves the whole path works: tracker, key, server, the device's toolchain and its runtime.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import tvm
+    from tvm import te
+
+    from edgeprune.devices import toolchain
+
+    size = 64
+    a = te.placeholder((size,), name="a", dtype="float32")
+    b = te.compute((size,), lambda i: a[i] * 2.0 + 1.0, name="b")
+    lib = tvm.tirx.build(tvm.IRModule({"main": te.create_prim_func([a, b])}), target=toolchain.tvm_target(device))
+    start = time.perf_counter()
+    session = request_session(device, timeout=timeout)
+    connected = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = toolchain.export(lib, Path(tmp), device, stem="edgeprune_check")
+        session.upload(str(path))
+        func = session.load_module(path.name)["main"]
+    dev = session.cpu(0)
+    data = np.arange(size, dtype="float32")
+    out = tvm.runtime.tensor(np.zeros(size, dtype="float32"), dev)
+    func(tvm.runtime.tensor(data, dev), out)
+    done = time.perf_counter()
+    if not np.allclose(out.numpy(), data * 2 + 1):
+        raise EdgepruneError(f"device '{device.name}' computed a wrong result in the check kernel")
+    return {"connect_ms": (connected - start) * 1e3, "roundtrip_ms": (done - connected) * 1e3}
