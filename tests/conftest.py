@@ -1,0 +1,52 @@
+"""Shared fixtures. The RPC farm is real: a TVM tracker and servers on 127.0.0.1, on a free port."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgeprune.devices.profile import DeviceProfile
+
+
+SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
+
+
+def free_port() -> int:
+    """A free port with a free neighbour range: the farm puts its servers just above the tracker."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pytest.MonkeyPatch]:
+    """Farm state, tracker port and LUTs of the test session live in temp dirs, never the user's.
+
+    The shipped board profiles are copied into the temp profiles dir, so LUTs written by tests land there.
+    """
+    profiles = tmp_path_factory.mktemp("device_profiles")
+    for path in SHIPPED_PROFILES.glob("*.toml"):
+        shutil.copy(path, profiles / path.name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEPRUNE_PROFILES_DIR", str(profiles))
+        mp.setenv("EDGEPRUNE_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+        mp.setenv("EDGEPRUNE_LOCAL_PORT", str(free_port()))
+        yield mp
+
+
+@pytest.fixture(scope="session")
+def local_farm(isolated_env: pytest.MonkeyPatch) -> Iterator[DeviceProfile]:
+    """One farm (tracker + 2 servers under key 'local') shared by the whole session; stopped at the end."""
+    from edgeprune.devices import farm
+    from edgeprune.devices.profile import local_device
+
+    device = local_device()
+    farm.up(servers=2, port=device.tracker_port, key=device.key)
+    try:
+        yield device
+    finally:
+        farm.down(device.tracker_port)
