@@ -11,7 +11,6 @@ import pytest
 
 from edgeprune.devices.profile import DeviceProfile
 
-
 SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
 
 

@@ -1,0 +1,53 @@
+"""The command line: every stage has a --help that explains it; errors exit non-zero without a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+STAGES = [
+    "devices",
+    "farm",
+    "profile",
+    "estimate",
+    "train",
+    "prune",
+    "compile",
+    "verify",
+    "deploy",
+    "board",
+    "run",
+    "demo",
+]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgeprune", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_top_level_help_lists_every_stage() -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    for stage in STAGES:
+        assert stage in result.stdout
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_has_help(stage: str) -> None:
+    result = cli(stage, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout and len(result.stdout) > 200
+
+
+def test_version() -> None:
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("edgeprune ")
+
+
+def test_user_error_exits_2_with_hint_and_no_traceback() -> None:
+    result = cli("devices", "check", "no-such-board")
+    assert result.returncode == 2
+    assert "unknown device 'no-such-board'" in result.stderr
+    assert "hint:" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,110 @@
+"""Device profiles: the shipped ones load, and every malformed case names the file and the field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeprune.devices.profile import load_device, load_profile
+from edgeprune.errors import EdgepruneError
+
+SHIPPED = Path(__file__).resolve().parents[1] / "device_profiles"
+
+VALID = """
+name = "{name}"
+description = "test board"
+[target]
+kind = "llvm"
+mtriple = "aarch64-linux-gnu"
+mcpu = "cortex-a72"
+mattr = ["+neon"]
+num-cores = 4
+[tracker]
+host = "127.0.0.1"
+port = 9190
+key = "board"
+[ssh]
+host = "board.local"
+user = "pi"
+key_file = "~/.ssh/id_ed25519"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "board") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text.format(name=name))
+    return path
+
+
+def test_shipped_profiles_load() -> None:
+    paths = sorted(SHIPPED.glob("*.toml"))
+    assert {p.stem for p in paths} >= {"raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-orin-nano"}
+    for path in paths:
+        device = load_profile(path)
+        assert device.target["kind"] == "llvm"
+        assert device.is_cross and device.vector_lanes == 4
+        assert device.ssh is not None and device.ssh.key_file
+
+
+def test_valid_profile_fields(tmp_path: Path) -> None:
+    device = load_profile(write(tmp_path, VALID))
+    assert device.tracker == "127.0.0.1:9190"
+    assert device.key == "board"
+    assert device.target["num-cores"] == 4
+    assert device.ssh is not None and device.ssh.port == 22 and device.ssh.user == "pi"
+    assert device.remote_python == "python3"
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda t: t.replace('key = "board"\n', ""), "tracker.key"),
+        (lambda t: t.replace("port = 9190", 'port = "9190"'), "tracker.port"),
+        (lambda t: t.replace("num-cores = 4", "num-cores = 4.5"), "target.num-cores"),
+        (lambda t: t.replace('kind = "llvm"', 'kind = "cuda"'), "target.kind"),
+        (lambda t: t.replace('mcpu = "cortex-a72"', 'mcpu = "cortex-a72"\nmcpus = "x"'), "target.mcpus"),
+        (lambda t: t.replace('mattr = ["+neon"]', "mattr = [1]"), "target.mattr"),
+        (lambda t: t.replace('user = "pi"', 'user = "pi"\npassword = "hunter2"'), "ssh.password"),
+        (lambda t: t.replace('user = "pi"\n', ""), "ssh.user"),
+        (lambda t: t.replace("port = 9190", "port = 70000"), "tracker.port"),
+        (lambda t: t.replace('name = "{name}"', 'name = "other"'), "name"),
+    ],
+)
+def test_malformed_profile_names_file_and_field(tmp_path: Path, edit, field: str) -> None:
+    path = write(tmp_path, edit(VALID))
+    with pytest.raises(EdgepruneError) as info:
+        load_profile(path)
+    assert str(path) in info.value.message
+    assert f"'{field}'" in info.value.message
+
+
+def test_bad_toml_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("name = [unclosed")
+    with pytest.raises(EdgepruneError, match="broken.toml: not valid TOML"):
+        load_profile(path)
+
+
+def test_unknown_device_lists_known_ones(isolated_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(EdgepruneError) as info:
+        load_device("no-such-board")
+    assert "raspberry-pi-4" in (info.value.hint or "")
+
+
+def test_devices_json_lists_local_first_and_shipped_boards(isolated_env: pytest.MonkeyPatch) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "edgeprune", "devices", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    listed = json.loads(out)
+    assert listed[0]["name"] == "local"
+    assert listed[0]["target"]["kind"] == "llvm" and listed[0]["target"]["num-cores"] >= 1
+    names = {d["name"] for d in listed}
+    assert {"raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-orin-nano"} <= names
+    for entry in listed:
+        assert set(entry) == {"name", "target", "tracker", "key"}
+        host, port = entry["tracker"].rsplit(":", 1)
+        assert host and int(port) > 0
