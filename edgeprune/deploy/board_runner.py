@@ -1,0 +1,231 @@
+"""Runs ON THE BOARD: a standalone script (stdlib; numpy and the TVM runtime only for `smoke`).
+
+`edgeprune deploy` and `edgeprune board` copy this file to the board and call it over SSH, so the board needs
+no edgeprune install. Each command prints exactly one JSON object as the last line of stdout; a failure prints
+{"error": ...} and exits 1. Keep it importing nothing from edgeprune and working on Python 3.8+.
+
+  hash DIR                         sha256 of every regular file in DIR
+  probe                            python, numpy and TVM versions, machine architecture
+  smoke DIR [--number N --repeat R] load DIR's library into the Relax VM, run one seeded input, time it
+  start-server --state F --log L --tracker H:P --key K   start a detached TVM rpc_server, record its PID in F
+  stop-server --state F            stop exactly the recorded server (checks the PID is still that server)
+  server-status --state F          the recorded server, whether it still runs, the tail of its log
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+
+RPC_MODULE = "tvm.exec.rpc_server"
+
+
+class RunnerError(Exception):
+    pass
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cmd_hash(args):
+    folder = args.dir
+    if not os.path.isdir(folder):
+        raise RunnerError(f"no such folder: {folder}")
+    names = sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n)))
+    return {"files": {n: sha256_file(os.path.join(folder, n)) for n in names}}
+
+
+def _import_runtime():
+    """The TVM runtime only: `TVM_USE_RUNTIME_LIB=1` skips the compiler library (not needed to run a model)."""
+    os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    try:
+        import numpy
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+    except ImportError as exc:
+        raise RunnerError(f"cannot import the TVM runtime on this board: {exc} (pip install apache-tvm)") from exc
+    return numpy, tvm, VirtualMachine
+
+
+def cmd_probe(args):
+    info = {"python": platform.python_version(), "executable": sys.executable, "machine": platform.machine()}
+    try:
+        numpy, tvm, _ = _import_runtime()
+        info.update(numpy=numpy.__version__, tvm=tvm.__version__)
+    except RunnerError as exc:
+        info.update(numpy=None, tvm=None, tvm_error=str(exc))
+    return info
+
+
+def _shape_of(value):
+    if hasattr(value, "shape"):
+        return [int(d) for d in value.shape]
+    return [_shape_of(item) for item in value]  # a tuple output comes back as an array of tensors
+
+
+def cmd_smoke(args):
+    with open(os.path.join(args.dir, "manifest.json")) as fh:
+        manifest = json.load(fh)
+    numpy, tvm, VirtualMachine = _import_runtime()
+    spec = manifest["input"]
+    start = time.perf_counter()
+    lib = tvm.runtime.load_module(os.path.join(args.dir, manifest["library"]))
+    dev = tvm.cpu(0)
+    vm = VirtualMachine(lib, dev)
+    loaded = time.perf_counter()
+    data = numpy.random.default_rng(args.seed).standard_normal(spec["shape"]).astype(spec.get("dtype", "float32"))
+    out = vm["main"](tvm.runtime.tensor(data, dev))
+    shape = _shape_of(out)
+    finite = bool(numpy.isfinite(out.numpy()).all()) if hasattr(out, "numpy") else None
+    timer = vm.time_evaluator("main", dev, number=args.number, repeat=args.repeat)
+    runs_ms = [t * 1e3 for t in timer(tvm.runtime.tensor(data, dev)).results]
+    expected = manifest.get("output", {}).get("shape")
+    return {
+        "output_shape": shape,
+        "expected_shape": expected,
+        "shape_ok": expected is None or shape == expected,
+        "finite": finite,
+        "latency_ms": sorted(runs_ms)[len(runs_ms) // 2],
+        "latency_runs_ms": runs_ms,
+        "load_ms": (loaded - start) * 1e3,
+        "tvm": tvm.__version__,
+        "runtime_only": os.environ.get("TVM_USE_RUNTIME_LIB") == "1",
+    }
+
+
+def _read_state(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_rpc_server(pid):
+    """Alive and still a TVM rpc_server: a recycled PID must never be signalled."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return RPC_MODULE.encode() in fh.read()
+    except OSError:
+        return False
+
+
+def _log_tail(path, lines=20):
+    try:
+        with open(path, "rb") as fh:
+            return b"\n".join(fh.read().splitlines()[-lines:]).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _write_state(path, state):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(state, fh)
+    os.replace(tmp, path)
+
+
+def cmd_server_status(args):
+    state = _read_state(args.state)
+    if state is None:
+        return {"pid": None, "running": False}
+    state["running"] = _is_rpc_server(state["pid"])
+    state["log_tail"] = _log_tail(state.get("log", ""))
+    return state
+
+
+def cmd_start_server(args):
+    current = cmd_server_status(args)
+    if current["running"]:
+        current["already_running"] = True
+        return current
+    os.makedirs(os.path.dirname(os.path.abspath(args.state)), exist_ok=True)
+    cmd = [sys.executable, "-m", RPC_MODULE, "--tracker", args.tracker, "--key", args.key]
+    env = dict(os.environ, TVM_USE_RUNTIME_LIB="1", PYTHONUNBUFFERED="1")
+    with open(args.log, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    state = {"pid": proc.pid, "tracker": args.tracker, "key": args.key, "log": args.log, "started": time.time()}
+    _write_state(args.state, state)
+    time.sleep(args.grace)
+    if proc.poll() is not None:
+        os.remove(args.state)
+        raise RunnerError(f"rpc_server exited at once (code {proc.returncode}):\n{_log_tail(args.log)}")
+    state.update(running=True, already_running=False)
+    return state
+
+
+def cmd_stop_server(args):
+    state = _read_state(args.state)
+    if state is None:
+        return {"stopped": None, "reason": "no server recorded"}
+    pid = state["pid"]
+    if not _is_rpc_server(pid):
+        os.remove(args.state)
+        return {"stopped": None, "reason": f"recorded server {pid} no longer runs"}
+    os.killpg(pid, signal.SIGTERM)  # its own session: the group also holds the workers it forked per session
+    deadline = time.time() + args.timeout
+    while _is_rpc_server(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    if _is_rpc_server(pid):
+        os.killpg(pid, signal.SIGKILL)
+    os.remove(args.state)
+    return {"stopped": pid}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="board_runner")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("hash").add_argument("dir")
+    sub.add_parser("probe")
+    smoke = sub.add_parser("smoke")
+    smoke.add_argument("dir")
+    smoke.add_argument("--number", type=int, default=5)
+    smoke.add_argument("--repeat", type=int, default=5)
+    smoke.add_argument("--seed", type=int, default=0)
+    start = sub.add_parser("start-server")
+    start.add_argument("--tracker", required=True)
+    start.add_argument("--key", required=True)
+    start.add_argument("--log", required=True)
+    start.add_argument("--grace", type=float, default=1.0, help="seconds to watch for an immediate exit")
+    stop = sub.add_parser("stop-server")
+    stop.add_argument("--timeout", type=float, default=10.0)
+    for command in (start, stop, sub.add_parser("server-status")):
+        command.add_argument("--state", required=True)
+    return parser.parse_args(argv)
+
+
+COMMANDS = {
+    "hash": cmd_hash,
+    "probe": cmd_probe,
+    "smoke": cmd_smoke,
+    "start-server": cmd_start_server,
+    "stop-server": cmd_stop_server,
+    "server-status": cmd_server_status,
+}
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        result = COMMANDS[args.command](args)
+    except Exception as exc:  # noqa: BLE001 - reported to the workstation as JSON, never a bare traceback
+        sys.stdout.write("\n" + json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        return 1
+    sys.stdout.write("\n" + json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
