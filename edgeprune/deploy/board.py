@@ -1,0 +1,193 @@
+"""`edgeprune board bootstrap|stop|status`: the TVM RPC server on a board, started and stopped over SSH.
+
+The board runner starts `python -m tvm.exec.rpc_server --tracker H:P --key K` detached (its own session, log
+in `<remote_workdir>/.edgeprune/rpc_server.log`) and records its PID in `.edgeprune/rpc_server.json` on the
+board; `stop` signals exactly that PID after checking it is still that server. Registration is confirmed
+from this machine by asking the tracker, the same way every stage finds the board.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from edgeprune.deploy import ssh
+from edgeprune.deploy.runner import RemoteRunner, install_runner
+from edgeprune.devices import rpc
+from edgeprune.devices.profile import DeviceProfile
+from edgeprune.errors import EdgepruneError
+
+REGISTER_TIMEOUT_S = 60.0
+STATE_FILE = "rpc_server.json"
+LOG_FILE = "rpc_server.log"
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+def _paths(runner: RemoteRunner) -> tuple[str, str]:
+    return posixpath.join(runner.state_dir, STATE_FILE), posixpath.join(runner.state_dir, LOG_FILE)
+
+
+def registered(device: DeviceProfile, timeout: float = 3.0) -> int:
+    """Servers (free + busy) the device's tracker lists under the device's key."""
+    counts = rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port, timeout=timeout))
+    entry = counts.get(device.key, {})
+    return entry.get("free", 0) + entry.get("busy", 0)
+
+
+def _wait_registered(device: DeviceProfile, condition: Callable[[int], bool], timeout: float) -> int | None:
+    """Poll the tracker until `condition(count)` holds; the last count, or None on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = registered(device)
+        if condition(count):
+            return count
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.5)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def board_tracker(device: DeviceProfile, override: str | None) -> str:
+    """The tracker address as the board must dial it (may differ from this machine's view of it)."""
+    tracker = override or device.tracker
+    host, _, port = tracker.rpartition(":")
+    if not host or not port.isdigit():
+        raise EdgepruneError(f"tracker address '{tracker}' is not HOST:PORT")
+    return tracker
+
+
+def loopback_warning(device: DeviceProfile, tracker: str) -> str | None:
+    """A loopback tracker address is the board itself, unless the board is this machine."""
+    if device.ssh and _is_loopback(tracker.rpartition(":")[0]) and not _is_loopback(device.ssh.host):
+        return (
+            f"the board will look for the tracker at {tracker}, i.e. on itself; pass --tracker "
+            "<this machine's address as the board sees it>:PORT if the tracker runs here"
+        )
+    return None
+
+
+def _probe(runner: RemoteRunner) -> dict[str, Any]:
+    """The board's Python and TVM; refuses a board without the TVM runtime."""
+    info = runner.call("probe", timeout=120)
+    if not info.get("tvm"):
+        local = metadata.version("apache-tvm")
+        raise EdgepruneError(
+            f"no TVM on the board ({info.get('tvm_error')})",
+            hint=f"on the board: {runner.python[0]} -m pip install apache-tvm=={local} "
+            "(or set remote.python in the profile to a Python that has it)",
+        )
+    return info
+
+
+def bootstrap(
+    device: DeviceProfile,
+    *,
+    trust_new_host: bool = False,
+    tracker: str | None = None,
+    timeout: float = REGISTER_TIMEOUT_S,
+    on_stage: Callable[[str], None] = _noop,
+) -> dict[str, Any]:
+    """Start the board's RPC server (once) and return when the tracker lists it."""
+    dial = board_tracker(device, tracker)
+    before = registered(device)  # also fails fast when this machine cannot reach the tracker
+    on_stage(f"connecting to {device.name}")
+    with ssh.connection(device, trust_new_host=trust_new_host) as conn:
+        runner = install_runner(conn, device)
+        on_stage("checking the board's Python and TVM")
+        info = _probe(runner)
+        state, log = _paths(runner)
+        current = runner.call("server-status", "--state", state)
+        if current["running"] and (current.get("tracker"), current.get("key")) != (dial, device.key):
+            raise EdgepruneError(
+                f"an RPC server (pid {current['pid']}) already runs on the board for tracker "
+                f"{current.get('tracker')} key '{current.get('key')}'",
+                hint=f"`edgeprune board stop --device {device.name}` first",
+            )
+        on_stage(f"starting rpc_server for {dial} key '{device.key}'")
+        started = runner.call("start-server", "--state", state, "--log", log, "--tracker", dial, "--key", device.key)
+        expected = before if started["already_running"] else before + 1
+        on_stage(f"waiting for the tracker {device.tracker} to list it")
+        count = _wait_registered(device, lambda n: n >= max(expected, 1), timeout)
+        if count is None:
+            tail = runner.call("server-status", "--state", state).get("log_tail", "")
+            runner.call("stop-server", "--state", state)
+            raise EdgepruneError(
+                f"the RPC server started on the board but tracker {device.tracker} did not list it under "
+                f"'{device.key}' within {timeout:.0f}s (server stopped again); its log:\n{tail}",
+                hint="the board must reach the tracker at the address it was given: pass --tracker HOST:PORT",
+            )
+        host = conn.label
+    local_tvm = metadata.version("apache-tvm")
+    warnings = [w for w in (loopback_warning(device, dial),) if w]
+    if info["tvm"] != local_tvm:
+        warnings.append(f"TVM {info['tvm']} on the board, {local_tvm} here: RPC may break across versions")
+    return {
+        "device": device.name,
+        "host": host,
+        "pid": started["pid"],
+        "already_running": started["already_running"],
+        "tracker": dial,
+        "key": device.key,
+        "registered": count,
+        "python": info["python"],
+        "tvm": info["tvm"],
+        "machine": info["machine"],
+        "log": log,
+        "warnings": warnings,
+    }
+
+
+def stop(device: DeviceProfile, *, trust_new_host: bool = False, timeout: float = 15.0) -> dict[str, Any]:
+    """Stop the recorded server; waits until the tracker drops it when the tracker is reachable."""
+    try:
+        before: int | None = registered(device)
+    except EdgepruneError:
+        before = None
+    with ssh.connection(device, trust_new_host=trust_new_host) as conn:
+        runner = install_runner(conn, device)
+        result = runner.call("stop-server", "--state", _paths(runner)[0])
+        host = conn.label
+    after = before
+    if result["stopped"] is not None and before:
+        after = _wait_registered(device, lambda n: n < before, timeout)
+        if after is None:
+            raise EdgepruneError(
+                f"stopped pid {result['stopped']} on the board, but tracker {device.tracker} still lists "
+                f"{before} server(s) under '{device.key}' after {timeout:.0f}s"
+            )
+    return {"device": device.name, "host": host, **result, "registered": after}
+
+
+def status(device: DeviceProfile, *, trust_new_host: bool = False) -> dict[str, Any]:
+    """The recorded server (pid, running, tracker, key, log tail) and what the tracker lists for the key."""
+    with ssh.connection(device, trust_new_host=trust_new_host) as conn:
+        runner = install_runner(conn, device)
+        state = runner.call("server-status", "--state", _paths(runner)[0])
+        host = conn.label
+    try:
+        count: int | None = registered(device)
+    except EdgepruneError:
+        count = None
+    return {
+        "device": device.name,
+        "host": host,
+        "pid": state.get("pid"),
+        "running": state["running"],
+        "tracker": state.get("tracker"),
+        "key": state.get("key", device.key),
+        "registered": count,
+        "log_tail": state.get("log_tail", ""),
+    }
