@@ -2,35 +2,147 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-from edgeprune.cli.common import not_built
+from edgeprune.cli.common import DeviceOpt, JsonOpt, console, print_json
 
 app = typer.Typer()
 board_app = typer.Typer(help="Start, stop and inspect the TVM RPC server on a board over SSH.")
 
-_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-new-host",
+        help="Accept an SSH host key seen for the first time and record it in the profile's known_hosts.",
+    ),
+]
 
 
-@app.command("deploy", context_settings=_EXTRA)
-def deploy_cmd(ctx: typer.Context) -> None:
+@app.command("deploy")
+def deploy_cmd(
+    artifacts: Annotated[Path, typer.Argument(help="Artifact folder written by `edgeprune compile`.")],
+    device: DeviceOpt,
+    name: Annotated[
+        str | None, typer.Option(help="Folder name on the board (default: the artifact folder's name).")
+    ] = None,
+    smoke: Annotated[bool, typer.Option("--smoke/--no-smoke", help="Run one timed inference on the board.")] = True,
+    ignore_device_mismatch: Annotated[
+        bool, typer.Option("--ignore-device-mismatch", help="Deploy an artifact compiled for another device.")
+    ] = False,
+    trust_new_host: TrustOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Upload an artifact folder to the board over SSH (verified, atomic) and run a smoke inference there."""
-    not_built("deploy", "issue #6: deploy over SSH")
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from edgeprune.deploy.artifact import load_artifact
+    from edgeprune.deploy.deployment import deploy_artifact
+    from edgeprune.devices.profile import load_device
+
+    profile = load_device(device)
+    artifact = load_artifact(artifacts, name)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("preparing", total=artifact.total_bytes)
+        result = deploy_artifact(
+            artifact,
+            profile,
+            trust_new_host=trust_new_host,
+            smoke=smoke,
+            ignore_device_mismatch=ignore_device_mismatch,
+            on_stage=lambda text: progress.update(task, description=text),
+            on_bytes=lambda n: progress.advance(task, n),
+        )
+    if as_json:
+        print_json(result)
+        return
+    console.print(
+        f"[green]deployed[/] {len(result['files'])} files ({result['bytes'] / 1e6:.2f} MB) to "
+        f"{result['host']}:{result['remote_path']}, sha256 verified on the board"
+        + (" (replaced the previous deployment)" if result["replaced"] else "")
+    )
+    smoke_result = result["smoke"]
+    if smoke_result:
+        console.print(
+            f"smoke run on the board: output {smoke_result['output_shape']}, "
+            f"{smoke_result['latency_ms']:.3f} ms (median of {len(smoke_result['latency_runs_ms'])}), "
+            f"TVM {smoke_result['tvm']}"
+        )
 
 
-@board_app.command("bootstrap", context_settings=_EXTRA)
-def bootstrap_cmd(ctx: typer.Context) -> None:
+def _print_warnings(result: dict[str, Any]) -> None:
+    for warning in result.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@board_app.command("bootstrap")
+def bootstrap_cmd(
+    device: DeviceOpt,
+    tracker: Annotated[
+        str | None,
+        typer.Option(help="Tracker HOST:PORT as the board must dial it (default: the profile's tracker)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the tracker to list the server.")] = 60.0,
+    trust_new_host: TrustOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Start the TVM RPC server on the board, registered with the device's tracker."""
-    not_built("board bootstrap", "issue #6: deploy over SSH")
+    from edgeprune.deploy import board
+    from edgeprune.devices.profile import load_device
+
+    profile = load_device(device)
+    with console.status("bootstrapping") as spinner:
+        result = board.bootstrap(
+            profile,
+            trust_new_host=trust_new_host,
+            tracker=tracker,
+            timeout=timeout,
+            on_stage=lambda text: spinner.update(text),
+        )
+    _print_warnings(result)
+    if as_json:
+        print_json(result)
+        return
+    verb = "already running" if result["already_running"] else "started"
+    console.print(
+        f"[green]{verb}[/] rpc_server pid {result['pid']} on {result['host']} (Python {result['python']}, "
+        f"TVM {result['tvm']}, {result['machine']}); tracker {profile.tracker} lists {result['registered']} "
+        f"server(s) under '{result['key']}'"
+    )
 
 
-@board_app.command("stop", context_settings=_EXTRA)
-def stop_cmd(ctx: typer.Context) -> None:
-    """Stop the RPC server that `board bootstrap` started."""
-    not_built("board stop", "issue #6: deploy over SSH")
+@board_app.command("stop")
+def stop_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: JsonOpt = False) -> None:
+    """Stop the RPC server that `board bootstrap` started (exactly the PID it recorded)."""
+    from edgeprune.deploy import board
+    from edgeprune.devices.profile import load_device
+
+    result = board.stop(load_device(device), trust_new_host=trust_new_host)
+    if as_json:
+        print_json(result)
+        return
+    if result["stopped"] is None:
+        console.print(f"nothing to stop on {result['host']}: {result['reason']}")
+    else:
+        console.print(f"[green]stopped[/] rpc_server pid {result['stopped']} on {result['host']}")
 
 
-@board_app.command("status", context_settings=_EXTRA)
-def status_cmd(ctx: typer.Context) -> None:
-    """Show whether the board's RPC server runs and is registered at the tracker."""
-    not_built("board status", "issue #6: deploy over SSH")
+@board_app.command("status")
+def status_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: JsonOpt = False) -> None:
+    """Show whether the board's RPC server runs and is registered at the tracker (exit 1 when it does not run)."""
+    from edgeprune.deploy import board
+    from edgeprune.devices.profile import load_device
+
+    profile = load_device(device)
+    result = board.status(profile, trust_new_host=trust_new_host)
+    if as_json:
+        print_json(result)
+    else:
+        listed = "unreachable" if result["registered"] is None else f"lists {result['registered']}"
+        state = f"[green]running[/] pid {result['pid']}" if result["running"] else "[yellow]not running[/]"
+        console.print(f"{result['host']}: rpc_server {state}; tracker {profile.tracker} {listed} under '{profile.key}'")
+    if not result["running"]:
+        raise typer.Exit(1)
