@@ -1,0 +1,234 @@
+"""A loopback "board" for deploy tests: a real OpenSSH sshd on 127.0.0.1, a device profile pointing at it,
+and a real (tiny) TVM artifact folder to deploy. The pytest fixtures built on these are in board_fixtures.py.
+
+The board's Python is a wrapper script that logs `$SSH_CONNECTION` before exec'ing this venv's Python:
+sshd sets that variable only in sessions it serves, so the log proves a command ran through SSH.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import free_port
+
+SSHD = Path("/usr/sbin/sshd")
+BOARD_NAME = "loopback-board"
+
+
+@dataclass(frozen=True)
+class SSHServer:
+    port: int
+    user: str
+    client_key: Path  # authorized on the server
+    host_key_pub: Path
+    fingerprint: str  # as `ssh-keygen -lf` prints it, computed by OpenSSH itself
+    log: Path
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgeprune-test", "-f", str(path)], check=True)
+
+
+def _wait_banner(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                if sock.recv(64).startswith(b"SSH-2.0-"):
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def sshd_available() -> str | None:
+    """Why the loopback sshd cannot run here, or None when it can."""
+    if not SSHD.exists() or shutil.which("ssh-keygen") is None:
+        return "OpenSSH server not installed (apt-get install openssh-server; `make test` installs it)"
+    privsep = Path("/run/sshd")  # sshd refuses to start without its privilege separation directory
+    if not privsep.exists():
+        try:
+            privsep.mkdir(mode=0o755, parents=True)
+        except OSError as exc:
+            return f"sshd needs {privsep}, which cannot be created here: {exc}"
+    return None
+
+
+def _sshd_config(folder: Path, port: int, user: str) -> Path:
+    config = folder / "sshd_config"
+    config.write_text(
+        f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {folder / "host_ed25519"}
+PidFile {folder / "sshd.pid"}
+AuthorizedKeysFile {folder / "authorized_keys"}
+AllowUsers {user}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+Subsystem sftp internal-sftp
+"""
+    )
+    return config
+
+
+@dataclass(frozen=True)
+class Board:
+    """One test's board: its profile file, its folders, and the log of commands run through SSH."""
+
+    profile: Path
+    workdir: Path
+    known_hosts: Path
+    ssh_log: Path
+
+
+def start_sshd(folder: Path) -> tuple[SSHServer, subprocess.Popen[bytes]]:
+    """Start sshd -D on a free loopback port, as the current user, accepting one generated key."""
+    _keygen(folder / "host_ed25519")
+    _keygen(folder / "client_ed25519")
+    shutil.copy(folder / "client_ed25519.pub", folder / "authorized_keys")
+    listed = subprocess.run(
+        ["ssh-keygen", "-lf", str(folder / "host_ed25519.pub")], check=True, capture_output=True, text=True
+    )
+    user = getpass.getuser()
+    log = folder / "sshd.log"
+    for _attempt in range(3):  # the free port can be taken between choosing and binding it
+        port = free_port()
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [str(SSHD), "-D", "-e", "-f", str(_sshd_config(folder, port, user))], stdout=out, stderr=out
+            )
+        if _wait_banner(port, proc):
+            server = SSHServer(
+                port=port,
+                user=user,
+                client_key=folder / "client_ed25519",
+                host_key_pub=folder / "host_ed25519.pub",
+                fingerprint=listed.stdout.split()[1],
+                log=log,
+            )
+            return server, proc
+        proc.kill()
+        proc.wait()
+    raise RuntimeError(f"sshd did not start; its log:\n{log.read_text()}")
+
+
+def board_python(folder: Path, python: str = sys.executable) -> tuple[Path, Path]:
+    """A wrapper the profile names as the board's Python; it logs `$SSH_CONNECTION` and the arguments."""
+    log = folder / "board-python.log"
+    wrapper = folder / "board-python"
+    wrapper.write_text(f'#!/bin/sh\necho "ssh=[$SSH_CONNECTION] $*" >> "{log}"\nexec "{python}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+def write_board_profile(
+    folder: Path,
+    server: SSHServer,
+    *,
+    tracker_port: int = 9,
+    key: str = BOARD_NAME,
+    key_file: Path | None = None,
+    trusted: bool = True,
+    python: str = sys.executable,
+) -> Board:
+    """A device profile for the loopback board; `trusted` pre-records the sshd host key in its known_hosts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    known_hosts = folder / "known_hosts"
+    if trusted:
+        kind, blob = server.host_key_pub.read_text().split()[:2]
+        known_hosts.write_text(f"[127.0.0.1]:{server.port} {kind} {blob}\n")
+    wrapper, log = board_python(folder, python)
+    workdir = folder / "board-home" / "edgeprune"
+    key_line = f'key_file = "{key_file}"' if key_file else ""
+    profile = folder / f"{BOARD_NAME}.toml"
+    profile.write_text(
+        f"""name = "{BOARD_NAME}"
+description = "sshd on 127.0.0.1 standing in for a board"
+
+[target]
+kind = "llvm"
+
+[tracker]
+host = "127.0.0.1"
+port = {tracker_port}
+key = "{key}"
+
+[ssh]
+host = "127.0.0.1"
+port = {server.port}
+user = "{server.user}"
+{key_line}
+known_hosts = "{known_hosts}"
+
+[remote]
+workdir = "{workdir}"
+python = "{wrapper}"
+"""
+    )
+    return Board(profile=profile, workdir=workdir, known_hosts=known_hosts, ssh_log=log)
+
+
+def build_tiny_artifact(folder: Path) -> Path:
+    """A real artifact: a tiny CNN, exported to ONNX, compiled by TVM Relax for `llvm`, with its manifest."""
+    import onnx
+    import torch
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10)
+    ).eval()
+    onnx_path = folder / "model.onnx"
+    torch.onnx.export(
+        model, (torch.zeros(1, 1, 8, 8),), str(onnx_path), dynamo=False, input_names=["input"], output_names=["out"]
+    )
+    executable = tvm.compile(
+        from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False), target=tvm.target.Target({"kind": "llvm"})
+    )
+    executable.export_library(str(folder / "model.so"))
+    files = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in ("model.so", "model.onnx")}
+    manifest = {
+        "format": "edgeprune-artifact",
+        "version": 1,
+        "library": "model.so",
+        "onnx": "model.onnx",
+        "input": {"name": "input", "shape": [1, 1, 8, 8], "dtype": "float32"},
+        "output": {"shape": [1, 10], "dtype": "float32"},
+        "target": {"kind": "llvm"},
+        "device": BOARD_NAME,
+        "tvm_version": tvm.__version__,
+        "tuning": {"trials": 0},
+        "source_model": {"arch": "tiny-test-cnn"},
+        "pruning": None,
+        "predicted_ms": None,
+        "files": files,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def edgeprune_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real command line in a child process (inherits the test's isolated environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeprune", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )

@@ -1,0 +1,98 @@
+"""`edgeprune board`: an RPC server started over SSH (real sshd) registers with a real tracker, and stops."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgeprune.deploy import board
+from edgeprune.devices import rpc
+from edgeprune.devices.profile import DeviceProfile, load_device
+from edgeprune.errors import EdgepruneError
+from tests.conftest import free_port
+from tests.loopback_board import SSHServer, edgeprune_cli, write_board_profile
+
+pytest_plugins = ["tests.board_fixtures"]  # the sshd fixture
+
+
+def _is_rpc_server(pid: int) -> bool:
+    try:
+        return b"tvm.exec.rpc_server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
+    sshd: SSHServer, local_farm: DeviceProfile, tmp_path: Path
+) -> None:
+    key = "loopback-board-rpc"  # its own key: the farm's servers (key 'local') do not count
+    board_files = write_board_profile(
+        tmp_path, sshd, key_file=sshd.client_key, tracker_port=local_farm.tracker_port, key=key
+    )
+    profile = str(board_files.profile)
+    device = load_device(profile)
+    assert board.registered(device) == 0
+
+    proc = edgeprune_cli("board", "bootstrap", "--device", profile, "--json")
+    assert proc.returncode == 0, proc.stderr
+    started = json.loads(proc.stdout)
+    pid = started["pid"]
+    try:
+        assert started["already_running"] is False
+        assert started["registered"] == 1
+        assert rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port))[key]["free"] == 1
+        assert _is_rpc_server(pid)  # the board is this machine: the recorded PID is that server
+        assert any(
+            " start-server " in line and "ssh=[127.0.0.1" in line
+            for line in board_files.ssh_log.read_text().splitlines()
+        )
+
+        again = board.bootstrap(device)  # idempotent: the recorded server is reused, not doubled
+        assert (again["already_running"], again["pid"], again["registered"]) == (True, pid, 1)
+
+        result = rpc.check_device(device)  # a kernel built here runs through the board's server
+        assert result["roundtrip_ms"] > 0
+        assert board.status(device)["running"] is True
+    finally:
+        stopped = edgeprune_cli("board", "stop", "--device", profile, "--json")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["stopped"] == pid
+    assert not _is_rpc_server(pid)
+    assert board.registered(device) == 0
+
+    status = edgeprune_cli("board", "status", "--device", profile, "--json")
+    assert status.returncode == 1  # not running
+    assert json.loads(status.stdout)["running"] is False
+    assert board.stop(device)["stopped"] is None  # nothing recorded any more: nothing is signalled
+
+
+def test_bootstrap_with_unreachable_tracker_fails_before_starting_anything(sshd: SSHServer, tmp_path: Path) -> None:
+    files = write_board_profile(tmp_path, sshd, key_file=sshd.client_key, tracker_port=free_port())
+    with pytest.raises(EdgepruneError, match="not reachable"):
+        board.bootstrap(load_device(str(files.profile)))
+    assert not files.ssh_log.exists()  # no command ran on the board
+
+
+def test_bootstrap_refuses_a_board_without_tvm(sshd: SSHServer, local_farm: DeviceProfile, tmp_path: Path) -> None:
+    system_python = shutil.which("python3", path="/usr/bin")
+    if (
+        system_python is None
+        or subprocess.run([system_python, "-c", "import tvm"], capture_output=True).returncode == 0
+    ):
+        pytest.skip("needs a Python without TVM at /usr/bin/python3")
+    files = write_board_profile(
+        tmp_path,
+        sshd,
+        key_file=sshd.client_key,
+        tracker_port=local_farm.tracker_port,
+        key="no-tvm",
+        python=system_python,
+    )
+    with pytest.raises(EdgepruneError, match="no TVM on the board") as refused:
+        board.bootstrap(load_device(str(files.profile)))
+    assert "pip install apache-tvm==" in (refused.value.hint or "")
+    assert not (files.workdir / ".edgeprune" / "rpc_server.json").exists()
