@@ -208,5 +208,7 @@ def test_device_without_ssh_section_is_refused(tiny_artifact: Path, tmp_path: Pa
     profile.write_text(
         f'name = "{BOARD_NAME}"\n[target]\nkind = "llvm"\n[tracker]\nhost = "127.0.0.1"\nport = 9\nkey = "k"\n'
     )
-    with pytest.raises(EdgepruneError, match=r"no \[ssh\] section"):
+    with pytest.raises(EdgepruneError, match="has no ssh settings"):
         deploy_artifact(tiny_artifact, load_device(str(profile)))
+    proc = edgeprune_cli("deploy", str(tiny_artifact), "--device", "local")
+    assert proc.returncode == 2 and "'local' has no ssh settings" in proc.stderr

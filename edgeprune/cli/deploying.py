@@ -68,7 +68,7 @@ def deploy_cmd(
     if smoke_result:
         console.print(
             f"smoke run on the board: output {smoke_result['output_shape']}, "
-            f"{smoke_result['latency_ms']:.3f} ms (median of {len(smoke_result['latency_runs_ms'])}), "
+            f"{smoke_result['latency_ms']:.3g} ms (median of {len(smoke_result['latency_runs_ms'])}), "
             f"TVM {smoke_result['tvm']}"
         )
 
@@ -141,8 +141,12 @@ def status_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: Jso
     if as_json:
         print_json(result)
     else:
-        listed = "unreachable" if result["registered"] is None else f"lists {result['registered']}"
         state = f"[green]running[/] pid {result['pid']}" if result["running"] else "[yellow]not running[/]"
-        console.print(f"{result['host']}: rpc_server {state}; tracker {profile.tracker} {listed} under '{profile.key}'")
+        listed = (
+            f"tracker {profile.tracker} is unreachable"
+            if result["registered"] is None
+            else f"tracker {profile.tracker} lists {result['registered']} server(s) under '{profile.key}'"
+        )
+        console.print(f"{result['host']}: rpc_server {state}; {listed}")
     if not result["running"]:
         raise typer.Exit(1)

@@ -101,6 +101,7 @@ def bootstrap(
     on_stage: Callable[[str], None] = _noop,
 ) -> dict[str, Any]:
     """Start the board's RPC server (once) and return when the tracker lists it."""
+    ssh.require_ssh(device)
     dial = board_tracker(device, tracker)
     before = registered(device)  # also fails fast when this machine cannot reach the tracker
     on_stage(f"connecting to {device.name}")

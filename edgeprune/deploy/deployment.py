@@ -111,6 +111,7 @@ def deploy_artifact(
 
     `folder` may be an already loaded `Artifact` (its files were hashed then; `name` is ignored).
     """
+    ssh.require_ssh(device)
     artifact = folder if isinstance(folder, Artifact) else load_artifact(folder, name)
     if not ignore_device_mismatch:
         check_device_matches(artifact, device)
@@ -129,8 +130,10 @@ def deploy_artifact(
             uploaded = time.perf_counter()
             on_stage("checking sha256 on the board")
             _verify(runner, artifact, staged)
-            on_stage("smoke run on the board")
-            smoke_result = smoke_run(runner, staged) if smoke else None
+            smoke_result = None
+            if smoke:
+                on_stage("smoke run on the board")
+                smoke_result = smoke_run(runner, staged)
             replaced = _swap_into_place(
                 conn, staged, destination, posixpath.join(runner.workdir, f".{artifact.name}.old-{token}")
             )

@@ -150,17 +150,23 @@ class BoardConnection:
         self.check(f"rm -rf -- {shlex.quote(path)}", timeout=120)
 
 
+def require_ssh(device: DeviceProfile) -> SSHConfig:
+    """The device's SSH settings; a device without them (like `local`) is not a board."""
+    if device.ssh is None:
+        where = f" ({device.source})" if device.source else ""
+        raise EdgepruneError(
+            f"device '{device.name}' has no ssh settings{where}: it is not a board edgeprune can reach",
+            hint="add an ssh table (host, user, key_file, known_hosts) to its profile; the `local` device needs no "
+            "deploy (its RPC servers come from `edgeprune farm up`)",
+        )
+    return device.ssh
+
+
 def connect(device: DeviceProfile, trust_new_host: bool = False, timeout: float = CONNECT_TIMEOUT_S) -> BoardConnection:
     """Connect to the board of `device` with its profile's SSH settings; errors say what to fix."""
     import paramiko
 
-    ssh = device.ssh
-    if ssh is None:
-        where = f" ({device.source})" if device.source else ""
-        raise EdgepruneError(
-            f"device '{device.name}' has no [ssh] section{where}: nothing to connect to",
-            hint="add [ssh] host, user, key_file (and known_hosts) to the profile; `local` is not a board",
-        )
+    ssh = require_ssh(device)
     key_path = ssh.key_path
     if key_path is not None and not key_path.exists():
         raise EdgepruneError(
