@@ -8,6 +8,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgeprune.errors import EdgepruneError
 
@@ -28,9 +29,9 @@ def print_json(data: Any) -> None:
 
 
 def fail(error: EdgepruneError) -> NoReturn:
-    console.print(f"[bold red]error:[/] {error.message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
     if error.hint:
-        console.print(f"[yellow]hint:[/] {error.hint}", highlight=False)
+        console.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False)
     raise SystemExit(EXIT_ERROR)
 
 
