@@ -2,22 +2,181 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
-from edgeprune.cli.common import not_built
+from edgeprune.cli.common import DeviceOpt, JsonOpt, console, print_json
+from edgeprune.profiling import defaults
 
 app = typer.Typer()
 
-_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Model input CxHxW (zoo / .py models).")]
+ClassesOpt = Annotated[int | None, typer.Option("--classes", help="Number of classes (zoo / .py models).")]
+WidthOpt = Annotated[float, typer.Option("--width", help="Width multiplier of a zoo model.")]
+ModelArg = Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory, or a saved model file.")]
+TrialsOpt = Annotated[
+    int,
+    typer.Option(
+        "--trials",
+        help="MetaSchedule trials per task when tuning the full-width network (tasks the device's tuning "
+        "database already holds are reused, not tuned again).",
+    ),
+]
 
 
-@app.command("profile", context_settings=_EXTRA)
-def profile_cmd(ctx: typer.Context) -> None:
-    """Measure per-layer latency on a device through TVM RPC into its lookup table (LUT)."""
-    not_built("profile", "issue #3: latency lookup tables")
+def _bundle(model: str, input_shape: str | None, classes: int | None, width: float) -> Any:
+    from edgeprune.models.io import load_model, parse_input_shape
+
+    return load_model(model, parse_input_shape(input_shape) if input_shape else None, classes, width)
 
 
-@app.command("estimate", context_settings=_EXTRA)
-def estimate_cmd(ctx: typer.Context) -> None:
+class _PhaseProgress:
+    """One rich progress bar per profiling phase (tuning trials, network, entries), with an ETA."""
+
+    LABELS = {"tuning": "tuning (trials)", "network": "whole network", "entries": "entries"}
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(self.LABELS.get(phase, phase), total=max(total, 1))
+        self.progress.update(self.tasks[phase], completed=done, total=max(total, 1))
+
+
+@app.command("profile")
+def profile_cmd(
+    model: ModelArg,
+    device: DeviceOpt,
+    input_shape: ShapeOpt = None,
+    classes: ClassesOpt = None,
+    width: WidthOpt = 1.0,
+    grid: Annotated[
+        int | None,
+        typer.Option(
+            "--grid",
+            help="Channel step of the table's grid (default: the device's vector width in fp32 lanes, "
+            "coarser for wide layers so each channel dimension has at most 4 points).",
+        ),
+    ] = None,
+    repeat: Annotated[
+        int, typer.Option("--repeat", help="time_evaluator repeats per entry (median, spread).")
+    ] = defaults.REPEAT,
+    number: Annotated[
+        int, typer.Option("--number", help="Runs per repeat (raised so a repeat lasts at least 20 ms).")
+    ] = defaults.NUMBER,
+    trials: TrialsOpt = defaults.TRIALS,
+    servers_parallel: Annotated[
+        bool,
+        typer.Option("--servers-parallel", help="Measure on every free RPC server under the device's key at once."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure per-layer latency on a device through TVM RPC into its lookup table (LUT).
+
+    The table models the tuned kernels `compile` ships (one MetaSchedule database per device, shared).
+    An interrupted run resumes; entries measured for other models are reused.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgeprune.devices.profile import load_device
+    from edgeprune.profiling.profiler import profile_model
+
+    profile = load_device(device)
+    bundle = _bundle(model, input_shape, classes, width)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        report = profile_model(
+            bundle,
+            profile,
+            grid=grid,
+            repeat=repeat,
+            number=number,
+            parallel=servers_parallel,
+            trials=trials,
+            on_progress=_PhaseProgress(progress),
+        )
+    if as_json:
+        print_json(report.to_json())
+        return
+    network = f", whole network {report.network_ms:.3f} ms" if report.network_ms is not None else ""
+    console.print(
+        f"[green]profiled[/] {bundle.name} on {profile.name}: {report.entries_measured} entries measured, "
+        f"{report.entries_reused} reused of {report.entries_total}{network} in {report.seconds:.0f} s "
+        f"({report.servers or 0} server(s))\n  {report.lut}"
+    )
+
+
+def _estimate_table(bundle: Any, estimate: Any, flops: int, params: int) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{bundle.name} {list(bundle.input_shape)}: predicted latency per layer")
+    for column in ("layer", "kind", "in", "out", "ms", "share"):
+        table.add_column(column, justify="left" if column in ("layer", "kind") else "right")
+    for row in estimate.layers:
+        mark = "" if row.exact else " ~"
+        table.add_row(
+            row.name,
+            row.kind,
+            str(row.in_channels),
+            str(row.out_channels),
+            f"{row.predicted_ms:.4f}{mark}",
+            f"{row.predicted_ms / estimate.predicted_ms:.1%}",
+        )
+    table.add_row("other ops (calibration)", "", "", "", f"{estimate.offset_ms:.4f}", "")
+    table.add_row("[bold]total[/]", "", "", "", f"[bold]{estimate.predicted_ms:.4f}[/]", "")
+    table.caption = f"{flops / 1e6:.2f} M MACs, {params / 1e6:.3f} M params; ~ interpolated between grid points"
+    return table
+
+
+@app.command("estimate")
+def estimate_cmd(
+    model: ModelArg,
+    device: DeviceOpt,
+    input_shape: ShapeOpt = None,
+    classes: ClassesOpt = None,
+    width: WidthOpt = 1.0,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Also compile the network as `compile` does and measure it.")
+    ] = False,
+    trials: TrialsOpt = defaults.TRIALS,
+    as_json: JsonOpt = False,
+) -> None:
     """Predict a model's latency on a device from its LUT, per layer; optionally measure it."""
-    not_built("estimate", "issue #3: latency lookup tables")
+    from edgeprune.devices.profile import load_device
+    from edgeprune.profiling.latency import LatencyModel
+    from edgeprune.profiling.profiler import measure_network
+
+    profile = load_device(device)
+    bundle = _bundle(model, input_shape, classes, width)
+    latency = LatencyModel.for_device(profile)
+    estimate = latency.estimate(bundle.module, bundle.input_shape)
+    flops = sum(row.macs for row in estimate.layers)
+    params = sum(p.numel() for p in bundle.module.parameters())
+    result: dict[str, Any] = {
+        "model": bundle.name,
+        "device": profile.name,
+        "predicted_ms": round(estimate.predicted_ms, 6),
+        "layer_sum_ms": round(estimate.layer_sum_ms, 6),
+        "calibration_ms": round(estimate.offset_ms, 6),
+        "flops": flops,
+        "params": params,
+        "layers": [row.to_json() for row in estimate.layers],
+    }
+    if measure:
+        with console.status(f"compiling {bundle.name} as `compile` does and measuring it on {profile.name}"):
+            timing = measure_network(bundle, profile, trials)
+        result["measured_ms"] = round(timing.median_ms, 6)
+        result["measured_spread_ms"] = round(timing.spread_ms, 6)
+        result["error_pct"] = round(100.0 * (estimate.predicted_ms - timing.median_ms) / timing.median_ms, 3)
+    if as_json:
+        print_json(result)
+        return
+    console.print(_estimate_table(bundle, estimate, flops, params))
+    if measure:
+        console.print(
+            f"measured {result['measured_ms']:.4f} ms (spread {result['measured_spread_ms']:.4f}), predicted "
+            f"{result['predicted_ms']:.4f} ms: error {result['error_pct']:+.2f}%"
+        )

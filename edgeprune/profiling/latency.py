@@ -1,0 +1,242 @@
+"""The latency model: a network's latency on a device for any channel configuration, from its table.
+
+prediction = sum over prunable layers of the table's kernel time at the layer's (in, out) channels
+           + the network's calibration offset.
+A layer on the grid reads its entry; between grid points the time is interpolated bilinearly in
+(in, out) channels (tuned convolution time is close to bilinear in them); below the smallest grid point
+it is the smallest point's time (a kernel with fewer channels than a vector still runs whole vectors).
+The offset is the measured unpruned network minus its per-layer sum: what the sum does not see (pooling,
+reshapes, per-call overhead of the single-layer measurements, fusion across layers). Pruning keeps the
+graph, so the offset carries over to every pruned variant of the same model.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from edgeprune.devices.profile import DeviceProfile
+from edgeprune.errors import EdgepruneError
+from edgeprune.profiling.lut import LatencyTable, lut_path, split_key
+from edgeprune.profiling.signature import DEPTHWISE, Family, Layer, LayerExtractor
+
+
+class MissingEntries(EdgepruneError):
+    """The table lacks entries (or the whole-network calibration) for some layers of a model."""
+
+    def __init__(self, device: str, missing: list[str]) -> None:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        super().__init__(
+            f"the latency table of device '{device}' lacks {len(missing)} entries for this model: {shown}",
+            hint=f"run `edgeprune profile MODEL --device {device}` for this model (it measures only what is missing)",
+        )
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class LayerEstimate:
+    name: str
+    kind: str
+    in_channels: int
+    out_channels: int
+    predicted_ms: float
+    macs: int
+    exact: bool  # the configuration is a measured grid point
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "predicted_ms": round(self.predicted_ms, 6),
+            "macs": self.macs,
+            "exact": self.exact,
+        }
+
+
+@dataclass(frozen=True)
+class Estimate:
+    predicted_ms: float
+    layer_sum_ms: float
+    offset_ms: float
+    layers: list[LayerEstimate]
+
+
+class _FamilyGrid:
+    """The measured points of one family: exact lookups and the bracketing points for interpolation."""
+
+    def __init__(self) -> None:
+        self.points: dict[tuple[int, int], float] = {}
+        self.ins: list[int] = []
+        self.outs: list[int] = []
+
+    def add(self, cin: int, cout: int, ms: float) -> None:
+        self.points[(cin, cout)] = ms
+
+    def finish(self) -> None:
+        self.ins = sorted({c for c, _ in self.points})
+        self.outs = sorted({c for _, c in self.points})
+
+    @staticmethod
+    def _brackets(values: list[int], x: int) -> list[tuple[int, int]]:
+        """Candidate (low, high) grid values around x, tightest first; below the grid clamps to its first."""
+        if not values or x > values[-1]:
+            return []
+        if x <= values[0]:
+            return [(values[0], values[0])]
+        at = bisect.bisect_left(values, x)
+        if values[at] == x:
+            return [(x, x)]
+        return [(values[lo], values[hi]) for lo in range(at - 1, -1, -1) for hi in range(at, len(values))]
+
+    def time(self, cin: int, cout: int, diagonal: bool) -> tuple[float, bool] | None:
+        """(ms, exact) at the configuration, or None when the grid does not cover it."""
+        if (cin, cout) in self.points:
+            return self.points[(cin, cout)], True
+        if diagonal:  # depthwise: in == out, a 1-D grid
+            for lo, hi in self._brackets(self.outs, cout):
+                if (lo, lo) in self.points and (hi, hi) in self.points:
+                    return _lerp(cout, lo, hi, self.points[(lo, lo)], self.points[(hi, hi)]), False
+            return None
+        for i0, i1 in self._brackets(self.ins, cin):
+            for o0, o1 in self._brackets(self.outs, cout):
+                corners = [(i0, o0), (i0, o1), (i1, o0), (i1, o1)]
+                if all(c in self.points for c in corners):
+                    low = _lerp(cout, o0, o1, self.points[(i0, o0)], self.points[(i0, o1)])
+                    high = _lerp(cout, o0, o1, self.points[(i1, o0)], self.points[(i1, o1)])
+                    return _lerp(cin, i0, i1, low, high), False
+        return None
+
+
+def _lerp(x: int, x0: int, x1: int, y0: float, y1: float) -> float:
+    if x1 == x0:
+        return y0
+    return y0 + (y1 - y0) * (min(max(x, x0), x1) - x0) / (x1 - x0)
+
+
+class LatencyModel:
+    """Predicts latency (ms) on one device from its lookup table; cheap enough to call inside a search."""
+
+    def __init__(self, table: LatencyTable) -> None:
+        self.table = table
+        self.device = table.device
+        self._extractor = LayerExtractor()
+        self._grids: dict[str, _FamilyGrid] = {}
+        for key, entry in table.entries.items():
+            family, cin, cout = split_key(key)
+            self._grids.setdefault(family, _FamilyGrid()).add(cin, cout, float(entry["median_ms"]))
+        for grid in self._grids.values():
+            grid.finish()
+        self._offsets: dict[str, float] = {}
+
+    @classmethod
+    def for_device(cls, device: DeviceProfile) -> LatencyModel:
+        """The device's model; EdgepruneError when the device has no table yet (or an unusable one)."""
+        table = LatencyTable.load(device)
+        if table is None:
+            raise EdgepruneError(
+                f"device '{device.name}' has no latency table yet ({lut_path(device)})",
+                hint=f"measure one: `edgeprune profile MODEL --device {device.name}`",
+            )
+        return cls(table)
+
+    def _layer_time(self, layer: Layer) -> tuple[float, bool] | None:
+        grid = self._grids.get(layer.family.key)
+        if grid is None:
+            return None
+        return grid.time(layer.in_channels, layer.out_channels, layer.family.kind == DEPTHWISE)
+
+    def _offset(self, structure: str, layers_by_name: dict[str, Family]) -> float | None:
+        """Measured unpruned network minus the per-layer sum at its channels (None if never measured)."""
+        if structure not in self._offsets:
+            network = self.table.networks.get(structure)
+            if network is None:
+                return None
+            total = 0.0
+            for name, (cin, cout) in network["channels"].items():
+                family = layers_by_name[name]
+                grid = self._grids.get(family.key)
+                point = grid.time(cin, cout, family.kind == DEPTHWISE) if grid else None
+                if point is None:
+                    return None
+                total += point[0]
+            self._offsets[structure] = float(network["measured_ms"]) - total
+        return self._offsets[structure]
+
+    def estimate(
+        self,
+        module: nn.Module,
+        input_shape: tuple[int, int, int],
+        channels: dict[str, tuple[int, int]] | None = None,
+    ) -> Estimate:
+        """Per-layer breakdown and total; MissingEntries when the table does not cover the model.
+
+        `channels` maps layer names to (in, out) counts to predict instead of the module's own.
+        """
+        layers, structure = self._extractor.extract(module, input_shape)
+        rows: list[LayerEstimate] = []
+        missing: list[str] = []
+        for layer in layers:
+            if channels and layer.name in channels:
+                layer = Layer(layer.slot, *channels[layer.name])
+            point = self._layer_time(layer)
+            if point is None:
+                missing.append(f"{layer.name} ({layer.key})")
+                continue
+            rows.append(
+                LayerEstimate(
+                    layer.name,
+                    layer.family.kind,
+                    layer.in_channels,
+                    layer.out_channels,
+                    point[0],
+                    layer.family.macs(layer.in_channels, layer.out_channels),
+                    point[1],
+                )
+            )
+        offset = None if missing else self._offset(structure, {x.name: x.family for x in layers})
+        if offset is None and not missing:
+            missing.append("the whole-network measurement of this model (calibration)")
+        if missing or offset is None:
+            raise MissingEntries(self.device, missing)
+        layer_sum = sum(r.predicted_ms for r in rows)
+        return Estimate(layer_sum + offset, layer_sum, offset, rows)
+
+    def predict_ms(self, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
+        """Predicted latency of `module` on the device, in ms."""
+        return self.estimate(module, input_shape).predicted_ms
+
+    def channel_steps(self, module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
+        """Per prunable layer (output not fixed by the class count): the table's out-channel grid step.
+
+        Kept counts that are multiples of the step (up to the unpruned width) are measured points.
+        """
+        steps: dict[str, int] = {}
+        missing: list[str] = []
+        for layer in self._extractor.layers(module, input_shape):
+            if layer.slot.out_fixed:
+                continue
+            grid = self._grids.get(layer.family.key)
+            step = _grid_step(grid.outs if grid else [], layer.out_channels)
+            if step is None:
+                missing.append(f"{layer.name} ({layer.key})")
+            else:
+                steps[layer.name] = step
+        if missing:
+            raise MissingEntries(self.device, missing)
+        return steps
+
+
+def _grid_step(values: list[int], channels: int) -> int | None:
+    """The smallest step whose multiples up to `channels` are all grid values (the full width always is)."""
+    present = set(values)
+    if channels not in present:
+        return None
+    for step in sorted(v for v in present if v <= channels):
+        if all(m in present for m in range(step, channels + 1, step)):
+            return step
+    return channels

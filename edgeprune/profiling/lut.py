@@ -1,0 +1,164 @@
+"""The latency lookup table of a device: `device_profiles/<device>/lut.json`.
+
+One JSON file: a header (schema version, device, TVM target, TVM version, what the kernels are), the entries
+(one per signature: family + in/out channels, with median, spread and time of measurement) and the
+whole-network measurements used to calibrate per-layer sums. It is rewritten atomically after every entry,
+so an interrupted profile keeps everything it measured and the next run only measures what is missing.
+A table made for another target or TVM version is refused: its numbers describe other kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgeprune import atomic
+from edgeprune.devices.profile import DeviceProfile
+from edgeprune.errors import EdgepruneError
+
+SCHEMA_VERSION = 1
+FILE_NAME = "lut.json"
+KERNELS = (
+    "MetaSchedule-tuned kernels as `compile` ships them: each entry runs the schedule the device's tuning "
+    "database holds for that exact shape; a shape without a record gets the tuned schedule of its layer "
+    "family's full-width layer re-applied (tile sizes adapted), and that record is committed to the database"
+)
+
+
+def tvm_version() -> str:
+    """The installed TVM's version, without importing TVM (which takes seconds)."""
+    from importlib import metadata
+
+    for dist in ("apache-tvm", "tvm"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(dist)
+    import tvm
+
+    return str(tvm.__version__)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def lut_path(device: DeviceProfile) -> Path:
+    return device.lut_dir / FILE_NAME
+
+
+def split_key(key: str) -> tuple[str, int, int]:
+    """'<family key>|<in>x<out>' -> (family key, in, out)."""
+    family, _, channels = key.rpartition("|")
+    cin, _, cout = channels.partition("x")
+    return family, int(cin), int(cout)
+
+
+@dataclass
+class LatencyTable:
+    """The table in memory. `entries` and `networks` are plain JSON records keyed as in the file."""
+
+    path: Path
+    device: str
+    target: dict[str, Any]
+    tvm_version: str
+    created: str = field(default_factory=now)
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, device: DeviceProfile) -> LatencyTable:
+        return cls(lut_path(device), device.name, dict(device.target), tvm_version())
+
+    @classmethod
+    def load(cls, device: DeviceProfile) -> LatencyTable | None:
+        """The device's table, validated against the device; None when it has none yet."""
+        path = lut_path(device)
+        if not path.exists():
+            return None
+        rerun = f"move {path} away and run `edgeprune profile MODEL --device {device.name}` to measure a new one"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise EdgepruneError(f"latency table {path} is unreadable or corrupt: {exc}", hint=rerun) from exc
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+            found = data.get("schema") if isinstance(data, dict) else None
+            raise EdgepruneError(
+                f"latency table {path} has schema version {found}, this edgeprune reads {SCHEMA_VERSION}", hint=rerun
+            )
+        if data.get("device") != device.name or data.get("target") != device.target:
+            raise EdgepruneError(
+                f"latency table {path} was measured for device '{data.get('device')}' with target "
+                f"{json.dumps(data.get('target'))}; device '{device.name}' has target {json.dumps(device.target)}",
+                hint=rerun,
+            )
+        if data.get("tvm_version") != tvm_version():
+            raise EdgepruneError(
+                f"latency table {path} was measured with TVM {data.get('tvm_version')}, this is TVM {tvm_version()}: "
+                "its kernels differ",
+                hint=rerun,
+            )
+        try:
+            table = cls(
+                path=path,
+                device=str(data["device"]),
+                target=dict(data["target"]),
+                tvm_version=str(data["tvm_version"]),
+                created=str(data.get("created", "")),
+                entries={str(k): dict(v) for k, v in data["entries"].items()},
+                networks={str(k): dict(v) for k, v in data["networks"].items()},
+            )
+            for key, entry in table.entries.items():
+                split_key(key)
+                float(entry["median_ms"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EdgepruneError(f"latency table {path} is malformed: {type(exc).__name__}: {exc}", hint=rerun) from exc
+        return table
+
+    @classmethod
+    def open(cls, device: DeviceProfile) -> LatencyTable:
+        return cls.load(device) or cls.new(device)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "device": self.device,
+            "target": self.target,
+            "tvm_version": self.tvm_version,
+            "kernels": KERNELS,
+            "created": self.created,
+            "updated": now(),
+            "entries": dict(sorted(self.entries.items())),
+            "networks": self.networks,
+        }
+
+    def save(self) -> None:
+        atomic.write_json(self.path, self.to_json())
+
+    def median_ms(self, key: str) -> float | None:
+        entry = self.entries.get(key)
+        return None if entry is None else float(entry["median_ms"])
+
+
+@contextlib.contextmanager
+def exclusive(device: DeviceProfile) -> Iterator[None]:
+    """One profiling run per table at a time (two writers would each drop the other's entries)."""
+    path = lut_path(device).with_name(FILE_NAME + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise EdgepruneError(
+                f"another `edgeprune profile` is writing {lut_path(device)}",
+                hint="wait for it to finish (a run resumes where another stopped)",
+            ) from exc
+        yield
+    finally:
+        os.close(fd)

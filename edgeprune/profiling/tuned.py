@@ -1,0 +1,139 @@
+"""Tuned schedules for table entries, shared with `compile` through the device's MetaSchedule database.
+
+Tuning every grid point costs ~3 s per trial on a small CPU; measured here, re-applying the tuned schedule of
+a family's full-width layer to a narrower shape (same sketch, tile sizes adapted to the new extents) gave
+kernels as fast as or faster than 16 fresh trials on that shape, for the cost of one build. So an entry runs:
+the database's best record for its exact workload if there is one (what `compile` would ship), else the
+family anchor's schedule transplanted; the transplanted record is committed to the database with its
+measured time, so the network `compile` builds later runs exactly the kernel the table measured.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+from edgeprune.compile import tune
+from edgeprune.devices import toolchain
+from edgeprune.devices.profile import DeviceProfile
+from edgeprune.errors import EdgepruneError
+
+
+class TransplantError(EdgepruneError):
+    """The anchor's schedule does not apply to this shape (the entry falls back to tuning it)."""
+
+
+def adapt_tiles(extent: int, factors: list[int]) -> list[int]:
+    """A perfect tiling of `extent` close to `factors`: inner factors kept where they divide, rest outermost.
+
+    Inner tiles carry the vector width and register blocking that tuning found; the outermost loop absorbs
+    the change in size (it is the one parallelised across cores).
+    """
+    new = list(factors)
+    remaining = extent
+    for index in range(len(factors) - 1, 0, -1):
+        new[index] = math.gcd(int(factors[index]), remaining)
+        remaining //= new[index]
+    new[0] = remaining
+    return new
+
+
+def task_module(relax_mod: Any, device: DeviceProfile) -> Any:
+    """The single tunable TIR workload of a single-layer network (its MetaSchedule task's module)."""
+    tasks = tune.extract_tasks(relax_mod, device)
+    if len(tasks) != 1:
+        names = [t.task_name for t in tasks]
+        raise EdgepruneError(f"expected one tunable kernel in a single-layer network, found {len(tasks)}: {names}")
+    return tasks[0].dispatched[0]
+
+
+def transplant(workload: Any, trace: Any, device: DeviceProfile) -> Any:
+    """Apply a tuned trace to another shape of the same kernel, then MetaSchedule's CPU postprocessing.
+
+    The postprocessors are created directly: a TuneContext would import TVM's tensor intrinsics (30-80 s)
+    for rules this replay does not use; it gave the same schedule when this was written.
+    """
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    sch = tvm.s_tir.Schedule(workload)
+
+    def provide(inst: Any, inputs: list[Any], _attrs: Any, decision: Any) -> Any:
+        if inst.kind.name == "SamplePerfectTile":
+            return adapt_tiles(int(sch.get(inputs[0]).extent), [int(d) for d in decision])
+        return decision
+
+    try:
+        trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=provide)
+        sch.enter_postproc()
+        for postproc in ms.postproc.Postproc.create(device.target["kind"]):
+            if not postproc.apply(sch):
+                raise TransplantError(f"postprocessor {type(postproc).__name__} rejected the transplanted schedule")
+    except TransplantError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - TVM raises several types when a trace does not fit
+        raise TransplantError(f"the anchor schedule does not apply: {type(exc).__name__}: {exc}") from exc
+    return sch
+
+
+class ScheduleStore:
+    """The device's tuning database, opened once and shared by the profiling threads (under a lock)."""
+
+    def __init__(self, device: DeviceProfile, db_dir: Path | None = None) -> None:
+        from tvm.s_tir import meta_schedule as ms
+
+        self.device = device
+        self.db_dir = Path(db_dir or tune.tuning_db_dir(device))
+        self.db_dir.mkdir(parents=True, exist_ok=True)
+        self._db = ms.database.JSONDatabase(work_dir=str(self.db_dir))
+        self._lock = threading.Lock()
+
+    def best(self, workload: Any) -> Any | None:
+        """The best tuning record of this exact workload, or None."""
+        with self._lock:
+            if not self._db.has_workload(workload):
+                return None
+            records = self._db.get_top_k(self._db.commit_workload(workload), 1)
+        return records[0] if records else None
+
+    def record_for(self, workload: Any, sch: Any, run_ms: float | None = None) -> Any:
+        """A tuning record of `sch` for `workload` (not stored)."""
+        from tvm.s_tir import meta_schedule as ms
+
+        return ms.database.TuningRecord(
+            sch.trace,
+            ms.database.Workload(workload),
+            [run_ms / 1e3] if run_ms is not None else None,
+            toolchain.tvm_target(self.device),
+            ms.arg_info.ArgInfo.from_prim_func(workload["main"]),
+        )
+
+    def commit(self, workload: Any, sch: Any, run_ms: float) -> None:
+        """Store a measured schedule; `compile` then reuses it for this shape instead of tuning it."""
+        from tvm.s_tir import meta_schedule as ms
+
+        with self._lock:
+            committed = self._db.commit_workload(workload)
+            record = self.record_for(workload, sch, run_ms)
+            self._db.commit_tuning_record(
+                ms.database.TuningRecord(record.trace, committed, record.run_secs, record.target, record.args_info)
+            )
+
+
+def build_with(relax_mod: Any, record: Any, device: DeviceProfile) -> Any:
+    """Compile as `compile.tune.build` does, with `record` as the only database entry."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    target = toolchain.tvm_target(device)
+    database = ms.database.MemoryDatabase()
+    workload = database.commit_workload(record.workload.mod)
+    database.commit_tuning_record(
+        ms.database.TuningRecord(record.trace, workload, record.run_secs or [1.0], target, record.args_info)
+    )
+    with target, database:
+        relax_mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(relax_mod)
+    return tvm.compile(relax_mod, target=target)
