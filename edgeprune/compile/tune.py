@@ -9,18 +9,22 @@ on small machines); candidates run on the device's RPC servers through the track
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune.devices import toolchain
+from edgeprune.devices import rpc, toolchain
 from edgeprune.devices.profile import DeviceProfile
+from edgeprune.errors import EdgepruneError
 
 TUNED_OPS = ("conv2d", "matmul", "dense")
 TRIALS_PER_ITER = 16
+GPU_TENSOR_INTRINSICS = ("cuda", "rocm", "hexagon")
 
 
 def tuning_db_dir(device: DeviceProfile) -> Path:
@@ -34,20 +38,62 @@ class TuneReport:
     tasks_reused: int
     trials: int
     seconds: float
+    failed: int = 0  # candidates that did not build or run; their time is not a measurement
+
+
+@dataclass
+class _Tally:
+    """What the measured batches reported so far: trials, failures, each task's best kernel time."""
+
+    weights: list[float]
+    done: int = 0
+    failed: int = 0
+    first_error: str | None = None
+    best_ms: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def network_ms(self) -> float | None:
+        """Sum of each task's best time times its use count: an estimate of the tuned network's kernels."""
+        return sum(ms * self.weights[i] for i, ms in self.best_ms.items()) if self.best_ms else None
+
+
+class _OwnRecordsOnly(logging.Filter):
+    """Drops the records MetaSchedule's top logger emits itself (its log-directory line and level nag)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
 
 
 @contextlib.contextmanager
 def _quiet_tvm_logs() -> Iterator[None]:
-    """MetaSchedule logs every round at INFO to the root logger; keep the terminal for our progress bar."""
-    import logging
-
+    """Keep MetaSchedule off our terminal: its console handler writes to *stdout* (which would break
+    `--json`) at the level its logger has when tuning starts; its full logs stay in the database's logs/.
+    """
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
     old = logger.level
+    quiet = _OwnRecordsOnly()
     logger.setLevel(logging.WARNING)
+    logger.addFilter(quiet)
     try:
-        yield
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
     finally:
+        logger.removeFilter(quiet)
         logger.setLevel(old)
+
+
+def _load_cpu_tensor_intrinsics() -> None:
+    """Every MetaSchedule TuneContext imports all of TVM's tensor intrinsics: 38 s on two cores, 34 s of it
+    registering GPU and DSP ones (cuda, rocm, hexagon) that edgeprune's llvm CPU targets never use. Empty
+    stand-ins for those modules are registered first, in this process only; x86 and ARM intrinsics load."""
+    import types
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    for name in GPU_TENSOR_INTRINSICS:
+        module = f"tvm.s_tir.tensor_intrin.{name}"
+        sys.modules.setdefault(module, types.ModuleType(module, "not loaded by edgeprune: CPU targets only"))
+    import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the CPU intrinsics the schedule rules look up
 
 
 def _builder(device: DeviceProfile) -> Any:
@@ -92,25 +138,38 @@ def _runner(device: DeviceProfile, number: int = 3, repeat: int = 1, min_repeat_
     )
 
 
-def _progress_callback(on_trials: Callable[[int, float | None], None]) -> Any:
-    """Reports trials done and the sum over tasks of each task's best kernel time (a lower bound of the net)."""
+def _tally_callback(tally: _Tally, on_batch: Callable[[_Tally], None]) -> Any:
+    """A measure callback that counts each batch's trials and failures and keeps each task's best time."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
-    best: dict[int, float] = {}
-    done = [0]
-
     @derived_object
-    class Progress(ms.measure_callback.PyMeasureCallback):
+    class Tally(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler: Any, task_id: int, candidates: Any, builds: Any, runs: Any) -> None:
-            for run in runs:
-                done[0] += 1
-                if run.run_secs and run.error_msg is None:
-                    ms_value = sum(float(s) for s in run.run_secs) / len(run.run_secs) * 1e3
-                    best[task_id] = min(best.get(task_id, ms_value), ms_value)
-            on_trials(done[0], sum(best.values()) if best else None)
+            for built, run in zip(builds, runs, strict=True):
+                tally.done += 1
+                error = built.error_msg or run.error_msg
+                if error is not None or not run.run_secs:
+                    tally.failed += 1
+                    tally.first_error = tally.first_error or str(error)
+                    continue
+                ms_value = sum(float(s) for s in run.run_secs) / len(run.run_secs) * 1e3
+                tally.best_ms[task_id] = min(tally.best_ms.get(task_id, ms_value), ms_value)
+            on_batch(tally)
 
-    return Progress()
+    return Tally()
+
+
+def _require_servers(device: DeviceProfile) -> None:
+    """Fail in seconds when nobody serves the device: MetaSchedule's runner would retry for many minutes
+    and record every candidate as failed."""
+    counts = rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port))
+    if device.key not in counts:
+        raise EdgepruneError(
+            f"no RPC server under key '{device.key}' at tracker {device.tracker} to measure tuning candidates on",
+            hint=f"start the device's RPC server (`edgeprune board bootstrap --device {device.name}` for a board), "
+            "or pass --trials 0 to compile untuned",
+        )
 
 
 def extract_tasks(mod: Any, device: DeviceProfile) -> list[Any]:
@@ -122,13 +181,21 @@ def extract_tasks(mod: Any, device: DeviceProfile) -> list[Any]:
 
 
 def _tuned_workloads(db_dir: Path, tasks: list[Any]) -> set[int]:
-    """Indices of tasks the database already holds records for (these are reused, not tuned again)."""
+    """Indices of tasks the database holds a measured record for (these are reused, not tuned again).
+
+    A workload whose candidates all failed (device lost mid-run) is in the database too, without a usable
+    record: it is tuned again rather than silently shipped untuned.
+    """
     from tvm.s_tir import meta_schedule as ms
 
     if not (db_dir / "database_tuning_record.json").exists():
         return set()
     db = ms.database.JSONDatabase(work_dir=str(db_dir))
-    return {i for i, t in enumerate(tasks) if db.has_workload(t.dispatched[0])}
+    return {
+        i
+        for i, t in enumerate(tasks)
+        if db.has_workload(t.dispatched[0]) and db.get_top_k(db.commit_workload(t.dispatched[0]), 1)
+    }
 
 
 def tune(
@@ -138,10 +205,14 @@ def tune(
     db_dir: Path | None = None,
     on_progress: Callable[[int, int, float | None], None] | None = None,
     seed: int = 0,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> TuneReport:
     """Tune the module's tasks that the database lacks, `trials_per_task` each, on the device over RPC.
 
-    `on_progress(trials_done, trials_total, best_ms)` is called after each measured batch.
+    `on_start(tasks, tasks_reused)` is called once the tasks are known; `on_progress(trials_done,
+    trials_total, best_ms)` after each measured batch, `best_ms` being the sum of the best kernel time of
+    each task tuned so far times its use count. Raises EdgepruneError when no server serves the device or
+    when every candidate failed (nothing was measured).
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -152,15 +223,22 @@ def tune(
     reused = _tuned_workloads(db_dir, tasks)
     todo = [t for i, t in enumerate(tasks) if i not in reused]
     total = trials_per_task * len(todo)
+    if on_start is not None:
+        on_start(len(tasks), len(reused))
     if not todo or trials_per_task <= 0:
         return TuneReport(len(tasks), len(reused), 0, time.perf_counter() - start)
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        todo, work_dir=str(db_dir / "logs"), strategy="replay-trace", seed=seed, num_threads=1
-    )
-    callbacks = ms.measure_callback.MeasureCallback.create("default")
-    if on_progress is not None:
-        callbacks = [*callbacks, _progress_callback(lambda n, best: on_progress(n, total, best))]
+    _require_servers(device)
+    _load_cpu_tensor_intrinsics()
     with _quiet_tvm_logs():
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            todo, work_dir=str(db_dir / "logs"), strategy="replay-trace", seed=seed, num_threads=1
+        )
+        tally = _Tally(weights=[float(w) for w in weights])
+        report = on_progress or (lambda _done, _total, _best: None)
+        callbacks = [
+            *ms.measure_callback.MeasureCallback.create("default"),
+            _tally_callback(tally, lambda t: report(t.done, total, t.network_ms)),
+        ]
         ms.tune_tasks(
             tasks=contexts,
             task_weights=weights,
@@ -175,7 +253,12 @@ def tune(
             measure_callbacks=callbacks,
             task_scheduler="round-robin",
         )
-    return TuneReport(len(tasks), len(reused), total, time.perf_counter() - start)
+    if tally.done and tally.failed == tally.done:
+        raise EdgepruneError(
+            f"all {tally.done} tuning candidates failed on device '{device.name}': {tally.first_error}",
+            hint="check the device with `edgeprune devices check`; --trials 0 compiles untuned",
+        )
+    return TuneReport(len(tasks), len(reused), tally.done, time.perf_counter() - start, tally.failed)
 
 
 def build(mod: Any, device: DeviceProfile, db_dir: Path | None = None) -> Any:
