@@ -1,1 +1,22 @@
-"""pruning stage."""
+"""Pruning: channel groups and surgery (Torch-Pruning), criteria, LeGR global ranking and its search, methods.
+
+Other stages call `train_bundle` and `prune_bundle` (edgeprune.pruning.run) with a data set and a target.
+"""
+
+from edgeprune.pruning.budget import LatencyPredictor, Target, parse_target
+from edgeprune.pruning.finetune import TrainSettings
+from edgeprune.pruning.methods import METHODS, PruneSettings
+from edgeprune.pruning.run import prune_bundle, train_bundle
+from edgeprune.pruning.search import SearchSettings
+
+__all__ = [
+    "METHODS",
+    "LatencyPredictor",
+    "PruneSettings",
+    "SearchSettings",
+    "Target",
+    "TrainSettings",
+    "parse_target",
+    "prune_bundle",
+    "train_bundle",
+]

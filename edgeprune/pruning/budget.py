@@ -1,0 +1,191 @@
+"""Budgets: what a channel configuration costs (ms on the device, FLOPs or params) and the grid it lives on.
+
+FLOPs and params are predicted from channel counts (exact, see `cost`), with a channel step of 1.
+Milliseconds come from the device's latency table through `edgeprune.profiling.latency.LatencyModel`; its
+channel steps put every kept count on the table's grid, so a predicted latency is a measured point.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.pruning import cost
+from edgeprune.pruning.groups import Structure, skeleton
+
+KINDS = ("ms", "flops", "params")
+OPTION = {"ms": "--target-ms", "flops": "--target-flops", "params": "--target-params"}
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A budget as the user gave it; `relative` targets are a fraction of the unpruned model's cost."""
+
+    kind: str
+    value: float
+    relative: bool = False
+
+    def resolve(self, original: float) -> float:
+        return self.value * original if self.relative else self.value
+
+    def describe(self) -> str:
+        return f"{self.value:.0%} of the original {self.kind}" if self.relative else format_cost(self.kind, self.value)
+
+
+def parse_target(kind: str, text: str | float) -> Target:
+    """'12.5' ms; FLOPs / params as '1.2M', '350k', '4e6' or '50%' of the original."""
+    raw = str(text).strip().lower()
+    option = OPTION[kind]
+    if kind != "ms" and raw.endswith("%"):
+        try:
+            share = float(raw[:-1]) / 100.0
+        except ValueError:
+            share = -1.0
+        if not 0.0 < share <= 1.0:
+            raise EdgepruneError(f"{option} {text}: a percentage must be in (0, 100]")
+        return Target(kind, share, relative=True)
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmg]?)", raw)
+    if kind == "ms" and match and match.group(2):
+        match = None
+    if not match:
+        example = "12.5" if kind == "ms" else "1.5M, 300k or 50%"
+        raise EdgepruneError(f"{option} '{text}' is not a number", hint=f"e.g. {option} {example}")
+    value = float(match.group(1)) * _SUFFIX[match.group(2)]
+    if value <= 0 or not math.isfinite(value):
+        raise EdgepruneError(f"{option} must be positive, got {text}")
+    return Target(kind, value)
+
+
+def format_cost(kind: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if kind == "ms":
+        return f"{value:.3f} ms"
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix} {kind}"
+    return f"{value:.0f} {kind}"
+
+
+class LatencyPredictor:
+    """The device's latency model, with the 'LUT lacks entries' case turned into advice or a profiling run."""
+
+    def __init__(self, device: Any, bundle: Any = None, profile_missing: bool = False) -> None:
+        self.device = device
+        self.bundle = bundle
+        self.profile_missing = profile_missing
+        self.model = self._load()
+
+    def _load(self) -> Any:
+        try:
+            from edgeprune.profiling.latency import LatencyModel
+        except ImportError as exc:
+            raise EdgepruneError(
+                "latency budgets need the latency model (edgeprune.profiling.latency), which is not available",
+                hint="use --target-flops or --target-params until profiling is installed",
+            ) from exc
+        return LatencyModel.for_device(self.device)
+
+    def _missing(self, exc: Exception) -> EdgepruneError:
+        name = self.bundle.name if self.bundle is not None else "MODEL"
+        message = getattr(exc, "message", str(exc))
+        return EdgepruneError(
+            f"the latency table of device '{self.device.name}' lacks entries for this model: {message}",
+            hint=f"run `edgeprune profile {name} --device {self.device.name}` first, or pass --profile-missing",
+        )
+
+    def _call(self, method: str, module: nn.Module, input_shape: tuple[int, int, int]) -> Any:
+        from edgeprune.profiling.latency import MissingEntries
+
+        try:
+            return getattr(self.model, method)(module, input_shape)
+        except MissingEntries as exc:
+            if not self.profile_missing or self.bundle is None:
+                raise self._missing(exc) from exc
+            from edgeprune.profiling.profiler import profile_model
+
+            self.profile_missing = False  # profile once; a second miss is a real gap in the table
+            profile_model(self.bundle, self.device)
+            self.model = self._load()
+            try:
+                return getattr(self.model, method)(module, input_shape)
+            except MissingEntries as again:
+                raise self._missing(again) from again
+
+    def predict_ms(self, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
+        return float(self._call("predict_ms", module, input_shape))
+
+    def channel_steps(self, module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
+        return dict(self._call("channel_steps", module, input_shape))
+
+
+@dataclass
+class Budget:
+    """Cost of channel configurations of one model (a `Structure`), in the unit of `kind`."""
+
+    kind: str
+    target: float
+    structure: Structure
+    steps: dict[str, int] = field(default_factory=dict)
+    module: nn.Module | None = None
+    predictor: LatencyPredictor | None = None
+    _cache: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
+
+    def cost(self, counts: dict[str, int]) -> float:
+        key = tuple(counts.get(name, group.size) for name, group in self.structure.groups.items())
+        if key not in self._cache:
+            self._cache[key] = self._evaluate(counts)
+        return self._cache[key]
+
+    def _evaluate(self, counts: dict[str, int]) -> float:
+        if self.kind == "flops":
+            return float(cost.predict(self.structure, counts)[0])
+        if self.kind == "params":
+            return float(cost.predict(self.structure, counts)[1])
+        assert self.predictor is not None and self.module is not None
+        shell = skeleton(self.module, self.structure, counts)
+        return self.predictor.predict_ms(shell, self.structure.input_shape)
+
+    def full(self) -> float:
+        return self.cost(self.structure.sizes())
+
+    def describe(self, value: float | None = None) -> str:
+        return format_cost(self.kind, self.target if value is None else value)
+
+
+def group_steps(structure: Structure, layer_steps: dict[str, int]) -> dict[str, int]:
+    """A group's step is the lcm of its layers' steps (every layer of the group stays on its grid)."""
+    steps = {}
+    for name, group in structure.groups.items():
+        step = 1
+        for layer in group.layers:
+            step = math.lcm(step, max(1, int(layer_steps.get(layer, 1))))
+        steps[name] = step
+    return steps
+
+
+def bind(
+    target: Target,
+    module: nn.Module,
+    structure: Structure,
+    predictor: LatencyPredictor | None = None,
+    original: float | None = None,
+) -> Budget:
+    """A budget for `module`; relative targets resolve against `original` (default: this module's cost)."""
+    if target.kind not in KINDS:
+        raise EdgepruneError(f"unknown budget kind '{target.kind}'")
+    if target.kind == "ms":
+        if predictor is None:
+            raise EdgepruneError("a latency target needs a device with a latency table", hint="pass --device")
+        steps = group_steps(structure, predictor.channel_steps(module, structure.input_shape))
+        budget = Budget("ms", 0.0, structure, steps, module, predictor)
+    else:
+        budget = Budget(target.kind, 0.0, structure, {name: 1 for name in structure.groups})
+    budget.target = target.resolve(original if original is not None else budget.full())
+    return budget

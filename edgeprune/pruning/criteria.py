@@ -1,0 +1,172 @@
+"""Importance criteria: one score per channel of every group (higher = more important).
+
+Scores stay unnormalised so the scale differences between layers stay visible to the ranking (LeGR's
+per-layer affine transform exists to compensate them); bn and the gradient criteria use Torch-Pruning's
+group importances:
+  l1 / l2     L1 / L2 norm of each channel's filters, averaged over the group's layers (as in LeGR and ILP)
+  bn          |gamma| of the group's BatchNorms (network slimming)
+  taylor      |w * dL/dw| with the loss gradient summed over calibration batches (Molchanov et al. 2019)
+  snip        |w * dL/dw| on one batch, the connection sensitivity of SNIP, summed per channel (for untrained nets)
+  synflow     |w * dR/dw| with R the output sum of the network with |weights| on an all-ones input (data-free)
+  activation  mean post-activation of each channel over calibration batches (IAP)
+Every criterion works on a copy: the model's weights, gradients and BN statistics stay untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import fx, nn
+
+from edgeprune.data import Dataset
+from edgeprune.errors import EdgepruneError
+from edgeprune.pruning.groups import Structure, pruner_groups
+
+CRITERIA = ("l1", "l2", "taylor", "bn", "activation", "snip", "synflow")
+NEEDS_DATA = ("taylor", "activation", "snip")
+Scores = dict[str, torch.Tensor]
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish)
+_ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish}
+
+
+def _importance(module: nn.Module, structure: Structure, importance: tp.importance.Importance, label: str) -> Scores:
+    scores: Scores = {}
+    for name, group in pruner_groups(module, structure).items():
+        value = importance(group)
+        if value is None:
+            raise EdgepruneError(
+                f"criterion '{label}' has nothing to score in group '{name}'",
+                hint="'bn' needs a BatchNorm after every prunable layer; use l1 or l2 for this model",
+            )
+        scores[name] = value.detach().float().clone()
+    return scores
+
+
+def _filter_norms(module: nn.Module, structure: Structure, p: int) -> Scores:
+    scores: Scores = {}
+    for name, group in structure.groups.items():
+        norms = [module.get_submodule(layer).weight.detach().flatten(1).norm(p=p, dim=1) for layer in group.layers]
+        scores[name] = torch.stack(norms).mean(dim=0)
+    return scores
+
+
+def _gradient_scores(
+    module: nn.Module, structure: Structure, batches: list[tuple[torch.Tensor, torch.Tensor]]
+) -> Scores:
+    work = copy.deepcopy(module).eval()  # eval: BN running statistics must not move
+    work.zero_grad(set_to_none=True)
+    for inputs, labels in batches:
+        F.cross_entropy(work(inputs), labels).backward()
+    return _importance(work, structure, tp.importance.GroupTaylorImportance(normalizer=None), "taylor")
+
+
+def _synflow(module: nn.Module, structure: Structure) -> Scores:
+    work = copy.deepcopy(module).double().eval()
+    # SynFlow scores the linearised network: with positive weights and input, ReLU is the identity anyway,
+    # and a bounded one (ReLU6, Hardtanh) would saturate and zero every gradient.
+    for name, layer in list(work.named_modules()):
+        if isinstance(layer, _ACTIVATION_MODULES):
+            parent, _, leaf = name.rpartition(".")
+            setattr(work.get_submodule(parent) if parent else work, leaf, nn.Identity())
+    with torch.no_grad():
+        for parameter in work.parameters():
+            parameter.abs_()
+    work.zero_grad(set_to_none=True)
+    work(torch.ones(1, *structure.input_shape, dtype=torch.float64)).sum().backward()
+    # The products grow with depth: rescale in float64, then score in float32 like the other criteria.
+    largest = max(float(p.grad.abs().max()) for p in work.parameters() if p.grad is not None) or 1.0
+    for parameter in work.parameters():
+        if parameter.grad is not None:
+            parameter.grad.div_(largest)
+    work.float()
+    return _importance(work, structure, tp.importance.GroupTaylorImportance(normalizer=None), "synflow")
+
+
+def _activation_after(graph_module: fx.GraphModule, layer: str) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The module whose output to observe for `layer` (its BN if one follows) and the activation applied next.
+
+    Without an activation the channel's magnitude is taken (|x|), e.g. for linear bottlenecks.
+    """
+    modules = dict(graph_module.named_modules())
+    node = next(n for n in graph_module.graph.nodes if n.op == "call_module" and n.target == layer)
+    observed = layer
+    users = list(node.users)
+    if len(users) == 1 and users[0].op == "call_module" and isinstance(modules[str(users[0].target)], nn.BatchNorm2d):
+        node = users[0]
+        observed = str(node.target)
+        users = list(node.users)
+    if len(users) == 1:
+        user = users[0]
+        if user.op == "call_module" and isinstance(modules[str(user.target)], _ACTIVATION_MODULES):
+            activation = copy.deepcopy(modules[str(user.target)])
+            if hasattr(activation, "inplace"):
+                activation.inplace = False
+            return observed, activation
+        if user.op == "call_function" and user.target in _ACTIVATION_FUNCTIONS:
+            return observed, user.target  # type: ignore[return-value]
+    return observed, torch.abs
+
+
+def _activation(module: nn.Module, structure: Structure, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Scores:
+    if not isinstance(module, fx.GraphModule):
+        raise EdgepruneError("the activation criterion needs an fx GraphModule (load models with edgeprune)")
+    work = copy.deepcopy(module).eval()
+    sums: dict[str, torch.Tensor] = {}
+    hooks = []
+    watched: dict[str, list[str]] = {}
+    for name, group in structure.groups.items():
+        for layer in group.layers:
+            observed, activation = _activation_after(work, layer)
+            watched.setdefault(name, []).append(observed)
+
+            def record(_m: nn.Module, _i: tuple, out: torch.Tensor, key: str = observed, act=activation) -> None:
+                value = act(out.detach())
+                per_channel = value.transpose(0, 1).reshape(value.shape[1], -1).mean(dim=1)
+                sums[key] = sums.get(key, 0) + per_channel
+
+            hooks.append(work.get_submodule(observed).register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            for inputs, _labels in batches:
+                work(inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {
+        name: torch.stack([sums[o] for o in observed]).mean(dim=0) / len(batches) for name, observed in watched.items()
+    }
+
+
+def score(
+    criterion: str,
+    module: nn.Module,
+    structure: Structure,
+    data: Dataset | None = None,
+    generator: torch.Generator | None = None,
+    batches: int = 4,
+    batch_size: int = 64,
+) -> Scores:
+    """Per-group channel scores of `module` by `criterion`; data-driven criteria draw calibration batches."""
+    if criterion not in CRITERIA:
+        raise EdgepruneError(f"unknown criterion '{criterion}'", hint=f"choose one of {', '.join(CRITERIA)}")
+    calibration: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if criterion in NEEDS_DATA:
+        if data is None or generator is None:
+            raise EdgepruneError(f"criterion '{criterion}' needs data (--data)")
+        count = 1 if criterion == "snip" else batches
+        calibration = [data.sample(data.train, batch_size, generator) for _ in range(count)]
+    if criterion in ("l1", "l2"):
+        scores = _filter_norms(module, structure, 1 if criterion == "l1" else 2)
+    elif criterion == "bn":
+        scores = _importance(module, structure, tp.importance.BNScaleImportance(normalizer=None), "bn")
+    elif criterion in ("taylor", "snip"):
+        scores = _gradient_scores(module, structure, calibration)
+    elif criterion == "synflow":
+        scores = _synflow(module, structure)
+    else:
+        scores = _activation(module, structure, calibration)
+    return {name: torch.nan_to_num(value.float(), nan=0.0) for name, value in scores.items()}

@@ -1,0 +1,141 @@
+"""Global ranking to a budget (LeGR): every channel gets alpha_g * score + kappa_g, the network's channels are
+sorted together, and the lowest are removed until the budget holds.
+
+Kept counts are rounded up to the budget's channel step, and never go below a per-group minimum (a share of
+the group's original size). The number of removed channels is found by bisection over the global order: each
+probe is a cheap cost evaluation on channel counts, never a surgery.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.pruning.budget import Budget
+
+Counts = dict[str, int]
+
+
+@dataclass
+class Plan:
+    """Which channels each group keeps, and the plan's cost in the budget's unit."""
+
+    keep: dict[str, list[int]]
+    cost: float
+
+    def counts(self) -> Counts:
+        return {name: len(kept) for name, kept in self.keep.items()}
+
+
+class BudgetUnreachable(EdgepruneError):
+    """Even the smallest allowed configuration costs more than the target."""
+
+    def __init__(self, budget: Budget, minimum: float, min_keep: float | None = None) -> None:
+        floor = f" (every layer at its minimum of {min_keep:.0%} of its channels)" if min_keep else ""
+        super().__init__(
+            f"target {budget.describe()} is below the smallest reachable {budget.describe(minimum)}{floor}",
+            hint=f"ask for at least {budget.describe(minimum)}, or lower --min-keep",
+        )
+        self.minimum = minimum
+
+
+def round_up(count: int, size: int, step: int) -> int:
+    """The smallest count on the grid (multiples of `step`, or the full size) that is >= `count`."""
+    if count >= size:
+        return size
+    return min(size, max(step, math.ceil(count / step) * step))
+
+
+def minimum_counts(sizes: Counts, steps: Counts, min_keep: float, original: Counts | None = None) -> Counts:
+    """Per-group floor: `min_keep` of the group's original size (at least one channel), on the grid."""
+    if not 0.0 < min_keep <= 1.0:
+        raise EdgepruneError(f"--min-keep must be in (0, 1], got {min_keep}")
+    original = original or sizes
+    return {
+        name: min(size, round_up(max(1, math.ceil(min_keep * original.get(name, size))), size, steps.get(name, 1)))
+        for name, size in sizes.items()
+    }
+
+
+def check_reachable(budget: Budget, floor: Counts, min_keep: float) -> bool:
+    """False when the model already fits (nothing to do); raises when even the floor does not fit."""
+    if budget.full() <= budget.target:
+        return False
+    smallest = budget.cost(floor)
+    if smallest > budget.target:
+        raise BudgetUnreachable(budget, smallest, min_keep)
+    return True
+
+
+def _smallest_within(count: int, counts_at: Callable[[int], Counts], budget: Budget) -> Counts:
+    """Bisection for the first index whose configuration fits (costs fall as the index grows)."""
+    if budget.cost(counts_at(count)) > budget.target:
+        raise BudgetUnreachable(budget, budget.cost(counts_at(count)))
+    low, high = 0, count  # invariant: counts_at(high) fits
+    if budget.cost(counts_at(0)) <= budget.target:
+        return counts_at(0)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if budget.cost(counts_at(middle)) <= budget.target:
+            high = middle
+        else:
+            low = middle
+    return counts_at(high)
+
+
+def _plan(scores: dict[str, torch.Tensor], counts: Counts, budget: Budget) -> Plan:
+    """Each group keeps its `counts[g]` highest-scoring channels (in index order)."""
+    keep = {}
+    for name, values in scores.items():
+        order = np.argsort(values.double().numpy(), kind="stable")
+        keep[name] = sorted(int(i) for i in order[len(order) - counts[name] :])
+    return Plan(keep, budget.cost(counts))
+
+
+def rank(
+    scores: dict[str, torch.Tensor],
+    budget: Budget,
+    floor: Counts,
+    alpha: dict[str, float] | None = None,
+    kappa: dict[str, float] | None = None,
+) -> Plan:
+    """LeGR's global ranking; alpha = 1, kappa = 0 (the defaults) is plain global ranking of the scores."""
+    names = list(scores)
+    sizes = {name: len(scores[name]) for name in names}
+    values, owners = [], []
+    for index, name in enumerate(names):
+        raw = scores[name].double().numpy()
+        removable = np.sort(raw, kind="stable")[: sizes[name] - floor[name]]
+        a = 1.0 if alpha is None else float(alpha[name])
+        k = 0.0 if kappa is None else float(kappa[name])
+        values.append(a * removable + k)
+        owners.append(np.full(len(removable), index))
+    sequence = np.concatenate(owners)[np.argsort(np.concatenate(values), kind="stable")]
+
+    def counts_at(removed: int) -> Counts:
+        taken = np.bincount(sequence[:removed], minlength=len(names))
+        return {
+            name: round_up(sizes[name] - int(taken[i]), sizes[name], budget.steps.get(name, 1))
+            for i, name in enumerate(names)
+        }
+
+    return _plan(scores, _smallest_within(len(sequence), counts_at, budget), budget)
+
+
+def uniform(scores: dict[str, torch.Tensor], budget: Budget, floor: Counts, resolution: int = 1000) -> Plan:
+    """The same share of channels removed from every group (within-group choice by score)."""
+    sizes = {name: len(values) for name, values in scores.items()}
+
+    def counts_at(index: int) -> Counts:
+        share = 1.0 - index / resolution
+        return {
+            name: max(floor[name], round_up(max(1, math.ceil(size * share)), size, budget.steps.get(name, 1)))
+            for name, size in sizes.items()
+        }
+
+    return _plan(scores, _smallest_within(resolution, counts_at, budget), budget)

@@ -1,0 +1,146 @@
+"""Stage entry points over model bundles: train a baseline, prune to a budget, and the summary each reports.
+
+These are what the CLI and the pipeline call; they never write files except the checkpoints they are given.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from edgeprune.data import Dataset
+from edgeprune.errors import EdgepruneError
+from edgeprune.models.io import ModelBundle
+from edgeprune.pruning import cost
+from edgeprune.pruning.budget import LatencyPredictor, Target
+from edgeprune.pruning.finetune import TrainSettings, evaluate, initialize, train
+from edgeprune.pruning.methods import PruneSettings, prune_module
+
+
+def check_fit(bundle: ModelBundle, data: Dataset) -> None:
+    """The data must match the model: same class count, and the model must accept its input size."""
+    if data.num_classes != bundle.num_classes:
+        raise EdgepruneError(
+            f"the model predicts {bundle.num_classes} classes but '{data.spec}' has {data.num_classes}",
+            hint="train a model for this data set (edgeprune train MODEL --data ...) or pass --classes",
+        )
+    if data.input_shape != bundle.input_shape:
+        raise EdgepruneError(f"data prepared for {data.input_shape}, model expects {bundle.input_shape}")
+
+
+def train_bundle(
+    bundle: ModelBundle,
+    data: Dataset,
+    settings: TrainSettings,
+    seed: int = 0,
+    progress: Progress | None = None,
+    checkpoint: Any = None,
+) -> tuple[ModelBundle, dict[str, Any]]:
+    """Train a copy of the bundle's module; the result's meta records data set, accuracy and normalisation."""
+    check_fit(bundle, data)
+    started = time.monotonic()
+    module = copy.deepcopy(bundle.module)
+    if not bundle.trained:
+        initialize(module, seed)
+    generator = torch.Generator().manual_seed(seed)
+    fingerprint = f"train:{bundle.name}:{data.spec}:{seed}:{settings}"
+    loss = train(module, data, settings, generator, progress, checkpoint, fingerprint, "training")
+    _, accuracy = evaluate(module, data, data.test)
+    seconds = time.monotonic() - started
+    meta = {
+        **bundle.meta,
+        "trained": True,
+        "dataset": data.spec,
+        "accuracy": accuracy,
+        "normalization": data.normalization,
+        "training": {
+            "epochs": settings.epochs,
+            "batch_size": settings.batch_size,
+            "lr": settings.lr,
+            "seed": seed,
+            "train_loss": loss,
+            "splits": data.sizes,
+        },
+    }
+    report = {"accuracy": accuracy, "epochs": settings.epochs, "seconds": round(seconds, 2), "train_loss": loss}
+    return ModelBundle(module, bundle.input_shape, bundle.num_classes, meta), report
+
+
+def _width(layer: nn.Module) -> int:
+    return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+
+
+def layer_table(before: nn.Module, after: nn.Module) -> list[dict[str, Any]]:
+    """Output channels of every conv / linear layer, before and after pruning, in model order."""
+    after_modules = dict(after.named_modules())
+    return [
+        {"name": name, "before": _width(layer), "after": _width(after_modules[name])}
+        for name, layer in before.named_modules()
+        if isinstance(layer, (nn.Conv2d, nn.Linear))
+    ]
+
+
+def prune_bundle(
+    bundle: ModelBundle,
+    data: Dataset,
+    target: Target,
+    settings: PruneSettings,
+    predictor: LatencyPredictor | None = None,
+    progress: Progress | None = None,
+) -> tuple[ModelBundle, dict[str, Any]]:
+    """Prune to `target`, fine-tune, and measure: returns the pruned bundle and the summary (JSON-ready)."""
+    check_fit(bundle, data)
+    started = time.monotonic()
+    _, accuracy_before = evaluate(bundle.module, data, data.test)
+    outcome = prune_module(bundle.module, data, target, settings, predictor, progress)
+    _, accuracy_after = evaluate(outcome.module, data, data.test)
+    flops, params = cost.measure(outcome.module, bundle.input_shape)
+    original_flops, original_params = cost.measure(bundle.module, bundle.input_shape)
+    predicted = original_predicted = None
+    if predictor is not None:
+        predicted = predictor.predict_ms(outcome.module, bundle.input_shape)
+        original_predicted = predictor.predict_ms(bundle.module, bundle.input_shape)
+    achieved = {"ms": predicted, "flops": flops, "params": params}[target.kind]
+    budget = outcome.budget
+    summary: dict[str, Any] = {
+        "method": settings.method,
+        "criterion": settings.criterion_name,
+        f"target_{target.kind}": budget.target,
+        "target": target.describe(),
+        "within_budget": achieved is not None and achieved <= budget.target * (1 + 1e-9),
+        "unchanged": outcome.unchanged,
+        "predicted_ms": predicted,
+        "original_predicted_ms": original_predicted,
+        "flops": flops,
+        "params": params,
+        "original_flops": original_flops,
+        "original_params": original_params,
+        "accuracy_before": accuracy_before,
+        "accuracy_after": accuracy_after,
+        "search_seconds": round(outcome.search.seconds, 2) if outcome.search else 0.0,
+        "search_evaluations": outcome.search.evaluations if outcome.search else 0,
+        "search_fitness": outcome.search.fitness if outcome.search else None,
+        "identity_fitness": outcome.search.identity_fitness if outcome.search else None,
+        "reused_search": str(outcome.reused_search) if outcome.reused_search else None,
+        "finetune_epochs": 0 if outcome.unchanged else settings.finetune.epochs,
+        "dataset": data.spec,
+        "seed": settings.seed,
+        "seconds": round(time.monotonic() - started, 2),
+        "notes": outcome.notes,
+        "layers": layer_table(bundle.module, outcome.module),
+    }
+    trained = bundle.trained if settings.method != "pai" else settings.finetune.epochs > 0
+    meta = {
+        **bundle.meta,
+        "trained": trained,
+        "dataset": data.spec,
+        "accuracy": accuracy_after,
+        "normalization": bundle.meta.get("normalization", data.normalization),
+        "pruning": {k: v for k, v in summary.items() if k != "layers"},
+    }
+    return ModelBundle(outcome.module, bundle.input_shape, bundle.num_classes, meta), summary

@@ -1,0 +1,364 @@
+"""Meta-learning LeGR's per-group (alpha, kappa) with regularized (aging) evolution.
+
+The population starts with the identity (alpha = 1, kappa = 0) and random members (alpha = exp(N(0, 1)),
+kappa = N(0, std of the group's scores)). Each generation samples `sample_size` members, mutates the fittest
+on a share of its groups (alpha's step size decays over the generations), scores the child and retires the
+oldest member. A candidate's score (lower is better) is the validation loss after ranking with its
+(alpha, kappa), removing the channels, and fine-tuning `steps` Adam steps on batches drawn once for the
+whole search, so candidates are compared on equal terms.
+
+Candidates are pruned by masking (the removed filters and their BatchNorm scale and shift held at zero),
+which computes the same function as surgery with ReLU-family activations at none of its cost.
+
+All randomness comes from the one numpy Generator passed in; its state, the population and the history are
+checkpointed as JSON after every evaluation, so an interrupted or time-boxed search continues where it
+stopped and reaches the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from edgeprune import atomic
+from edgeprune.data import Dataset
+from edgeprune.errors import EdgepruneError
+from edgeprune.pruning.budget import Budget
+from edgeprune.pruning.finetune import loss_on, train_steps
+from edgeprune.pruning.groups import Structure
+from edgeprune.pruning.ranking import Counts, rank
+
+LEARNED_FORMAT = "edgeprune-legr"
+CHECKPOINT_FORMAT = "edgeprune-legr-search"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    population: int = 24
+    sample_size: int = 6
+    generations: int = 150
+    mutation_share: float = 0.2
+    mutation_scale: float = 1.0
+    steps: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    val_samples: int = 512
+    minutes: float = 3.0
+
+    def check(self) -> None:
+        problems = []
+        if self.population < 2:
+            problems.append("--population must be at least 2")
+        if not 1 <= self.sample_size <= self.population:
+            problems.append("--sample-size must be between 1 and --population")
+        if self.generations < 0:
+            problems.append("--generations must be >= 0")
+        if not 0.0 < self.mutation_share <= 1.0:
+            problems.append("--mutation-share must be in (0, 1]")
+        if self.mutation_scale <= 0:
+            problems.append("--mutation-scale must be positive")
+        if self.steps < 0 or self.batch_size < 1 or self.val_samples < 1:
+            problems.append("--search-steps >= 0, batch size and validation samples >= 1")
+        if self.minutes <= 0:
+            problems.append("--search-minutes must be positive")
+        if problems:
+            raise EdgepruneError("; ".join(problems))
+
+
+@dataclass
+class Candidate:
+    alpha: list[float]
+    kappa: list[float]
+    fitness: float
+    born: int
+
+
+@dataclass
+class SearchResult:
+    alpha: dict[str, float]
+    kappa: dict[str, float]
+    fitness: float
+    identity_fitness: float
+    evaluations: int
+    seconds: float
+    finished: bool
+    history: list[float] = field(default_factory=list)
+
+
+class ChannelMasks:
+    """Holds a plan's removed channels at zero: filters and biases of the group's layers, BN scale and shift."""
+
+    def __init__(self, module: nn.Module, structure: Structure) -> None:
+        self.tensors: dict[str, list[torch.Tensor]] = {}
+        for name, group in structure.groups.items():
+            members = [module.get_submodule(n) for n in (*group.layers, *group.norms)]
+            self.tensors[name] = [
+                t for m in members for t in (getattr(m, "weight", None), getattr(m, "bias", None)) if t is not None
+            ]
+        self.removed: dict[str, torch.Tensor] = {}
+
+    def set(self, keep: dict[str, list[int]], sizes: Counts) -> None:
+        self.removed = {}
+        for name, kept in keep.items():
+            mask = torch.ones(sizes[name], dtype=torch.bool)
+            mask[kept] = False
+            if mask.any():
+                self.removed[name] = mask.nonzero().flatten()
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for name, index in self.removed.items():
+            for tensor in self.tensors[name]:
+                tensor.index_fill_(0, index, 0.0)
+
+
+def _stds(scores: dict[str, torch.Tensor]) -> np.ndarray:
+    values = []
+    for tensor in scores.values():
+        spread = float(tensor.double().std()) if tensor.numel() > 1 else 0.0
+        values.append(spread if spread > 0 else max(float(tensor.double().abs().mean()), 1e-12))
+    return np.array(values)
+
+
+class _Evolution:
+    """The search state; every field is JSON-serialisable so the checkpoint is the state."""
+
+    def __init__(self, names: list[str], stds: np.ndarray, settings: SearchSettings, rng: np.random.Generator) -> None:
+        self.names, self.stds, self.settings, self.rng = names, stds, settings, rng
+        self.population: list[Candidate] = []
+        self.history: list[Candidate] = []
+
+    @property
+    def total(self) -> int:
+        return self.settings.population + self.settings.generations
+
+    @property
+    def done(self) -> bool:
+        return len(self.history) >= self.total
+
+    def propose(self) -> tuple[list[float], list[float]]:
+        count, layers = len(self.history), len(self.names)
+        if count == 0:
+            return [1.0] * layers, [0.0] * layers
+        if count < self.settings.population:
+            alpha = np.exp(self.rng.normal(0.0, 1.0, layers))
+            kappa = self.rng.normal(0.0, 1.0, layers) * self.stds
+            return alpha.tolist(), kappa.tolist()
+        sampled = self.rng.choice(len(self.population), size=self.settings.sample_size, replace=False)
+        parent = min((self.population[int(i)] for i in sampled), key=lambda c: c.fitness)
+        generation = count - self.settings.population
+        sigma = self.settings.mutation_scale * max(0.1, 1.0 - generation / max(1, self.settings.generations))
+        chosen = self.rng.choice(layers, size=max(1, round(self.settings.mutation_share * layers)), replace=False)
+        alpha, kappa = np.array(parent.alpha), np.array(parent.kappa)
+        alpha[chosen] *= np.exp(self.rng.normal(0.0, sigma, len(chosen)))
+        kappa[chosen] += self.rng.normal(0.0, sigma, len(chosen)) * self.stds[chosen]
+        return alpha.tolist(), kappa.tolist()
+
+    def add(self, alpha: list[float], kappa: list[float], fitness: float) -> None:
+        child = Candidate(alpha, kappa, fitness, len(self.history))
+        self.history.append(child)
+        self.population.append(child)
+        if len(self.population) > self.settings.population:
+            self.population.pop(0)  # aging: the oldest member retires, however fit
+
+    def best(self) -> Candidate:
+        return min(self.history, key=lambda c: c.fitness)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "population": [c.born for c in self.population],
+            "history": [asdict(c) for c in self.history],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.history = [Candidate(**c) for c in state["history"]]
+        self.population = [self.history[i] for i in state["population"]]
+
+
+def _fingerprint(structure: Structure, budget: Budget, criterion: str, settings: SearchSettings, seed: int) -> dict:
+    tuning = {k: v for k, v in asdict(settings).items() if k != "minutes"}
+    return {
+        "groups": structure.signature(),
+        "budget": [budget.kind, round(budget.target, 9)],
+        "criterion": criterion,
+        "settings": tuning,
+        "seed": seed,
+    }
+
+
+def _load_checkpoint(path: Path | None, fingerprint: dict) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    import json
+
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != fingerprint:
+        return None
+    return state
+
+
+def search(
+    module: nn.Module,
+    structure: Structure,
+    scores: dict[str, torch.Tensor],
+    budget: Budget,
+    floor: Counts,
+    data: Dataset,
+    settings: SearchSettings,
+    seed: int,
+    criterion: str = "l2",
+    checkpoint: Path | None = None,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """Run (or continue) the evolution; returns the best (alpha, kappa) found within the time box."""
+    settings.check()
+    names = list(structure.groups)
+    rng = np.random.default_rng(seed)
+    evolution = _Evolution(names, _stds(scores), settings, rng)
+    fingerprint = _fingerprint(structure, budget, criterion, settings, seed)
+    saved = _load_checkpoint(checkpoint, fingerprint)
+    if saved is not None:
+        evolution.restore(saved["evolution"])
+        train_index = np.array(saved["train_index"], dtype=np.int64)
+        spent = float(saved.get("seconds", 0.0))
+    else:
+        train_index = rng.integers(0, len(data.train), size=(settings.steps, settings.batch_size))
+        spent = 0.0
+    # The same fine-tuning batches and validation images for every candidate: differences are the candidate's.
+    batches = [
+        (data.prepare(data.train.images[torch.from_numpy(row)]), data.train.labels[torch.from_numpy(row)])
+        for row in train_index
+    ]
+    val_count = min(settings.val_samples, len(data.val))
+    val_inputs, val_labels = data.prepare(data.val.images[:val_count]), data.val.labels[:val_count]
+
+    work = copy.deepcopy(module)
+    original = {k: v.clone() for k, v in work.state_dict().items()}
+    masks = ChannelMasks(work, structure)
+    sizes = structure.sizes()
+    seen: dict[tuple[int, ...], float] = {}
+    resumed_at = len(evolution.history)
+    started = time.monotonic()
+    task = progress.add_task("LeGR search", total=evolution.total) if progress is not None else None
+    try:
+        while not evolution.done:
+            if time.monotonic() - started >= settings.minutes * 60 and len(evolution.history) > resumed_at:
+                break  # the time box is up; every run evaluates at least one candidate, so reruns progress
+            alpha, kappa = evolution.propose()
+            plan = rank(
+                scores, budget, floor, dict(zip(names, alpha, strict=True)), dict(zip(names, kappa, strict=True))
+            )
+            key = tuple(plan.counts().values())
+            if key not in seen:  # other (alpha, kappa), same channels: same score, no need to train again
+                work.load_state_dict(original)
+                masks.set(plan.keep, sizes)
+                train_steps(work, batches, settings.lr, after_step=masks.apply)
+                seen[key] = loss_on(work, val_inputs, val_labels)
+            fitness = seen[key]
+            evolution.add(alpha, kappa, fitness if np.isfinite(fitness) else float("inf"))
+            if checkpoint is not None:
+                atomic.write_json(
+                    checkpoint,
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "fingerprint": fingerprint,
+                        "train_index": train_index.tolist(),
+                        "seconds": spent + time.monotonic() - started,
+                        "evolution": evolution.state(),
+                    },
+                )
+            if progress is not None and task is not None:
+                best = evolution.best().fitness
+                identity = evolution.history[0].fitness
+                progress.update(
+                    task,
+                    completed=len(evolution.history),
+                    description=f"LeGR search: best val loss {best:.4f} (identity {identity:.4f})",
+                )
+    finally:
+        if progress is not None and task is not None:
+            progress.remove_task(task)
+    best = evolution.best()
+    return SearchResult(
+        alpha=dict(zip(names, best.alpha, strict=True)),
+        kappa=dict(zip(names, best.kappa, strict=True)),
+        fitness=best.fitness,
+        identity_fitness=evolution.history[0].fitness,
+        evaluations=len(evolution.history),
+        seconds=spent + time.monotonic() - started,
+        finished=evolution.done,
+        history=[c.fitness for c in evolution.history],
+    )
+
+
+def save_learned(path: Path, result: SearchResult, structure: Structure, criterion: str, budget: Budget) -> None:
+    """The learned (alpha, kappa): reusable for any budget of the same model and criterion."""
+    atomic.write_json(
+        path,
+        {
+            "format": LEARNED_FORMAT,
+            "version": 1,
+            "criterion": criterion,
+            "groups": [
+                {"name": n, "size": g.size, "alpha": result.alpha[n], "kappa": result.kappa[n]}
+                for n, g in structure.groups.items()
+            ],
+            "searched_for": {"kind": budget.kind, "target": budget.target},
+            "fitness": result.fitness,
+            "identity_fitness": result.identity_fitness,
+            "evaluations": result.evaluations,
+            "seconds": round(result.seconds, 2),
+        },
+    )
+
+
+def _read_learned(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgepruneError(f"cannot read search file '{path}': {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != LEARNED_FORMAT:
+        raise EdgepruneError(f"'{path}' is not an edgeprune LeGR search file")
+    return data
+
+
+def learned_mismatch(path: Path, structure: Structure, criterion: str) -> str | None:
+    """Why a learned file cannot serve this model and criterion, or None when it can."""
+    try:
+        data = _read_learned(path)
+    except EdgepruneError as error:
+        return error.message
+    if [[g.get("name"), g.get("size")] for g in data.get("groups", [])] != structure.signature():
+        return "it was learned for a different model (its channel groups do not match this one)"
+    if data.get("criterion") != criterion:
+        return f"it was learned with criterion '{data.get('criterion')}', not '{criterion}'"
+    return None
+
+
+def load_learned(path: Path, structure: Structure, criterion: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(alpha, kappa) from a learned file; refuses a file learned for another model or criterion."""
+    data = _read_learned(path)
+    problem = learned_mismatch(path, structure, criterion)
+    if problem is not None:
+        raise EdgepruneError(
+            f"cannot reuse '{path}': {problem}",
+            hint="reuse a search only for the model and criterion it was learned with, or drop --reuse-search",
+        )
+    groups = data["groups"]
+    return {g["name"]: float(g["alpha"]) for g in groups}, {g["name"]: float(g["kappa"]) for g in groups}

@@ -1,0 +1,127 @@
+"""Global ranking to a budget: FLOPs / params fully, latency through a stand-in that implements the latency
+model's two methods (these tests are about the ranking logic, not about latency)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.models.io import load_model
+from edgeprune.pruning import cost, criteria, groups, ranking
+from edgeprune.pruning.budget import Target, bind, parse_target
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def resnet() -> tuple[nn.Module, groups.Structure, dict[str, torch.Tensor]]:
+    module = load_model("resnet20", (1, 8, 8), 10, width=0.5).module
+    structure = groups.analyze(module, (1, 8, 8))
+    return module, structure, criteria.score("l2", module, structure)
+
+
+class StandInLatency:
+    """Latency proportional to FLOPs, on a grid of 4 channels: the contract of LatencyModel, nothing more."""
+
+    def predict_ms(self, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
+        return cost.measure(module, input_shape)[0] / 1e5
+
+    def channel_steps(self, module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
+        return {name: 4 for name, layer in module.named_modules() if isinstance(layer, nn.Conv2d)}
+
+
+def test_parse_target() -> None:
+    assert parse_target("flops", "1.5M") == Target("flops", 1.5e6)
+    assert parse_target("params", "20k").value == 20000
+    assert parse_target("flops", "50%") == Target("flops", 0.5, relative=True)
+    assert parse_target("ms", "2.5").value == 2.5
+    for kind, text in (("ms", "5M"), ("ms", "-1"), ("flops", "lots"), ("params", "150%"), ("ms", "0")):
+        with pytest.raises(EdgepruneError):
+            parse_target(kind, text)
+
+
+def test_global_ranking_meets_flops_with_the_fewest_removals(resnet) -> None:
+    module, structure, scores = resnet
+    budget = bind(parse_target("flops", "45%"), module, structure)
+    floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.05)
+    plan = ranking.rank(scores, budget, floor)
+    counts = plan.counts()
+    assert plan.cost <= budget.target == pytest.approx(0.45 * budget.full())
+    assert all(counts[g] >= floor[g] for g in counts)
+    pruned = groups.prune(module, structure, plan.keep)
+    assert cost.measure(pruned, (1, 8, 8))[0] == plan.cost
+    # a global threshold: outside floored groups, every removed channel scores below every kept one
+    removed, kept = [], []
+    for name, values in scores.items():
+        if counts[name] > floor[name]:
+            kept += [float(values[i]) for i in plan.keep[name]]
+            removed += [float(values[i]) for i in range(len(values)) if i not in plan.keep[name]]
+    assert removed and max(removed) <= min(kept)
+    # minimal: putting back the best removed channel breaks the budget
+    best_group = max(
+        (g for g in scores if counts[g] < structure.groups[g].size and counts[g] > floor[g]),
+        key=lambda g: max(float(scores[g][i]) for i in range(len(scores[g])) if i not in plan.keep[g]),
+    )
+    assert budget.cost({**counts, best_group: counts[best_group] + 1}) > budget.target
+
+
+def test_alpha_and_kappa_steer_the_ranking(resnet) -> None:
+    module, structure, scores = resnet
+    budget = bind(parse_target("flops", "50%"), module, structure)
+    floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.1)
+    names = list(scores)
+    protected, sacrificed = "layers.6.conv1", "layers.7.conv1"
+    alpha = {n: 1.0 for n in names} | {protected: 1e6}
+    kappa = {n: 0.0 for n in names} | {sacrificed: -1e6}
+    plan = ranking.rank(scores, budget, floor, alpha, kappa).counts()
+    assert plan[protected] == structure.groups[protected].size
+    assert plan[sacrificed] == floor[sacrificed]
+    assert ranking.rank(scores, budget, floor).counts() != plan
+
+
+def test_latency_budget_keeps_counts_on_the_table_grid(resnet) -> None:
+    module, structure, scores = resnet
+    predictor = StandInLatency()
+    budget = bind(Target("ms", 0.5, relative=True), module, structure, predictor)
+    assert set(budget.steps.values()) == {4}
+    floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.1)
+    plan = ranking.rank(scores, budget, floor)
+    for name, count in plan.counts().items():
+        assert count % 4 == 0 or count == structure.groups[name].size
+    pruned = groups.prune(module, structure, plan.keep)
+    assert predictor.predict_ms(pruned, (1, 8, 8)) == pytest.approx(plan.cost)
+    assert plan.cost <= budget.target
+
+
+def test_unreachable_and_already_met_targets(resnet) -> None:
+    module, structure, scores = resnet
+    floor_ratio = 0.25
+    tight = bind(Target("flops", 1000.0), module, structure)
+    floor = ranking.minimum_counts(structure.sizes(), tight.steps, floor_ratio)
+    with pytest.raises(ranking.BudgetUnreachable) as info:
+        ranking.check_reachable(tight, floor, floor_ratio)
+    minimum = tight.cost(floor)
+    assert info.value.minimum == minimum and f"{minimum / 1e3:.3g}k flops" in info.value.message
+    assert "--min-keep" in (info.value.hint or "")
+    loose = bind(Target("params", 1e9), module, structure)
+    assert ranking.check_reachable(loose, floor, floor_ratio) is False
+
+
+def test_uniform_cuts_every_group_by_the_same_share(resnet) -> None:
+    module, structure, scores = resnet
+    budget = bind(parse_target("params", "40%"), module, structure)
+    floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.1)
+    plan = ranking.uniform(scores, budget, floor)
+    shares = {name: count / structure.groups[name].size for name, count in plan.counts().items()}
+    assert plan.cost <= budget.target
+    assert max(shares.values()) - min(shares.values()) <= 1 / 8 + 1e-9  # one channel of the smallest group

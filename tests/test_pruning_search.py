@@ -1,0 +1,122 @@
+"""LeGR's (alpha, kappa) search: beats the identity where layer compensation matters, is reproducible by
+seed, and a checkpointed search continued piece by piece ends exactly where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edgeprune.data import Dataset, load_dataset
+from edgeprune.errors import EdgepruneError
+from edgeprune.models.io import load_model
+from edgeprune.pruning import criteria, groups, ranking
+from edgeprune.pruning.budget import Budget, bind, parse_target
+from edgeprune.pruning.finetune import TrainSettings, initialize, train
+from edgeprune.pruning.search import SearchSettings, learned_mismatch, load_learned, save_learned, search
+
+TINY = SearchSettings(population=8, sample_size=3, generations=8, steps=5, val_samples=256)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits", (1, 8, 8), seed=0)
+
+
+@pytest.fixture(scope="module")
+def case(digits: Dataset) -> tuple[nn.Module, groups.Structure, dict, Budget, dict]:
+    """A trained ResNet-20 (width 0.5) whose stage-3 conv1 filters are scaled by 1/4, with its BatchNorm
+    statistics scaled to match: the same function, but plain global ranking of filter norms now starves that
+    layer. This is the scale mismatch between layers that LeGR's per-layer affine transform compensates."""
+    module = load_model("resnet20", (1, 8, 8), 10, width=0.5).module
+    initialize(module, 0)
+    train(module, digits, TrainSettings(epochs=4), torch.Generator().manual_seed(0))
+    structure = groups.analyze(module, (1, 8, 8))
+    inputs = digits.prepare(digits.val.images[:64])
+    with torch.no_grad():
+        reference = module.eval()(inputs)
+        scale = 0.25
+        for name in structure.groups["layers.6.conv1"].layers:
+            module.get_submodule(name).weight.mul_(scale)
+        for name in structure.groups["layers.6.conv1"].norms:
+            norm = module.get_submodule(name)
+            norm.running_mean.mul_(scale)
+            norm.running_var.mul_(scale * scale)
+            norm.eps *= scale * scale
+        torch.testing.assert_close(module(inputs), reference)
+    scores = criteria.score("l2", module, structure)
+    budget = bind(parse_target("flops", "50%"), module, structure)
+    floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.1)
+    return module, structure, scores, budget, floor
+
+
+def _search(case, digits, seed=0, settings=TINY, checkpoint=None):
+    module, structure, scores, budget, floor = case
+    return search(module, structure, scores, budget, floor, digits, settings, seed, "l2", checkpoint)
+
+
+def test_evolution_beats_the_identity(case, digits) -> None:
+    module, structure, scores, budget, floor = case
+    before = copy.deepcopy(module.state_dict())
+    result = _search(case, digits)
+    assert result.evaluations == TINY.population + TINY.generations and result.finished
+    assert result.history[0] == result.identity_fitness
+    assert result.fitness < result.identity_fitness
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items()), "the search restores nothing"
+    identity = ranking.rank(scores, budget, floor).counts()
+    learned = ranking.rank(scores, budget, floor, result.alpha, result.kappa)
+    assert learned.cost <= budget.target and learned.counts() != identity
+
+
+def test_same_seed_same_search(case, digits) -> None:
+    first, second, other = _search(case, digits, 5), _search(case, digits, 5), _search(case, digits, 6)
+    assert first.history == second.history and first.alpha == second.alpha and first.kappa == second.kappa
+    assert other.alpha != first.alpha
+
+
+def test_an_interrupted_search_continues_to_the_same_result(case, digits, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "search.json"
+    whole = _search(case, digits, 2)
+    # a time box so short that every call evaluates one candidate, then stops and leaves the checkpoint
+    boxed = SearchSettings(**{**TINY.__dict__, "minutes": 1e-9})
+    calls, result = 0, None
+    while result is None or not result.finished:
+        result = _search(case, digits, 2, boxed, checkpoint)
+        calls += 1
+        assert json.loads(checkpoint.read_text())["evolution"]["history"][-1]["born"] == result.evaluations - 1
+    assert calls == whole.evaluations
+    assert result.history == whole.history and result.alpha == whole.alpha
+
+
+def test_learned_file_is_reused_only_for_its_model(case, digits, tmp_path: Path) -> None:
+    module, structure, scores, budget, floor = case
+    result = _search(case, digits, 0, SearchSettings(population=4, sample_size=2, generations=2, steps=2))
+    path = tmp_path / "pruned.legr.json"
+    save_learned(path, result, structure, "l2", budget)
+    assert load_learned(path, structure, "l2") == (result.alpha, result.kappa)
+    other = groups.analyze(load_model("resnet20", (1, 8, 8), 10, width=0.25).module, (1, 8, 8))
+    assert "different model" in (learned_mismatch(path, other, "l2") or "")
+    with pytest.raises(EdgepruneError, match="criterion 'l2', not 'taylor'"):
+        load_learned(path, structure, "taylor")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"population": 1}, "--population"), ({"sample_size": 9}, "--sample-size"), ({"minutes": 0}, "minutes")],
+)
+def test_bad_search_settings(change: dict, message: str) -> None:
+    with pytest.raises(EdgepruneError, match=message):
+        SearchSettings(**{**TINY.__dict__, **change}).check()
