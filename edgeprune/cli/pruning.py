@@ -2,22 +2,330 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-from edgeprune.cli.common import not_built
+from edgeprune.cli.common import JsonOpt, console, print_json
+from edgeprune.errors import EdgepruneError
 
 app = typer.Typer()
 
-_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the model (.pt).")]
+DataOpt = Annotated[str | None, typer.Option("--data", help="digits, fashion-mnist, cifar10:DIR or imagefolder:DIR.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Folder of the fashion-mnist IDX files (default: Debian's).")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (splits, init, search).")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use at most N training images (quick runs).")]
+ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Model input CxHxW (zoo / .py models).")]
+ThreadsOpt = Annotated[
+    int, typer.Option("--threads", help="Torch CPU threads; 1 is fastest on a shared small machine.")
+]
 
 
-@app.command("train", context_settings=_EXTRA)
-def train_cmd(ctx: typer.Context) -> None:
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads < 1:
+        raise EdgepruneError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def _sidecar(output: Path, suffix: str) -> Path:
+    """A file that belongs to `output`: pruned.pt -> pruned.legr.json."""
+    return output.with_name(output.stem + suffix)
+
+
+def _model_and_data(
+    model: str,
+    shape_text: str | None,
+    data_spec: str | None,
+    classes: int | None,
+    width: float,
+    seed: int,
+    data_dir: Path | None,
+    limit: int | None,
+) -> tuple[Any, Any]:
+    """The model bundle and the data adapted to it. A saved model fixes the input shape and may name its data
+    set; a zoo / .py model is built for the data set (its natural input size unless --input-shape)."""
+    from edgeprune.data import load_dataset, native_shape, parse_spec
+    from edgeprune.models.io import load_model, parse_input_shape
+
+    shape = parse_input_shape(shape_text) if shape_text else None
+    if data_spec:
+        parse_spec(data_spec)
+    if Path(model).is_file():
+        bundle = load_model(model)
+        if shape is not None and shape != bundle.input_shape:
+            raise EdgepruneError(
+                f"--input-shape {shape_text} does not match the saved model's input {list(bundle.input_shape)}",
+                hint="a saved model keeps its input shape; drop --input-shape",
+            )
+        spec = data_spec or bundle.meta.get("dataset")
+        if not spec:
+            raise EdgepruneError("which data? pass --data (the model does not record its training data set)")
+        return bundle, load_dataset(spec, bundle.input_shape, seed, data_dir, limit)
+    if not data_spec:
+        raise EdgepruneError("pass --data: the data set to train and evaluate on")
+    shape = shape or native_shape(data_spec)
+    dataset = load_dataset(data_spec, shape, seed, data_dir, limit)
+    return load_model(model, shape, classes or dataset.num_classes, width), dataset
+
+
+@app.command("train")
+def train_cmd(
+    model: Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory, or a saved model.")],
+    output: OutputOpt,
+    data: DataOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine decay).")] = 1e-3,
+    input_shape: ShapeOpt = None,
+    classes: Annotated[int | None, typer.Option("--classes", help="Class count (default: the data set's).")] = None,
+    width: Annotated[float, typer.Option("--width", help="Width multiplier of zoo models.")] = 1.0,
+    seed: SeedOpt = 0,
+    limit: LimitOpt = None,
+    data_dir: DataDirOpt = None,
+    threads: ThreadsOpt = 1,
+    json_out: JsonOpt = False,
+) -> None:
     """Train a baseline model on an offline data set (digits, fashion-mnist, cifar10:DIR, imagefolder:DIR)."""
-    not_built("train", "issue #4: pruning engine")
+    from edgeprune.models.io import save_model
+    from edgeprune.pruning import TrainSettings, train_bundle
+
+    if epochs < 1 or batch_size < 1 or lr <= 0 or width <= 0:
+        raise EdgepruneError("--epochs, --batch-size, --lr and --width must be positive")
+    _set_threads(threads)
+    bundle, dataset = _model_and_data(model, input_shape, data, classes, width, seed, data_dir, limit)
+    data_spec = dataset.spec
+    checkpoint = _sidecar(output, ".train-checkpoint.pt")
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr)
+    console.print(
+        f"training {bundle.name} {list(bundle.input_shape)} on {data_spec} "
+        f"({dataset.sizes['train']} train / {dataset.sizes['val']} val / {dataset.sizes['test']} test images)"
+    )
+    with _progress() as progress:
+        trained, report = train_bundle(bundle, dataset, settings, seed, progress, checkpoint)
+    save_model(trained, output)
+    checkpoint.unlink(missing_ok=True)
+    result = {"output": str(output), **report, "dataset": data_spec}
+    if json_out:
+        print_json(result)
+    else:
+        console.print(
+            f"[green]saved[/] {output}: test accuracy {report['accuracy']:.2%} after {epochs} epochs "
+            f"({report['seconds']:.1f} s)"
+        )
 
 
-@app.command("prune", context_settings=_EXTRA)
-def prune_cmd(ctx: typer.Context) -> None:
+def _target(target_ms: str | None, target_flops: str | None, target_params: str | None) -> Any:
+    from edgeprune.pruning import parse_target
+
+    given = [(k, v) for k, v in (("ms", target_ms), ("flops", target_flops), ("params", target_params)) if v]
+    if len(given) != 1:
+        raise EdgepruneError(
+            "give exactly one budget: --target-ms, --target-flops or --target-params",
+            hint="e.g. --target-ms 5 --device local, or --target-flops 50%",
+        )
+    return parse_target(*given[0])
+
+
+def _predictor(device_name: str | None, kind: str, bundle: Any, profile_missing: bool) -> Any:
+    """The device's latency model: required for --target-ms, used for reporting ms when available."""
+    from edgeprune.pruning import LatencyPredictor
+
+    if device_name is None:
+        if kind == "ms":
+            raise EdgepruneError("--target-ms needs --device (the latency table to predict with)")
+        return None
+    from edgeprune.devices.profile import load_device
+
+    device = load_device(device_name)
+    try:
+        return LatencyPredictor(device, bundle, profile_missing)
+    except EdgepruneError as error:
+        if kind == "ms":
+            raise
+        console.print(f"[yellow]note:[/] no latency prediction: {error.message}", highlight=False)
+        return None
+
+
+def _table(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from edgeprune.pruning.budget import format_cost
+
+    table = Table(title="channels per layer", title_justify="left")
+    for column in ("layer", "before", "after"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for row in summary["layers"]:
+        style = "dim" if row["before"] == row["after"] else None
+        table.add_row(row["name"], str(row["before"]), str(row["after"]), style=style)
+    console.print(table)
+    lines = [
+        ("FLOPs", f"{format_cost('flops', summary['original_flops'])} -> {format_cost('flops', summary['flops'])}"),
+        (
+            "params",
+            f"{format_cost('params', summary['original_params'])} -> {format_cost('params', summary['params'])}",
+        ),
+        ("accuracy", f"{summary['accuracy_before']:.2%} -> {summary['accuracy_after']:.2%}"),
+    ]
+    if summary["predicted_ms"] is not None:
+        lines.insert(0, ("predicted", f"{summary['original_predicted_ms']:.3f} ms -> {summary['predicted_ms']:.3f} ms"))
+    if summary["search_evaluations"]:
+        lines.append(
+            (
+                "search",
+                f"{summary['search_evaluations']} candidates in {summary['search_seconds']:.1f} s, val loss "
+                f"{summary['search_fitness']:.4f} (identity {summary['identity_fitness']:.4f})",
+            )
+        )
+    for label, text in lines:
+        console.print(f"  {label:<10} {text}", highlight=False)
+
+
+@app.command("prune")
+def prune_cmd(
+    model: Annotated[str, typer.Argument(help="A trained model file (or zoo name, e.g. for --method pai).")],
+    output: OutputOpt,
+    target_ms: Annotated[str | None, typer.Option("--target-ms", help="Latency budget in ms (needs --device).")] = None,
+    target_flops: Annotated[
+        str | None, typer.Option("--target-flops", help="FLOPs (MACs) budget: 1.5M, 300k or 50%.")
+    ] = None,
+    target_params: Annotated[str | None, typer.Option("--target-params", help="Parameter budget: 20k or 50%.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", "-d", help="Device whose latency table predicts ms.")
+    ] = None,
+    data: DataOpt = None,
+    method: Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")] = "legr",
+    criterion: Annotated[
+        str | None,
+        typer.Option("--criterion", help="l1, l2, taylor, bn, activation, snip, synflow (default per method)."),
+    ] = None,
+    finetune_epochs: Annotated[
+        int | None, typer.Option("--finetune-epochs", help="Fine-tune epochs (default 5; pai trains 10).")
+    ] = None,
+    min_keep: Annotated[float, typer.Option("--min-keep", help="Each layer keeps at least this share.")] = 0.1,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Fine-tune learning rate (Adam).")] = 1e-3,
+    population: Annotated[int, typer.Option("--population", help="LeGR: evolution population.")] = 24,
+    sample_size: Annotated[int, typer.Option("--sample-size", help="LeGR: members sampled per generation.")] = 6,
+    generations: Annotated[int, typer.Option("--generations", help="LeGR: generations after the first.")] = 150,
+    mutation_share: Annotated[
+        float, typer.Option("--mutation-share", help="LeGR: share of layers mutated per child.")
+    ] = 0.2,
+    mutation_scale: Annotated[
+        float, typer.Option("--mutation-scale", help="LeGR: initial mutation step (decays).")
+    ] = 1.0,
+    search_steps: Annotated[
+        int, typer.Option("--search-steps", help="LeGR: fine-tune steps per candidate (tau).")
+    ] = 20,
+    search_minutes: Annotated[float, typer.Option("--search-minutes", help="LeGR: time box of the search.")] = 3.0,
+    reuse_search: Annotated[
+        Path | None, typer.Option("--reuse-search", help="LeGR: learned (alpha, kappa) file to reuse.")
+    ] = None,
+    new_search: Annotated[
+        bool, typer.Option("--new-search", help="LeGR: ignore the learned file next to the output.")
+    ] = False,
+    rounds: Annotated[int, typer.Option("--rounds", help="iap / aiap: prune-and-fine-tune rounds.")] = 3,
+    round_epochs: Annotated[int, typer.Option("--round-epochs", help="iap / aiap: epochs between rounds.")] = 1,
+    profile_missing: Annotated[
+        bool, typer.Option("--profile-missing", help="Profile the model on the device if the LUT lacks entries.")
+    ] = False,
+    input_shape: ShapeOpt = None,
+    width: Annotated[float, typer.Option("--width", help="Width multiplier when MODEL is a zoo name.")] = 1.0,
+    seed: SeedOpt = 0,
+    limit: LimitOpt = None,
+    data_dir: DataDirOpt = None,
+    threads: ThreadsOpt = 1,
+    json_out: JsonOpt = False,
+) -> None:
     """Prune a model to a latency (ms), FLOPs or params budget with LeGR or another method; fine-tune it."""
-    not_built("prune", "issue #4: pruning engine")
+    from edgeprune import atomic
+    from edgeprune.models.io import save_model
+    from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings, prune_bundle
+    from edgeprune.pruning.methods import DEFAULT_CRITERION, METHODS
+
+    target = _target(target_ms, target_flops, target_params)
+    if method not in METHODS:
+        raise EdgepruneError(f"unknown --method '{method}'", hint=f"choose one of {', '.join(METHODS)}")
+    if reuse_search is not None and not reuse_search.is_file():
+        raise EdgepruneError(f"--reuse-search file '{reuse_search}' not found")
+    _set_threads(threads)
+    bundle, dataset = _model_and_data(model, input_shape, data, None, width, seed, data_dir, limit)
+    data_spec = dataset.spec
+    if not bundle.trained and method != "pai":
+        console.print(f"[yellow]note:[/] {bundle.name} is untrained; train it first for meaningful accuracy")
+    predictor = _predictor(device, target.kind, bundle, profile_missing)
+
+    learned_file = _sidecar(output, ".legr.json")
+    reuse = reuse_search
+    if method == "legr" and reuse is None and not new_search and learned_file.is_file():
+        from edgeprune.pruning.groups import analyze
+        from edgeprune.pruning.search import learned_mismatch
+
+        problem = learned_mismatch(
+            learned_file, analyze(bundle.module, bundle.input_shape), criterion or DEFAULT_CRITERION[method]
+        )
+        if problem is None:
+            reuse = learned_file  # one search, many budgets: the previous search for this output is reused
+            console.print(f"reusing the learned (alpha, kappa) in {learned_file} (--new-search to search again)")
+        else:
+            console.print(f"[yellow]note:[/] not reusing {learned_file}: {problem}", highlight=False)
+    epochs = finetune_epochs if finetune_epochs is not None else (10 if method == "pai" else 5)
+    settings = PruneSettings(
+        method=method,
+        criterion=criterion,
+        min_keep=min_keep,
+        finetune=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr),
+        search=SearchSettings(
+            population=population,
+            sample_size=sample_size,
+            generations=generations,
+            mutation_share=mutation_share,
+            mutation_scale=mutation_scale,
+            steps=search_steps,
+            batch_size=batch_size,
+            minutes=search_minutes,
+        ),
+        rounds=rounds,
+        round_epochs=round_epochs,
+        seed=seed,
+        reuse_search=reuse,
+        search_file=learned_file,
+        search_checkpoint=_sidecar(output, ".search-checkpoint.json"),
+        train_checkpoint=_sidecar(output, ".finetune-checkpoint.pt"),
+    )
+    console.print(f"pruning {bundle.name} to {target.describe()} with {method} on {data_spec}")
+    with _progress() as progress:
+        pruned, summary = prune_bundle(bundle, dataset, target, settings, predictor, progress)
+    save_model(pruned, output)
+    summary_path = _sidecar(output, ".json")
+    summary = {"output": str(output), "summary": str(summary_path), **summary}
+    atomic.write_json(summary_path, summary)
+    settings.train_checkpoint.unlink(missing_ok=True)  # type: ignore[union-attr]
+    for note in summary["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if json_out:
+        print_json(summary)
+    else:
+        _table(summary)
+        state = "unchanged (already within budget)" if summary["unchanged"] else "pruned"
+        console.print(f"[green]saved[/] {output} ({state}); summary in {summary_path}")
+    if not summary["within_budget"]:
+        raise typer.Exit(1)
