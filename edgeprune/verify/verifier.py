@@ -1,0 +1,175 @@
+"""The verify stage: run an artifact on the device and hold it to its budget, its baseline and PyTorch.
+
+Latency is measured the way every edgeprune number is (`devices.measure`: upload over RPC, a warm-up run,
+then `time_evaluator` repeats; median and half the interquartile range). Outputs are compared with the
+PyTorch output stored at compile time for the same input, within RTOL/ATOL.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune import atomic
+from edgeprune.compile.artifacts import ELF_MACHINES, VERIFY_FILE, Artifact, elf_machine, load_artifact
+from edgeprune.devices.farm import ensure_farm
+from edgeprune.devices.measure import Timing, measure_library
+from edgeprune.devices.profile import DeviceProfile
+from edgeprune.errors import EdgepruneError
+from edgeprune.verify.defaults import ATOL, MIN_REPEAT_MS, NUMBER, REPEAT, RTOL
+
+
+@dataclass
+class VerifyResult:
+    artifact: Path
+    device: str
+    timing: Timing
+    max_abs_diff: float
+    outputs_match: bool
+    target_ms: float | None
+    target_source: str | None  # "--target-ms" or "pruning budget"
+    baseline: Path | None = None
+    baseline_timing: Timing | None = None
+    predicted_ms: float | None = None
+
+    @property
+    def measured_ms(self) -> float:
+        return self.timing.median_ms
+
+    @property
+    def meets_target(self) -> bool | None:
+        return None if self.target_ms is None else self.measured_ms <= self.target_ms
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.baseline_timing is None else self.baseline_timing.median_ms / self.measured_ms
+
+    @property
+    def prediction_error_pct(self) -> float | None:
+        """(predicted - measured) / measured: positive when the latency table was pessimistic."""
+        if self.predicted_ms is None:
+            return None
+        return (self.predicted_ms - self.measured_ms) / self.measured_ms * 100.0
+
+    @property
+    def passed(self) -> bool:
+        """Outputs match PyTorch and the target (when there is one) holds."""
+        return self.outputs_match and self.meets_target is not False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "measured_ms": self.measured_ms,
+            "measured_spread_ms": self.timing.spread_ms,
+            "target_ms": self.target_ms,
+            "target_source": self.target_source,
+            "meets_target": self.meets_target,
+            "baseline_ms": None if self.baseline_timing is None else self.baseline_timing.median_ms,
+            "baseline_spread_ms": None if self.baseline_timing is None else self.baseline_timing.spread_ms,
+            "speedup": self.speedup,
+            "predicted_ms": self.predicted_ms,
+            "prediction_error_pct": self.prediction_error_pct,
+            "max_abs_diff": self.max_abs_diff,
+            "outputs_match": self.outputs_match,
+            "tolerance": {"rtol": RTOL, "atol": ATOL},
+            "passed": self.passed,
+            "artifact": str(self.artifact),
+            "baseline": None if self.baseline is None else str(self.baseline),
+            "device": self.device,
+            "timing": self.timing.to_json(),
+            "baseline_timing": None if self.baseline_timing is None else self.baseline_timing.to_json(),
+            "verified_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+
+def _normalized(target: dict[str, Any]) -> dict[str, Any]:
+    return {k: sorted(v) if isinstance(v, list) else v for k, v in target.items()}
+
+
+def _device_machine(device: DeviceProfile) -> int | None:
+    """The ELF machine the device runs: its triple's architecture, or this host's for native devices."""
+    triple = str(device.target.get("mtriple", "")) if device.is_cross else platform.machine()
+    return next((code for arch, code in ELF_MACHINES.items() if triple.startswith(arch)), None)
+
+
+def check_compatible(artifact: Artifact, device: DeviceProfile) -> None:
+    """Refuse an artifact built for another target or architecture than the device: it would crash on the
+    board, or run code tuned for another CPU and report a latency that means nothing."""
+    hint = f"compile it for this device: edgeprune compile MODEL --device {device.name} -o DIR"
+    if _normalized(artifact.target) != _normalized(device.target):
+        raise EdgepruneError(
+            f"{artifact.folder} was compiled for device '{artifact.device}' (target {artifact.target}), "
+            f"not for device '{device.name}' (target {device.target})",
+            hint=hint,
+        )
+    found, expected = elf_machine(artifact.library), _device_machine(device)
+    if found is not None and expected is not None and found != expected:
+        names = {code: arch for arch, code in ELF_MACHINES.items()}
+        raise EdgepruneError(
+            f"{artifact.library} is {names.get(found, f'ELF machine {found}')} code; device '{device.name}' runs "
+            f"{names.get(expected, f'ELF machine {expected}')}",
+            hint=hint,
+        )
+
+
+def measure_artifact(
+    artifact: Artifact, device: DeviceProfile, repeat: int = REPEAT, number: int = NUMBER
+) -> tuple[Timing, np.ndarray]:
+    """Latency on the device of the artifact's reference input, and the output it computed there."""
+    reference_input, _ = artifact.reference()
+    return measure_library(device, artifact.library, reference_input, number, repeat, MIN_REPEAT_MS)
+
+
+def verify_artifact(
+    folder: Path,
+    device: DeviceProfile,
+    target_ms: float | None = None,
+    baseline: Path | None = None,
+    repeat: int = REPEAT,
+) -> VerifyResult:
+    """Measure the artifact (and the baseline artifact, same settings) on the device, compare outputs with
+    PyTorch's, and write `verify.json` into the artifact folder.
+
+    Without `target_ms` the pruning budget recorded in the manifest is the target, if there is one.
+    """
+    if target_ms is not None and target_ms <= 0:
+        raise EdgepruneError(f"--target-ms must be positive, got {target_ms}")
+    if repeat < 3:
+        raise EdgepruneError(f"--repeat must be at least 3 for a median and a spread, got {repeat}")
+    artifact = load_artifact(folder)
+    check_compatible(artifact, device)
+    base = load_artifact(baseline) if baseline is not None else None
+    if base is not None:
+        check_compatible(base, device)
+    source = "--target-ms" if target_ms is not None else None
+    if target_ms is None and artifact.pruning_target_ms is not None:
+        target_ms, source = artifact.pruning_target_ms, "pruning budget"
+
+    with ensure_farm(device):
+        timing, output = measure_artifact(artifact, device, repeat)
+        base_timing = measure_artifact(base, device, repeat)[0] if base is not None else None
+
+    _, expected = artifact.reference()
+    output = np.asarray(output)
+    if output.shape != expected.shape:
+        raise EdgepruneError(
+            f"the device returned an output of shape {list(output.shape)}; PyTorch's was {list(expected.shape)}"
+        )
+    result = VerifyResult(
+        artifact=artifact.folder,
+        device=device.name,
+        timing=timing,
+        max_abs_diff=float(np.max(np.abs(output - expected))),
+        outputs_match=bool(np.allclose(output, expected, rtol=RTOL, atol=ATOL)),
+        target_ms=target_ms,
+        target_source=source,
+        baseline=None if base is None else base.folder,
+        baseline_timing=base_timing,
+        predicted_ms=artifact.predicted_ms,
+    )
+    atomic.write_json(artifact.folder / VERIFY_FILE, result.to_json())
+    return result
