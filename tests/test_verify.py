@@ -1,0 +1,166 @@
+"""`verify`: artifacts measured on the real local RPC farm, held to targets computed from the measurement."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeprune.compile.compiler import compile_model
+from edgeprune.devices.profile import DeviceProfile, load_device
+from edgeprune.errors import EdgepruneError
+from edgeprune.models.io import load_model, save_model
+from edgeprune.verify.defaults import ATOL
+from edgeprune.verify.verifier import verify_artifact
+
+SHAPE = (1, 8, 8)
+ISSUE_KEYS = {
+    "measured_ms",
+    "measured_spread_ms",
+    "target_ms",
+    "meets_target",
+    "baseline_ms",
+    "speedup",
+    "predicted_ms",
+    "prediction_error_pct",
+    "max_abs_diff",
+}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from edgeprune.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, " ".join(err.split())  # rich wraps lines at the terminal width
+
+
+def copy_artifact(folder: Path, to: Path) -> Path:
+    shutil.copytree(folder, to, ignore=shutil.ignore_patterns("verify.json"))
+    return to
+
+
+def edit_manifest(folder: Path, **changes: object) -> None:
+    """Change manifest fields, re-signing every file, as if compile had written them so."""
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    manifest["files"] = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def artifact(local_farm: DeviceProfile, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("verify") / "small"
+    compile_model(load_model("lenet5", SHAPE, 10, width=0.5), local_farm, out, trials_per_task=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def baseline(local_farm: DeviceProfile, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("verify") / "baseline"
+    compile_model(load_model("lenet5", SHAPE, 10, width=1.0), local_farm, out, trials_per_task=0)
+    return out
+
+
+def test_target_holds_or_not_by_the_measurement(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "verify", str(artifact), "--device", "local", "--json")
+    assert code == 0
+    first = json.loads(out)
+    assert set(first) >= ISSUE_KEYS
+    measured = first["measured_ms"]
+    assert measured > 0 and first["measured_spread_ms"] >= 0
+    assert first["target_ms"] is None and first["meets_target"] is None and first["outputs_match"] is True
+    assert json.loads((artifact / "verify.json").read_text())["measured_ms"] == measured
+
+    code, out, _ = run_cli(
+        capsys, "verify", str(artifact), "--device", "local", "--target-ms", str(measured * 5), "--json"
+    )
+    assert code == 0 and json.loads(out)["meets_target"] is True
+
+    code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "local", "--target-ms", str(measured / 5))
+    assert code == 1 and "missed" in err and "FAIL" in err
+    saved = json.loads((artifact / "verify.json").read_text())
+    assert saved["meets_target"] is False and saved["target_ms"] == pytest.approx(measured / 5)
+
+
+def test_speedup_is_measured_against_the_baseline(artifact: Path, baseline: Path, local_farm: DeviceProfile) -> None:
+    result = verify_artifact(artifact, local_farm, baseline=baseline)
+    data = result.to_json()
+    assert data["baseline_ms"] > 0 and data["baseline"] == str(baseline)
+    assert data["speedup"] == pytest.approx(data["baseline_ms"] / data["measured_ms"])
+    assert data["timing"]["repeats"] == data["baseline_timing"]["repeats"]
+
+
+def test_outputs_that_differ_from_pytorch_fail(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = copy_artifact(artifact, tmp_path / "wrong")
+    reference = np.load(wrong / "reference_output.npy")
+    np.save(wrong / "reference_output.npy", reference + np.float32(0.5))
+    edit_manifest(wrong)
+    code, out, _ = run_cli(capsys, "verify", str(wrong), "--device", "local", "--json")
+    result = json.loads(out)
+    assert code == 1 and result["outputs_match"] is False and result["passed"] is False
+    assert result["max_abs_diff"] == pytest.approx(0.5, abs=ATOL)
+
+
+def test_changed_files_are_refused(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    changed = copy_artifact(artifact, tmp_path / "changed")
+    with open(changed / "model.so", "ab") as fh:
+        fh.write(b"\0")
+    code, _, err = run_cli(capsys, "verify", str(changed), "--device", "local")
+    assert code == 2 and "sha256" in err
+    code, _, err = run_cli(capsys, "verify", str(tmp_path), "--device", "local")
+    assert code == 2 and "not an artifact folder" in err
+
+
+def test_artifact_for_another_target_is_refused(
+    artifact: Path, tmp_path: Path, local_farm: DeviceProfile, isolated_env: pytest.MonkeyPatch
+) -> None:
+    board = load_device("raspberry-pi-4")
+    moved = copy_artifact(artifact, tmp_path / "for-pi")
+    edit_manifest(moved, target=board.target, device=board.name)
+    with pytest.raises(EdgepruneError, match="compiled for device 'raspberry-pi-4'"):
+        verify_artifact(moved, local_farm)
+    assert not (moved / "verify.json").exists()
+
+
+def test_library_for_another_architecture_is_refused(
+    tmp_path: Path, local_farm: DeviceProfile, isolated_env: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("aarch64-linux-gnu-g++") is None:
+        pytest.skip("aarch64-linux-gnu-g++ is not installed (apt-get install g++-aarch64-linux-gnu)")
+    board = load_device("raspberry-pi-4")
+    pi = compile_model(load_model("lenet5", SHAPE, 10, width=0.5), board, tmp_path / "pi", 0).artifact.folder
+    with pytest.raises(EdgepruneError, match="not for device 'local'"):
+        verify_artifact(pi, local_farm)
+    edit_manifest(pi, target=local_farm.target, device="local")  # a manifest that lies about its library
+    with pytest.raises(EdgepruneError, match="aarch64 code"):
+        verify_artifact(pi, local_farm)
+
+
+def test_prediction_error_and_the_pruning_budget(local_farm: DeviceProfile, tmp_path: Path) -> None:
+    bundle = load_model("lenet5", SHAPE, 10, width=0.5)
+    bundle.meta["pruning"] = {"method": "legr", "target_ms": 1000.0, "predicted_ms": 0.05}
+    saved = save_model(bundle, tmp_path / "pruned.pt")
+    compile_model(load_model(str(saved)), local_farm, tmp_path / "art", 0, source=str(saved))
+    result = verify_artifact(tmp_path / "art", local_farm).to_json()
+    assert (result["target_ms"], result["target_source"], result["meets_target"]) == (1000.0, "pruning budget", True)
+    measured = result["measured_ms"]
+    assert result["predicted_ms"] == 0.05
+    assert result["prediction_error_pct"] == pytest.approx((0.05 - measured) / measured * 100)
+
+
+def test_bad_options_exit_2(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "local", "--target-ms", "0")
+    assert code == 2 and "--target-ms" in err
+    code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "local", "--repeat", "1")
+    assert code == 2 and "--repeat" in err
+    code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "nosuchboard")
+    assert code == 2 and "unknown device" in err
