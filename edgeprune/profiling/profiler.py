@@ -291,11 +291,15 @@ class _EntryMeasurer:
 
 
 def _sessions(device: DeviceProfile, parallel: bool) -> list[Any]:
-    """One session per free server under the device's key (just one unless `parallel`)."""
+    """One session per server registered under the device's key (just one unless `parallel`).
+
+    Servers still finishing a previous session show as busy for a moment, so each is waited for briefly.
+    """
     sessions = [rpc.request_session(device)]
     if parallel:
         counts = rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port))
-        for _ in range(counts.get(device.key, {}).get("free", 0)):
+        servers = counts.get(device.key, {})
+        for _ in range(servers.get("free", 0) + servers.get("busy", 0) - 1):
             try:
                 sessions.append(rpc.request_session(device, timeout=5.0))
             except EdgepruneError:
@@ -433,7 +437,7 @@ def profile_model(
                         "measured_at": now(),
                     }
                     table.save()
-                    report.network_ms = timing.median_ms
+                    report.network_ms = table.networks[structure]["measured_ms"]
                     progress("network", 1, 1)
                 done = [0]
 
