@@ -134,3 +134,40 @@ class OnlyClassifier(nn.Module):
 def test_a_model_without_prunable_layers_is_refused() -> None:
     with pytest.raises(EdgepruneError, match="no prunable channels"):
         groups.analyze(to_graph_module(OnlyClassifier()), (1, 4, 4))
+
+
+class Branches(nn.Module):
+    """Two branches concatenated into one conv: the consumer's input channels belong to two groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(1, 10, 1), nn.BatchNorm2d(10), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(16, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU())
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(torch.cat([self.a(x), self.b(x)], dim=1))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+def test_concatenated_branches_prune_consistently() -> None:
+    module = to_graph_module(Branches()).eval()
+    structure = groups.analyze(module, (1, 8, 8))
+    assert dict(structure.layers["c.0"].in_groups) == {"a.0": 1, "b.0": 1}
+    inputs = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    _calibrate_batchnorm(module, inputs)
+    keep = {"a.0": [0, 2, 5], "b.0": [1, 2, 3, 9]}
+    ChannelMasks(module, structure).set({**structure_keep_all(structure), **keep}, structure.sizes())
+    with torch.no_grad():
+        before = module(inputs)
+        pruned = groups.prune(module, structure, keep).eval()
+        torch.testing.assert_close(pruned(inputs), before, rtol=1e-5, atol=1e-5)
+        live = groups.prune(module, structure, {"c.0": list(range(1, 12))}).eval()
+        assert not torch.allclose(live(inputs), before, rtol=1e-3, atol=1e-4)
+    assert pruned.get_submodule("c.0").in_channels == 7
+    assert cost.predict(structure, {"a.0": 3, "b.0": 4}) == cost.measure(pruned, (1, 8, 8))
+
+
+def structure_keep_all(structure: groups.Structure) -> dict[str, list[int]]:
+    return {name: list(range(group.size)) for name, group in structure.groups.items()}

@@ -156,11 +156,13 @@ def _predictor(device_name: str | None, kind: str, bundle: Any, profile_missing:
     from edgeprune.devices.profile import load_device
 
     device = load_device(device_name)
-    try:
+    if kind == "ms":
         return LatencyPredictor(device, bundle, profile_missing)
+    try:  # only for reporting: a table that cannot predict this model is a note, not a failure
+        predictor = LatencyPredictor(device, bundle, profile_missing)
+        predictor.predict_ms(bundle.module, bundle.input_shape)
+        return predictor
     except EdgepruneError as error:
-        if kind == "ms":
-            raise
         console.print(f"[yellow]note:[/] no latency prediction: {error.message}", highlight=False)
         return None
 
@@ -211,7 +213,9 @@ def prune_cmd(
     device: Annotated[
         str | None, typer.Option("--device", "-d", help="Device whose latency table predicts ms.")
     ] = None,
-    data: DataOpt = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Data set (default: the one the model was trained on).")
+    ] = None,
     method: Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")] = "legr",
     criterion: Annotated[
         str | None,
@@ -319,6 +323,8 @@ def prune_cmd(
     summary = {"output": str(output), "summary": str(summary_path), **summary}
     atomic.write_json(summary_path, summary)
     settings.train_checkpoint.unlink(missing_ok=True)  # type: ignore[union-attr]
+    if summary["search_finished"]:  # an unfinished (time-boxed) search keeps it: --new-search continues it
+        settings.search_checkpoint.unlink(missing_ok=True)  # type: ignore[union-attr]
     for note in summary["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     if json_out:

@@ -124,6 +124,7 @@ def prune_bundle(
         "accuracy_after": accuracy_after,
         "search_seconds": round(outcome.search.seconds, 2) if outcome.search else 0.0,
         "search_evaluations": outcome.search.evaluations if outcome.search else 0,
+        "search_finished": outcome.search.finished if outcome.search else False,
         "search_fitness": outcome.search.fitness if outcome.search else None,
         "identity_fitness": outcome.search.identity_fitness if outcome.search else None,
         "reused_search": str(outcome.reused_search) if outcome.reused_search else None,
