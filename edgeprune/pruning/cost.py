@@ -28,10 +28,6 @@ def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:
     return flops, params
 
 
-def full_counts(structure: Structure) -> dict[str, int]:
-    return structure.sizes()
-
-
 def measure(module: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:
     """(flops, params) of an actual module, by running one input through it."""
     flops = 0

@@ -98,7 +98,7 @@ class _Pruner:
         predictor: LatencyPredictor | None,
         progress: Progress | None,
     ) -> None:
-        self.module, self.data, self.target, self.settings = module, data, target, settings
+        self.module, self.data, self.settings = module, data, settings
         self.predictor, self.progress = predictor, progress
         self.input_shape = data.input_shape
         self.generator = torch.Generator().manual_seed(settings.seed)
