@@ -51,40 +51,10 @@ def _sidecar(output: Path, suffix: str) -> Path:
     return output.with_name(output.stem + suffix)
 
 
-def _model_and_data(
-    model: str,
-    shape_text: str | None,
-    data_spec: str | None,
-    classes: int | None,
-    width: float,
-    seed: int,
-    data_dir: Path | None,
-    limit: int | None,
-) -> tuple[Any, Any]:
-    """The model bundle and the data adapted to it. A saved model fixes the input shape and may name its data
-    set; a zoo / .py model is built for the data set (its natural input size unless --input-shape)."""
-    from edgeprune.data import load_dataset, native_shape, parse_spec
-    from edgeprune.models.io import load_model, parse_input_shape
+def _shape(text: str | None) -> tuple[int, int, int] | None:
+    from edgeprune.models.io import parse_input_shape
 
-    shape = parse_input_shape(shape_text) if shape_text else None
-    if data_spec:
-        parse_spec(data_spec)
-    if Path(model).is_file():
-        bundle = load_model(model)
-        if shape is not None and shape != bundle.input_shape:
-            raise EdgepruneError(
-                f"--input-shape {shape_text} does not match the saved model's input {list(bundle.input_shape)}",
-                hint="a saved model keeps its input shape; drop --input-shape",
-            )
-        spec = data_spec or bundle.meta.get("dataset")
-        if not spec:
-            raise EdgepruneError("which data? pass --data (the model does not record its training data set)")
-        return bundle, load_dataset(spec, bundle.input_shape, seed, data_dir, limit)
-    if not data_spec:
-        raise EdgepruneError("pass --data: the data set to train and evaluate on")
-    shape = shape or native_shape(data_spec)
-    dataset = load_dataset(data_spec, shape, seed, data_dir, limit)
-    return load_model(model, shape, classes or dataset.num_classes, width), dataset
+    return parse_input_shape(text) if text else None
 
 
 @app.command("train")
@@ -107,11 +77,12 @@ def train_cmd(
     """Train a baseline model on an offline data set (digits, fashion-mnist, cifar10:DIR, imagefolder:DIR)."""
     from edgeprune.models.io import save_model
     from edgeprune.pruning import TrainSettings, train_bundle
+    from edgeprune.pruning.inputs import model_and_data
 
     if epochs < 1 or batch_size < 1 or lr <= 0 or width <= 0:
         raise EdgepruneError("--epochs, --batch-size, --lr and --width must be positive")
     _set_threads(threads)
-    bundle, dataset = _model_and_data(model, input_shape, data, classes, width, seed, data_dir, limit)
+    bundle, dataset = model_and_data(model, _shape(input_shape), data, classes, width, seed, data_dir, limit)
     data_spec = dataset.spec
     checkpoint = _sidecar(output, ".train-checkpoint.pt")
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr)
@@ -263,6 +234,7 @@ def prune_cmd(
     from edgeprune import atomic
     from edgeprune.models.io import save_model
     from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings, prune_bundle
+    from edgeprune.pruning.inputs import model_and_data
     from edgeprune.pruning.methods import DEFAULT_CRITERION, METHODS
 
     target = _target(target_ms, target_flops, target_params)
@@ -271,7 +243,7 @@ def prune_cmd(
     if reuse_search is not None and not reuse_search.is_file():
         raise EdgepruneError(f"--reuse-search file '{reuse_search}' not found")
     _set_threads(threads)
-    bundle, dataset = _model_and_data(model, input_shape, data, None, width, seed, data_dir, limit)
+    bundle, dataset = model_and_data(model, _shape(input_shape), data, None, width, seed, data_dir, limit)
     data_spec = dataset.spec
     if not bundle.trained and method != "pai":
         console.print(f"[yellow]note:[/] {bundle.name} is untrained; train it first for meaningful accuracy")
