@@ -248,3 +248,21 @@ def test_board_without_cross_compiler_gets_a_tar_to_link_itself(
     result = compile_model(small_model(), board, tmp_path / "pi-tar", trials_per_task=0)
     assert result.artifact.library.name == "model.tar"
     assert artifacts.load_artifact(tmp_path / "pi-tar").manifest["library"] == "model.tar"
+
+
+def test_one_tuning_run_per_database(local_farm: DeviceProfile, lenet: ModelBundle, tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from edgeprune.compile import export, tune
+
+    relax_model = export.to_relax(lenet.module, (1, *SHAPE))
+    (tmp_path / "db").mkdir()
+    fd = os.open(tmp_path / "db" / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another process tuning into this database would
+        with pytest.raises(EdgepruneError, match="another edgeprune process is tuning"):
+            tune.tune(relax_model.mod, local_farm, 2, tmp_path / "db")
+    finally:
+        os.close(fd)
+    assert tune.tune(relax_model.mod, local_farm, 0, tmp_path / "db").trials == 0

@@ -9,7 +9,9 @@ on small machines); candidates run on the device's RPC servers through the track
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -180,6 +182,24 @@ def extract_tasks(mod: Any, device: DeviceProfile) -> list[Any]:
     return [t for t in tasks if any(op in t.task_name for op in TUNED_OPS)]
 
 
+@contextlib.contextmanager
+def exclusive(db_dir: Path) -> Iterator[None]:
+    """One writer per database: MetaSchedule numbers workloads per process, so two processes appending to
+    the same JSON database would point records at each other's workloads."""
+    fd = os.open(db_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise EdgepruneError(
+                f"another edgeprune process is tuning into {db_dir}",
+                hint="wait for it to finish: what it tunes is then reused here",
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
+
+
 def _tuned_workloads(db_dir: Path, tasks: list[Any]) -> set[int]:
     """Indices of tasks the database holds a measured record for (these are reused, not tuned again).
 
@@ -198,36 +218,18 @@ def _tuned_workloads(db_dir: Path, tasks: list[Any]) -> set[int]:
     }
 
 
-def tune(
-    mod: Any,
+def _run_tuning(
+    todo: list[Any],
     device: DeviceProfile,
     trials_per_task: int,
-    db_dir: Path | None = None,
-    on_progress: Callable[[int, int, float | None], None] | None = None,
-    seed: int = 0,
-    on_start: Callable[[int, int], None] | None = None,
-) -> TuneReport:
-    """Tune the module's tasks that the database lacks, `trials_per_task` each, on the device over RPC.
-
-    `on_start(tasks, tasks_reused)` is called once the tasks are known; `on_progress(trials_done,
-    trials_total, best_ms)` after each measured batch, `best_ms` being the sum of the best kernel time of
-    each task tuned so far times its use count. Raises EdgepruneError when no server serves the device or
-    when every candidate failed (nothing was measured).
-    """
+    db_dir: Path,
+    seed: int,
+    on_progress: Callable[[int, int, float | None], None] | None,
+) -> _Tally:
+    """MetaSchedule over the tasks in `todo`: in-process builds, candidates run on the device over RPC."""
     from tvm.s_tir import meta_schedule as ms
 
-    start = time.perf_counter()
-    db_dir = Path(db_dir or tuning_db_dir(device))
-    db_dir.mkdir(parents=True, exist_ok=True)
-    tasks = extract_tasks(mod, device)
-    reused = _tuned_workloads(db_dir, tasks)
-    todo = [t for i, t in enumerate(tasks) if i not in reused]
     total = trials_per_task * len(todo)
-    if on_start is not None:
-        on_start(len(tasks), len(reused))
-    if not todo or trials_per_task <= 0:
-        return TuneReport(len(tasks), len(reused), 0, time.perf_counter() - start)
-    _require_servers(device)
     _load_cpu_tensor_intrinsics()
     with _quiet_tvm_logs():
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -253,6 +255,38 @@ def tune(
             measure_callbacks=callbacks,
             task_scheduler="round-robin",
         )
+    return tally
+
+
+def tune(
+    mod: Any,
+    device: DeviceProfile,
+    trials_per_task: int,
+    db_dir: Path | None = None,
+    on_progress: Callable[[int, int, float | None], None] | None = None,
+    seed: int = 0,
+    on_start: Callable[[int, int], None] | None = None,
+) -> TuneReport:
+    """Tune the module's tasks that the database lacks, `trials_per_task` each, on the device over RPC.
+
+    `on_start(tasks, tasks_reused)` is called once the tasks are known; `on_progress(trials_done,
+    trials_total, best_ms)` after each measured batch, `best_ms` being the sum of the best kernel time of
+    each task tuned so far times its use count. Raises EdgepruneError when another process tunes into the
+    same database, when no server serves the device, or when every candidate failed (nothing was measured).
+    """
+    start = time.perf_counter()
+    db_dir = Path(db_dir or tuning_db_dir(device))
+    db_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(db_dir):
+        tasks = extract_tasks(mod, device)
+        reused = _tuned_workloads(db_dir, tasks)
+        todo = [t for i, t in enumerate(tasks) if i not in reused]
+        if on_start is not None:
+            on_start(len(tasks), len(reused))
+        if not todo or trials_per_task <= 0:
+            return TuneReport(len(tasks), len(reused), 0, time.perf_counter() - start)
+        _require_servers(device)
+        tally = _run_tuning(todo, device, trials_per_task, db_dir, seed, on_progress)
     if tally.done and tally.failed == tally.done:
         raise EdgepruneError(
             f"all {tally.done} tuning candidates failed on device '{device.name}': {tally.first_error}",
