@@ -2,22 +2,176 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-from edgeprune.cli.common import not_built
+from edgeprune.cli.common import DeviceOpt, JsonOpt, console, print_json
+from edgeprune.errors import EdgepruneError
 
 app = typer.Typer()
 
-_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+DEMO_MODEL = "resnet20"
+DEMO_DATA = "digits"
+DEMO_SHAPE = (1, 32, 32)
 
 
-@app.command("run", context_settings=_EXTRA)
-def run_cmd(ctx: typer.Context) -> None:
-    """Profile -> train -> prune -> compile -> verify -> deploy, to a millisecond target on a device."""
-    not_built("run", "issue #7: the main job end to end")
+class _Bars:
+    """One rich bar per long step (profiling phases, tuning trials); stage changes are printed as lines."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def announce(self, text: str) -> None:
+        for task in self.tasks.values():
+            self.progress.remove_task(task)
+        self.tasks.clear()
+        console.print(f"[bold]>[/] {text}", highlight=False)
+
+    def _bar(self, name: str, done: int, total: int) -> None:
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=max(total, 1))
+        self.progress.update(self.tasks[name], completed=done, total=max(total, 1))
+
+    def profile(self, phase: str, done: int, total: int) -> None:
+        self._bar(f"profile: {phase}", done, total)
+
+    def trials(self, done: int, total: int, _best_ms: float | None) -> None:
+        self._bar("tuning trials", done, total)
 
 
-@app.command("demo", context_settings=_EXTRA)
-def demo_cmd(ctx: typer.Context) -> None:
-    """The whole pipeline on the built-in local device with a small zoo model trained on digits."""
-    not_built("demo", "issue #7: the main job end to end")
+def _table(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    original, pruned = summary["original"], summary["pruned"]
+    table = Table(title=f"{summary['model']} on {summary['device']}: original vs pruned")
+    for column in ("", "original", "pruned"):
+        table.add_column(column, justify="right")
+
+    def fmt(value: Any, pattern: str) -> str:
+        return "-" if value is None else pattern.format(value)
+
+    rows = [
+        ("measured latency", "measured_ms", "{:.3f} ms"),
+        ("predicted latency", "predicted_ms", "{:.3f} ms"),
+        ("accuracy", "accuracy", "{:.2%}"),
+        ("FLOPs (MACs)", "flops", "{:,}"),
+        ("parameters", "params", "{:,}"),
+        ("artifact size", "artifact_bytes", "{:,} B"),
+    ]
+    for label, key, pattern in rows:
+        table.add_row(label, fmt(original.get(key), pattern), fmt(pruned.get(key), pattern))
+    console.print(table)
+    verdict = "[green]MEETS[/]" if summary["meets_target"] else "[red]MISSES[/]"
+    console.print(
+        f"{verdict} the budget: {pruned['measured_ms']:.3f} ms measured on {summary['device']} vs target "
+        f"{summary['target_ms']:.3f} ms; speedup {summary['speedup']:.2f}x after {summary['rounds']} round(s); "
+        f"report: {Path(summary['run_dir']) / 'report.html'}"
+    )
+
+
+def _execute(config: Any, run_dir: Path, as_json: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgeprune.pipeline import Stages, execute
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    ) as progress:
+        bars = _Bars(progress)
+        stages = Stages(bars.announce, progress, bars.profile, bars.trials)
+        summary = execute(config, run_dir, stages)
+    if as_json:
+        print_json(summary)
+    else:
+        _table(summary)
+    if not summary["meets_target"]:
+        raise typer.Exit(1)
+
+
+def _target(target_ms: float | None, target: str | None) -> str:
+    if (target_ms is None) == (target is None):
+        raise EdgepruneError("give exactly one of --target-ms T or --target 0.5x")
+    if target is not None and not target.endswith("x"):
+        raise EdgepruneError(f"--target '{target}' must be a fraction of the unpruned latency like 0.5x")
+    return str(target_ms) if target_ms is not None else str(target)
+
+
+@app.command("run")
+def run_cmd(
+    model: Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory, or a saved model file.")],
+    device: DeviceOpt,
+    target_ms: Annotated[float | None, typer.Option("--target-ms", help="Latency budget in ms on the device.")] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Budget as a fraction of the measured unpruned latency: 0.5x.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="digits, fashion-mnist, cifar10:DIR, imagefolder:DIR.")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run folder (default runs/<model>-<device>).")
+    ] = None,
+    input_shape: Annotated[str | None, typer.Option("--input-shape", help="CxHxW for zoo / .py models.")] = None,
+    width: Annotated[float, typer.Option("--width", help="Width multiplier of zoo models.")] = 1.0,
+    method: Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")] = "legr",
+    train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs when MODEL has no weights.")] = 15,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Fine-tune epochs after pruning.")] = 5,
+    search_minutes: Annotated[float, typer.Option("--search-minutes", help="LeGR search time box.")] = 1.5,
+    generations: Annotated[int, typer.Option("--generations", help="LeGR evolution generations.")] = 40,
+    population: Annotated[int, typer.Option("--population", help="LeGR evolution population.")] = 12,
+    trials: Annotated[int, typer.Option("--trials", help="MetaSchedule trials per new task (profile, compile).")] = 8,
+    max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds at most.")] = 3,
+    latency_scale: Annotated[
+        float, typer.Option("--latency-scale", help="Known correction factor of the LUT's predictions.")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
+    limit: Annotated[int | None, typer.Option("--limit", help="Use at most N training images.")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Torch CPU threads for training and pruning.")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Profile -> train -> prune -> compile -> verify -> deploy, to a millisecond target on a device.
+
+    Re-running with the same --run-dir resumes: finished stages are skipped. If the tuned pruned model measures
+    above the target, the latency model is corrected by what the device measured and the model pruned again.
+    Exit 0 when the budget holds on the device, 1 when it does not after --max-rounds.
+    """
+    from edgeprune.models.io import parse_input_shape
+    from edgeprune.pipeline import RunConfig
+
+    config = RunConfig(
+        model=model,
+        device=device,
+        target=_target(target_ms, target),
+        data=data,
+        input_shape=parse_input_shape(input_shape) if input_shape else None,
+        width=width,
+        train_epochs=train_epochs,
+        method=method,
+        finetune_epochs=finetune_epochs,
+        search_minutes=search_minutes,
+        generations=generations,
+        population=population,
+        trials=trials,
+        max_rounds=max_rounds,
+        latency_scale=latency_scale,
+        seed=seed,
+        limit=limit,
+        threads=threads,
+    )
+    _execute(config, run_dir or Path("runs") / f"{Path(model).stem}-{device}", as_json)
+
+
+@app.command("demo")
+def demo_cmd(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Run folder.")] = Path("runs/demo"),
+    as_json: JsonOpt = False,
+) -> None:
+    """The whole pipeline on the built-in local device: a resnet20 trained on digits, pruned to 0.5x its measured
+    latency, tuned and verified through the local RPC farm. Finishes in about 10 minutes on 2 cores."""
+    from edgeprune.pipeline import RunConfig
+
+    config = RunConfig(model=DEMO_MODEL, device="local", target="0.5x", data=DEMO_DATA, input_shape=DEMO_SHAPE)
+    console.print(f"demo: {DEMO_MODEL} on {DEMO_DATA} {list(DEMO_SHAPE)}, target 0.5x of its measured latency, local")
+    _execute(config, run_dir, as_json)

@@ -1,0 +1,368 @@
+"""`edgeprune run`: every stage over one run folder, resumable, with the closed loop that makes the budget hold.
+
+profile (only what the LUT lacks) -> train (if the model has no weights) -> compile + verify the original ->
+prune -> compile -> verify, repeated while the measured latency misses the target, each round correcting the
+latency model by what the device measured -> deploy (when the device has SSH settings) -> report.
+Each stage writes its outputs atomically into the run folder; a finished stage is skipped on a re-run, so a
+run interrupted by Ctrl-C or a crash resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeprune import atomic
+from edgeprune.devices.profile import DeviceProfile, load_device
+from edgeprune.errors import EdgepruneError
+
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What defines a run; a run folder is resumed only with the same config (else it is refused)."""
+
+    model: str
+    device: str
+    target: str  # "2.5" (ms) or "0.5x" (of the measured unpruned latency)
+    data: str | None = None
+    input_shape: tuple[int, int, int] | None = None
+    width: float = 1.0
+    train_epochs: int = 15
+    method: str = "legr"
+    finetune_epochs: int = 5
+    search_minutes: float = 1.5
+    generations: int = 40
+    population: int = 12
+    search_steps: int = 10
+    trials: int = 8
+    max_rounds: int = 3
+    latency_scale: float = 1.0  # a known correction of the LUT for this board (the loop learns its own)
+    seed: int = 0
+    limit: int | None = None
+    threads: int = 1  # torch threads; on a small shared machine one is fastest (and leaves a core to the RPC server)
+
+    @property
+    def relative_target(self) -> float | None:
+        return float(self.target[:-1]) if self.target.endswith("x") else None
+
+    def check(self) -> None:
+        try:
+            value = float(self.target.removesuffix("x"))
+        except ValueError:
+            value = -1.0
+        if value <= 0:
+            raise EdgepruneError(f"target '{self.target}' must be a positive number of ms or a fraction like 0.5x")
+        if self.relative_target is not None and self.relative_target >= 1:
+            raise EdgepruneError(f"--target {self.target}: a relative target must be below 1x")
+        if self.max_rounds < 1 or self.trials < 0 or self.latency_scale <= 0 or self.threads < 1:
+            raise EdgepruneError("--max-rounds and --threads must be >= 1, --trials >= 0 and --latency-scale > 0")
+
+
+@dataclass
+class Round:
+    round: int
+    scale: float  # factor applied to the LUT's predictions in this round
+    predicted_ms: float  # the LUT's own prediction (unscaled) for the pruned network
+    measured_ms: float
+    spread_ms: float
+    baseline_ms: float  # the unpruned network, measured again in the same session
+    target_ms: float
+    meets_target: bool
+    correction: float | None = None  # the scale the next round uses, when there is one
+    stopped: str | None = None  # why the loop ended here without meeting the target
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline_ms / self.measured_ms
+
+
+@dataclass
+class Stages:
+    """Callbacks for progress; the CLI renders them with rich, tests leave them quiet."""
+
+    announce: Callable[[str], None] = lambda _text: None
+    progress: Any = None  # a rich Progress for the stages that draw bars
+    profile_progress: Callable[[str, int, int], None] | None = None
+    trials_progress: Callable[[int, int, float | None], None] | None = None
+
+
+class ScaledPredictor:
+    """The LUT's latency model times a factor: how the closed loop corrects it with what the device measured."""
+
+    def __init__(self, inner: Any, scale: float) -> None:
+        self.inner = inner
+        self.scale = scale
+
+    def predict_ms(self, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
+        return float(self.inner.predict_ms(module, input_shape)) * self.scale
+
+    def channel_steps(self, module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
+        return self.inner.channel_steps(module, input_shape)
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    folder: Path
+    device: DeviceProfile
+    stages: Stages = field(default_factory=Stages)
+
+    def path(self, *parts: str) -> Path:
+        return self.folder.joinpath(*parts)
+
+    def done(self, *parts: str) -> dict[str, Any] | None:
+        path = self.path(*parts)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def say(self, text: str) -> None:
+        self.stages.announce(text)
+
+
+def _open_folder(config: RunConfig, folder: Path) -> None:
+    """A new folder gets the config; an existing one is resumed only when its config is the same."""
+    path = folder / CONFIG
+    wanted = json.loads(json.dumps(asdict(config)))
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != wanted:
+            changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+            raise EdgepruneError(
+                f"run folder {folder} holds a run with other settings ({', '.join(changed)})",
+                hint="use another --run-dir, or delete the folder to start over",
+            )
+        return
+    atomic.write_json(path, wanted)
+
+
+def _baseline(run: Run) -> tuple[Any, Any]:
+    """The trained model (trained here when MODEL has no weights) and the data it is evaluated on."""
+    from edgeprune.models.io import load_saved, save_model
+    from edgeprune.pruning import TrainSettings, train_bundle
+    from edgeprune.pruning.inputs import model_and_data
+
+    cfg = run.config
+    bundle, data = model_and_data(cfg.model, cfg.input_shape, cfg.data, None, cfg.width, cfg.seed, None, cfg.limit)
+    model_path = run.path("baseline", "model.pt")
+    if model_path.exists():
+        return load_saved(model_path), data
+    if bundle.trained:
+        save_model(bundle, model_path)
+        atomic.write_json(
+            run.path("baseline", "train.json"), {"trained_here": False, "accuracy": bundle.meta.get("accuracy")}
+        )
+        return bundle, data
+    run.say(f"train {bundle.name} on {data.spec} for {cfg.train_epochs} epochs")
+    settings = TrainSettings(epochs=cfg.train_epochs)
+    checkpoint = run.path("baseline", "train-checkpoint.pt")
+    trained, report = train_bundle(bundle, data, settings, cfg.seed, run.stages.progress, checkpoint)
+    save_model(trained, model_path)
+    atomic.write_json(run.path("baseline", "train.json"), {"trained_here": True, **report})
+    checkpoint.unlink(missing_ok=True)
+    return trained, data
+
+
+def _profile(run: Run, bundle: Any) -> dict[str, Any]:
+    from edgeprune.profiling.profiler import profile_model
+
+    if (done := run.done("profile.json")) is not None:
+        return done
+    run.say(f"profile the layers of {bundle.name} on {run.device.name} (only entries the LUT lacks)")
+    report = profile_model(bundle, run.device, trials=run.config.trials, on_progress=run.stages.profile_progress)
+    result = report.to_json()
+    atomic.write_json(run.path("profile.json"), result)
+    return result
+
+
+def _compile_and_verify(
+    run: Run, bundle: Any, folder: str, target_ms: float | None = None, baseline: Path | None = None
+) -> dict[str, Any]:
+    from edgeprune.compile.compiler import compile_model
+    from edgeprune.verify.verifier import verify_artifact
+
+    artifacts = run.path(folder)
+    if not (artifacts / "manifest.json").exists():
+        run.say(f"compile {folder} for {run.device.name} ({run.config.trials} MetaSchedule trials per new task)")
+        result = compile_model(bundle, run.device, artifacts, run.config.trials, on_trials=run.stages.trials_progress)
+        atomic.write_json(run.path(f"{folder}.compile.json"), result.to_json())
+    if (done := run.done(folder, "verify.json")) is not None:
+        return done
+    run.say(f"measure {folder} on {run.device.name}")
+    verify_artifact(artifacts, run.device, target_ms=target_ms, baseline=baseline)
+    return json.loads((artifacts / "verify.json").read_text())
+
+
+def _prune_round(run: Run, bundle: Any, data: Any, lut: Any, target_ms: float, scale: float, index: int) -> Any:
+    from edgeprune.models.io import load_saved, save_model
+    from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings, parse_target, prune_bundle
+
+    folder = f"round-{index}"
+    model_path = run.path(folder, "pruned.pt")
+    if model_path.exists():
+        return load_saved(model_path)
+    cfg = run.config
+    run.say(f"round {index}: prune to {target_ms:.3f} ms predicted (LUT x {scale:.3f}) with {cfg.method}")
+    predictor = ScaledPredictor(lut, scale)
+    learned = run.path("learned-legr.json")
+    settings = PruneSettings(
+        method=cfg.method,
+        finetune=TrainSettings(epochs=cfg.finetune_epochs),
+        search=SearchSettings(
+            population=cfg.population,
+            sample_size=max(2, cfg.population // 4),
+            generations=cfg.generations,
+            steps=cfg.search_steps,
+            minutes=cfg.search_minutes,
+        ),
+        seed=cfg.seed,
+        reuse_search=learned if learned.exists() and cfg.method == "legr" else None,
+        search_file=learned if cfg.method == "legr" else None,
+        search_checkpoint=run.path(folder, "search-checkpoint.json"),
+        train_checkpoint=run.path(folder, "finetune-checkpoint.pt"),
+    )
+    pruned, summary = prune_bundle(
+        bundle, data, parse_target("ms", target_ms), settings, predictor, run.stages.progress
+    )
+    summary["latency_scale"] = scale
+    summary["lut_predicted_ms"] = lut.predict_ms(pruned.module, pruned.input_shape)
+    save_model(pruned, model_path)
+    atomic.write_json(run.path(folder, "prune.json"), summary)
+    return pruned
+
+
+def _closed_loop(run: Run, bundle: Any, data: Any, lut: Any, original_ms: float, target_ms: float) -> list[Round]:
+    """Prune, compile, measure; while the device misses the target, correct the LUT by what it measured.
+
+    The unpruned network is measured again beside every pruned one, so a machine that got slower or faster
+    since the first measurement is not mistaken for an error of the table: the correction compares the pruned
+    network's measured time, rescaled to the first measurement's conditions, with the table's prediction.
+    A relative target (0.5x) is checked against that fresh baseline; an absolute one as given.
+    """
+    from edgeprune.pruning.ranking import BudgetUnreachable
+
+    rounds: list[Round] = []
+    scale = run.config.latency_scale
+    relative = run.config.relative_target
+    for index in range(1, run.config.max_rounds + 1):
+        try:
+            pruned = _prune_round(run, bundle, data, lut, target_ms, scale, index)
+        except BudgetUnreachable as error:
+            if not rounds:
+                raise
+            rounds[-1].stopped = f"the corrected target is out of reach: {error.message}"
+            run.say(f"stop: {rounds[-1].stopped}")
+            break
+        folder = f"round-{index}"
+        verified = _compile_and_verify(run, pruned, f"{folder}/artifacts", target_ms, run.path("original"))
+        baseline_ms = verified["baseline_ms"]
+        round_target = relative * baseline_ms if relative else target_ms
+        lut_ms = run.done(folder, "prune.json")["lut_predicted_ms"]
+        measured = verified["measured_ms"]
+        meets = measured <= round_target
+        rounds.append(
+            Round(index, scale, lut_ms, measured, verified["measured_spread_ms"], baseline_ms, round_target, meets)
+        )
+        if meets:
+            break
+        comparable = measured * original_ms / baseline_ms  # as if measured when the original was
+        noise = 1 + 2 * verified["measured_spread_ms"] / measured
+        scale = max(scale, comparable / lut_ms * noise)
+        rounds[-1].correction = scale
+        run.say(
+            f"round {index}: measured {measured:.3f} ms > target {round_target:.3f} ms "
+            f"(unpruned measures {baseline_ms:.3f} ms now); correcting the latency model to x{scale:.3f}"
+        )
+    return rounds
+
+
+def _artifact_bytes(folder: Path) -> int:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return (folder / manifest["library"]).stat().st_size
+
+
+def execute(config: RunConfig, folder: Path, stages: Stages | None = None) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline; returns the summary that `run --json` prints."""
+    from edgeprune.devices.farm import ensure_farm
+    from edgeprune.pruning import LatencyPredictor
+    from edgeprune.pruning.cost import measure
+
+    started = time.monotonic()
+    config.check()
+    torch.set_num_threads(config.threads)
+    device = load_device(config.device)
+    folder.mkdir(parents=True, exist_ok=True)
+    _open_folder(config, folder)
+    run = Run(config, folder, device, stages or Stages())
+    with ensure_farm(device, servers=1):
+        bundle, data = _baseline(run)
+        _profile(run, bundle)
+        lut = LatencyPredictor(device, bundle, profile_missing=True)
+        original = _compile_and_verify(run, bundle, "original")
+        target_ms = original["measured_ms"] * config.relative_target if config.relative_target else float(config.target)
+        if original["measured_ms"] <= target_ms:
+            raise EdgepruneError(
+                f"the unpruned model already runs in {original['measured_ms']:.3f} ms <= target {target_ms:.3f} ms",
+                hint="nothing to prune; lower the target",
+            )
+        rounds = _closed_loop(run, bundle, data, lut, original["measured_ms"], target_ms)
+        final = run.path(f"round-{len(rounds)}", "artifacts")
+        deployed = _deploy(run, final) if rounds[-1].meets_target else None
+    prune_summary = run.done(f"round-{len(rounds)}", "prune.json") or {}
+    flops0, params0 = measure(bundle.module, bundle.input_shape)
+    summary = {
+        "run_dir": str(folder),
+        "model": config.model,
+        "device": device.name,
+        "target_ms": rounds[-1].target_ms,
+        "meets_target": rounds[-1].meets_target,
+        "speedup": rounds[-1].speedup,
+        "rounds": len(rounds),
+        "round_details": [asdict(r) for r in rounds],
+        "original": {
+            "measured_ms": original["measured_ms"],
+            "predicted_ms": lut.predict_ms(bundle.module, bundle.input_shape),
+            "accuracy": bundle.meta.get("accuracy"),
+            "flops": flops0,
+            "params": params0,
+            "artifact_bytes": _artifact_bytes(run.path("original")),
+        },
+        "pruned": {
+            "measured_ms": rounds[-1].measured_ms,
+            "predicted_ms": rounds[-1].predicted_ms,
+            "accuracy": prune_summary.get("accuracy_after"),
+            "flops": prune_summary.get("flops"),
+            "params": prune_summary.get("params"),
+            "artifact_bytes": _artifact_bytes(final),
+        },
+        "deploy": deployed,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    atomic.write_json(run.path(SUMMARY), summary)
+    from edgeprune.profiling.lut import lut_path
+    from edgeprune.report.build import write_report
+
+    write_report(run.folder, summary, lut_path(device))
+    return summary
+
+
+def _deploy(run: Run, artifacts: Path) -> dict[str, Any] | None:
+    """Deploy the final artifacts when the device has SSH settings (the `local` device has none)."""
+    if run.device.ssh is None:
+        return None
+    if (done := run.done("deploy.json")) is not None:
+        return done
+    from edgeprune.deploy.deployment import deploy_artifact
+
+    run.say(f"deploy to {run.device.ssh.user}@{run.device.ssh.host}")
+    result = deploy_artifact(artifacts, run.device)
+    atomic.write_json(run.path("deploy.json"), result)
+    return result

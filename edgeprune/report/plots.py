@@ -1,0 +1,88 @@
+"""The run report's plots (matplotlib, Agg backend): each takes plain data and writes one PNG atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: boards, CI and SSH sessions have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from edgeprune import atomic  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def channels(layers: Sequence[dict], path: Path) -> Path:
+    """Per-layer channels before and after pruning: where the pruner took width away."""
+    names = [str(layer["name"]) for layer in layers]
+    before = [int(layer["before"]) for layer in layers]
+    after = [int(layer["after"]) for layer in layers]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names)), 3.8))
+    xs = range(len(names))
+    ax.bar(xs, before, color="#c8d3e6", label="before")
+    ax.bar(xs, after, color="#2f6db5", label="after")
+    ax.set_xticks(list(xs), names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("output channels")
+    ax.set_title("Channels per layer")
+    ax.legend()
+    return _save(fig, path)
+
+
+def candidates(points: Sequence[dict], path: Path, chosen_ms: float | None = None) -> Path:
+    """Search candidates: validation score against predicted latency (each point one (alpha, kappa) tried)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    xs = [float(p["predicted_ms"]) for p in points]
+    key = "accuracy" if points and "accuracy" in points[0] else "val_loss"
+    ys = [float(p[key]) for p in points]
+    ax.scatter(xs, ys, s=14, alpha=0.7, color="#2f6db5")
+    if chosen_ms is not None:
+        ax.axvline(chosen_ms, color="#c0392b", linestyle="--", label="target")
+        ax.legend()
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("validation accuracy" if key == "accuracy" else "validation loss")
+    ax.set_title("Search candidates")
+    return _save(fig, path)
+
+
+def predicted_vs_measured(points: Sequence[dict], path: Path) -> Path:
+    """Predicted against measured latency for every compiled network of the run; the diagonal is a perfect model."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    xs = [float(p["measured_ms"]) for p in points]
+    ys = [float(p["predicted_ms"]) for p in points]
+    ax.scatter(xs, ys, color="#2f6db5", zorder=3)
+    for p, x, y in zip(points, xs, ys, strict=True):
+        ax.annotate(str(p.get("label", "")), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    top = max(xs + ys + [1e-3]) * 1.15
+    ax.plot([0, top], [0, top], color="#999999", linewidth=1)
+    ax.fill_between([0, top], [0, top * 0.9], [0, top * 1.1], color="#dddddd", alpha=0.5, label="+-10%")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("measured on device (ms)")
+    ax.set_ylabel("predicted by the LUT (ms)")
+    ax.set_title("Predicted vs measured")
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def lut_heatmap(
+    layer: str, in_channels: Sequence[int], out_channels: Sequence[int], grid_ms: Sequence[Sequence[float]], path: Path
+) -> Path:
+    """Latency of one layer over the (kept in-channels, kept out-channels) grid the LUT measured."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    image = ax.imshow(grid_ms, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(out_channels)), [str(c) for c in out_channels], fontsize=7, rotation=60)
+    ax.set_yticks(range(len(in_channels)), [str(c) for c in in_channels], fontsize=7)
+    ax.set_xlabel("kept output channels")
+    ax.set_ylabel("kept input channels")
+    ax.set_title(f"LUT: {layer}")
+    fig.colorbar(image, ax=ax, label="ms")
+    return _save(fig, path)
