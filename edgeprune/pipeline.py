@@ -22,6 +22,7 @@ from torch import nn
 from edgeprune import atomic
 from edgeprune.devices.profile import DeviceProfile, load_device
 from edgeprune.errors import EdgepruneError
+from edgeprune.profiling.defaults import TRIALS
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -44,7 +45,7 @@ class RunConfig:
     generations: int = 40
     population: int = 12
     search_steps: int = 10
-    trials: int = 8
+    trials: int = TRIALS  # the profile's tuning budget: the table models kernels tuned this much
     max_rounds: int = 3
     latency_scale: float = 1.0  # a known correction of the LUT for this board (the loop learns its own)
     seed: int = 0

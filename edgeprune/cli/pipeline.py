@@ -9,6 +9,7 @@ import typer
 
 from edgeprune.cli.common import DeviceOpt, JsonOpt, console, print_json
 from edgeprune.errors import EdgepruneError
+from edgeprune.profiling.defaults import TRIALS
 
 app = typer.Typer()
 
@@ -121,7 +122,9 @@ def run_cmd(
     search_minutes: Annotated[float, typer.Option("--search-minutes", help="LeGR search time box.")] = 1.5,
     generations: Annotated[int, typer.Option("--generations", help="LeGR evolution generations.")] = 40,
     population: Annotated[int, typer.Option("--population", help="LeGR evolution population.")] = 12,
-    trials: Annotated[int, typer.Option("--trials", help="MetaSchedule trials per new task (profile, compile).")] = 8,
+    trials: Annotated[
+        int, typer.Option("--trials", help="MetaSchedule trials per new task (profile, compile).")
+    ] = TRIALS,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds at most.")] = 3,
     latency_scale: Annotated[
         float, typer.Option("--latency-scale", help="Known correction factor of the LUT's predictions.")

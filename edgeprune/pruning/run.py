@@ -6,6 +6,7 @@ These are what the CLI and the pipeline call; they never write files except the 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
@@ -126,6 +127,13 @@ def prune_bundle(
         "search_evaluations": outcome.search.evaluations if outcome.search else 0,
         "search_finished": outcome.search.finished if outcome.search else False,
         "search_fitness": outcome.search.fitness if outcome.search else None,
+        "search_candidates": [
+            {f"predicted_{target.kind}": cost, "val_loss": loss}
+            for loss, cost in zip(outcome.search.history, outcome.search.costs, strict=False)
+            if cost is not None and math.isfinite(loss)
+        ]
+        if outcome.search
+        else [],
         "identity_fitness": outcome.search.identity_fitness if outcome.search else None,
         "reused_search": str(outcome.reused_search) if outcome.reused_search else None,
         "finetune_epochs": 0 if outcome.unchanged else settings.finetune.epochs,

@@ -79,6 +79,7 @@ class Candidate:
     kappa: list[float]
     fitness: float
     born: int
+    cost: float | None = None  # the budget's cost of the channels this candidate kept (for the report)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class SearchResult:
     seconds: float
     finished: bool
     history: list[float] = field(default_factory=list)
+    costs: list[float | None] = field(default_factory=list)  # each candidate's cost in the budget's unit
 
 
 class ChannelMasks:
@@ -163,8 +165,8 @@ class _Evolution:
         kappa[chosen] += self.rng.normal(0.0, sigma, len(chosen)) * self.stds[chosen]
         return alpha.tolist(), kappa.tolist()
 
-    def add(self, alpha: list[float], kappa: list[float], fitness: float) -> None:
-        child = Candidate(alpha, kappa, fitness, len(self.history))
+    def add(self, alpha: list[float], kappa: list[float], fitness: float, cost: float) -> None:
+        child = Candidate(alpha, kappa, fitness, len(self.history), cost)
         self.history.append(child)
         self.population.append(child)
         if len(self.population) > self.settings.population:
@@ -251,6 +253,7 @@ def search(
     masks = ChannelMasks(work, structure)
     sizes = structure.sizes()
     seen: dict[tuple[int, ...], float] = {}
+    costs: dict[tuple[int, ...], float] = {}
     resumed_at = len(evolution.history)
     started = time.monotonic()
     task = progress.add_task("LeGR search", total=evolution.total) if progress is not None else None
@@ -268,8 +271,9 @@ def search(
                 masks.set(plan.keep, sizes)
                 train_steps(work, batches, settings.lr, after_step=masks.apply)
                 seen[key] = loss_on(work, val_inputs, val_labels)
+                costs[key] = budget.cost(plan.counts())
             fitness = seen[key]
-            evolution.add(alpha, kappa, fitness if np.isfinite(fitness) else float("inf"))
+            evolution.add(alpha, kappa, fitness if np.isfinite(fitness) else float("inf"), costs[key])
             if checkpoint is not None:
                 atomic.write_json(
                     checkpoint,
@@ -302,6 +306,7 @@ def search(
         seconds=spent + time.monotonic() - started,
         finished=evolution.done,
         history=[c.fitness for c in evolution.history],
+        costs=[c.cost for c in evolution.history],
     )
 
 
