@@ -142,7 +142,8 @@ def _verify_table(result: Any) -> Any:
     )
     if result.target_ms is not None:
         verdict = "[green]holds[/]" if result.meets_target else "[red]missed[/]"
-        table.add_row("target", f"{result.target_ms:.4f} ms ({result.target_source}): {verdict}")
+        margin = (result.measured_ms / result.target_ms - 1) * 100
+        table.add_row("target", f"{result.target_ms:.4f} ms ({result.target_source}): {verdict}, {margin:+.1f}%")
     if result.baseline_timing is not None:
         table.add_row(
             "baseline",
