@@ -1,0 +1,542 @@
+"""Pruning benchmark (issue #8): edgeprune's methods and Torch-Pruning's MetaPruner at equal measured latency.
+
+For each model and latency target (a fraction of the unpruned model's latency measured on `local`), every
+method finds an architecture whose COMPILED latency, measured on `local`, meets the target, then gets the same
+fine-tuning budget (one `edgeprune.pruning.finetune.train` call with the same settings and seed):
+
+- edgeprune methods (legr, global, uniform, iap, aiap, pai) prune to the target through the device's latency
+  table, scaled to the unpruned model's measurement; when the compiled result misses the target, the scale is
+  corrected by what was measured and the method prunes again (as `edgeprune run` does);
+- the peer, Torch-Pruning's MetaPruner (global pruning, GroupMagnitudeImportance, each layer keeping at least
+  the same share as edgeprune's min_keep), has its pruning ratio bisected on compiled, measured latency.
+
+Architectures are searched without fine-tuning (latency depends on shapes only), so no method gets extra
+training; pai's "fine-tune" is its training from scratch with the same budget. Every compiled model uses the
+same MetaSchedule trials. A target is met when measured <= fraction x the unpruned model measured in the same
+session, so load that comes and goes on this shared machine hits both alike.
+
+The latency table, tuning database and farm state live under bench/cache/ (ignored by git), on a farm of our
+own on a free port; trained baselines are cached there too (keyed by data, model, width, limit, epochs, seed).
+Rows already in the results file are skipped, so an interrupted run resumes at the next row.
+
+    .venv/bin/python tools/bench_pruning.py --quick   # digits 16x16, resnet20, 0.7x: minutes
+    .venv/bin/python tools/bench_pruning.py [--models resnet20] [--targets 0.5 0.7] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CACHE = ROOT / "bench" / "cache"
+EDGEPRUNE_METHODS = ("legr", "global", "uniform", "iap", "aiap", "pai")
+PEER = "torch-pruning"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything that defines a benchmark row's conditions; recorded in every row."""
+
+    data: str
+    models: tuple[str, ...]
+    targets: tuple[float, ...]
+    methods: tuple[str, ...]
+    input_shape: tuple[int, int, int] | None  # None: the data set's native size
+    width: float
+    limit: int | None  # training images used (None: the whole training split)
+    train_epochs: int
+    finetune_epochs: int
+    trials: int  # MetaSchedule trials per task, for every compiled model
+    search_minutes: float  # LeGR's time box
+    population: int
+    generations: int
+    search_steps: int
+    min_keep: float
+    max_rounds: int  # edgeprune methods: prune-compile-measure rounds
+    bisect_steps: int  # peer: bisection steps on its pruning ratio
+    seed: int
+
+
+QUICK = Plan(
+    data="digits",
+    models=("resnet20",),
+    targets=(0.7,),  # 0.5x is out of reach here: the table puts 10% channels everywhere at 0.51x
+    methods=(*EDGEPRUNE_METHODS, PEER),
+    input_shape=(1, 16, 16),  # at 8x8 resnet20 runs in 0.08 ms, mostly fixed overhead no pruning removes
+    width=0.5,
+    limit=None,
+    train_epochs=15,
+    finetune_epochs=3,
+    trials=8,
+    search_minutes=0.5,
+    population=8,
+    generations=16,
+    search_steps=5,
+    min_keep=0.1,
+    max_rounds=3,
+    bisect_steps=4,
+    seed=0,
+)
+FULL = Plan(
+    data="fashion-mnist",
+    models=("resnet20", "mobilenetv2"),
+    targets=(0.5, 0.7, 0.3),
+    methods=(*EDGEPRUNE_METHODS, PEER),
+    input_shape=None,
+    width=0.5,
+    limit=6000,
+    train_epochs=10,
+    finetune_epochs=3,
+    trials=8,
+    search_minutes=2.0,
+    population=12,
+    generations=40,
+    search_steps=10,
+    min_keep=0.1,
+    max_rounds=3,
+    bisect_steps=5,
+    seed=0,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolate(cache: Path) -> None:
+    """Our own latency table, tuning database and farm, so other work on this machine is not disturbed."""
+    os.environ.setdefault("EDGEPRUNE_PROFILES_DIR", str(cache / "profiles"))
+    os.environ.setdefault("EDGEPRUNE_STATE_DIR", str(cache / "farm"))
+    os.environ.setdefault("EDGEPRUNE_LOCAL_PORT", str(free_port()))
+    (cache / "profiles").mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class Measured:
+    ms: float
+    spread_ms: float
+    baseline_ms: float  # the unpruned model, measured in the same session
+
+    def meets(self, fraction: float) -> bool:
+        return self.ms <= fraction * self.baseline_ms
+
+
+class Bench:
+    """One benchmark session: device, farm, cache folders, results file and progress display."""
+
+    def __init__(self, plan: Plan, out: Path, cache: Path, progress: Any, say: Callable[[str], None]) -> None:
+        from edgeprune.devices.profile import local_device
+
+        self.plan, self.out, self.cache, self.progress, self.say = plan, out, cache, progress, say
+        self.device = local_device()
+        self.rows: list[dict[str, Any]] = json.loads(out.read_text()) if out.is_file() else []
+
+    # -- rows ---------------------------------------------------------------------------------------------
+    def key(self, model: str, method: str, fraction: float) -> tuple:
+        return (self.plan.data, model, method, fraction)
+
+    def done(self, model: str, method: str, fraction: float) -> bool:
+        wanted = self.key(model, method, fraction)
+        return any((r["dataset"], r["model"], r["method"], r["target_fraction"]) == wanted for r in self.rows)
+
+    def record(self, row: dict[str, Any]) -> None:
+        from edgeprune import atomic
+
+        self.rows.append(row)
+        atomic.write_json(self.out, self.rows)
+        atomic.write_text(self.out.with_suffix(".md"), markdown(self.rows))
+        plot(self.rows, self.out.with_suffix(".png"))
+
+    def tag(self, model: str) -> str:
+        """What identifies a baseline (and the work done on it) in the cache."""
+        p = self.plan
+        shape = "x".join(map(str, p.input_shape)) if p.input_shape else "native"
+        return f"{p.data}-{shape}-{model}-w{p.width}-l{p.limit}-e{p.train_epochs}-s{p.seed}"
+
+    # -- baseline -----------------------------------------------------------------------------------------
+    def baseline(self, model: str) -> tuple[Any, Any]:
+        """The trained model (cached) and its data."""
+        from edgeprune.models.io import load_saved, save_model
+        from edgeprune.pruning import TrainSettings, train_bundle
+        from edgeprune.pruning.inputs import model_and_data
+
+        p = self.plan
+        bundle, data = model_and_data(model, p.input_shape, p.data, None, p.width, p.seed, None, p.limit)
+        path = self.cache / "baselines" / f"{self.tag(model)}.pt"
+        if path.is_file():
+            return load_saved(path), data
+        self.say(f"train {model} (width {p.width}) on {data.spec} for {p.train_epochs} epochs")
+        checkpoint = path.with_suffix(".checkpoint.pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trained, _ = train_bundle(bundle, data, TrainSettings(epochs=p.train_epochs), p.seed, self.progress, checkpoint)
+        save_model(trained, path)
+        checkpoint.unlink(missing_ok=True)
+        return trained, data
+
+    # -- compile + measure --------------------------------------------------------------------------------
+    def measure(self, bundle: Any, folder: Path, baseline: Path | None) -> Measured:
+        """Compile (reusing an artifact already in `folder`) and measure on `local`, beside the baseline."""
+        from edgeprune.compile.compiler import compile_model
+        from edgeprune.verify.verifier import verify_artifact
+
+        if not (folder / "manifest.json").is_file():
+            compile_model(bundle, self.device, folder, self.plan.trials)
+        result = verify_artifact(folder, self.device, baseline=baseline)
+        base = result.baseline_timing.median_ms if result.baseline_timing else result.measured_ms
+        return Measured(result.measured_ms, result.timing.spread_ms, base)
+
+    # -- methods ------------------------------------------------------------------------------------------
+    def edgeprune_method(
+        self,
+        method: str,
+        bundle: Any,
+        data: Any,
+        lut: Any,
+        original: Path,
+        original_ms: float,
+        fraction: float,
+        work: Path,
+    ) -> tuple[Any, Measured, dict[str, Any]]:
+        """Prune without fine-tuning, compile, measure; correct the latency table's scale until it meets."""
+        from edgeprune.pipeline import ScaledPredictor
+        from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings, parse_target, prune_bundle
+        from edgeprune.pruning.ranking import BudgetUnreachable
+
+        p = self.plan
+        settings = PruneSettings(
+            method=method,
+            min_keep=p.min_keep,
+            finetune=TrainSettings(epochs=0),  # the common fine-tune follows, for every method alike
+            search=SearchSettings(
+                population=p.population,
+                sample_size=max(2, p.population // 4),
+                generations=p.generations,
+                steps=p.search_steps,
+                minutes=p.search_minutes,
+            ),
+            seed=p.seed,
+            search_file=work / "learned-legr.json" if method == "legr" else None,
+        )
+        scale = original_ms / lut.predict_ms(bundle.module, bundle.input_shape)  # the table, fit to the measurement
+        target = parse_target("ms", fraction * original_ms)
+        prune_seconds, compile_seconds, note = 0.0, 0.0, None
+        pruned = measured = summary = None
+        for index in range(1, p.max_rounds + 1):
+            started = time.monotonic()
+            try:
+                candidate, summary = prune_bundle(
+                    bundle, data, target, settings, ScaledPredictor(lut, scale), self.progress
+                )
+            except BudgetUnreachable as error:
+                note = f"round {index}: {error.message}"
+                break
+            finally:
+                prune_seconds += time.monotonic() - started
+            if method == "legr" and settings.reuse_search is None:
+                settings = replace(settings, reuse_search=settings.search_file)  # one search, every round
+            started = time.monotonic()
+            pruned, measured = candidate, self.measure(candidate, work / f"round-{index}", original)
+            compile_seconds += time.monotonic() - started
+            lut_ms = lut.predict_ms(candidate.module, candidate.input_shape)
+            self.say(
+                f"  {method} round {index}: {measured.ms:.3f} ms measured, target {fraction * measured.baseline_ms:.3f}"
+                f" ms (table x{scale:.3f} predicted {lut_ms * scale:.3f} ms)"
+            )
+            if measured.meets(fraction):
+                break
+            comparable = measured.ms * original_ms / measured.baseline_ms
+            scale = max(scale * 1.05, comparable / lut_ms * (1 + 2 * measured.spread_ms / measured.ms))
+        if pruned is None or measured is None:
+            raise RuntimeError(note or "no candidate")
+        extra = {
+            "predicted_ms": summary["predicted_ms"] if summary else None,
+            "rounds": index,
+            "latency_scale": scale,
+            "prune_seconds": round(prune_seconds, 2),
+            "compile_seconds": round(compile_seconds, 2),
+            "search_evaluations": summary["search_evaluations"] if summary else 0,
+            "note": note,
+        }
+        return pruned, measured, extra
+
+    def peer(self, bundle: Any, original: Path, fraction: float, work: Path) -> tuple[Any, Measured, dict[str, Any]]:
+        """Torch-Pruning's MetaPruner; its global pruning ratio bisected on compiled, measured latency."""
+        from edgeprune.models.io import ModelBundle
+
+        low, high = 0.0, 1.0 - self.plan.min_keep
+        best: tuple[float, Any, Measured] | None = None
+        prune_seconds = compile_seconds = 0.0
+        ratios: list[float] = []
+        for step in range(self.plan.bisect_steps + 1):
+            last = step == self.plan.bisect_steps
+            if last and best is not None:
+                break
+            ratio = high if last else (low + high) / 2  # the last try: the most the peer may prune
+            ratios.append(ratio)
+            started = time.monotonic()
+            module = metapruner(bundle, ratio, self.plan.min_keep)
+            prune_seconds += time.monotonic() - started
+            candidate = ModelBundle(module, bundle.input_shape, bundle.num_classes, dict(bundle.meta))
+            started = time.monotonic()
+            measured = self.measure(candidate, work / f"ratio-{ratio:.4f}", original)
+            compile_seconds += time.monotonic() - started
+            meets = measured.meets(fraction)
+            self.say(
+                f"  {PEER} step {step + 1}: ratio {ratio:.3f} -> {measured.ms:.3f} ms measured, target "
+                f"{fraction * measured.baseline_ms:.3f} ms{' (meets)' if meets else ''}"
+            )
+            if meets:
+                high, best = ratio, (ratio, candidate, measured)
+            else:
+                low = ratio
+        if best is None:
+            raise RuntimeError(f"no pruning ratio up to {high:.2f} met the target")
+        ratio, candidate, measured = best
+        extra = {
+            "predicted_ms": None,
+            "rounds": len(ratios),
+            "pruning_ratio": ratio,
+            "prune_seconds": round(prune_seconds, 2),
+            "compile_seconds": round(compile_seconds, 2),
+            "search_evaluations": 0,
+            "note": None,
+        }
+        return candidate, measured, extra
+
+    def run_row(
+        self, model: str, method: str, fraction: float, bundle: Any, data: Any, lut: Any, original: Path, ms: float
+    ) -> None:
+        import torch
+
+        from edgeprune.pruning import TrainSettings
+        from edgeprune.pruning.cost import measure
+        from edgeprune.pruning.finetune import evaluate, train
+
+        p = self.plan
+        work = self.cache / "work" / self.tag(model) / f"t{p.trials}-{fraction}x" / method
+        shutil.rmtree(work, ignore_errors=True)  # a row is the unit of resumption
+        work.mkdir(parents=True)
+        self.say(f"{model} {fraction}x: {method}")
+        started = time.monotonic()
+        if method == PEER:
+            pruned, measured, extra = self.peer(bundle, original, fraction, work)
+        else:
+            pruned, measured, extra = self.edgeprune_method(method, bundle, data, lut, original, ms, fraction, work)
+        module = copy.deepcopy(pruned.module)
+        tune_started = time.monotonic()
+        settings = TrainSettings(epochs=p.finetune_epochs)
+        verb = "training from scratch" if method == "pai" else "fine-tuning"
+        train(module, data, settings, torch.Generator().manual_seed(p.seed), self.progress, None, "", verb)
+        finetune_seconds = time.monotonic() - tune_started
+        _, accuracy = evaluate(module, data, data.test)
+        flops, params = measure(module, bundle.input_shape)
+        row = {
+            "model": model,
+            "method": method,
+            "target_fraction": fraction,
+            "target_ms": fraction * measured.baseline_ms,
+            "measured_ms": measured.ms,
+            "measured_spread_ms": measured.spread_ms,
+            "baseline_ms": measured.baseline_ms,
+            "meets_target": measured.meets(fraction),
+            "accuracy": accuracy,
+            "baseline_accuracy": bundle.meta.get("accuracy"),
+            "flops": flops,
+            "params": params,
+            "seconds": round(extra["prune_seconds"] + finetune_seconds, 2),
+            "finetune_seconds": round(finetune_seconds, 2),
+            "total_seconds": round(time.monotonic() - started, 2),
+            **extra,
+            "dataset": p.data,
+            "plan": asdict(p),
+        }
+        self.record(row)
+        self.say(
+            f"  [green]{method}[/]: accuracy {accuracy:.2%}, {measured.ms:.3f} ms (target {row['target_ms']:.3f}), "
+            f"{flops / 1e6:.2f}M MACs, {params / 1e3:.1f}k params, {row['seconds']:.0f} s"
+        )
+
+    def run(self) -> None:
+        from edgeprune.errors import EdgepruneError
+        from edgeprune.profiling.profiler import profile_model
+        from edgeprune.pruning import LatencyPredictor
+
+        p = self.plan
+        for model in p.models:
+            pending = [(f, m) for f in p.targets for m in p.methods if not self.done(model, m, f)]
+            if not pending:
+                continue
+            bundle, data = self.baseline(model)
+            self.say(f"{model}: baseline test accuracy {bundle.meta['accuracy']:.2%}; profiling what the table lacks")
+            # LatencyPredictor(profile_missing=True) cannot start a table that does not exist yet: profile first
+            profile_model(bundle, self.device, trials=p.trials)
+            lut = LatencyPredictor(self.device, bundle, profile_missing=True)
+            original = self.cache / "work" / self.tag(model) / f"t{p.trials}-original"
+            first = self.measure(bundle, original, None)
+            self.say(f"{model}: unpruned {first.ms:.3f} ms measured on local ({p.trials} trials per task)")
+            for fraction, method in pending:
+                try:
+                    self.run_row(model, method, fraction, bundle, data, lut, original, first.ms)
+                except (EdgepruneError, RuntimeError) as error:  # one method failing must not end the benchmark
+                    self.say(f"  [red]{method} at {fraction}x failed, no row:[/] {getattr(error, 'message', error)}")
+
+
+def metapruner(bundle: Any, ratio: float, min_keep: float) -> Any:
+    """A copy of the bundle's module pruned by Torch-Pruning's MetaPruner (global, group L2 magnitude)."""
+    import torch
+    import torch_pruning as tp
+
+    from edgeprune.pruning.groups import classifier_layers
+
+    module = copy.deepcopy(bundle.module).eval()
+    modules = dict(module.named_modules())
+    pruner = tp.pruner.MetaPruner(
+        module,
+        example_inputs=torch.zeros(1, *bundle.input_shape),
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        global_pruning=True,
+        pruning_ratio=ratio,
+        max_pruning_ratio=1.0 - min_keep,
+        ignored_layers=[modules[name] for name in classifier_layers(module)],
+    )
+    pruner.step()
+    return module
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """A table per data set and model, sorted by target then accuracy."""
+    lines = ["# Pruning benchmark at equal measured latency (tools/bench_pruning.py)", ""]
+    header = (
+        "| model | target | method | accuracy | measured ms | target ms | meets | MACs | params | seconds |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
+    )
+    for (data, model), group in _groups(rows).items():
+        base = group[0].get("baseline_accuracy")
+        lines += [f"## {model} on {data} (unpruned test accuracy {base:.2%})", "", header]
+        for row in sorted(group, key=lambda r: (-r["target_fraction"], -r["accuracy"])):
+            lines.append(
+                f"| {model} | {row['target_fraction']}x | {row['method']} | {row['accuracy']:.2%} | "
+                f"{row['measured_ms']:.3f} | {row['target_ms']:.3f} | {'yes' if row['meets_target'] else 'NO'} | "
+                f"{row['flops'] / 1e6:.2f}M | {row['params'] / 1e3:.1f}k | {row['seconds']:.0f} |"
+            )
+        lines += ["", *margins(group), ""]
+    return "\n".join(lines) + "\n"
+
+
+def margins(group: list[dict[str, Any]]) -> list[str]:
+    """legr's accuracy minus the peer's and uniform's, per target, in points."""
+    out = []
+    for fraction in sorted({r["target_fraction"] for r in group}, reverse=True):
+        by_method = {r["method"]: r for r in group if r["target_fraction"] == fraction}
+        legr = by_method.get("legr")
+        if legr is None:
+            continue
+        for other in (PEER, "uniform"):
+            if other in by_method:
+                delta = (legr["accuracy"] - by_method[other]["accuracy"]) * 100
+                out.append(f"- {fraction}x: legr vs {other}: {delta:+.2f} points")
+    return out
+
+
+def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["model"]), []).append(row)
+    return groups
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy vs measured latency, one panel per data set and model, one marker per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeprune import atomic
+
+    groups = _groups(rows)
+    figure, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    for axis, ((data, model), group) in zip(axes[0], groups.items(), strict=True):
+        for method in dict.fromkeys(r["method"] for r in group):
+            points = sorted((r["measured_ms"], r["accuracy"] * 100) for r in group if r["method"] == method)
+            axis.plot(*zip(*points, strict=True), marker="o", label=method)
+        for target in sorted({r["target_ms"] for r in group if r["method"] == "legr"}):
+            axis.axvline(target, color="grey", linewidth=0.6, linestyle=":")
+        axis.set(title=f"{model} on {data}", xlabel="measured latency on local (ms)", ylabel="test accuracy (%)")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="digits 16x16, resnet20, 0.7x only (minutes)")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/results/pruning[-quick].json)")
+    parser.add_argument("--models", nargs="+", help="zoo models (default: resnet20 mobilenetv2)")
+    parser.add_argument("--targets", nargs="+", type=float, help="latency fractions (default 0.5 0.7 0.3)")
+    parser.add_argument("--methods", nargs="+", help=f"subset of {', '.join((*EDGEPRUNE_METHODS, PEER))}")
+    parser.add_argument("--trials", type=int, help="MetaSchedule trials per task for every compiled model")
+    parser.add_argument("--finetune-epochs", type=int, help="the fine-tuning budget every method gets")
+    parser.add_argument("--limit", type=int, help="training images (fashion-mnist)")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="baselines, latency table, tuning, work folders")
+    return parser.parse_args(argv)
+
+
+def plan_from(args: argparse.Namespace) -> Plan:
+    plan = QUICK if args.quick else FULL
+    changes = {
+        "models": tuple(args.models) if args.models else None,
+        "targets": tuple(args.targets) if args.targets else None,
+        "methods": tuple(args.methods) if args.methods else None,
+        "trials": args.trials,
+        "finetune_epochs": args.finetune_epochs,
+        "limit": args.limit,
+    }
+    plan = replace(plan, **{k: v for k, v in changes.items() if v is not None})
+    unknown = set(plan.methods) - {*EDGEPRUNE_METHODS, PEER}
+    if unknown or not all(0 < t < 1 for t in plan.targets) or plan.trials < 1 or plan.finetune_epochs < 1:
+        sys.exit(f"bad arguments: methods {sorted(unknown)} unknown, or a target not in (0, 1), or trials/epochs < 1")
+    return plan
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    plan = plan_from(args)
+    out = args.out or RESULTS / ("pruning-quick.json" if args.quick else "pruning.json")
+    isolate(args.cache.resolve())
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgeprune.cli.common import console
+    from edgeprune.devices.farm import ensure_farm
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the farm we started is stopped
+    torch.set_num_threads(1)  # one thread is much faster on this loaded 2-core machine
+    out.parent.mkdir(parents=True, exist_ok=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bench = Bench(plan, out, args.cache.resolve(), progress, lambda text: console.print(text, highlight=False))
+        with ensure_farm(bench.device, servers=1):
+            bench.run()
+    console.print(f"results: {out} ({len(bench.rows)} rows), {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
