@@ -43,6 +43,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _start_farm() -> Any:
+    """A local farm with 2 servers on a free port; retried, as two servers starting together sometimes race
+    for the same port (TVM's server binds, then listens) and one of them dies."""
+    from edgeprune.devices import farm
+    from edgeprune.devices.profile import local_device
+    from edgeprune.errors import EdgepruneError
+
+    for attempt in range(3):
+        os.environ["EDGEPRUNE_LOCAL_PORT"] = str(_free_port())
+        try:
+            farm.up(servers=2, port=local_device().tracker_port)
+            return local_device()
+        except EdgepruneError as exc:
+            console.print(f"farm start failed (attempt {attempt + 1} of 3): {exc.message}")
+    raise SystemExit("could not start a local farm with 2 servers")
+
+
+ROUNDS = 5  # alternations of reference, tuned and default build per variant
+
+
+def _wait_for_quiet(max_load: float, timeout_s: float = 900.0) -> float:
+    """Wait (up to `timeout_s`) until the 1-minute load average is at most `max_load`; returns the load then.
+    The machine is shared: measuring while other work saturates the cores measures that work."""
+    deadline = time.monotonic() + timeout_s
+    while os.getloadavg()[0] > max_load and time.monotonic() < deadline:
+        time.sleep(10)
+    return round(os.getloadavg()[0], 2)
+
+
 def _progress() -> Progress:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     return Progress(*columns, console=console)
@@ -198,6 +227,7 @@ def variants_phase(bundle: Any, device: Any, checkpoint: Checkpoint, args: argpa
     """Random variants on the grid: predicted vs measured, each measured in alternation with the unpruned
     network on one session, so the load of the moment is recorded beside every measurement."""
     from edgeprune.devices import rpc
+    from edgeprune.devices.measure import Timing
     from edgeprune.profiling.latency import LatencyModel
     from edgeprune.profiling.lut import LatencyTable
     from edgeprune.profiling.profiler import time_libraries
@@ -223,7 +253,13 @@ def variants_phase(bundle: Any, device: Any, checkpoint: Checkpoint, args: argpa
                     ("tuned", built["tuned"], inputs),
                     ("default", built["default"], inputs),
                 ]
-                timings = time_libraries(rpc.request_session(device), items, 3, 10, args.repeat)
+                load = _wait_for_quiet(args.max_load)
+                rounds = time_libraries(rpc.request_session(device), items, ROUNDS, 10, args.repeat)
+                timings = {name: Timing.from_samples(sum(runs, []), 10) for name, runs in rounds.items()}
+                ratios = [
+                    statistics.median(variant) / statistics.median(ref)
+                    for variant, ref in zip(rounds["tuned"], rounds["reference"], strict=True)
+                ]
                 record = {
                     "kept": kept,
                     "predicted_ms": estimate.predicted_ms,
@@ -235,6 +271,8 @@ def variants_phase(bundle: Any, device: Any, checkpoint: Checkpoint, args: argpa
                     "default_build_ms": timings["default"].median_ms,
                     "reference_now_ms": timings["reference"].median_ms,
                     "reference_at_calibration_ms": calibration["measured_ms"],
+                    "ratio_to_reference": statistics.median(ratios),
+                    "load_1min": load,
                     "kernels_tuned_for_build": built["tasks_tuned"],
                 }
                 checkpoint.put(record, "variants", bundle.name, key)
@@ -331,6 +369,7 @@ def summarise(checkpoint: Checkpoint) -> dict[str, Any]:
             "vs_default_build": _stats([_error(r["predicted_ms"], r["default_build_ms"]) for r in rows]),
             "layer_sum_only_vs_tuned_build": _stats([_error(r["layer_sum_ms"], r["tuned_ms"]) for r in rows]),
             "noise_unpruned_network": {
+                "load_1min_range": [min(r["load_1min"] for r in rows), max(r["load_1min"] for r in rows)],
                 "calibration_ms": rows[0]["reference_at_calibration_ms"],
                 "during_variants_ms_min_median_max": [
                     round(min(references), 4),
@@ -353,7 +392,9 @@ def summarise(checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 def _normalised(row: dict[str, Any]) -> float:
-    return row["tuned_ms"] / row["reference_now_ms"] * row["reference_at_calibration_ms"]
+    """The variant's time at the load of the calibration moment: its median ratio to the unpruned network
+    over rounds measured in alternation, times the unpruned network at calibration."""
+    return row["ratio_to_reference"] * row["reference_at_calibration_ms"]
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -389,9 +430,10 @@ def markdown(result: dict[str, Any]) -> str:
                 )
     lines += [
         "",
-        "Load-normalised: each variant was measured in alternation with the unpruned network on one session; its "
-        "time is rescaled by (unpruned network at calibration / unpruned network now), removing the machine's load "
-        "drift between profiling and measuring (this machine's other work), not the model's error.",
+        "Load-normalised: each variant was measured in alternation with the unpruned network on one session "
+        f"({ROUNDS} rounds); its time is the median per-round ratio to the unpruned network times the unpruned "
+        "network at calibration. This removes the drift of the machine's load (other work on its 2 cores) between "
+        "profiling and measuring, not the model's error.",
         "",
         "Noise of this machine (unpruned network, ms):",
         "",
@@ -401,7 +443,8 @@ def markdown(result: dict[str, Any]) -> str:
         if noise:
             lines.append(
                 f"- {name}: {noise['calibration_ms']} at calibration; min/median/max during the variants "
-                f"{noise['during_variants_ms_min_median_max']}; kernels tuned at build: "
+                f"{noise['during_variants_ms_min_median_max']} (1-min load average {noise['load_1min_range']}); "
+                "kernels tuned at build: "
                 f"{data['kernels_tuned_at_build']}"
             )
     lines += [
@@ -446,6 +489,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16, help="tuning trials per task (as `profile` and `compile`)")
     parser.add_argument("--repeat", type=int, default=7, help="time_evaluator repeats of each measurement")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-load", type=float, default=2.5, help="wait until the 1-min load average is at most this (max 15 min)"
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "edgeprune-bench-latency")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--skip-speedup", action="store_true")
@@ -454,18 +500,15 @@ def main() -> None:
     workdir = args.workdir.resolve()
     main_profiles = workdir / "profiles"
     os.environ["EDGEPRUNE_STATE_DIR"] = str(workdir / "state")
-    os.environ["EDGEPRUNE_LOCAL_PORT"] = str(_free_port())
     _use_profiles(main_profiles)
 
     from edgeprune.devices import farm
-    from edgeprune.devices.profile import local_device
     from edgeprune.models.io import load_model
     from edgeprune.profiling.lut import tvm_version
 
-    device = local_device()
+    device = _start_farm()
     checkpoint = Checkpoint(workdir / "checkpoint.json")
     started = time.perf_counter()
-    farm.up(servers=2, port=device.tracker_port)
     try:
         bundles = []
         for spec in args.models.split(","):
@@ -475,6 +518,7 @@ def main() -> None:
             bundles.append(bundle)
         for bundle in bundles:
             if checkpoint.get("profiles", bundle.name) is None:
+                _wait_for_quiet(args.max_load)
                 checkpoint.put(profile_phase(bundle, device, args), "profiles", bundle.name)
         if not args.skip_speedup and checkpoint.get("speedup") is None:
             checkpoint.put(speedup_phase(bundles[0], device, workdir), "speedup")

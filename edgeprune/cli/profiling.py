@@ -153,7 +153,7 @@ def estimate_cmd(
     bundle = _bundle(model, input_shape, classes, width)
     latency = LatencyModel.for_device(profile)
     estimate = latency.estimate(bundle.module, bundle.input_shape)
-    flops = sum(row.macs for row in estimate.layers)
+    flops = estimate.flops
     params = sum(p.numel() for p in bundle.module.parameters())
     result: dict[str, Any] = {
         "model": bundle.name,

@@ -66,6 +66,11 @@ class Estimate:
     offset_ms: float
     layers: list[LayerEstimate]
 
+    @property
+    def flops(self) -> int:
+        """Multiply-accumulates of the conv and linear layers (the convention `prune` reports)."""
+        return sum(row.macs for row in self.layers)
+
 
 class _FamilyGrid:
     """The measured points of one family: exact lookups and the bracketing points for interpolation."""

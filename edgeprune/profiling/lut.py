@@ -23,7 +23,7 @@ from edgeprune import atomic
 from edgeprune.devices.profile import DeviceProfile
 from edgeprune.errors import EdgepruneError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FILE_NAME = "lut.json"
 KERNELS = (
     "MetaSchedule-tuned kernels as `compile` ships them: each entry runs the schedule the device's tuning "

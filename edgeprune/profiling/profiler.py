@@ -1,13 +1,14 @@
 """Measure a model's table entries on the device through TVM RPC, over every free server of the farm.
 
 Phases: (1) tune the full-width network with MetaSchedule on the device (only tasks the shared database
-lacks): these records are the family anchors; (2) measure the whole unpruned network once, built as
-`compile` builds it, to calibrate per-layer sums; (3) measure every missing grid entry: build the
-single-layer network with its tuned schedule (see `tuned`), run `time_evaluator` on a server, write the
-entry. Each RPC server gets one worker thread with its own session; builds are serialised in this process
-(the exporter and TVM's build are not thread-safe) and overlap with measurements on the servers. The local
-farm's servers share this machine's cores, so there measurements take turns: overlapping ones would time
-the contention. A server that dies loses nothing: its entry goes back to the queue for the others.
+lacks): these records are the family anchors; (2) calibrate: the unpruned network, built as `compile`
+builds it, measured in alternation with its layers' kernels; (3) measure every missing grid entry: build
+the single-layer network with its tuned schedule (see `tuned`), check its output against PyTorch, run
+`time_evaluator` on a server, write the entry. Each RPC server gets one worker thread with its own session;
+builds are serialised in this process (the exporter and TVM's build are not thread-safe) and, on boards,
+overlap with measurements. The local farm's servers share this machine's cores, so there a build never
+runs during a measurement (it would time the contention). A server that dies loses nothing: its entry
+goes back to the queue for the others.
 """
 
 from __future__ import annotations
@@ -336,12 +337,13 @@ def measure_entries(
     """
     if not entries:
         return 0
-    builder = EntryBuilder(device, tuned.ScheduleStore(device), anchor_of)
     exclusive = device.is_local if exclusive is None else exclusive
-    measurer = _EntryMeasurer(device, table, builder, number, repeat, on_entry or (lambda: None), exclusive)
-    sessions = _sessions(device, parallel)
-    servers = len(sessions)
-    measurer.run(entries, sessions)
+    with tuned.ScheduleStore.open(device) as store:
+        builder = EntryBuilder(device, store, anchor_of)
+        measurer = _EntryMeasurer(device, table, builder, number, repeat, on_entry or (lambda: None), exclusive)
+        sessions = _sessions(device, parallel)
+        servers = len(sessions)
+        measurer.run(entries, sessions)
     left = len(entries) - measurer.measured - len(measurer.failed)
     if left:
         last = measurer.device_errors[-1] if measurer.device_errors else "no server answered"
@@ -362,9 +364,10 @@ def measure_entries(
 
 def time_libraries(
     session: Any, items: list[tuple[str, Path, np.ndarray]], rounds: int, number: int, repeat: int
-) -> dict[str, measure.Timing]:
-    """Time several libraries on one session in alternation, `rounds` times over: a slow change in the
-    device's load then affects all of them alike (each library is uploaded once; see EntryBuilder)."""
+) -> dict[str, list[list[float]]]:
+    """Time several libraries on one session in alternation, `rounds` times over; per library, the ms samples
+    of each round. A slow change in the device's load then affects all of them alike. Each library is
+    uploaded once (a second upload under the same name would crash the server; see EntryBuilder)."""
     import tvm
     from tvm import relax
 
@@ -374,12 +377,13 @@ def time_libraries(
         vm = relax.VirtualMachine(measure.load_remote(session, path), dev)
         data = tvm.runtime.tensor(np.ascontiguousarray(inputs, dtype="float32"), dev)
         vm["main"](data)  # warm-up
-        loaded[name] = (vm.time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=MIN_REPEAT_MS), data)
-    samples: dict[str, list[float]] = {name: [] for name in loaded}
+        timer = vm.time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=MIN_REPEAT_MS)
+        loaded[name] = (timer, data)
+    samples: dict[str, list[list[float]]] = {name: [] for name in loaded}
     for _ in range(rounds):
         for name, (timer, data) in loaded.items():
-            samples[name].extend(float(x) * 1e3 for x in timer(data).results)
-    return {name: measure.Timing.from_samples(values, number) for name, values in samples.items()}
+            samples[name].append([float(x) * 1e3 for x in timer(data).results])
+    return samples
 
 
 def calibrate(
@@ -401,7 +405,7 @@ def calibrate(
             built = builder.build(entry, Path(folder))
             items.append((key, built.library, built.inputs))
         try:
-            timings = time_libraries(rpc.request_session(device), items, CALIBRATION_ROUNDS, number, repeat)
+            rounds = time_libraries(rpc.request_session(device), items, CALIBRATION_ROUNDS, number, repeat)
         except EdgepruneError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost server surfaces as several TVM/socket types
@@ -409,6 +413,7 @@ def calibrate(
                 f"measuring the whole network on device '{device.name}' failed: {type(exc).__name__}: {exc}",
                 hint="check the device (`edgeprune devices check`), then run the same command again to resume",
             ) from exc
+    timings = {name: measure.Timing.from_samples(sum(runs, []), number) for name, runs in rounds.items()}
     layer_sum = sum(timings[layer.key].median_ms for layer in layers)
     measured = timings["network"]
     return {
@@ -504,8 +509,9 @@ def profile_model(
                 if network is None:
                     progress("network", 0, 1)
                     phase_start = time.perf_counter()
-                    builder = EntryBuilder(device, tuned.ScheduleStore(device), anchors(layers))
-                    record = calibrate(bundle, device, layers, relax_model, builder, number, repeat)
+                    with tuned.ScheduleStore.open(device) as store:
+                        builder = EntryBuilder(device, store, anchors(layers))
+                        record = calibrate(bundle, device, layers, relax_model, builder, number, repeat)
                     table.networks[structure] = record
                     table.save()
                     report.network_ms = table.networks[structure]["measured_ms"]

@@ -10,8 +10,10 @@ measured time, so the network `compile` builds later runs exactly the kernel the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +81,24 @@ def transplant(workload: Any, trace: Any, device: DeviceProfile) -> Any:
 
 
 class ScheduleStore:
-    """The device's tuning database, opened once and shared by the profiling threads (under a lock)."""
+    """The device's tuning database, shared by the profiling threads (under a lock). Use `open`: it holds
+    the database's cross-process lock while the store is in use, since MetaSchedule numbers workloads per
+    process and a concurrent writer would point records at the wrong workloads."""
 
-    def __init__(self, device: DeviceProfile, db_dir: Path | None = None) -> None:
+    def __init__(self, device: DeviceProfile, db_dir: Path) -> None:
         from tvm.s_tir import meta_schedule as ms
 
         self.device = device
-        self.db_dir = Path(db_dir or tune.tuning_db_dir(device))
-        self.db_dir.mkdir(parents=True, exist_ok=True)
-        self._db = ms.database.JSONDatabase(work_dir=str(self.db_dir))
+        self._db = ms.database.JSONDatabase(work_dir=str(db_dir))
         self._lock = threading.Lock()
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, device: DeviceProfile) -> Iterator[ScheduleStore]:
+        db_dir = tune.tuning_db_dir(device)
+        db_dir.mkdir(parents=True, exist_ok=True)
+        with tune.exclusive(db_dir):
+            yield cls(device, db_dir)
 
     def best(self, workload: Any) -> Any | None:
         """The best tuning record of this exact workload, or None."""
