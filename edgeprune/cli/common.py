@@ -29,9 +29,10 @@ def print_json(data: Any) -> None:
 
 
 def fail(error: EdgepruneError) -> NoReturn:
-    console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
+    # soft_wrap: a message is one line however narrow the terminal, so scripts can grep it
+    console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
     if error.hint:
-        console.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False)
+        console.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
     raise SystemExit(EXIT_ERROR)
 
 

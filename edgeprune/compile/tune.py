@@ -74,6 +74,11 @@ def _quiet_tvm_logs() -> Iterator[None]:
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
     old = logger.level
     quiet = _OwnRecordsOnly()
+    # MetaSchedule rebuilds its logging config from the logger's handlers by name on every tuning run and
+    # fails on an unnamed one (pytest's capture handlers, or an embedding application's): detach those meanwhile
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for handler in unnamed:
+        logger.removeHandler(handler)
     logger.setLevel(logging.WARNING)
     logger.addFilter(quiet)
     try:
@@ -82,6 +87,8 @@ def _quiet_tvm_logs() -> Iterator[None]:
     finally:
         logger.removeFilter(quiet)
         logger.setLevel(old)
+        for handler in unnamed:
+            logger.addHandler(handler)
 
 
 def _load_cpu_tensor_intrinsics() -> None:

@@ -1,0 +1,107 @@
+"""`edgeprune run` end to end through the real local farm: every stage's output, the closed loop, the resume.
+
+The latency model is given a deliberately wrong factor (it predicts half the real latency), so the first round
+believes the unpruned network already meets the target; the device's measurement must correct it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeprune.devices.profile import DeviceProfile
+
+RUN_ARGS = [
+    "resnet20", "--device", "local", "--data", "digits", "--input-shape", "1x32x32", "--width", "0.5",
+    "--target", "0.8x", "--train-epochs", "4", "--finetune-epochs", "1", "--search-minutes", "0.2",
+    "--generations", "3", "--population", "4", "--trials", "2", "--max-rounds", "3", "--latency-scale", "0.5",
+]  # fmt: skip
+
+
+def run_cli(run_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgeprune", "run", *RUN_ARGS, "--run-dir", str(run_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(local_farm: DeviceProfile, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    run_dir = tmp_path_factory.mktemp("run") / "r"
+    result = run_cli(run_dir)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    return run_dir, json.loads(result.stdout), result.stderr
+
+
+def test_every_stage_writes_its_outputs(finished_run: tuple[Path, dict, str]) -> None:
+    run_dir, summary, _ = finished_run
+    for part in ("config.json", "baseline/model.pt", "baseline/train.json", "profile.json", "summary.json"):
+        assert (run_dir / part).is_file(), part
+    for folder in ["original"] + [f"round-{i}/artifacts" for i in range(1, summary["rounds"] + 1)]:
+        manifest = json.loads((run_dir / folder / "manifest.json").read_text())
+        assert (run_dir / folder / manifest["library"]).is_file()
+        assert json.loads((run_dir / folder / "verify.json").read_text())["outputs_match"] is True
+    last = json.loads((run_dir / f"round-{summary['rounds']}" / "prune.json").read_text())
+    assert last["layers"] and last["accuracy_after"] is not None
+    report = (run_dir / "report.html").read_text()
+    for png in ("channels.png", "predicted_vs_measured.png", "lut_heatmap.png"):
+        assert (run_dir / png).stat().st_size > 1000 and png in report
+
+
+def test_summary_keys_and_numbers(finished_run: tuple[Path, dict, str]) -> None:
+    run_dir, summary, _ = finished_run
+    assert summary["run_dir"] == str(run_dir)
+    for key in ("target_ms", "meets_target", "speedup", "rounds", "original", "pruned", "seconds"):
+        assert key in summary
+    for side in ("original", "pruned"):
+        for key in ("measured_ms", "predicted_ms", "accuracy", "flops", "params", "artifact_bytes"):
+            assert summary[side][key] is not None, (side, key)
+    assert summary["pruned"]["flops"] < summary["original"]["flops"]
+    last = summary["round_details"][-1]
+    assert summary["speedup"] == pytest.approx(last["baseline_ms"] / last["measured_ms"])
+    assert summary["meets_target"] == (last["measured_ms"] <= last["target_ms"])
+
+
+def test_closed_loop_corrects_a_wrong_latency_model(finished_run: tuple[Path, dict, str]) -> None:
+    _, summary, log = finished_run
+    first = summary["round_details"][0]
+    assert first["scale"] == 0.5
+    # believing the network twice as fast as it is, round 1 does not prune enough and misses on the device
+    assert not first["meets_target"] and first["correction"] is not None
+    assert summary["rounds"] >= 2 and "correcting the latency model" in log
+    second = summary["round_details"][1]
+    assert second["scale"] == pytest.approx(first["correction"])
+    assert second["scale"] > 0.5  # the measured correction moves the model towards the device's truth
+    assert summary["meets_target"], summary["round_details"]
+
+
+def test_rerun_resumes_without_redoing_stages(finished_run: tuple[Path, dict, str]) -> None:
+    run_dir, summary, _ = finished_run
+    artifacts = run_dir / f"round-{summary['rounds']}" / "artifacts"
+    stamp = (artifacts / "manifest.json").stat().st_mtime_ns
+    (artifacts / "verify.json").unlink()  # as if interrupted after compiling the last round
+    again = run_cli(run_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for skipped in ("> train", "> profile", "> compile", "prune to"):
+        assert skipped not in again.stderr
+    assert "> measure round" in again.stderr
+    assert (artifacts / "manifest.json").stat().st_mtime_ns == stamp
+    assert json.loads(again.stdout)["rounds"] == summary["rounds"]
+
+
+def test_other_settings_in_the_same_folder_are_refused(finished_run: tuple[Path, dict, str]) -> None:
+    run_dir, _, _ = finished_run
+    args = [a if a != "0.8x" else "0.7x" for a in RUN_ARGS]
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeprune", "run", *args, "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "other settings (target)" in result.stderr
