@@ -11,7 +11,7 @@ PyTorch and ONNX Runtime run in this process. The machine is shared, so the runt
 interleaved rounds: load that comes and goes hits them all alike. Tuning starts from an empty database, so
 the trials reported are all the tuning the kernels got.
 
-    .venv/bin/python tools/bench_runtime.py [--model resnet20] [--trials 32] [--threads 1 2] [--pruned FILE]
+    .venv/bin/python tools/bench_runtime.py [--model resnet20] [--trials 8 32] [--threads 1 2] [--pruned FILE]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ ROUNDS = 5
 REPEATS_PER_ROUND = 3
 MIN_REPEAT_MS = 50
 TVM_NUMBER = 10  # time_evaluator's starting runs per repeat (raised to reach MIN_REPEAT_MS)
-RUNTIMES = ("pytorch", "onnxruntime", "tvm_untuned", "tvm_tuned")
+BASE_RUNTIMES = ("pytorch", "onnxruntime", "tvm_untuned")
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
 
@@ -97,46 +97,53 @@ class TvmRuntime:
         return [float(s) * 1e3 for s in evaluator(self.data).results]
 
 
+def tuned_label(trials: int) -> str:
+    return f"tvm_tuned_{trials}"
+
+
 @dataclass
 class Variant:
-    """A model ready to measure: its module, its ONNX, and its TVM artifacts untuned and tuned."""
+    """A model ready to measure: its module, its ONNX, and its TVM artifacts untuned and tuned per budget."""
 
     name: str
     bundle: Any
     onnx_bytes: bytes
     libraries: dict[str, Path]
-    tuning: dict[str, Any]
+    tuning: dict[str, dict[str, Any]]
     runs: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(name: str, bundle: Any, device: Any, trials: int, work: Path, progress: Any) -> Variant:
-    """Compile the untuned and the tuned artifact (tuning from an empty database, on the device)."""
+def prepare(name: str, bundle: Any, device: Any, budgets: list[int], work: Path, progress: Any) -> Variant:
+    """Compile the untuned artifact and one tuned artifact per trial budget, each tuned from an empty database
+    on the device."""
     from edgeprune.compile.compiler import compile_model
     from edgeprune.compile.export import to_onnx
 
     step = progress.add_task(f"{name}: compile untuned", total=None)
     untuned = compile_model(bundle, device, work / f"{name}-untuned", 0)
-    progress.update(step, description=f"{name}: tune {trials}/task on the device")
+    variant = Variant(name, bundle, to_onnx(bundle.module, (1, *bundle.input_shape)), {}, {})
+    variant.libraries["tvm_untuned"] = untuned.artifact.library
+    for trials in budgets:
+        progress.update(step, description=f"{name}: tune {trials}/task on the device", completed=0, total=None)
 
-    def on_trials(done: int, total: int, _best: float | None) -> None:
-        progress.update(step, completed=done, total=total)
+        def on_trials(done: int, total: int, _best: float | None) -> None:
+            progress.update(step, completed=done, total=total)
 
-    tuned = compile_model(bundle, device, work / f"{name}-tuned", trials, work / f"{name}-db", on_trials=on_trials)
-    progress.remove_task(step)
-    report = tuned.tuning
-    return Variant(
-        name,
-        bundle,
-        to_onnx(bundle.module, (1, *bundle.input_shape)),
-        {"tvm_untuned": untuned.artifact.library, "tvm_tuned": tuned.artifact.library},
-        {
+        label = tuned_label(trials)
+        tuned = compile_model(
+            bundle, device, work / f"{name}-{label}", trials, work / f"{name}-db-{trials}", on_trials=on_trials
+        )
+        variant.libraries[label] = tuned.artifact.library
+        report = tuned.tuning
+        variant.tuning[label] = {
             "trials_per_task": trials,
             "trials": report.trials,
             "failed": report.failed,
             "tasks": report.tasks,
             "seconds": round(report.seconds, 1),
-        },
-    )
+        }
+    progress.remove_task(step)
+    return variant
 
 
 def measure(variants: list[Variant], threads: int, progress: Any) -> None:
@@ -180,8 +187,9 @@ def measure(variants: list[Variant], threads: int, progress: Any) -> None:
                 outputs[variant.name, label] = runtimes[variant.name, label].output
             variant.runs[str(threads)] = {
                 "max_abs_diff_vs_pytorch": {
-                    label: float(np.max(np.abs(outputs[variant.name, label] - expected)))
-                    for label in ("onnxruntime", "tvm_untuned", "tvm_tuned")
+                    label: float(np.max(np.abs(output - expected)))
+                    for (name, label), output in outputs.items()
+                    if name == variant.name
                 }
             }
         samples: dict[tuple[str, str], list[float]] = {key: [] for key in runtimes}
@@ -193,13 +201,22 @@ def measure(variants: list[Variant], threads: int, progress: Any) -> None:
     finally:
         farm.down(device.tracker_port)
     for variant in variants:
-        timings = {label: Timing.from_samples(samples[variant.name, label], 0) for label in RUNTIMES}
+        labels = [*BASE_RUNTIMES, *variant.tuning]
+        timings = {label: Timing.from_samples(samples[variant.name, label], 0) for label in labels}
         run = variant.runs[str(threads)]
         run["ms"] = {label: t.median_ms for label, t in timings.items()}
         run["spread_ms"] = {label: t.spread_ms for label, t in timings.items()}
         run["min_ms"] = {label: t.min_ms for label, t in timings.items()}
-        run["tuned_tvm_vs_onnxruntime"] = run["ms"]["tvm_tuned"] / run["ms"]["onnxruntime"]
-        run["goal_met"] = run["ms"]["tvm_tuned"] <= run["ms"]["onnxruntime"]
+        run["tuned_tvm_vs_onnxruntime"] = {
+            label: run["ms"][label] / run["ms"]["onnxruntime"] for label in variant.tuning
+        }
+        met = [
+            variant.tuning[label]["trials_per_task"]
+            for label in variant.tuning
+            if run["tuned_tvm_vs_onnxruntime"][label] <= 1
+        ]
+        run["goal_met"] = bool(met)
+        run["smallest_budget_meeting_goal"] = min(met) if met else None
 
 
 def to_json(variant: Variant) -> dict[str, Any]:
@@ -231,30 +248,34 @@ def markdown(report: dict[str, Any]) -> str:
         "+- half the IQR, and the minimum; ms per image, batch 1.",
         "",
     ]
+    budgets = report["trials_per_task"]
+    columns = [*BASE_RUNTIMES, *(tuned_label(t) for t in budgets)]
+    headers = ["PyTorch eager", "ONNX Runtime", "TVM untuned", *(f"TVM tuned {t}/task" for t in budgets)]
     for threads in report["threads"]:
         lines += [
             f"## {threads} thread(s) for every runtime",
             "",
-            "| variant | model | MMACs | PyTorch eager | ONNX Runtime | TVM untuned | TVM tuned | tuned / ORT |",
-            "|---|---|---|---|---|---|---|---|",
+            "| variant | model | MMACs | " + " | ".join(headers) + " | best tuned / ORT |",
+            "|---" * (len(headers) + 4) + "|",
         ]
         for row in report["variants"]:
             run = row["by_threads"][str(threads)]
-            cells = [f"{run['ms'][k]:.3f} +- {run['spread_ms'][k]:.3f} (min {run['min_ms'][k]:.3f})" for k in RUNTIMES]
-            verdict = "goal met" if run["goal_met"] else "goal missed"
+            cells = [f"{run['ms'][k]:.3f} +- {run['spread_ms'][k]:.3f} (min {run['min_ms'][k]:.3f})" for k in columns]
+            smallest = run["smallest_budget_meeting_goal"]
+            verdict = f"goal met from {smallest}/task" if smallest else "goal missed"
             lines.append(
                 f"| {row['variant']} | {row['source']} width {row['width']} {row['input_shape']} | "
-                f"{row['macs'] / 1e6:.1f} | " + " | ".join(cells) + f" | {run['tuned_tvm_vs_onnxruntime']:.2f} "
-                f"({verdict}) |"
+                f"{row['macs'] / 1e6:.1f} | " + " | ".join(cells) + f" | "
+                f"{min(run['tuned_tvm_vs_onnxruntime'].values()):.2f} ({verdict}) |"
             )
         lines.append("")
     lines += ["| variant | tuning (MetaSchedule replay-trace, candidates measured on the device) |", "|---|---|"]
     for row in report["variants"]:
-        t = row["tuning"]
-        lines.append(
-            f"| {row['variant']} | {t['trials']} trials ({t['trials_per_task']} per task x {t['tasks']} tasks, "
-            f"{t['failed']} failed) in {t['seconds']:.0f} s, from an empty database |"
-        )
+        for t in row["tuning"].values():
+            lines.append(
+                f"| {row['variant']} | {t['trials']} trials ({t['trials_per_task']} per task x {t['tasks']} tasks, "
+                f"{t['failed']} failed) in {t['seconds']:.0f} s, from an empty database |"
+            )
     lines += ["", *[f"- {note}" for note in report["notes"]], ""]
     return "\n".join(lines)
 
@@ -265,7 +286,9 @@ def main() -> None:
     parser.add_argument("--input-shape", default="3x32x32")
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier of the baseline")
     parser.add_argument("--pruned", help="a saved pruned model (edgeprune prune -o); default: narrower stand-in")
-    parser.add_argument("--trials", type=int, default=32, help="MetaSchedule trials per task for 'TVM tuned'")
+    parser.add_argument(
+        "--trials", type=int, nargs="+", default=[8, 32], help="MetaSchedule trials per task: one 'TVM tuned' each"
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[2], help="thread counts to measure with")
     parser.add_argument("--seed", type=int, default=0, help="seed of the zoo models' initial weights")
     parser.add_argument("--out", type=Path, default=RESULTS)
