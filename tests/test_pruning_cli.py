@@ -85,7 +85,8 @@ def test_prune_to_milliseconds_on_the_local_device(
     profile_model(load_saved(baseline), local_farm, trials=1, repeat=1, number=1)  # coarse but real: fast
     model = LatencyModel.for_device(local_farm)
     original = model.predict_ms(load_saved(baseline).module, (1, 8, 8))
-    code, out, err = run(capsys, *args, "--target-ms", f"{original * 0.85:.6f}", "--finetune-epochs", "1")
+    # an 8x8 net is mostly fixed per-layer cost: at 10% of every layer it still costs ~0.87x, so ask for 0.93x
+    code, out, err = run(capsys, *args, "--target-ms", f"{original * 0.93:.6f}", "--finetune-epochs", "1")
     assert code == 0, err
     summary = json.loads(out)
     assert summary["original_predicted_ms"] == pytest.approx(original)

@@ -90,7 +90,17 @@ class LatencyPredictor:
                 "latency budgets need the latency model (edgeprune.profiling.latency), which is not available",
                 hint="use --target-flops or --target-params until profiling is installed",
             ) from exc
+        from edgeprune.profiling.lut import lut_path
+
+        if self.profile_missing and self.bundle is not None and not lut_path(self.device).exists():
+            self._profile(self.bundle.module, self.bundle.input_shape)  # no table yet: measure one
         return LatencyModel.for_device(self.device)
+
+    def _profile(self, module: nn.Module, input_shape: tuple[int, int, int]) -> None:
+        from edgeprune.models.io import ModelBundle
+        from edgeprune.profiling.profiler import profile_model
+
+        profile_model(ModelBundle(module, input_shape, self.bundle.num_classes, dict(self.bundle.meta)), self.device)
 
     def _missing(self, exc: Exception) -> EdgepruneError:
         name = self.bundle.name if self.bundle is not None else "MODEL"
@@ -108,10 +118,8 @@ class LatencyPredictor:
         except MissingEntries as exc:
             if not self.profile_missing or self.bundle is None:
                 raise self._missing(exc) from exc
-            from edgeprune.profiling.profiler import profile_model
-
-            self.profile_missing = False  # profile once; a second miss is a real gap in the table
-            profile_model(self.bundle, self.device)
+            # the network asked about: an iterative method's partly pruned network has widths the input lacks
+            self._profile(module, input_shape)
             self.model = self._load()
             try:
                 return getattr(self.model, method)(module, input_shape)
