@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,9 @@ def test_user_error_exits_2_with_hint_and_no_traceback() -> None:
     assert result.returncode == 2
     assert "unknown device 'no-such-board'" in result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_readme_cli_reference_is_current() -> None:
+    tool = Path(__file__).resolve().parents[1] / "tools" / "cli_reference.py"
+    result = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
