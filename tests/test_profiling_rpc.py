@@ -153,7 +153,9 @@ def test_interrupted_profile_resumes_with_what_is_missing(profiled: tuple) -> No
     device, bundle, _ = profiled
     path = lut_path(device)
     data = json.loads(path.read_text())
-    dropped = sorted(data["entries"])[:3]
+    layers, _ = LayerExtractor().extract(bundle.module, bundle.input_shape)
+    # this model's own entries: the session's table also holds other tests' models
+    dropped = sorted(plan(layers, device.vector_lanes, FAST["grid"]))[:3]
     for key in dropped:
         del data["entries"][key]
     path.write_text(json.dumps(data))
