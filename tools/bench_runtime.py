@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import socket
 import sys
 import tempfile
@@ -339,14 +340,17 @@ def main() -> None:
         "trials_per_task": args.trials,
     }
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        with ensure_farm(device):  # tuning: the server runs with TVM's default threads (the target's cores)
-            variants = [
-                prepare(name, bundle, device, args.trials, work, progress)
-                for name, bundle in (("baseline", baseline), ("pruned", pruned))
-            ]
-        for threads in args.threads:
-            measure(variants, threads, progress)
+    try:
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            with ensure_farm(device):  # tuning: the server runs with TVM's default threads (the target's cores)
+                variants = [
+                    prepare(name, bundle, device, args.trials, work, progress)
+                    for name, bundle in (("baseline", baseline), ("pruned", pruned))
+                ]
+            for threads in args.threads:
+                measure(variants, threads, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # artifacts, tuning databases, farm state of this run
     import onnxruntime
     import tvm
 
