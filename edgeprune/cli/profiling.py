@@ -125,7 +125,7 @@ def _estimate_table(bundle: Any, estimate: Any, flops: int, params: int) -> Any:
             f"{row.predicted_ms:.4f}{mark}",
             f"{row.predicted_ms / estimate.predicted_ms:.1%}",
         )
-    table.add_row("other ops (calibration)", "", "", "", f"{estimate.offset_ms:.4f}", "")
+    table.add_row(f"calibration (x{estimate.ratio:.3f})", "", "", "", f"{estimate.calibration_ms:+.4f}", "")
     table.add_row("[bold]total[/]", "", "", "", f"[bold]{estimate.predicted_ms:.4f}[/]", "")
     table.caption = f"{flops / 1e6:.2f} M MACs, {params / 1e6:.3f} M params; ~ interpolated between grid points"
     return table
@@ -160,7 +160,7 @@ def estimate_cmd(
         "device": profile.name,
         "predicted_ms": round(estimate.predicted_ms, 6),
         "layer_sum_ms": round(estimate.layer_sum_ms, 6),
-        "calibration_ms": round(estimate.offset_ms, 6),
+        "calibration_ratio": round(estimate.ratio, 6),
         "flops": flops,
         "params": params,
         "layers": [row.to_json() for row in estimate.layers],

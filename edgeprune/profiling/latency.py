@@ -1,14 +1,16 @@
 """The latency model: a network's latency on a device for any channel configuration, from its table.
 
-prediction = sum over prunable layers of the table's kernel time at the layer's (in, out) channels
-           + the network's calibration offset.
+prediction = calibration ratio x sum over prunable layers of the table's kernel time at the layer's
+           (in, out) channels.
 A layer on the grid reads its entry; between grid points the time is interpolated bilinearly in
 (in, out) channels (tuned convolution time is close to bilinear in them); below the smallest grid point
 it is the smallest point's time (a kernel with fewer channels than a vector still runs whole vectors).
-The offset is the unpruned network minus the sum of its layers' kernels, measured in alternation on one
-session (so a change in the device's load hits both alike): what the sum does not see (pooling, reshapes,
-the per-call overhead each single-layer measurement carries). Pruning keeps the graph, so the offset
-carries over to every pruned variant of the same model.
+The ratio is the unpruned network over the sum of its layers' kernels, measured in alternation on one
+session (so a change in the device's load hits both alike): what the sum does not see. In the network a
+layer reads weights and activations that are no longer in cache (single-layer runs keep theirs warm), which
+grows with the layer's work, so the correction is a ratio; pooling and reshapes are a few percent. On the
+benchmark's variants a ratio predicted better than a constant offset (see bench/results/latency_model.md).
+Pruning keeps the graph, so the ratio carries over to every pruned variant of the same model.
 """
 
 from __future__ import annotations
@@ -63,8 +65,13 @@ class LayerEstimate:
 class Estimate:
     predicted_ms: float
     layer_sum_ms: float
-    offset_ms: float
+    ratio: float  # calibration: unpruned network / sum of its layers
     layers: list[LayerEstimate]
+
+    @property
+    def calibration_ms(self) -> float:
+        """What the calibration adds to the sum of the layers."""
+        return self.predicted_ms - self.layer_sum_ms
 
     @property
     def flops(self) -> int:
@@ -155,10 +162,10 @@ class LatencyModel:
             return None
         return grid.time(layer.in_channels, layer.out_channels, layer.family.kind == DEPTHWISE)
 
-    def _offset(self, structure: str) -> float | None:
-        """The calibration offset of this graph (None if its unpruned network was never measured)."""
+    def _ratio(self, structure: str) -> float | None:
+        """The calibration ratio of this graph (None if its unpruned network was never measured)."""
         network = self.table.networks.get(structure)
-        return None if network is None else float(network["offset_ms"])
+        return None if network is None else float(network["ratio"])
 
     def estimate(
         self,
@@ -191,13 +198,13 @@ class LatencyModel:
                     point[1],
                 )
             )
-        offset = None if missing else self._offset(structure)
-        if offset is None and not missing:
+        ratio = None if missing else self._ratio(structure)
+        if ratio is None and not missing:
             missing.append("the whole-network measurement of this model (calibration)")
-        if missing or offset is None:
+        if missing or ratio is None:
             raise MissingEntries(self.device, missing)
         layer_sum = sum(r.predicted_ms for r in rows)
-        return Estimate(layer_sum + offset, layer_sum, offset, rows)
+        return Estimate(layer_sum * ratio, layer_sum, ratio, rows)
 
     def predict_ms(self, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
         """Predicted latency of `module` on the device, in ms."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import queue
+import statistics
 import tempfile
 import threading
 import time
@@ -38,7 +39,7 @@ from edgeprune.profiling.defaults import MAX_GRID_POINTS, MIN_REPEAT_MS, NUMBER,
 from edgeprune.profiling.lut import LatencyTable, exclusive, now
 from edgeprune.profiling.signature import DEPTHWISE, Family, Layer, LayerExtractor
 
-CALIBRATION_ROUNDS = 3  # alternations of network and layers when measuring the calibration offset
+CALIBRATION_ROUNDS = 5  # alternations of the network and its layers when measuring the calibration
 MAX_ATTEMPTS = 3  # an entry whose measurement fails this often (on any server) is reported, not retried
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total); phases: "tuning", "network", "entries"
@@ -395,8 +396,9 @@ def calibrate(
     number: int = NUMBER,
     repeat: int = REPEAT,
 ) -> dict[str, Any]:
-    """The unpruned network and its layers' kernels measured in alternation on one session; the offset
-    (network minus the sum of its layers) is what per-layer sums miss: pooling, reshapes, call overheads."""
+    """The unpruned network and its layers' kernels measured in alternation on one session. The ratio
+    network / sum of its layers is what the latency model applies (see `latency`); the constant offset
+    network - sum is kept for comparison."""
     unique = {layer.key: PlannedEntry(layer.family, layer.in_channels, layer.out_channels) for layer in layers}
     with tempfile.TemporaryDirectory(prefix="edgeprune-calibrate-") as folder:
         network = toolchain.export(tune.build(relax_model.mod, device), Path(folder), device, stem="network")
@@ -413,18 +415,25 @@ def calibrate(
                 f"measuring the whole network on device '{device.name}' failed: {type(exc).__name__}: {exc}",
                 hint="check the device (`edgeprune devices check`), then run the same command again to resume",
             ) from exc
-    timings = {name: measure.Timing.from_samples(sum(runs, []), number) for name, runs in rounds.items()}
-    layer_sum = sum(timings[layer.key].median_ms for layer in layers)
-    measured = timings["network"]
+    per_round = [
+        {
+            "network_ms": statistics.median(rounds["network"][r]),
+            "layer_sum_ms": sum(statistics.median(rounds[layer.key][r]) for layer in layers),
+        }
+        for r in range(CALIBRATION_ROUNDS)
+    ]
+    measured = measure.Timing.from_samples(sum(rounds["network"], []), number)
     return {
         "model": bundle.name,
         "input_shape": list(bundle.input_shape),
         "channels": {layer.name: [layer.in_channels, layer.out_channels] for layer in layers},
         "measured_ms": round(measured.median_ms, 6),
         "spread_ms": round(measured.spread_ms, 6),
-        "layer_sum_ms": round(layer_sum, 6),
-        "offset_ms": round(measured.median_ms - layer_sum, 6),
-        "rounds": CALIBRATION_ROUNDS,
+        "layer_sum_ms": round(statistics.median(r["layer_sum_ms"] for r in per_round), 6),
+        # per round, so a change of load between rounds cancels; the median over rounds drops an outlier
+        "offset_ms": round(statistics.median(r["network_ms"] - r["layer_sum_ms"] for r in per_round), 6),
+        "ratio": round(statistics.median(r["network_ms"] / r["layer_sum_ms"] for r in per_round), 6),
+        "rounds": [{k: round(v, 6) for k, v in r.items()} for r in per_round],
         "measured_at": now(),
     }
 
