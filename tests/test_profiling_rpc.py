@@ -19,9 +19,10 @@ from edgeprune.devices import farm
 from edgeprune.devices.profile import DeviceProfile, local_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle, to_graph_module
+from edgeprune.profiling.grid import plan
 from edgeprune.profiling.latency import LatencyModel, MissingEntries
 from edgeprune.profiling.lut import SCHEMA_VERSION, LatencyTable, lut_path, split_key
-from edgeprune.profiling.profiler import plan, profile_model
+from edgeprune.profiling.profiler import profile_model
 from edgeprune.profiling.signature import LayerExtractor
 from tests.conftest import free_port
 
@@ -243,10 +244,18 @@ def test_foreign_or_corrupt_table_is_refused(own_profiles: Path) -> None:
 def own_farm(
     request: pytest.FixtureRequest, own_profiles: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[DeviceProfile, farm.FarmState]]:
-    """A farm of its own (`request.param` servers) on a free port, for tests that kill its processes."""
-    port = free_port()
-    monkeypatch.setenv("EDGEPRUNE_LOCAL_PORT", str(port))
-    state = farm.up(servers=request.param, port=port)
+    """A farm of its own (`request.param` servers) on a free port, for tests that kill its processes.
+
+    Started twice at most: servers starting together sometimes race for one port and one dies."""
+    for attempt in range(2):
+        port = free_port()
+        monkeypatch.setenv("EDGEPRUNE_LOCAL_PORT", str(port))
+        try:
+            state = farm.up(servers=request.param, port=port)
+            break
+        except EdgepruneError:
+            if attempt:
+                raise
     try:
         yield local_device(), state
     finally:

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model, to_graph_module
-from edgeprune.profiling.profiler import default_step, grid_values, plan
+from edgeprune.profiling.grid import default_step, grid_values, plan
 from edgeprune.profiling.signature import DEPTHWISE, LINEAR, LayerExtractor
 from edgeprune.profiling.tuned import adapt_tiles
 

@@ -146,8 +146,9 @@ SPEEDUP_RUNS = (
 
 def speedup_phase(bundle: Any, device: Any, workdir: Path) -> dict[str, Any]:
     """The model's entries measured again into scratch tables on 1 server, then on 2."""
+    from edgeprune.profiling.entries import measure_entries
+    from edgeprune.profiling.grid import anchors, plan
     from edgeprune.profiling.lut import LatencyTable
-    from edgeprune.profiling.profiler import anchors, measure_entries, plan
     from edgeprune.profiling.signature import LayerExtractor
 
     layers = LayerExtractor().layers(bundle.module, bundle.input_shape)
@@ -177,7 +178,7 @@ def random_variant(bundle: Any, steps: dict[str, int], fixed: set[str], seed: in
     """A copy of the model with every channel group cut to a random point of its grid (Torch-Pruning surgery)."""
     import torch_pruning as tp
 
-    from edgeprune.profiling.profiler import grid_values
+    from edgeprune.profiling.grid import grid_values
 
     rng = np.random.default_rng(seed)
     module = copy.deepcopy(bundle.module).eval()
@@ -228,9 +229,9 @@ def variants_phase(bundle: Any, device: Any, checkpoint: Checkpoint, args: argpa
     network on one session, so the load of the moment is recorded beside every measurement."""
     from edgeprune.devices import rpc
     from edgeprune.devices.measure import Timing
+    from edgeprune.profiling.calibration import time_libraries
     from edgeprune.profiling.latency import LatencyModel
     from edgeprune.profiling.lut import LatencyTable
-    from edgeprune.profiling.profiler import time_libraries
     from edgeprune.profiling.signature import LayerExtractor
 
     model = LatencyModel.for_device(device)
@@ -284,9 +285,10 @@ def interpolation_phase(
     bundle: Any, device: Any, checkpoint: Checkpoint, workdir: Path, args: argparse.Namespace
 ) -> None:
     """Off-grid layer shapes measured as entries of their own vs the model's interpolation."""
+    from edgeprune.profiling.entries import measure_entries
+    from edgeprune.profiling.grid import PlannedEntry, anchors
     from edgeprune.profiling.latency import LatencyModel
     from edgeprune.profiling.lut import LatencyTable
-    from edgeprune.profiling.profiler import PlannedEntry, anchors, measure_entries
     from edgeprune.profiling.signature import DEPTHWISE, LayerExtractor
 
     if checkpoint.get("interpolation", bundle.name) is not None:

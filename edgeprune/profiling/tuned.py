@@ -24,7 +24,7 @@ from edgeprune.errors import EdgepruneError
 
 
 class TransplantError(EdgepruneError):
-    """The anchor's schedule does not apply to this shape (the entry falls back to tuning it)."""
+    """The anchor's schedule does not apply to this shape (the entry is reported as failed)."""
 
 
 def adapt_tiles(extent: int, factors: list[int]) -> list[int]:

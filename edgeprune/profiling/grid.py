@@ -1,0 +1,68 @@
+"""The table's grid: which (in, out) channel counts of each layer family a model needs measured.
+
+Steps follow the device's vector width (tuned kernels vectorise over channels), so grid points are the counts
+that run well; the unpruned width is always a point, so the unpruned network is predicted from measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeprune.profiling.defaults import MAX_GRID_POINTS
+from edgeprune.profiling.signature import DEPTHWISE, Family, Layer
+
+
+@dataclass(frozen=True)
+class PlannedEntry:
+    family: Family
+    in_channels: int
+    out_channels: int
+
+    @property
+    def key(self) -> str:
+        return self.family.entry_key(self.in_channels, self.out_channels)
+
+
+def default_step(channels: int, lanes: int) -> int:
+    """The device's vector width in fp32 lanes; a multiple of it for wide layers (at most 4 points per
+    dimension); half of it for a layer narrower than two vectors, so that layer can be pruned at all."""
+    step = lanes * max(1, -(-channels // (lanes * MAX_GRID_POINTS)))
+    if channels < 2 * step and step == lanes and lanes > 1:
+        step = lanes // 2
+    return step
+
+
+def grid_values(channels: int, step: int) -> list[int]:
+    """Multiples of `step` up to `channels`, plus `channels` itself (the unpruned width is always exact)."""
+    return sorted({*range(step, channels + 1, step), channels})
+
+
+def plan(layers: list[Layer], lanes: int, step: int | None = None) -> dict[str, PlannedEntry]:
+    """Every grid entry the model's layers need, deduplicated by signature (shared families count once)."""
+    planned: dict[str, PlannedEntry] = {}
+    for layer in layers:
+        ins = (
+            [layer.in_channels]
+            if layer.slot.in_fixed
+            else grid_values(layer.in_channels, step or default_step(layer.in_channels, lanes))
+        )
+        outs = (
+            [layer.out_channels]
+            if layer.slot.out_fixed
+            else grid_values(layer.out_channels, step or default_step(layer.out_channels, lanes))
+        )
+        pairs = [(c, c) for c in outs] if layer.family.kind == DEPTHWISE else [(i, o) for i in ins for o in outs]
+        for cin, cout in pairs:
+            entry = PlannedEntry(layer.family, cin, cout)
+            planned.setdefault(entry.key, entry)
+    return planned
+
+
+def anchors(layers: list[Layer]) -> dict[str, PlannedEntry]:
+    """Per family, its widest layer in the unpruned model: the shape tuning sees, whose schedule is reused."""
+    widest: dict[str, PlannedEntry] = {}
+    for layer in layers:
+        current = widest.get(layer.family.key)
+        if current is None or layer.in_channels * layer.out_channels > current.in_channels * current.out_channels:
+            widest[layer.family.key] = PlannedEntry(layer.family, layer.in_channels, layer.out_channels)
+    return widest
