@@ -24,11 +24,17 @@ CALIBRATION_ROUNDS = 5  # alternations of the network and its layers
 
 
 def time_libraries(
-    session: Any, items: list[tuple[str, Path, np.ndarray]], rounds: int, number: int, repeat: int
+    session: Any,
+    items: list[tuple[str, Path, np.ndarray]],
+    rounds: int,
+    number: int,
+    repeat: int,
+    order: list[str] | None = None,
 ) -> dict[str, list[list[float]]]:
     """Time several libraries on one session in alternation, `rounds` times over; per library, the ms samples
-    of each round. A slow change in the device's load then affects all of them alike. Each library is
-    uploaded once (a second upload under the same name would crash the server; see EntryBuilder)."""
+    of each round. A slow change in the device's load then affects all of them alike. `order` is the
+    sequence timed in each round (names may repeat; default: `items` in order). Each library is uploaded
+    once (a second upload under the same name would crash the server; see EntryBuilder)."""
     import tvm
     from tvm import relax
 
@@ -42,8 +48,12 @@ def time_libraries(
         loaded[name] = (timer, data)
     samples: dict[str, list[list[float]]] = {name: [] for name in loaded}
     for _ in range(rounds):
-        for name, (timer, data) in loaded.items():
-            samples[name].append([float(x) * 1e3 for x in timer(data).results])
+        this_round: dict[str, list[float]] = {name: [] for name in loaded}
+        for name in order or list(loaded):
+            timer, data = loaded[name]
+            this_round[name].extend(float(x) * 1e3 for x in timer(data).results)
+        for name, values in this_round.items():
+            samples[name].append(values)
     return samples
 
 
@@ -67,7 +77,10 @@ def calibrate(
             built = builder.build(entry, Path(folder))
             items.append((key, built.library, built.inputs))
         try:
-            rounds = time_libraries(rpc.request_session(device), items, CALIBRATION_ROUNDS, number, repeat)
+            # the network before and after its layers in every round: the round's load is seen on both sides
+            order = ["network", *unique, "network"]
+            session = rpc.request_session(device)
+            rounds = time_libraries(session, items, CALIBRATION_ROUNDS, number, repeat, order)
         except EdgepruneError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost server surfaces as several TVM/socket types
