@@ -239,6 +239,7 @@ def variants_phase(bundle: Any, device: Any, checkpoint: Checkpoint, args: argpa
     calibration = LatencyTable.load(device).networks[structure]  # type: ignore[union-attr]
     fixed = {layer.name for layer in layers if layer.slot.out_fixed}
     steps = model.channel_steps(bundle.module, bundle.input_shape)
+    full_sum = model.estimate(bundle.module, bundle.input_shape).layer_sum_ms
     inputs = bundle.example_input().numpy()
     with tempfile.TemporaryDirectory() as folder, _progress() as progress:
         reference = _builds(bundle.module, bundle.input_shape, device, args.trials, Path(folder), "reference")
@@ -265,7 +266,7 @@ def variants_phase(bundle: Any, device: Any, checkpoint: Checkpoint, args: argpa
                     "kept": kept,
                     "predicted_ms": estimate.predicted_ms,
                     "layer_sum_ms": estimate.layer_sum_ms,
-                    "offset_prediction_ms": estimate.layer_sum_ms + calibration["offset_ms"],
+                    "offset_prediction_ms": estimate.layer_sum_ms + calibration["measured_ms"] - full_sum,
                     "exact": all(row.exact for row in estimate.layers),
                     "macs": sum(row.macs for row in estimate.layers),
                     "tuned_ms": timings["tuned"].median_ms,

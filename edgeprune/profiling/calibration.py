@@ -1,8 +1,11 @@
-"""Calibration: the unpruned network measured in alternation with its layers' kernels on one session."""
+"""Calibration: the unpruned network, built as `compile` builds it, measured alone on the device.
+
+`profile` measures it before and after the table's entries, so it shares their period (and the device's load
+then); the latency model scales a sum of entries by this network over the sum of its own entries.
+"""
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,12 +18,10 @@ from edgeprune.devices.profile import DeviceProfile
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle
 from edgeprune.profiling.defaults import MIN_REPEAT_MS, NUMBER, REPEAT
-from edgeprune.profiling.entries import EntryBuilder
-from edgeprune.profiling.grid import PlannedEntry
 from edgeprune.profiling.lut import now
 from edgeprune.profiling.signature import Layer
 
-CALIBRATION_ROUNDS = 5  # alternations of the network and its layers
+CALIBRATION_ROUNDS = 5  # time_evaluator runs of `repeat` samples each, per measurement of the network
 
 
 def time_libraries(
@@ -57,30 +58,16 @@ def time_libraries(
     return samples
 
 
-def calibrate(
-    bundle: ModelBundle,
-    device: DeviceProfile,
-    layers: list[Layer],
-    relax_model: Any,
-    builder: EntryBuilder,
-    number: int = NUMBER,
-    repeat: int = REPEAT,
-) -> dict[str, Any]:
-    """The unpruned network and its layers' kernels measured in alternation on one session. The ratio
-    network / sum of its layers is what the latency model applies (see `latency`); the constant offset
-    network - sum is kept for comparison."""
-    unique = {layer.key: PlannedEntry(layer.family, layer.in_channels, layer.out_channels) for layer in layers}
+def network_samples(
+    bundle: ModelBundle, device: DeviceProfile, relax_model: Any, number: int = NUMBER, repeat: int = REPEAT
+) -> list[float]:
+    """The unpruned network, built as `compile` builds it, timed alone on one session (ms samples)."""
     with tempfile.TemporaryDirectory(prefix="edgeprune-calibrate-") as folder:
         network = toolchain.export(tune.build(relax_model.mod, device), Path(folder), device, stem="network")
-        items = [("network", network, bundle.example_input().numpy())]
-        for key, entry in unique.items():
-            built = builder.build(entry, Path(folder))
-            items.append((key, built.library, built.inputs))
         try:
-            # the network before and after its layers in every round: the round's load is seen on both sides
-            order = ["network", *unique, "network"]
             session = rpc.request_session(device)
-            rounds = time_libraries(session, items, CALIBRATION_ROUNDS, number, repeat, order)
+            items = [("network", network, bundle.example_input().numpy())]
+            rounds = time_libraries(session, items, CALIBRATION_ROUNDS, number, repeat)
         except EdgepruneError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost server surfaces as several TVM/socket types
@@ -88,24 +75,18 @@ def calibrate(
                 f"measuring the whole network on device '{device.name}' failed: {type(exc).__name__}: {exc}",
                 hint="check the device (`edgeprune devices check`), then run the same command again to resume",
             ) from exc
-    per_round = [
-        {
-            "network_ms": statistics.median(rounds["network"][r]),
-            "layer_sum_ms": sum(statistics.median(rounds[layer.key][r]) for layer in layers),
-        }
-        for r in range(CALIBRATION_ROUNDS)
-    ]
-    measured = measure.Timing.from_samples(sum(rounds["network"], []), number)
+    return sum(rounds["network"], [])
+
+
+def network_record(bundle: ModelBundle, layers: list[Layer], samples: list[float], number: int) -> dict[str, Any]:
+    """The table's record of an unpruned network: its measured latency and the layer widths it had."""
+    measured = measure.Timing.from_samples(samples, number)
     return {
         "model": bundle.name,
         "input_shape": list(bundle.input_shape),
         "channels": {layer.name: [layer.in_channels, layer.out_channels] for layer in layers},
         "measured_ms": round(measured.median_ms, 6),
         "spread_ms": round(measured.spread_ms, 6),
-        "layer_sum_ms": round(statistics.median(r["layer_sum_ms"] for r in per_round), 6),
-        # per round, so a change of load between rounds cancels; the median over rounds drops an outlier
-        "offset_ms": round(statistics.median(r["network_ms"] - r["layer_sum_ms"] for r in per_round), 6),
-        "ratio": round(statistics.median(r["network_ms"] / r["layer_sum_ms"] for r in per_round), 6),
-        "rounds": [{k: round(v, 6) for k, v in r.items()} for r in per_round],
+        "samples": len(samples),
         "measured_at": now(),
     }

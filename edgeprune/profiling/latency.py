@@ -5,12 +5,12 @@ prediction = calibration ratio x sum over prunable layers of the table's kernel 
 A layer on the grid reads its entry; between grid points the time is interpolated bilinearly in
 (in, out) channels (tuned convolution time is close to bilinear in them); below the smallest grid point
 it is the smallest point's time (a kernel with fewer channels than a vector still runs whole vectors).
-The ratio is the unpruned network over the sum of its layers' kernels, measured in alternation on one
-session (so a change in the device's load hits both alike): what the sum does not see. In the network a
-layer reads weights and activations that are no longer in cache (single-layer runs keep theirs warm), which
-grows with the layer's work, so the correction is a ratio; pooling and reshapes are a few percent. On the
-benchmark's variants a ratio predicted better than a constant offset (see bench/results/latency_model.md).
-Pruning keeps the graph, so the ratio carries over to every pruned variant of the same model.
+The ratio is the unpruned network, measured alone as `compile` builds it, over the sum of its layers' table
+entries: what a sum of single-layer runs does not see (pooling, reshapes, the call overhead each single-layer
+run carries, caches that a network's layers share). `profile` measures the network before and after the
+entries, so the ratio also corrects the table to the device's load in that period; pruning keeps the graph,
+so the ratio carries over to every pruned variant of the same model. On the benchmark's variants a ratio
+predicted as well as or better than a constant offset (bench/results/latency_model.md).
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ class LatencyModel:
             self._grids.setdefault(family, _FamilyGrid()).add(cin, cout, float(entry["median_ms"]))
         for grid in self._grids.values():
             grid.finish()
+        self._ratios: dict[str, float] = {}
 
     @classmethod
     def for_device(cls, device: DeviceProfile) -> LatencyModel:
@@ -162,10 +163,21 @@ class LatencyModel:
             return None
         return grid.time(layer.in_channels, layer.out_channels, layer.family.kind == DEPTHWISE)
 
-    def _ratio(self, structure: str) -> float | None:
-        """The calibration ratio of this graph (None if its unpruned network was never measured)."""
-        network = self.table.networks.get(structure)
-        return None if network is None else float(network["ratio"])
+    def _ratio(self, structure: str, layers: list[Layer]) -> float | None:
+        """Measured unpruned network / sum of its entries (None if it was never measured or lacks entries)."""
+        if structure not in self._ratios:
+            network = self.table.networks.get(structure)
+            if network is None:
+                return None
+            total = 0.0
+            for layer in layers:
+                cin, cout = network["channels"][layer.name]
+                point = self._layer_time(Layer(layer.slot, cin, cout))
+                if point is None:
+                    return None
+                total += point[0]
+            self._ratios[structure] = float(network["measured_ms"]) / total
+        return self._ratios[structure]
 
     def estimate(
         self,
@@ -198,7 +210,7 @@ class LatencyModel:
                     point[1],
                 )
             )
-        ratio = None if missing else self._ratio(structure)
+        ratio = None if missing else self._ratio(structure, layers)
         if ratio is None and not missing:
             missing.append("the whole-network measurement of this model (calibration)")
         if missing or ratio is None:

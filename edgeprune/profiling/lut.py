@@ -117,7 +117,8 @@ class LatencyTable:
                 split_key(key)
                 float(entry["median_ms"])
             for network in table.networks.values():
-                float(network["ratio"])
+                float(network["measured_ms"])
+                dict(network["channels"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EdgepruneError(f"latency table {path} is malformed: {type(exc).__name__}: {exc}", hint=rerun) from exc
         return table

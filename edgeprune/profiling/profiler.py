@@ -1,10 +1,10 @@
 """Profile a model on a device: the table entries it needs, measured through TVM RPC (`edgeprune profile`).
 
 Phases: (1) tune the full-width network with MetaSchedule on the device (only tasks the shared database
-lacks): these records are the family anchors whose schedules narrower shapes reuse; (2) calibrate: the
-unpruned network, built as `compile` builds it, measured in alternation with its layers' kernels; (3)
-measure every missing grid entry over the farm's servers (see `entries`). The table is saved after each
-entry: an interrupted run resumes, and entries measured for other models are reused.
+lacks): these records are the family anchors whose schedules narrower shapes reuse; (2) measure every
+missing grid entry over the farm's servers (see `entries`); (3) calibrate: the unpruned network, built as
+`compile` builds it, measured before and after the entries. The table is saved after each entry: an
+interrupted run resumes, and entries measured for other models are reused.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from edgeprune.devices.farm import ensure_farm
 from edgeprune.devices.profile import DeviceProfile
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle
-from edgeprune.profiling import tuned
-from edgeprune.profiling.calibration import calibrate
+from edgeprune.profiling.calibration import network_record, network_samples
 from edgeprune.profiling.defaults import MIN_REPEAT_MS, NUMBER, REPEAT, TRIALS
-from edgeprune.profiling.entries import EntryBuilder, measure_entries
+from edgeprune.profiling.entries import measure_entries
 from edgeprune.profiling.grid import anchors, plan
 from edgeprune.profiling.lut import LatencyTable, exclusive
 from edgeprune.profiling.signature import LayerExtractor
@@ -137,17 +136,11 @@ def profile_model(
                     relax_model.mod, device, trials, on_progress=lambda n, total, _b: progress("tuning", n, total)
                 )
                 report.phase_seconds["tuning"] = time.perf_counter() - phase_start
+                calibration: list[float] = []
                 if network is None:
-                    progress("network", 0, 1)
-                    phase_start = time.perf_counter()
-                    with tuned.ScheduleStore.open(device) as store:
-                        builder = EntryBuilder(device, store, anchors(layers))
-                        record = calibrate(bundle, device, layers, relax_model, builder, number, repeat)
-                    table.networks[structure] = record
-                    table.save()
-                    report.network_ms = table.networks[structure]["measured_ms"]
-                    report.phase_seconds["network"] = time.perf_counter() - phase_start
-                    progress("network", 1, 1)
+                    progress("network", 0, 2)
+                    calibration += network_samples(bundle, device, relax_model, number, repeat)
+                    progress("network", 1, 2)
                 done = [0]
 
                 def advance() -> None:
@@ -161,5 +154,11 @@ def profile_model(
                     device, table, missing, anchors(layers), number, repeat, parallel, advance
                 )
                 report.phase_seconds["entries"] = time.perf_counter() - phase_start
+                if network is None:
+                    calibration += network_samples(bundle, device, relax_model, number, repeat)
+                    table.networks[structure] = network_record(bundle, layers, calibration, number)
+                    table.save()
+                    report.network_ms = table.networks[structure]["measured_ms"]
+                    progress("network", 2, 2)
     report.seconds = time.perf_counter() - start
     return report
