@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
+from edgeprune.data import Dataset, load_dataset
 from edgeprune.devices.profile import DeviceProfile
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
@@ -49,3 +51,18 @@ def local_farm(isolated_env: pytest.MonkeyPatch) -> Iterator[DeviceProfile]:
         yield device
     finally:
         farm.down(device.tracker_port)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch at one thread for a module (what the CLI's --threads default sets): faster on 2 busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    """scikit-learn's digits at 1x8x8, the split of seed 0."""
+    return load_dataset("digits", (1, 8, 8), seed=0)

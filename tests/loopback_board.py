@@ -184,6 +184,7 @@ python = "{wrapper}"
 
 def build_tiny_artifact(folder: Path) -> Path:
     """A real artifact: a tiny CNN, exported to ONNX, compiled by TVM Relax for `llvm`, with its manifest."""
+    import numpy as np
     import onnx
     import torch
     import tvm
@@ -202,7 +203,12 @@ def build_tiny_artifact(folder: Path) -> Path:
         from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False), target=tvm.target.Target({"kind": "llvm"})
     )
     executable.export_library(str(folder / "model.so"))
-    files = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in ("model.so", "model.onnx")}
+    reference = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        np.save(folder / "reference_input.npy", reference.numpy())
+        np.save(folder / "reference_output.npy", model(reference).numpy())
+    names = ("model.so", "model.onnx", "reference_input.npy", "reference_output.npy")
+    files = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
     manifest = {
         "format": "edgeprune-artifact",
         "version": 1,

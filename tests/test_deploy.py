@@ -11,12 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeprune.deploy import ssh
 from edgeprune.deploy.deployment import deploy_artifact
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
+from edgeprune.models.io import file_sha256
 from tests.loopback_board import BOARD_NAME, SSHServer, edgeprune_cli, write_board_profile
 
 pytest_plugins = ["tests.board_fixtures"]  # the sshd and tiny_artifact fixtures
@@ -71,12 +73,15 @@ def test_deploy_cli_uploads_verifies_and_smoke_runs_over_ssh(
     assert result["remote_path"] == str(destination)
     assert result["host"] == f"{sshd.user}@127.0.0.1:{sshd.port}"
     assert result["verified_sha256"] is True
-    assert sorted(result["files"]) == ["manifest.json", "model.onnx", "model.so"]
+    assert sorted(result["files"]) == [
+        "manifest.json", "model.onnx", "model.so", "reference_input.npy", "reference_output.npy"
+    ]  # fmt: skip
     for name in result["files"]:  # the board is this machine: compare the bytes that landed
         assert (destination / name).read_bytes() == (tiny_artifact / name).read_bytes()
     assert result["smoke"]["output_shape"] == manifest["output"]["shape"]
     assert result["smoke"]["latency_ms"] > 0
     assert result["smoke"]["runtime_only"] is True  # ran with the TVM runtime library alone
+    assert result["smoke"]["matches_reference"] is True  # PyTorch's output for the reference input, on the board
     assert _leftovers(board.workdir) == []
 
     commands = board.ssh_log.read_text().splitlines()
@@ -93,6 +98,20 @@ def test_corrupted_artifact_is_refused_before_upload(sshd: SSHServer, tiny_artif
     with pytest.raises(EdgepruneError, match="sha256"):
         deploy_artifact(broken, load_device(str(board.profile)))
     assert not board.workdir.exists()
+
+
+def test_wrong_output_on_the_board_fails_the_smoke_run(sshd: SSHServer, tiny_artifact: Path, tmp_path: Path) -> None:
+    """A library that loads and runs but computes the wrong thing is not deployed."""
+    board = write_board_profile(tmp_path / "board", sshd, key_file=sshd.client_key)
+    wrong = _copy_artifact(tiny_artifact, tmp_path / "wrong")
+    np.save(wrong / "reference_output.npy", np.load(wrong / "reference_output.npy") + 0.5)
+    manifest = json.loads((wrong / "manifest.json").read_text())
+    manifest["files"]["reference_output.npy"] = file_sha256(wrong / "reference_output.npy")
+    (wrong / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgepruneError, match="differs from PyTorch's"):
+        deploy_artifact(wrong, load_device(str(board.profile)))
+    assert not (board.workdir / "wrong").exists()
+    assert _leftovers(board.workdir) == []
 
 
 def test_deploy_refuses_an_artifact_for_another_device(sshd: SSHServer, tiny_artifact: Path, tmp_path: Path) -> None:

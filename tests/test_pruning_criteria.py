@@ -3,8 +3,6 @@ zero under every criterion; scoring never changes the model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -14,13 +12,7 @@ from edgeprune.models.io import load_model
 from edgeprune.pruning import criteria, groups
 from edgeprune.pruning.search import ChannelMasks
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch at 1 thread for the module
 
 
 @pytest.mark.parametrize(("arch", "pick"), [("resnet20", "layers.3.conv1"), ("mobilenetv2", "features.10.block.3")])

@@ -4,7 +4,6 @@ channels that carry nothing leaves outputs unchanged (residual adds, depthwise, 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -24,12 +23,7 @@ ZOO_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # far faster than 2 contending threads on a busy 2-core machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch at 1 thread for the module
 
 
 def _random_keep(structure: groups.Structure, seed: int) -> dict[str, list[int]]:

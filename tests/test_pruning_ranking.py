@@ -3,8 +3,6 @@ model's two methods (these tests are about the ranking logic, not about latency)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -14,13 +12,7 @@ from edgeprune.models.io import load_model
 from edgeprune.pruning import cost, criteria, groups, ranking
 from edgeprune.pruning.budget import Target, bind, parse_target
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch at 1 thread for the module
 
 
 @pytest.fixture(scope="module")

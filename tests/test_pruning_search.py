@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from edgeprune.data import Dataset, load_dataset
+from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model
 from edgeprune.pruning import criteria, groups, ranking
@@ -23,17 +22,7 @@ from edgeprune.pruning.search import SearchSettings, learned_mismatch, load_lear
 TINY = SearchSettings(population=8, sample_size=3, generations=8, steps=5, val_samples=256)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return load_dataset("digits", (1, 8, 8), seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch at 1 thread for the module
 
 
 @pytest.fixture(scope="module")

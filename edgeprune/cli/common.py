@@ -21,6 +21,11 @@ DeviceOpt = Annotated[
     str, typer.Option("--device", "-d", help="Device: 'local' or a profile name in device_profiles/.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout instead of tables.")]
+# What names a model, for every command that takes one.
+ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Model input CxHxW (zoo / .py models).")]
+ClassesOpt = Annotated[int | None, typer.Option("--classes", help="Number of classes (zoo / .py models).")]
+WidthOpt = Annotated[float, typer.Option("--width", help="Width multiplier of a zoo model.")]
+ModelArg = Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory, or a saved model file.")]
 
 
 def print_json(data: Any) -> None:

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import DeviceOpt, JsonOpt, console, print_json
-from edgeprune.cli.profiling import ClassesOpt, ModelArg, ShapeOpt, WidthOpt
+from edgeprune.cli.common import ClassesOpt, DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json
 from edgeprune.compile import defaults as compile_defaults
 from edgeprune.verify import defaults as verify_defaults
 

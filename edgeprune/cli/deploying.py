@@ -38,12 +38,12 @@ def deploy_cmd(
     """Upload an artifact folder to the board over SSH (verified, atomic) and run a smoke inference there."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    from edgeprune.deploy.artifact import load_artifact
+    from edgeprune.deploy.artifact import load_upload
     from edgeprune.deploy.deployment import deploy_artifact
     from edgeprune.devices.profile import load_device
 
     profile = load_device(device)
-    artifact = load_artifact(artifacts, name)
+    artifact = load_upload(artifacts, name)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("preparing", total=artifact.total_bytes)

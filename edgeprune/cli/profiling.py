@@ -6,15 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import DeviceOpt, JsonOpt, console, print_json
+from edgeprune.cli.common import ClassesOpt, DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json
 from edgeprune.profiling import defaults
 
 app = typer.Typer()
 
-ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Model input CxHxW (zoo / .py models).")]
-ClassesOpt = Annotated[int | None, typer.Option("--classes", help="Number of classes (zoo / .py models).")]
-WidthOpt = Annotated[float, typer.Option("--width", help="Width multiplier of a zoo model.")]
-ModelArg = Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory, or a saved model file.")]
 TrialsOpt = Annotated[
     int,
     typer.Option(

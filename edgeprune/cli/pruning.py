@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import JsonOpt, console, print_json
+from edgeprune.cli.common import JsonOpt, ShapeOpt, console, print_json
 from edgeprune.errors import EdgepruneError
 
 app = typer.Typer()
@@ -19,7 +19,6 @@ DataDirOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (splits, init, search).")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use at most N training images (quick runs).")]
-ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Model input CxHxW (zoo / .py models).")]
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="Torch CPU threads; 1 is fastest on a shared small machine.")
 ]

@@ -6,7 +6,8 @@ no edgeprune install. Each command prints exactly one JSON object as the last li
 
   hash DIR                         sha256 of every regular file in DIR
   probe                            python, numpy and TVM versions, machine architecture
-  smoke DIR [--number N --repeat R] load DIR's library into the Relax VM, run one seeded input, time it
+  smoke DIR [--number N --repeat R] load DIR's library into the Relax VM, run one seeded input, time it, and
+                                   compare the output for the artifact's reference input with PyTorch's
   start-server --state F --log L --tracker H:P --key K   start a detached TVM rpc_server, record its PID in F
   stop-server --state F            stop exactly the recorded server (checks the PID is still that server)
   server-status --state F          the recorded server, whether it still runs, the tail of its log
@@ -23,6 +24,9 @@ import sys
 import time
 
 RPC_MODULE = "tvm.exec.rpc_server"
+# Looser than `verify` (1e-4): the board's CPU may sum in another order; a wrong model is off by far more.
+REFERENCE_RTOL = 1e-3
+REFERENCE_ATOL = 1e-3
 
 
 class RunnerError(Exception):
@@ -91,6 +95,7 @@ def cmd_smoke(args):
     runs_ms = [t * 1e3 for t in timer(tvm.runtime.tensor(data, dev)).results]
     expected = manifest.get("output", {}).get("shape")
     return {
+        **_against_reference(args.dir, vm, dev, numpy, tvm),
         "output_shape": shape,
         "expected_shape": expected,
         "shape_ok": expected is None or shape == expected,
@@ -100,6 +105,22 @@ def cmd_smoke(args):
         "load_ms": (loaded - start) * 1e3,
         "tvm": tvm.__version__,
         "runtime_only": os.environ.get("TVM_USE_RUNTIME_LIB") == "1",
+    }
+
+
+def _against_reference(folder, vm, dev, numpy, tvm):
+    """The artifact's reference input run here, compared with PyTorch's output stored beside it."""
+    paths = [os.path.join(folder, n) for n in ("reference_input.npy", "reference_output.npy")]
+    if not all(os.path.isfile(p) for p in paths):
+        return {"reference_max_abs_diff": None, "matches_reference": None}
+    reference_in, reference_out = (numpy.load(p) for p in paths)
+    got = vm["main"](tvm.runtime.tensor(reference_in, dev)).numpy()
+    if got.shape != reference_out.shape:
+        return {"reference_max_abs_diff": None, "matches_reference": False}
+    tolerance = REFERENCE_ATOL + REFERENCE_RTOL * numpy.abs(reference_out)
+    return {
+        "reference_max_abs_diff": float(numpy.abs(got - reference_out).max()),
+        "matches_reference": bool((numpy.abs(got - reference_out) <= tolerance).all()),
     }
 
 

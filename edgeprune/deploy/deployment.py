@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.deploy import ssh
-from edgeprune.deploy.artifact import Artifact, load_artifact
+from edgeprune.deploy.artifact import Upload, load_upload
 from edgeprune.deploy.runner import RemoteRunner, install_runner
 from edgeprune.devices.profile import DeviceProfile
 from edgeprune.errors import EdgepruneError
@@ -29,7 +29,7 @@ def _noop(*_: Any) -> None:
     return None
 
 
-def check_device_matches(artifact: Artifact, device: DeviceProfile) -> None:
+def check_device_matches(artifact: Upload, device: DeviceProfile) -> None:
     """An artifact built for another CPU would fail on the board in an obscure way; say so up front."""
     built_for = artifact.manifest.get("device")
     if built_for == device.name or artifact.manifest.get("target") == device.target:
@@ -41,7 +41,7 @@ def check_device_matches(artifact: Artifact, device: DeviceProfile) -> None:
     )
 
 
-def _upload(conn: ssh.BoardConnection, artifact: Artifact, folder: str, on_bytes: Callable[[int], None]) -> None:
+def _upload(conn: ssh.BoardConnection, artifact: Upload, folder: str, on_bytes: Callable[[int], None]) -> None:
     for filename in artifact.hashes:
         sent = 0
 
@@ -53,7 +53,7 @@ def _upload(conn: ssh.BoardConnection, artifact: Artifact, folder: str, on_bytes
         conn.put(artifact.folder / filename, posixpath.join(folder, filename), progress=advance)
 
 
-def _verify(runner: RemoteRunner, artifact: Artifact, folder: str) -> None:
+def _verify(runner: RemoteRunner, artifact: Upload, folder: str) -> None:
     remote = runner.call("hash", folder)["files"]
     if remote != artifact.hashes:
         bad = sorted(n for n in set(remote) | set(artifact.hashes) if remote.get(n) != artifact.hashes.get(n))
@@ -64,7 +64,7 @@ def _verify(runner: RemoteRunner, artifact: Artifact, folder: str) -> None:
 
 
 def smoke_run(runner: RemoteRunner, folder: str, number: int = 5, repeat: int = 5) -> dict[str, Any]:
-    """One seeded inference on the board from `folder`, timed; refuses a wrong output shape."""
+    """Inferences on the board from `folder`, timed; refuses a wrong output shape or a wrong output."""
     result = runner.call("smoke", folder, "--number", str(number), "--repeat", str(repeat), timeout=SMOKE_TIMEOUT_S)
     if not result["shape_ok"]:
         raise EdgepruneError(
@@ -73,6 +73,12 @@ def smoke_run(runner: RemoteRunner, folder: str, number: int = 5, repeat: int = 
         )
     if result["finite"] is False:
         raise EdgepruneError("smoke run on the board produced NaN or infinite outputs")
+    if result["matches_reference"] is False:
+        raise EdgepruneError(
+            "smoke run on the board: the output for the artifact's reference input differs from PyTorch's "
+            f"(max abs diff {result['reference_max_abs_diff']})",
+            hint="the board's TVM runtime or CPU does not run this library correctly; check `board status`",
+        )
     return result
 
 
@@ -97,7 +103,7 @@ def _swap_into_place(conn: ssh.BoardConnection, staged: str, destination: str, o
 
 
 def deploy_artifact(
-    folder: str | Path | Artifact,
+    folder: str | Path | Upload,
     device: DeviceProfile,
     *,
     name: str | None = None,
@@ -109,10 +115,10 @@ def deploy_artifact(
 ) -> dict[str, Any]:
     """Upload, verify, smoke-run and move into place; returns what `deploy --json` prints.
 
-    `folder` may be an already loaded `Artifact` (its files were hashed then; `name` is ignored).
+    `folder` may be an already loaded `Upload` (its files were hashed then; `name` is ignored).
     """
     ssh.require_ssh(device)
-    artifact = folder if isinstance(folder, Artifact) else load_artifact(folder, name)
+    artifact = folder if isinstance(folder, Upload) else load_upload(folder, name)
     if not ignore_device_mismatch:
         check_device_matches(artifact, device)
     on_stage(f"connecting to {device.name}")
