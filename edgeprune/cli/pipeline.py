@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import DeviceOpt, JsonOpt, console, print_json
+from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, console, print_json
 from edgeprune.errors import EdgepruneError
 from edgeprune.profiling.defaults import TRIALS
 
@@ -102,7 +102,7 @@ def _target(target_ms: float | None, target: str | None) -> str:
 
 @app.command("run")
 def run_cmd(
-    model: Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory, or a saved model file.")],
+    model: ModelArg,
     device: DeviceOpt,
     target_ms: Annotated[float | None, typer.Option("--target-ms", help="Latency budget in ms on the device.")] = None,
     target: Annotated[

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import JsonOpt, ShapeOpt, console, print_json
+from edgeprune.cli.common import JsonOpt, ModelArg, ShapeOpt, console, print_json
 from edgeprune.errors import EdgepruneError
 
 app = typer.Typer()
@@ -58,7 +58,7 @@ def _shape(text: str | None) -> tuple[int, int, int] | None:
 
 @app.command("train")
 def train_cmd(
-    model: Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory, or a saved model.")],
+    model: ModelArg,
     output: OutputOpt,
     data: DataOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
