@@ -33,6 +33,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -96,7 +97,7 @@ FULL = Plan(
     targets=(0.5, 0.7, 0.3),
     methods=(*EDGEPRUNE_METHODS, PEER),
     input_shape=None,
-    width=0.5,
+    width=1.0,  # at 0.5 the narrowest layers (8 channels) leave the grid no room below 0.57x
     limit=6000,
     train_epochs=10,
     finetune_epochs=3,
@@ -110,6 +111,14 @@ FULL = Plan(
     bisect_steps=5,
     seed=0,
 )
+
+
+STOP = threading.Event()
+
+
+def _stop(*_: Any) -> None:
+    STOP.set()
+    sys.exit(143)
 
 
 def free_port() -> int:
@@ -148,11 +157,14 @@ class Bench:
 
     # -- rows ---------------------------------------------------------------------------------------------
     def key(self, model: str, method: str, fraction: float) -> tuple:
-        return (self.plan.data, model, method, fraction)
+        return (self.plan.data, self.plan.width, model, method, fraction)
 
     def done(self, model: str, method: str, fraction: float) -> bool:
         wanted = self.key(model, method, fraction)
-        return any((r["dataset"], r["model"], r["method"], r["target_fraction"]) == wanted for r in self.rows)
+        return any(
+            (r["dataset"], r["plan"]["width"], r["model"], r["method"], r["target_fraction"]) == wanted
+            for r in self.rows
+        )
 
     def record(self, row: dict[str, Any]) -> None:
         from edgeprune import atomic
@@ -393,6 +405,8 @@ class Bench:
                 try:
                     self.run_row(model, method, fraction, bundle, data, lut, original, first.ms)
                 except (EdgepruneError, RuntimeError) as error:  # one method failing must not end the benchmark
+                    if STOP.is_set():  # TVM turns the SIGTERM handler's SystemExit into a RuntimeError
+                        raise SystemExit(143) from error
                     self.say(f"  [red]{method} at {fraction}x failed, no row:[/] {getattr(error, 'message', error)}")
 
 
@@ -427,7 +441,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     )
     for (data, model), group in _groups(rows).items():
         base = group[0].get("baseline_accuracy")
-        lines += [f"## {model} on {data} (unpruned test accuracy {base:.2%})", "", header]
+        width = group[0].get("plan", {}).get("width")
+        label = f"{model} (width {width})" if width else model
+        lines += [f"## {label} on {data} (unpruned test accuracy {base:.2%})", "", header]
         for row in sorted(group, key=lambda r: (-r["target_fraction"], -r["accuracy"])):
             lines.append(
                 f"| {model} | {row['target_fraction']}x | {row['method']} | {row['accuracy']:.2%} | "
@@ -495,6 +511,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, help="MetaSchedule trials per task for every compiled model")
     parser.add_argument("--finetune-epochs", type=int, help="the fine-tuning budget every method gets")
     parser.add_argument("--limit", type=int, help="training images (fashion-mnist)")
+    parser.add_argument("--width", type=float, help="zoo width multiplier (default 1.0; --quick 0.5)")
     parser.add_argument("--cache", type=Path, default=CACHE, help="baselines, latency table, tuning, work folders")
     return parser.parse_args(argv)
 
@@ -508,6 +525,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "trials": args.trials,
         "finetune_epochs": args.finetune_epochs,
         "limit": args.limit,
+        "width": args.width,
     }
     plan = replace(plan, **{k: v for k, v in changes.items() if v is not None})
     unknown = set(plan.methods) - {*EDGEPRUNE_METHODS, PEER}
@@ -527,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     from edgeprune.cli.common import console
     from edgeprune.devices.farm import ensure_farm
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the farm we started is stopped
+    signal.signal(signal.SIGTERM, _stop)  # unwind, so the farm we started is stopped
     torch.set_num_threads(1)  # one thread is much faster on this loaded 2-core machine
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
