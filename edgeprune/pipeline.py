@@ -65,8 +65,12 @@ class RunConfig:
             raise EdgepruneError(f"target '{self.target}' must be a positive number of ms or a fraction like 0.5x")
         if self.relative_target is not None and self.relative_target >= 1:
             raise EdgepruneError(f"--target {self.target}: a relative target must be below 1x")
-        if self.max_rounds < 1 or self.trials < 0 or self.latency_scale <= 0 or self.threads < 1:
-            raise EdgepruneError("--max-rounds and --threads must be >= 1, --trials >= 0 and --latency-scale > 0")
+        if self.max_rounds < 1 or self.trials < 1 or self.latency_scale <= 0 or self.threads < 1:
+            raise EdgepruneError("--max-rounds, --trials and --threads must be >= 1, and --latency-scale > 0")
+        from edgeprune.pruning.methods import METHODS
+
+        if self.method not in METHODS:  # before hours of training and profiling, not after
+            raise EdgepruneError(f"unknown method '{self.method}'", hint=f"choose one of {', '.join(METHODS)}")
 
 
 @dataclass
@@ -130,18 +134,21 @@ class Run:
 
 
 def _open_folder(config: RunConfig, folder: Path) -> None:
-    """A new folder gets the config; an existing one is resumed only when its config is the same."""
+    """A new folder gets the config; an existing one is resumed only when its config is the same. A folder
+    where nothing finished yet (a run that failed on its input) takes the new config."""
     path = folder / CONFIG
     wanted = json.loads(json.dumps(asdict(config)))
     if path.exists():
         recorded = json.loads(path.read_text())
-        if recorded != wanted:
+        started = [p for p in folder.iterdir() if p.name != CONFIG and not p.name.startswith(".")]
+        if recorded != wanted and started:
             changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
             raise EdgepruneError(
                 f"run folder {folder} holds a run with other settings ({', '.join(changed)})",
                 hint="use another --run-dir, or delete the folder to start over",
             )
-        return
+        if recorded == wanted:
+            return
     atomic.write_json(path, wanted)
 
 
@@ -290,8 +297,18 @@ def _artifact_bytes(folder: Path) -> int:
     return (folder / manifest["library"]).stat().st_size
 
 
-def execute(config: RunConfig, folder: Path, stages: Stages | None = None) -> dict[str, Any]:
-    """Run (or resume) the whole pipeline; returns the summary that `run --json` prints."""
+def execute(
+    config: RunConfig,
+    folder: Path,
+    stages: Stages | None = None,
+    *,
+    deploy: bool = True,
+    trust_new_host: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline; returns the summary that `run --json` prints.
+
+    The summary and report are written before deploying, so a board that cannot be reached leaves the
+    measured result on disk (the summary then records the deploy error, and the error is raised)."""
     from edgeprune.devices.farm import ensure_farm
     from edgeprune.pruning import LatencyPredictor
     from edgeprune.pruning.cost import measure
@@ -316,7 +333,6 @@ def execute(config: RunConfig, folder: Path, stages: Stages | None = None) -> di
             )
         rounds = _closed_loop(run, bundle, data, lut, original["measured_ms"], target_ms)
         final = run.path(f"round-{len(rounds)}", "artifacts")
-        deployed = _deploy(run, final) if rounds[-1].meets_target else None
     prune_summary = run.done(f"round-{len(rounds)}", "prune.json") or {}
     flops0, params0 = measure(bundle.module, bundle.input_shape)
     summary = {
@@ -344,26 +360,37 @@ def execute(config: RunConfig, folder: Path, stages: Stages | None = None) -> di
             "params": prune_summary.get("params"),
             "artifact_bytes": _artifact_bytes(final),
         },
-        "deploy": deployed,
+        "deploy": None,
         "seconds": round(time.monotonic() - started, 1),
     }
-    atomic.write_json(run.path(SUMMARY), summary)
-    from edgeprune.profiling.lut import lut_path
-    from edgeprune.report.build import write_report
-
-    write_report(run.folder, summary, lut_path(device))
+    _write_summary(run, summary)
+    if deploy and rounds[-1].meets_target and device.ssh is not None:
+        try:
+            summary["deploy"] = _deploy(run, final, trust_new_host)
+        except EdgepruneError as error:
+            summary["deploy"] = {"error": error.message}
+            raise
+        finally:
+            summary["seconds"] = round(time.monotonic() - started, 1)
+            _write_summary(run, summary)
     return summary
 
 
-def _deploy(run: Run, artifacts: Path) -> dict[str, Any] | None:
-    """Deploy the final artifacts when the device has SSH settings (the `local` device has none)."""
-    if run.device.ssh is None:
-        return None
+def _write_summary(run: Run, summary: dict[str, Any]) -> None:
+    from edgeprune.profiling.lut import lut_path
+    from edgeprune.report.build import write_report
+
+    atomic.write_json(run.path(SUMMARY), summary)
+    write_report(run.folder, summary, lut_path(run.device))
+
+
+def _deploy(run: Run, artifacts: Path, trust_new_host: bool) -> dict[str, Any]:
+    """The final artifacts to the board, into a folder named after the run (one run does not replace another)."""
     if (done := run.done("deploy.json")) is not None:
         return done
     from edgeprune.deploy.deployment import deploy_artifact
 
-    run.say(f"deploy to {run.device.ssh.user}@{run.device.ssh.host}")
-    result = deploy_artifact(artifacts, run.device)
+    run.say(f"deploy to {run.device.ssh.user}@{run.device.ssh.host}")  # type: ignore[union-attr]
+    result = deploy_artifact(artifacts, run.device, name=run.folder.resolve().name, trust_new_host=trust_new_host)
     atomic.write_json(run.path("deploy.json"), result)
     return result

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, console, print_json
+from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, TrustOpt, console, print_json
 from edgeprune.errors import EdgepruneError
 from edgeprune.profiling.defaults import TRIALS
 
@@ -71,9 +71,11 @@ def _table(summary: dict[str, Any]) -> None:
         f"{summary['target_ms']:.3f} ms; speedup {summary['speedup']:.2f}x after {summary['rounds']} round(s); "
         f"report: {Path(summary['run_dir']) / 'report.html'}"
     )
+    if summary.get("deploy"):
+        console.print(f"deployed to {summary['deploy']['host']}:{summary['deploy']['remote_path']}", highlight=False)
 
 
-def _execute(config: Any, run_dir: Path, as_json: bool) -> None:
+def _execute(config: Any, run_dir: Path, as_json: bool, deploy: bool = True, trust_new_host: bool = False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgeprune.pipeline import Stages, execute
@@ -83,7 +85,7 @@ def _execute(config: Any, run_dir: Path, as_json: bool) -> None:
     ) as progress:
         bars = _Bars(progress)
         stages = Stages(bars.announce, progress, bars.profile, bars.trials)
-        summary = execute(config, run_dir, stages)
+        summary = execute(config, run_dir, stages, deploy=deploy, trust_new_host=trust_new_host)
     if as_json:
         print_json(summary)
     else:
@@ -132,13 +134,18 @@ def run_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
     limit: Annotated[int | None, typer.Option("--limit", help="Use at most N training images.")] = None,
     threads: Annotated[int, typer.Option("--threads", help="Torch CPU threads for training and pruning.")] = 1,
+    deploy: Annotated[
+        bool, typer.Option("--deploy/--no-deploy", help="Deploy over SSH when the budget holds and the device has SSH.")
+    ] = True,
+    trust_new_host: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Profile -> train -> prune -> compile -> verify -> deploy, to a millisecond target on a device.
 
     Re-running with the same --run-dir resumes: finished stages are skipped. If the tuned pruned model measures
     above the target, the latency model is corrected by what the device measured and the model pruned again.
-    Exit 0 when the budget holds on the device, 1 when it does not after --max-rounds.
+    Exit 0 when the budget holds on the device, 1 when it does not after --max-rounds, 2 on an error (a failed
+    deploy included: the summary and report are written first).
     """
     from edgeprune.models.io import parse_input_shape
     from edgeprune.pipeline import RunConfig
@@ -163,7 +170,7 @@ def run_cmd(
         limit=limit,
         threads=threads,
     )
-    _execute(config, run_dir or Path("runs") / f"{Path(model).stem}-{device}", as_json)
+    _execute(config, run_dir or Path("runs") / f"{Path(model).stem}-{device}", as_json, deploy, trust_new_host)
 
 
 @app.command("demo")
@@ -172,7 +179,7 @@ def demo_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """The whole pipeline on the built-in local device: a resnet20 trained on digits, pruned to 0.5x its measured
-    latency, tuned and verified through the local RPC farm. Finishes in about 10 minutes on 2 cores."""
+    latency, tuned and verified through the local RPC farm. Takes about 5 minutes on 2 idle cores."""
     from edgeprune.pipeline import RunConfig
 
     config = RunConfig(model=DEMO_MODEL, device="local", target="0.5x", data=DEMO_DATA, input_shape=DEMO_SHAPE)
