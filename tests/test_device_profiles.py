@@ -72,6 +72,10 @@ def test_valid_profile_fields(tmp_path: Path) -> None:
         (lambda t: t.replace('user = "pi"\n', ""), "ssh.user"),
         (lambda t: t.replace("port = 9190", "port = 70000"), "tracker.port"),
         (lambda t: t.replace('name = "{name}"', 'name = "other"'), "name"),
+        (lambda t: t.replace("key_file =", "keyfile ="), "ssh.keyfile"),
+        (lambda t: t + '[remote]\nworkdr = "/tmp"\n', "remote.workdr"),
+        (lambda t: t + '[[extra]]\npassword = "hunter2"\n', "extra.[0].password"),
+        (lambda t: t + 'colour = "red"\n', "ssh.colour"),
     ],
 )
 def test_malformed_profile_names_file_and_field(tmp_path: Path, edit, field: str) -> None:
@@ -80,6 +84,13 @@ def test_malformed_profile_names_file_and_field(tmp_path: Path, edit, field: str
         load_profile(path)
     assert str(path) in info.value.message
     assert f"'{field}'" in info.value.message
+
+
+def test_profile_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin.toml"
+    path.write_bytes('name = "latin"\ndescription = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(EdgepruneError, match="latin.toml: not a UTF-8 text file"):
+        load_profile(path)
 
 
 def test_bad_toml_is_named(tmp_path: Path) -> None:

@@ -166,12 +166,42 @@ class _Reader:
 
 
 def _check_no_secrets(reader: _Reader, node: Any, prefix: str = "") -> None:
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_no_secrets(reader, item, f"{prefix}[{index}].")
     if isinstance(node, dict):
         for key, value in node.items():
             dotted = f"{prefix}{key}"
             if any(word in key.lower() for word in _SECRET_WORDS):
                 raise reader.fail(dotted, "secrets do not belong in device profiles; use an SSH key or agent")
             _check_no_secrets(reader, value, dotted + ".")
+
+
+# Every key a profile may hold (the target table is checked against _TARGET_KEYS): a misspelt key
+# (`keyfile`, `workdr`) would otherwise be ignored and its default used without a word.
+_KNOWN_KEYS: dict[str, set[str] | None] = {
+    "name": None,
+    "description": None,
+    "target": None,
+    "tracker": {"host", "port", "key"},
+    "build": {"cross_compiler"},
+    "ssh": {"host", "port", "user", "key_file", "known_hosts"},
+    "remote": {"workdir", "python"},
+}
+
+
+def _check_known_keys(reader: _Reader) -> None:
+    for key, value in reader.data.items():
+        if key not in _KNOWN_KEYS:
+            raise reader.fail(key, f"unknown key (known: {', '.join(_KNOWN_KEYS)})")
+        allowed = _KNOWN_KEYS[key]
+        if allowed is None:
+            continue
+        if not isinstance(value, dict):
+            raise reader.fail(key, f"expected a table, got {type(value).__name__}")
+        for inner in value:
+            if inner not in allowed:
+                raise reader.fail(f"{key}.{inner}", f"unknown key (known: {', '.join(sorted(allowed))})")
 
 
 def _parse_target(r: _Reader) -> dict[str, Any]:
@@ -215,10 +245,13 @@ def load_profile(path: str | os.PathLike[str]) -> DeviceProfile:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise EdgepruneError(f"{path}: cannot read device profile: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise EdgepruneError(f"{path}: not a UTF-8 text file: {exc.reason} at byte {exc.start}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise EdgepruneError(f"{path}: not valid TOML: {exc}") from exc
     r = _Reader(path, data)
     _check_no_secrets(r, data)
+    _check_known_keys(r)
     name = r.get("name", str)
     if name == LOCAL:
         raise r.fail("name", "'local' is the built-in device; choose another name")
