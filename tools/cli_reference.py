@@ -36,10 +36,17 @@ def _option(param: Any) -> str:
     if param.param_type_name == "argument":
         help_text = " ".join((param.help or "").split())
         return f"`{param.name.upper()}`: {help_text}".rstrip(": ")
-    names = "/".join(f"`{n}`" for n in param.opts)
+    names = "/".join(f"`{n}`" for n in (*param.opts, *param.secondary_opts))
     help_text = " ".join((getattr(param, "help", "") or "").split())
     default = param.default
-    shown = "" if default in (None, False, ()) or getattr(param, "is_flag", False) else f" (default {default})"
+    if param.required:
+        shown = " (required)"
+    elif param.secondary_opts:  # an on/off pair: say which is the default
+        shown = f" (default {param.opts[0] if default else param.secondary_opts[0]})"
+    elif default is None or default is False or default == () or getattr(param, "is_flag", False):
+        shown = ""
+    else:
+        shown = f" (default {default})"
     return f"{names}: {help_text}{shown}".rstrip(": ")
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
+from rich.markup import escape
 
 from edgeprune import __version__
 from edgeprune.cli import compiling, deploying, devices, pipeline, profiling, pruning
-from edgeprune.cli.common import fail
+from edgeprune.cli.common import EXIT_INTERNAL, console, fail
 from edgeprune.errors import EdgepruneError
 
 app = typer.Typer(
@@ -41,8 +44,19 @@ def root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point; user errors print a message and a hint and exit 2, never a traceback."""
+    """Console entry point; user errors print a message and a hint and exit 2, never a traceback.
+
+    Anything else is a bug: one line naming it, exit 3 (never 1, which means "ran, but the budget does not
+    hold"), and the traceback only with EDGEPRUNE_DEBUG=1.
+    """
     try:
         app(args=argv, prog_name="edgeprune")
     except EdgepruneError as error:
         fail(error)
+    except Exception as error:
+        if os.environ.get("EDGEPRUNE_DEBUG") == "1":
+            raise
+        problem = f"{type(error).__name__}: {escape(str(error))}"
+        console.print(f"[bold red]internal error:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print("[yellow]hint:[/] set EDGEPRUNE_DEBUG=1 for the traceback, and report it", highlight=False)
+        raise SystemExit(EXIT_INTERNAL) from None

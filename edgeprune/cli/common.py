@@ -16,11 +16,20 @@ from edgeprune.errors import EdgepruneError
 console = Console(stderr=True)
 
 EXIT_ERROR = 2  # bad input or a failure; exit 1 is kept for "ran fine, but the budget does not hold"
+EXIT_INTERNAL = 3  # a bug in edgeprune (an exception it did not expect)
 
 DeviceOpt = Annotated[
-    str, typer.Option("--device", "-d", help="Device: 'local' or a profile name in device_profiles/.")
+    str,
+    typer.Option("--device", "-d", help="Device: 'local', a profile in device_profiles/, or a .toml profile path."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout instead of tables.")]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-new-host",
+        help="Accept an SSH host key seen for the first time and record it in the profile's known_hosts.",
+    ),
+]
 # What names a model, for every command that takes one.
 ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Model input CxHxW (zoo / .py models).")]
 ClassesOpt = Annotated[int | None, typer.Option("--classes", help="Number of classes (zoo / .py models).")]
@@ -39,8 +48,3 @@ def fail(error: EdgepruneError) -> NoReturn:
     if error.hint:
         console.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
     raise SystemExit(EXIT_ERROR)
-
-
-def not_built(stage: str, issue: str) -> NoReturn:
-    """A stage whose issue has not landed says so and exits non-zero; it never pretends to work."""
-    fail(EdgepruneError(f"`edgeprune {stage}` is not built yet ({issue})"))

@@ -7,18 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import DeviceOpt, JsonOpt, console, print_json
+from edgeprune.cli.common import DeviceOpt, JsonOpt, TrustOpt, console, print_json
 
 app = typer.Typer()
 board_app = typer.Typer(help="Start, stop and inspect the TVM RPC server on a board over SSH.")
-
-TrustOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-new-host",
-        help="Accept an SSH host key seen for the first time and record it in the profile's known_hosts.",
-    ),
-]
 
 
 @app.command("deploy")
@@ -28,7 +20,13 @@ def deploy_cmd(
     name: Annotated[
         str | None, typer.Option(help="Folder name on the board (default: the artifact folder's name).")
     ] = None,
-    smoke: Annotated[bool, typer.Option("--smoke/--no-smoke", help="Run one timed inference on the board.")] = True,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke/--no-smoke",
+            help="Run the model on the board before moving it into place: timed, reference output checked.",
+        ),
+    ] = True,
     ignore_device_mismatch: Annotated[
         bool, typer.Option("--ignore-device-mismatch", help="Deploy an artifact compiled for another device.")
     ] = False,
@@ -69,7 +67,8 @@ def deploy_cmd(
         console.print(
             f"smoke run on the board: output {smoke_result['output_shape']}, "
             f"{smoke_result['latency_ms']:.3g} ms (median of {len(smoke_result['latency_runs_ms'])}), "
-            f"TVM {smoke_result['tvm']}"
+            f"TVM {smoke_result['tvm']}, reference output "
+            f"{'matches' if smoke_result.get('matches_reference') else 'not checked'}"
         )
 
 

@@ -72,14 +72,15 @@ def status(port: PortOpt = profile.LOCAL_DEFAULT_PORT, as_json: JsonOpt = False)
     """Show the tracker's servers per key (free/busy) and the recorded PIDs."""
     info = farm_mod.status(port)
     if as_json:
-        print_json({k: info[k] for k in ("tracker", "servers", "pids")})
-        return
-    if not info["running"]:
+        print_json({k: info[k] for k in ("running", "tracker", "servers", "pids")})
+    elif info["running"]:
+        console.print(f"tracker {info['tracker']}, pids {info['pids']}")
+        for key, counts in info["servers"].items():  # type: ignore[union-attr]
+            console.print(f"  {key}: {counts['free']} free, {counts['busy']} busy")
+    else:
         console.print(f"no tracker answers on {info['tracker']}")
+    if not info["running"]:
         raise typer.Exit(1)
-    console.print(f"tracker {info['tracker']}, pids {info['pids']}")
-    for key, counts in info["servers"].items():  # type: ignore[union-attr]
-        console.print(f"  {key}: {counts['free']} free, {counts['busy']} busy")
 
 
 @farm_app.command("down")

@@ -15,8 +15,8 @@ TrialsOpt = Annotated[
     int,
     typer.Option(
         "--trials",
-        help="MetaSchedule trials per task when tuning the full-width network (tasks the device's tuning "
-        "database already holds are reused, not tuned again).",
+        help="MetaSchedule trials per task when tuning (tasks the device's tuning database already holds are "
+        "reused, not tuned again).",
     ),
 ]
 

@@ -17,7 +17,9 @@ DataOpt = Annotated[str | None, typer.Option("--data", help="digits, fashion-mni
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Folder of the fashion-mnist IDX files (default: Debian's).")
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (splits, init, search).")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed of every random choice (data split, initial weights, prune's search).")
+]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use at most N training images (quick runs).")]
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="Torch CPU threads; 1 is fastest on a shared small machine.")
@@ -62,7 +64,7 @@ def train_cmd(
     output: OutputOpt,
     data: DataOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine decay).")] = 1e-3,
     input_shape: ShapeOpt = None,
     classes: Annotated[int | None, typer.Option("--classes", help="Class count (default: the data set's).")] = None,
@@ -195,7 +197,7 @@ def prune_cmd(
         int | None, typer.Option("--finetune-epochs", help="Fine-tune epochs (default 5; pai trains 10).")
     ] = None,
     min_keep: Annotated[float, typer.Option("--min-keep", help="Each layer keeps at least this share.")] = 0.1,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Fine-tune learning rate (Adam).")] = 1e-3,
     population: Annotated[int, typer.Option("--population", help="LeGR: evolution population.")] = 24,
     sample_size: Annotated[int, typer.Option("--sample-size", help="LeGR: members sampled per generation.")] = 6,

@@ -66,10 +66,6 @@ class Artifact:
         return tuple(self.manifest["input"]["shape"])
 
     @property
-    def output_shape(self) -> tuple[int, ...]:
-        return tuple(self.manifest["output"]["shape"])
-
-    @property
     def target(self) -> dict[str, Any]:
         return dict(self.manifest["target"])
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,9 +97,3 @@ def check_against_torch(
     if not np.allclose(got, expected, rtol=rtol, atol=atol):
         raise EdgepruneError(f"TVM output differs from PyTorch by up to {diff:.3g} (tolerance {atol})")
     return diff
-
-
-def write_onnx(onnx_bytes: bytes, path: Path) -> None:
-    from edgeprune import atomic
-
-    atomic.write_bytes(path, onnx_bytes)

@@ -30,15 +30,17 @@ def _noop(*_: Any) -> None:
 
 
 def check_device_matches(artifact: Upload, device: DeviceProfile) -> None:
-    """An artifact built for another CPU would fail on the board in an obscure way; say so up front."""
-    built_for = artifact.manifest.get("device")
-    if built_for == device.name or artifact.manifest.get("target") == device.target:
-        return
-    raise EdgepruneError(
-        f"{artifact.folder} was compiled for device '{built_for}' (target {artifact.manifest.get('target')}), "
-        f"not for '{device.name}' (target {device.target})",
-        hint=f"compile it with --device {device.name}, or pass --ignore-device-mismatch if the CPUs are the same",
-    )
+    """An artifact built for another target would fail on the board in an obscure way, or run code tuned for
+    another CPU: the same check `verify` makes, said up front."""
+    from edgeprune.compile.artifacts import Artifact
+    from edgeprune.verify.verifier import check_compatible
+
+    try:
+        check_compatible(Artifact(artifact.folder, artifact.manifest), device)
+    except EdgepruneError as error:
+        raise EdgepruneError(
+            error.message, hint=f"{error.hint}; or pass --ignore-device-mismatch if the CPUs are the same"
+        ) from error
 
 
 def _upload(conn: ssh.BoardConnection, artifact: Upload, folder: str, on_bytes: Callable[[int], None]) -> None:

@@ -115,7 +115,13 @@ def _load_factory(spec: str) -> nn.Module:
         raise EdgepruneError(f"importing '{path}' failed: {type(exc).__name__}: {exc}") from exc
     if not callable(getattr(module, factory, None)):
         raise EdgepruneError(f"'{path}' has no callable '{factory}'")
-    model = getattr(module, factory)()
+    try:
+        model = getattr(module, factory)()
+    except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
+        raise EdgepruneError(
+            f"calling '{factory}()' from '{path}' failed: {type(exc).__name__}: {exc}",
+            hint="the factory must build the model without arguments",
+        ) from exc
     if not isinstance(model, nn.Module):
         raise EdgepruneError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -83,13 +83,7 @@ class LatencyPredictor:
         self.model = self._load()
 
     def _load(self) -> Any:
-        try:
-            from edgeprune.profiling.latency import LatencyModel
-        except ImportError as exc:
-            raise EdgepruneError(
-                "latency budgets need the latency model (edgeprune.profiling.latency), which is not available",
-                hint="use --target-flops or --target-params until profiling is installed",
-            ) from exc
+        from edgeprune.profiling.latency import LatencyModel
         from edgeprune.profiling.lut import lut_path
 
         if self.profile_missing and self.bundle is not None and not lut_path(self.device).exists():

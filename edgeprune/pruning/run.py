@@ -28,7 +28,7 @@ def check_fit(bundle: ModelBundle, data: Dataset) -> None:
     if data.num_classes != bundle.num_classes:
         raise EdgepruneError(
             f"the model predicts {bundle.num_classes} classes but '{data.spec}' has {data.num_classes}",
-            hint="train a model for this data set (edgeprune train MODEL --data ...) or pass --classes",
+            hint="train a model for this data set first: edgeprune train MODEL --data ...",
         )
     if data.input_shape != bundle.input_shape:
         raise EdgepruneError(f"data prepared for {data.input_shape}, model expects {bundle.input_shape}")
