@@ -58,3 +58,21 @@ def test_readme_cli_reference_is_current() -> None:
     tool = Path(__file__).resolve().parents[1] / "tools" / "cli_reference.py"
     result = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_unexpected_error_exits_3_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A bug must not look like "budget missed" (exit 1) or dump a traceback on the user."""
+    from edgeprune.cli import main
+    from edgeprune.devices import farm
+
+    def broken(_port: int) -> dict:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(farm, "status", broken)  # stands in for any bug; the test is about the CLI's handling
+    monkeypatch.delenv("EDGEPRUNE_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["farm", "status", "--port", "1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 3
+    assert "internal error: ValueError: boom" in err and "EDGEPRUNE_DEBUG" in err
+    assert "Traceback" not in err
