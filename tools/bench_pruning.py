@@ -441,8 +441,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     )
     for (data, model), group in _groups(rows).items():
         base = group[0].get("baseline_accuracy")
-        width = group[0].get("plan", {}).get("width")
-        label = f"{model} (width {width})" if width else model
+        plan = group[0].get("plan", {})
+        label = f"{model} (width {plan['width']}, {plan['finetune_epochs']} fine-tune epochs)" if plan else model
         lines += [f"## {label} on {data} (unpruned test accuracy {base:.2%})", "", header]
         for row in sorted(group, key=lambda r: (-r["target_fraction"], -r["accuracy"])):
             lines.append(
@@ -513,6 +513,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="training images (fashion-mnist)")
     parser.add_argument("--width", type=float, help="zoo width multiplier (default 1.0; --quick 0.5)")
     parser.add_argument("--cache", type=Path, default=CACHE, help="baselines, latency table, tuning, work folders")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the results file")
     return parser.parse_args(argv)
 
 
@@ -538,6 +539,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     plan = plan_from(args)
     out = args.out or RESULTS / ("pruning-quick.json" if args.quick else "pruning.json")
+    if args.report_only:
+        from edgeprune import atomic
+
+        rows = json.loads(out.read_text())
+        atomic.write_text(out.with_suffix(".md"), markdown(rows))
+        plot(rows, out.with_suffix(".png"))
+        return
     isolate(args.cache.resolve())
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
