@@ -115,7 +115,10 @@ def test_devices_json_lists_local_first_and_shipped_boards(isolated_env: pytest.
     assert listed[0]["target"]["kind"] == "llvm" and listed[0]["target"]["num-cores"] >= 1
     names = {d["name"] for d in listed}
     assert {"raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-orin-nano"} <= names
+    assert listed[0]["ssh"] is None  # local is reached through its farm only
+    pi = next(d for d in listed if d["name"] == "raspberry-pi-4")
+    assert pi["ssh"] == {"host": "raspberrypi4.local", "port": 22, "user": "pi"}
     for entry in listed:
-        assert set(entry) == {"name", "target", "tracker", "key"}
+        assert set(entry) == {"name", "target", "tracker", "key", "ssh"}
         host, port = entry["tracker"].rsplit(":", 1)
         assert host and int(port) > 0

@@ -91,7 +91,8 @@ class DeviceProfile:
         return profiles_dir() / self.name
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "target": self.target, "tracker": self.tracker, "key": self.key}
+        ssh = None if self.ssh is None else {"host": self.ssh.host, "port": self.ssh.port, "user": self.ssh.user}
+        return {"name": self.name, "target": self.target, "tracker": self.tracker, "key": self.key, "ssh": ssh}
 
 
 def profiles_dir() -> Path:
