@@ -10,6 +10,7 @@ run interrupted by Ctrl-C or a crash resumes where it stopped.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -391,6 +392,7 @@ def _deploy(run: Run, artifacts: Path, trust_new_host: bool) -> dict[str, Any]:
     from edgeprune.deploy.deployment import deploy_artifact
 
     run.say(f"deploy to {run.device.ssh.user}@{run.device.ssh.host}")  # type: ignore[union-attr]
-    result = deploy_artifact(artifacts, run.device, name=run.folder.resolve().name, trust_new_host=trust_new_host)
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", run.folder.resolve().name).lstrip(".-") or "run"
+    result = deploy_artifact(artifacts, run.device, name=name, trust_new_host=trust_new_host)
     atomic.write_json(run.path("deploy.json"), result)
     return result
