@@ -10,7 +10,6 @@ run interrupted by Ctrl-C or a crash resumes where it stopped.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -141,15 +140,14 @@ def _open_folder(config: RunConfig, folder: Path) -> None:
     wanted = json.loads(json.dumps(asdict(config)))
     if path.exists():
         recorded = json.loads(path.read_text())
-        started = [p for p in folder.iterdir() if p.name != CONFIG and not p.name.startswith(".")]
-        if recorded != wanted and started:
+        if recorded == wanted:
+            return
+        if any(p.name != CONFIG and not p.name.startswith(".") for p in folder.iterdir()):
             changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
             raise EdgepruneError(
                 f"run folder {folder} holds a run with other settings ({', '.join(changed)})",
                 hint="use another --run-dir, or delete the folder to start over",
             )
-        if recorded == wanted:
-            return
     atomic.write_json(path, wanted)
 
 
@@ -392,7 +390,9 @@ def _deploy(run: Run, artifacts: Path, trust_new_host: bool) -> dict[str, Any]:
     from edgeprune.deploy.deployment import deploy_artifact
 
     run.say(f"deploy to {run.device.ssh.user}@{run.device.ssh.host}")  # type: ignore[union-attr]
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", run.folder.resolve().name).lstrip(".-") or "run"
+    from edgeprune.deploy.artifact import board_name
+
+    name = board_name(run.folder.resolve().name)
     result = deploy_artifact(artifacts, run.device, name=name, trust_new_host=trust_new_host)
     atomic.write_json(run.path("deploy.json"), result)
     return result

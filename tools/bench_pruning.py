@@ -171,8 +171,7 @@ class Bench:
 
         self.rows.append(row)
         atomic.write_json(self.out, self.rows)
-        atomic.write_text(self.out.with_suffix(".md"), markdown(self.rows))
-        plot(self.rows, self.out.with_suffix(".png"))
+        write_report(self.rows, self.out)
 
     def tag(self, model: str) -> str:
         """What identifies a baseline (and the work done on it) in the cache."""
@@ -432,6 +431,14 @@ def metapruner(bundle: Any, ratio: float, min_keep: float) -> Any:
     return module
 
 
+def write_report(rows: list[dict[str, Any]], out: Path) -> None:
+    """The markdown table and the plot beside the results file."""
+    from edgeprune import atomic
+
+    atomic.write_text(out.with_suffix(".md"), markdown(rows))
+    plot(rows, out.with_suffix(".png"))
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """A table per data set and model, sorted by target then accuracy."""
     lines = ["# Pruning benchmark at equal measured latency (tools/bench_pruning.py)", ""]
@@ -540,11 +547,7 @@ def main(argv: list[str] | None = None) -> None:
     plan = plan_from(args)
     out = args.out or RESULTS / ("pruning-quick.json" if args.quick else "pruning.json")
     if args.report_only:
-        from edgeprune import atomic
-
-        rows = json.loads(out.read_text())
-        atomic.write_text(out.with_suffix(".md"), markdown(rows))
-        plot(rows, out.with_suffix(".png"))
+        write_report(json.loads(out.read_text()), out)
         return
     isolate(args.cache.resolve())
     import torch

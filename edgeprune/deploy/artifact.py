@@ -41,14 +41,21 @@ def check_name(name: str) -> str:
     return name
 
 
+def board_name(text: str) -> str:
+    """`text` made into a name `check_name` accepts: other characters become '-', no leading '.' or '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text).lstrip(".-") or "run"
+
+
 def load_upload(folder: str | Path, name: str | None = None) -> Upload:
-    """The checked artifact folder and the digest of every file that will be uploaded."""
+    """The checked artifact folder and the digest of every file that will be uploaded (the manifest's for the
+    files it lists, which `load_artifact` has just verified; the others, e.g. the manifest itself, hashed here)."""
     artifact = load_artifact(folder)
+    listed = artifact.manifest["files"]
     files = sorted(p for p in artifact.folder.iterdir() if p.is_file() and not p.name.startswith("."))
     return Upload(
         folder=artifact.folder,
         name=check_name(name or artifact.folder.resolve().name),
         manifest=artifact.manifest,
-        hashes={p.name: file_sha256(p) for p in files},
+        hashes={p.name: listed.get(p.name) or file_sha256(p) for p in files},
         sizes={p.name: p.stat().st_size for p in files},
     )

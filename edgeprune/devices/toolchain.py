@@ -31,7 +31,6 @@ def tvm_target(device: DeviceProfile) -> Any:
 
 def export(lib: Any, directory: Path, device: DeviceProfile, stem: str = "model") -> Path:
     """Export a built TVM module for `device` into `directory`; returns the library path."""
-
     path = Path(directory) / library_name(device, stem)
     with without_native_lines(NOISE):
         _export(lib, path, device)

@@ -30,11 +30,9 @@ def time_libraries(
     rounds: int,
     number: int,
     repeat: int,
-    order: list[str] | None = None,
 ) -> dict[str, list[list[float]]]:
     """Time several libraries on one session in alternation, `rounds` times over; per library, the ms samples
-    of each round. A slow change in the device's load then affects all of them alike. `order` is the
-    sequence timed in each round (names may repeat; default: `items` in order). Each library is uploaded
+    of each round. A slow change in the device's load then affects all of them alike. Each library is uploaded
     once (a second upload under the same name would crash the server; see EntryBuilder)."""
     import tvm
     from tvm import relax
@@ -50,7 +48,7 @@ def time_libraries(
     samples: dict[str, list[list[float]]] = {name: [] for name in loaded}
     for _ in range(rounds):
         this_round: dict[str, list[float]] = {name: [] for name in loaded}
-        for name in order or list(loaded):
+        for name in loaded:
             timer, data = loaded[name]
             this_round[name].extend(float(x) * 1e3 for x in timer(data).results)
         for name, values in this_round.items():
