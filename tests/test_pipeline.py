@@ -83,14 +83,16 @@ def test_closed_loop_corrects_a_wrong_latency_model(finished_run: tuple[Path, di
 
 def test_rerun_resumes_without_redoing_stages(finished_run: tuple[Path, dict, str]) -> None:
     run_dir, summary, _ = finished_run
-    artifacts = run_dir / f"round-{summary['rounds']}" / "artifacts"
+    # round 1 misses by far (the model it trusted was off by 2x), so measuring it again takes the same decision;
+    # a later round may sit close to the target, where a second measurement could fall on either side
+    artifacts = run_dir / "round-1" / "artifacts"
     stamp = (artifacts / "manifest.json").stat().st_mtime_ns
-    (artifacts / "verify.json").unlink()  # as if interrupted after compiling the last round
+    (artifacts / "verify.json").unlink()  # as if interrupted after compiling round 1
     again = run_cli(run_dir)
     assert again.returncode == 0, again.stderr[-3000:]
     for skipped in ("> train", "> profile", "> compile", "prune to"):
         assert skipped not in again.stderr
-    assert "> measure round" in again.stderr
+    assert "> measure round-1/artifacts" in again.stderr
     assert (artifacts / "manifest.json").stat().st_mtime_ns == stamp
     assert json.loads(again.stdout)["rounds"] == summary["rounds"]
 
