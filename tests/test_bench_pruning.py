@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -40,7 +41,26 @@ def test_table_reports_legr_margins_over_peer_and_uniform() -> None:
         | {"flops": 1e6, "params": 1e4, "seconds": 10.0}
         for m, a in (("legr", 0.95), ("torch-pruning", 0.93), ("uniform", 0.955))
     ]
-    text = bench.markdown(rows)
+    failed = {**base, "method": "pai", "reason": "budget out of reach", "plan": {"width": 1.0}}
+    text = bench.markdown(rows, [failed, {**failed, "model": "mobilenetv2"}])
     assert "legr vs torch-pruning: +2.00 points" in text
     assert "legr vs uniform: -0.50 points" in text
     assert text.count("| resnet20 | 0.7x |") == 3
+    resnet, mobilenet = text.split("## mobilenetv2 on digits")  # a model with failures only gets a section too
+    assert resnet.count("pai found no model") == 1 and mobilenet.count("pai found no model") == 1
+
+
+def test_a_success_replaces_the_failure_recorded_for_its_row(tmp_path: Path) -> None:
+    bench = _tool()
+    out = tmp_path / "pruning.json"
+    runner = bench.Bench.__new__(bench.Bench)  # the bookkeeping only: no device, no farm
+    runner.plan, runner.out, runner.rows, runner.failures = bench.QUICK, out, [], []
+    runner.record_failure("resnet20", "pai", 0.3, "budget out of reach")
+    assert [f["reason"] for f in bench.read_failures(out)] == ["budget out of reach"]
+    assert "pai found no model" in out.with_suffix(".md").read_text()
+    row = {"dataset": bench.QUICK.data, "model": "resnet20", "method": "pai", "target_fraction": 0.3}
+    row |= {"plan": asdict(bench.QUICK), "baseline_accuracy": 0.9, "accuracy": 0.8, "measured_ms": 0.1}
+    row |= {"target_ms": 0.2, "meets_target": True, "flops": 1e6, "params": 1e4, "seconds": 1.0}
+    runner.record(row)
+    assert bench.read_failures(out) == []
+    assert "found no model" not in out.with_suffix(".md").read_text()

@@ -154,6 +154,7 @@ class Bench:
         self.plan, self.out, self.cache, self.progress, self.say = plan, out, cache, progress, say
         self.device = local_device()
         self.rows: list[dict[str, Any]] = json.loads(out.read_text()) if out.is_file() else []
+        self.failures = read_failures(out)
 
     # -- rows ---------------------------------------------------------------------------------------------
     def key(self, model: str, method: str, fraction: float) -> tuple:
@@ -170,7 +171,19 @@ class Bench:
         from edgeprune import atomic
 
         self.rows.append(row)
+        self.failures = [f for f in self.failures if not same_row(f, row)]
         atomic.write_json(self.out, self.rows)
+        atomic.write_json(failures_path(self.out), self.failures)
+        write_report(self.rows, self.out)
+
+    def record_failure(self, model: str, method: str, fraction: float, reason: str) -> None:
+        """A method that found no model for a target is a result too; a later success replaces it."""
+        from edgeprune import atomic
+
+        failure = {"model": model, "method": method, "target_fraction": fraction, "reason": reason}
+        failure.update(dataset=self.plan.data, plan=asdict(self.plan))
+        self.failures = [f for f in self.failures if not same_row(f, failure)] + [failure]
+        atomic.write_json(failures_path(self.out), self.failures)
         write_report(self.rows, self.out)
 
     def tag(self, model: str) -> str:
@@ -406,7 +419,9 @@ class Bench:
                 except (EdgepruneError, RuntimeError) as error:  # one method failing must not end the benchmark
                     if STOP.is_set():  # TVM turns the SIGTERM handler's SystemExit into a RuntimeError
                         raise SystemExit(143) from error
-                    self.say(f"  [red]{method} at {fraction}x failed, no row:[/] {getattr(error, 'message', error)}")
+                    reason = str(getattr(error, "message", error))
+                    self.say(f"  [red]{method} at {fraction}x failed, no row:[/] {reason}")
+                    self.record_failure(model, method, fraction, reason)
 
 
 def metapruner(bundle: Any, ratio: float, min_keep: float) -> Any:
@@ -431,34 +446,61 @@ def metapruner(bundle: Any, ratio: float, min_keep: float) -> Any:
     return module
 
 
+def failures_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}-failures.json")
+
+
+def read_failures(out: Path) -> list[dict[str, Any]]:
+    path = failures_path(out)
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    fields = ("dataset", "model", "method", "target_fraction")
+    return all(a[f] == b[f] for f in fields) and a["plan"]["width"] == b["plan"]["width"]
+
+
 def write_report(rows: list[dict[str, Any]], out: Path) -> None:
     """The markdown table and the plot beside the results file."""
     from edgeprune import atomic
 
-    atomic.write_text(out.with_suffix(".md"), markdown(rows))
+    atomic.write_text(out.with_suffix(".md"), markdown(rows, read_failures(out)))
     plot(rows, out.with_suffix(".png"))
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """A table per data set and model, sorted by target then accuracy."""
+def markdown(rows: list[dict[str, Any]], failures: list[dict[str, Any]]) -> str:
+    """A table per data set and model, sorted by target then accuracy; then the methods that found no model."""
     lines = ["# Pruning benchmark at equal measured latency (tools/bench_pruning.py)", ""]
     header = (
         "| model | target | method | accuracy | measured ms | target ms | meets | MACs | params | seconds |\n"
         "|---|---|---|---|---|---|---|---|---|---|"
     )
-    for (data, model), group in _groups(rows).items():
-        base = group[0].get("baseline_accuracy")
-        plan = group[0].get("plan", {})
-        label = f"{model} (width {plan['width']}, {plan['finetune_epochs']} fine-tune epochs)" if plan else model
-        lines += [f"## {label} on {data} (unpruned test accuracy {base:.2%})", "", header]
+    groups = _groups(rows)
+    for data, model in {(f["dataset"], f["model"]): None for f in failures}:
+        groups.setdefault((data, model), [])
+    for (data, model), group in groups.items():
+        lines += [f"## {_label(data, model, group)}", ""]
+        if group:
+            lines.append(header)
         for row in sorted(group, key=lambda r: (-r["target_fraction"], -r["accuracy"])):
             lines.append(
                 f"| {model} | {row['target_fraction']}x | {row['method']} | {row['accuracy']:.2%} | "
                 f"{row['measured_ms']:.3f} | {row['target_ms']:.3f} | {'yes' if row['meets_target'] else 'NO'} | "
                 f"{row['flops'] / 1e6:.2f}M | {row['params'] / 1e3:.1f}k | {row['seconds']:.0f} |"
             )
-        lines += ["", *margins(group), ""]
+        lines += ["", *margins(group)] if group else []
+        missing = [f for f in failures if (f["dataset"], f["model"]) == (data, model)]
+        lines += [f"- {f['target_fraction']}x: {f['method']} found no model: {f['reason']}" for f in missing]
+        lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _label(data: str, model: str, group: list[dict[str, Any]]) -> str:
+    if not group:
+        return f"{model} on {data}"
+    plan = group[0].get("plan", {})
+    label = f"{model} (width {plan['width']}, {plan['finetune_epochs']} fine-tune epochs)" if plan else model
+    return f"{label} on {data} (unpruned test accuracy {group[0]['baseline_accuracy']:.2%})"
 
 
 def margins(group: list[dict[str, Any]]) -> list[str]:
@@ -493,6 +535,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     from edgeprune import atomic
 
     groups = _groups(rows)
+    if not groups:  # only failures so far
+        return
     figure, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
     for axis, ((data, model), group) in zip(axes[0], groups.items(), strict=True):
         for method in dict.fromkeys(r["method"] for r in group):
