@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +83,20 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> 
     resumed = fresh()  # a new process would start from scratch, then find the checkpoint
     train(resumed, data, settings, torch.Generator().manual_seed(0), None, checkpoint)
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
+
+
+def test_ctrl_c_exits_130_and_writes_no_model(tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    command = [sys.executable, "-m", "edgeprune", "train", "lenet5", "--data", "digits", "--epochs", "500", "-o"]
+    process = subprocess.Popen([*command, str(out)], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    while "training lenet5" not in process.stderr.readline():  # started: the data is loaded, epochs run
+        assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

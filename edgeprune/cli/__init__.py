@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from edgeprune import __version__
 from edgeprune.cli import compiling, deploying, devices, pipeline, profiling, pruning
-from edgeprune.cli.common import EXIT_INTERNAL, console, fail
+from edgeprune.cli.common import EXIT_INTERNAL, EXIT_INTERRUPTED, console, fail
 from edgeprune.errors import EdgepruneError
 
 app = typer.Typer(
@@ -47,10 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point; user errors print a message and a hint and exit 2, never a traceback.
 
     Anything else is a bug: one line naming it, exit 3 (never 1, which means "ran, but the budget does not
-    hold"), and the traceback only with EDGEPRUNE_DEBUG=1.
+    hold"), and the traceback only with EDGEPRUNE_DEBUG=1. Ctrl-C exits 130, as shells expect.
     """
     try:
         app(args=argv, prog_name="edgeprune")
+    except SystemExit as done:
+        if done.code == EXIT_INTERRUPTED:  # typer's answer to Ctrl-C, which it leaves unexplained
+            console.print("[yellow]interrupted[/] (files are written whole or not at all; what finished is kept)")
+        raise
     except EdgepruneError as error:
         fail(error)
     except Exception as error:

@@ -17,6 +17,7 @@ console = Console(stderr=True)
 
 EXIT_ERROR = 2  # bad input or a failure; exit 1 is kept for "ran fine, but the budget does not hold"
 EXIT_INTERNAL = 3  # a bug in edgeprune (an exception it did not expect)
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell convention
 
 DeviceOpt = Annotated[
     str,
