@@ -144,8 +144,12 @@ def write_board_profile(
     key_file: Path | None = None,
     trusted: bool = True,
     python: str = sys.executable,
+    target: dict[str, object] | None = None,
 ) -> Board:
-    """A device profile for the loopback board; `trusted` pre-records the sshd host key in its known_hosts."""
+    """A device profile for the loopback board; `trusted` pre-records the sshd host key in its known_hosts.
+
+    With `tracker_port` and `key` of the local farm and this machine's `target`, the board is this machine's
+    CPU behind both RPC and SSH: a whole `run`, deploy included, on loopback."""
     folder.mkdir(parents=True, exist_ok=True)
     known_hosts = folder / "known_hosts"
     if trusted:
@@ -154,13 +158,14 @@ def write_board_profile(
     wrapper, log = board_python(folder, python)
     workdir = folder / "board-home" / "edgeprune"
     key_line = f'key_file = "{key_file}"' if key_file else ""
+    target_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (target or {"kind": "llvm"}).items())
     profile = folder / f"{BOARD_NAME}.toml"
     profile.write_text(
         f"""name = "{BOARD_NAME}"
 description = "sshd on 127.0.0.1 standing in for a board"
 
 [target]
-kind = "llvm"
+{target_lines}
 
 [tracker]
 host = "127.0.0.1"
