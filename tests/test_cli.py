@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +60,23 @@ def test_readme_cli_reference_is_current() -> None:
     tool = Path(__file__).resolve().parents[1] / "tools" / "cli_reference.py"
     result = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_help_paragraphs_are_not_broken_at_source_lines() -> None:
+    """Rich re-wraps every line typer gives it: a docstring's line breaks would show as ragged half-lines."""
+    import typer
+
+    from edgeprune.cli import app
+
+    def helps(group: Any) -> Iterator[str]:
+        for command in group.commands.values():
+            yield command.help or ""
+            if hasattr(command, "commands"):
+                yield from helps(command)
+
+    texts = list(helps(typer.main.get_command(app)))
+    assert len(texts) > 10 and any("\n\n" in text for text in texts)
+    assert [text for text in texts if "\n" in text.replace("\n\n", "")] == []
 
 
 def test_unexpected_error_exits_3_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

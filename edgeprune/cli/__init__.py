@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import typer
@@ -28,6 +29,18 @@ app.add_typer(devices.farm_app, name="farm")
 for stage in (profiling, pruning, compiling, deploying, pipeline):
     app.registered_commands.extend(stage.app.registered_commands)
 app.add_typer(deploying.board_app, name="board")
+
+
+def _unwrap(text: str) -> str:
+    """One line per paragraph: typer keeps the line breaks of a docstring's later paragraphs, and rich then wraps
+    each source line again, so `--help` showed ragged half-lines."""
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(text).split("\n\n"))
+
+
+for group in (app, devices.devices_app, devices.farm_app, deploying.board_app):
+    for command in group.registered_commands:
+        if command.help is None and command.callback is not None and command.callback.__doc__:
+            command.help = _unwrap(command.callback.__doc__)
 
 
 def _version(value: bool) -> None:
