@@ -11,7 +11,9 @@ fine-tuning budget (one `edgeprune.pruning.finetune.train` call with the same se
   the same share as edgeprune's min_keep), has its pruning ratio bisected on compiled, measured latency.
 
 Architectures are searched without fine-tuning (latency depends on shapes only), so no method gets extra
-training; pai's "fine-tune" is its training from scratch with the same budget. Every compiled model uses the
+training; pai's "fine-tune" is its training from scratch with the same budget. iap and aiap prune in rounds
+with an epoch of fine-tuning between them: those epochs come out of the same budget (3 epochs: 3 rounds, then
+1 final epoch; 1 epoch: a single round, then that epoch). Every compiled model uses the
 same MetaSchedule trials. A target is met when measured <= fraction x the unpruned model measured in the same
 session, so load that comes and goes on this shared machine hits both alike.
 
@@ -253,6 +255,8 @@ class Bench:
                 steps=p.search_steps,
                 minutes=p.search_minutes,
             ),
+            rounds=iterative_rounds(method, p.finetune_epochs),
+            round_epochs=1,
             seed=p.seed,
             search_file=work / "learned-legr.json" if method == "legr" else None,
         )
@@ -363,7 +367,8 @@ class Bench:
             pruned, measured, extra = self.edgeprune_method(method, bundle, data, lut, original, ms, fraction, work)
         module = copy.deepcopy(pruned.module)
         tune_started = time.monotonic()
-        settings = TrainSettings(epochs=p.finetune_epochs)
+        epochs = p.finetune_epochs - (iterative_rounds(method, p.finetune_epochs) - 1)  # iap/aiap spent the rest
+        settings = TrainSettings(epochs=epochs)
         verb = "training from scratch" if method == "pai" else "fine-tuning"
         train(module, data, settings, torch.Generator().manual_seed(p.seed), self.progress, None, "", verb)
         finetune_seconds = time.monotonic() - tune_started
@@ -384,6 +389,7 @@ class Bench:
             "params": params,
             "seconds": round(extra["prune_seconds"] + finetune_seconds, 2),
             "finetune_seconds": round(finetune_seconds, 2),
+            "final_finetune_epochs": epochs,
             "total_seconds": round(time.monotonic() - started, 2),
             **extra,
             "dataset": p.data,
@@ -422,6 +428,11 @@ class Bench:
                     reason = str(getattr(error, "message", error))
                     self.say(f"  [red]{method} at {fraction}x failed, no row:[/] {reason}")
                     self.record_failure(model, method, fraction, reason)
+
+
+def iterative_rounds(method: str, budget: int) -> int:
+    """Pruning rounds for iap/aiap (1 for the others): each round after the first costs an epoch of the budget."""
+    return min(3, budget) if method in ("iap", "aiap") else 1
 
 
 def metapruner(bundle: Any, ratio: float, min_keep: float) -> Any:
