@@ -7,6 +7,9 @@ STAMP := $(VENV)/.edgeprune-installed
 DEV_STAMP := $(VENV)/.edgeprune-dev-installed
 APT_PACKAGES := openssh-server dataset-fashion-mnist g++-aarch64-linux-gnu
 PYTEST_ARGS ?=
+# Where pip finds the CPU build of torch: empty uses pip's own configuration (here a local wheel folder);
+# elsewhere pass TORCH_INDEX=https://download.pytorch.org/whl/cpu (PyPI's Linux wheel is the CUDA build).
+TORCH_INDEX ?=
 
 .PHONY: demo test lint system-packages clean
 
@@ -16,7 +19,7 @@ $(BIN)/python:
 
 # torch first and exactly 2.13.0: a looser request would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e .
 	touch $@
 

@@ -28,6 +28,9 @@ CONFIG = "config.json"
 SUMMARY = "summary.json"
 
 
+RESUMABLE = {"threads", "max_rounds"}  # run settings a resumed run may change
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """What defines a run; a run folder is resumed only with the same config (else it is refused)."""
@@ -57,12 +60,14 @@ class RunConfig:
         return float(self.target[:-1]) if self.target.endswith("x") else None
 
     def check(self) -> None:
+        from edgeprune.pruning.budget import parse_target
+
         try:
-            value = float(self.target.removesuffix("x"))
-        except ValueError:
-            value = -1.0
-        if value <= 0:
-            raise EdgepruneError(f"target '{self.target}' must be a positive number of ms or a fraction like 0.5x")
+            parse_target("ms", self.target.removesuffix("x"))  # a finite positive number (no 'nan', 'inf')
+        except EdgepruneError:
+            raise EdgepruneError(
+                f"target '{self.target}' must be a positive number of ms or a fraction like 0.5x"
+            ) from None
         if self.relative_target is not None and self.relative_target >= 1:
             raise EdgepruneError(f"--target {self.target}: a relative target must be below 1x")
         if self.max_rounds < 1 or self.trials < 1 or self.latency_scale <= 0 or self.threads < 1:
@@ -134,18 +139,20 @@ class Run:
 
 
 def _open_folder(config: RunConfig, folder: Path) -> None:
-    """A new folder gets the config; an existing one is resumed only when its config is the same. A folder
-    where nothing finished yet (a run that failed on its input) takes the new config."""
+    """A new folder gets the config; an existing one is resumed only when its config is the same, apart from
+    settings that do not change what was done (--threads; --max-rounds, so a run that missed can go on). A
+    folder where nothing finished yet (a run that failed on its input) takes the new config."""
     path = folder / CONFIG
     wanted = json.loads(json.dumps(asdict(config)))
     if path.exists():
         recorded = json.loads(path.read_text())
-        if recorded == wanted:
+        changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+        if not changed:
             return
-        if any(p.name != CONFIG and not p.name.startswith(".") for p in folder.iterdir()):
-            changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+        started = any(p.name != CONFIG and not p.name.startswith(".") for p in folder.iterdir())
+        if started and (fixed := [k for k in changed if k not in RESUMABLE]):
             raise EdgepruneError(
-                f"run folder {folder} holds a run with other settings ({', '.join(changed)})",
+                f"run folder {folder} holds a run with other settings ({', '.join(fixed)})",
                 hint="use another --run-dir, or delete the folder to start over",
             )
     atomic.write_json(path, wanted)

@@ -80,6 +80,28 @@ def test_cifar10_python_batches(tmp_path: Path) -> None:
     assert "cifar-10-python.tar.gz" in (info.value.hint or "")
 
 
+def test_damaged_cifar10_batches_are_named(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder)
+    for damaged, message in (
+        ({b"data": np.zeros(3, dtype=np.uint8), b"labels": [1]}, "damaged"),
+        ({b"data": np.zeros((2, 3072), dtype=np.uint8), b"labels": [1]}, "damaged"),
+        ([1, 2, 3], "not a CIFAR-10 python batch"),
+    ):
+        (folder / "test_batch").write_bytes(pickle.dumps(damaged))
+        with pytest.raises(EdgepruneError, match=message) as info:
+            load_dataset(f"cifar10:{tmp_path}")
+        assert "test_batch" in info.value.message
+
+
+def test_damaged_idx_files_are_named(tmp_path: Path) -> None:
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for name in names:
+        (tmp_path / name).write_bytes(bytes([0, 0, 8, 3, 0, 0]))  # names 3 dimensions, holds half of one
+    with pytest.raises(EdgepruneError, match="truncated: its header names 3 dimensions"):
+        load_dataset("fashion-mnist", data_dir=tmp_path)
+
+
 def test_imagefolder_resizes_and_splits(tmp_path: Path) -> None:
     from PIL import Image
 

@@ -59,6 +59,17 @@ def test_valid_profile_fields(tmp_path: Path) -> None:
     assert device.remote_python == "python3"
 
 
+def test_relative_ssh_files_are_beside_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = VALID.replace('key_file = "~/.ssh/id_ed25519"', 'key_file = "keys/board"\nknown_hosts = "known_hosts"')
+    (tmp_path / "boards").mkdir()
+    path = write(tmp_path / "boards", text)
+    monkeypatch.chdir(tmp_path)  # run from elsewhere: the files are still the profile's neighbours
+    ssh = load_profile(Path("boards") / path.name).ssh
+    assert ssh is not None
+    assert ssh.key_path == tmp_path / "boards" / "keys" / "board"
+    assert ssh.known_hosts_path == tmp_path / "boards" / "known_hosts"
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [

@@ -17,7 +17,7 @@ from edgeprune.models.io import load_model, load_saved, parse_input_shape, save_
 
 
 @pytest.mark.parametrize("name", sorted(zoo.ZOO))
-@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (1, 12, 20)])
 def test_zoo_models_take_channels_size_and_classes(name: str, shape: tuple[int, int, int]) -> None:
     bundle = load_model(name, shape, num_classes=7, width=0.25)
     out = bundle.module(torch.randn(2, *shape))
@@ -27,7 +27,7 @@ def test_zoo_models_take_channels_size_and_classes(name: str, shape: tuple[int, 
 
 
 def test_mobilenetv2_has_depthwise_and_residuals() -> None:
-    module = zoo.build("mobilenetv2", 3, 32, 10)
+    module = zoo.build("mobilenetv2", 3, (32, 32), 10)
     depthwise = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1]
     residual = [m for m in module.modules() if isinstance(m, zoo.InvertedResidual) and m.residual]
     assert depthwise and residual
@@ -93,6 +93,10 @@ def test_zoo_model_round_trip_is_identical(tmp_path: Path) -> None:
         ("lenet5", {"input_shape": (3, 2, 2)}, "does not accept input"),
         ("missing.py:build", {"input_shape": (1, 8, 8)}, "not found"),
         ("thing.py", {"input_shape": (1, 8, 8)}, "name the factory"),
+        ("resnet20", {"width": 0.0}, "width multiplier must be a positive"),
+        ("resnet20", {"width": float("nan")}, "width multiplier must be a positive"),
+        ("resnet20", {"num_classes": 0}, "at least one class"),
+        ("resnet20", {"num_classes": -1}, "at least one class"),
     ],
 )
 def test_bad_model_arguments(spec: str, kwargs: dict, message: str) -> None:

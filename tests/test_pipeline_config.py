@@ -4,6 +4,8 @@ lock its folder."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,10 @@ from edgeprune.pipeline import CONFIG, RunConfig, _open_folder
         ({"trials": 0}, "--trials"),
         ({"target": "1.5x"}, "below 1x"),
         ({"target": "fast"}, "positive number"),
+        ({"target": "nan"}, "positive number"),
+        ({"target": "nanx"}, "positive number"),
+        ({"target": "inf"}, "positive number"),
+        ({"target": "1e999"}, "positive number"),
     ],
 )
 def test_bad_settings_are_refused_up_front(change: dict, message: str) -> None:
@@ -41,3 +47,30 @@ def test_folder_with_finished_work_refuses_other_settings(tmp_path: Path) -> Non
     with pytest.raises(EdgepruneError, match=r"other settings \(target\)"):
         _open_folder(RunConfig(model="resnet20", device="local", target="0.4x", data="digits"), tmp_path)
     _open_folder(RunConfig(model="resnet20", device="local", target="0.5x", data="digits"), tmp_path)  # resumes
+
+
+def test_threads_and_max_rounds_may_change_when_resuming(tmp_path: Path) -> None:
+    """--max-rounds more lets a run that missed its budget go on; --threads changes no result."""
+    _open_folder(RunConfig(model="resnet20", device="local", target="0.5x", data="digits"), tmp_path)
+    (tmp_path / "round-1").mkdir()
+    more = RunConfig(model="resnet20", device="local", target="0.5x", data="digits", max_rounds=5, threads=2)
+    _open_folder(more, tmp_path)
+    assert json.loads((tmp_path / CONFIG).read_text())["max_rounds"] == 5
+    with pytest.raises(EdgepruneError) as error:
+        _open_folder(RunConfig(model="resnet20", device="local", target="0.5x", data="digits", seed=1), tmp_path)
+    assert error.value.message.endswith("other settings (seed)")  # names only what blocks it
+
+
+def test_default_run_folder_is_named_after_a_device_file_not_its_path(tmp_path: Path) -> None:
+    board = tmp_path / "boards" / "my-board.toml"
+    board.parent.mkdir()
+    board.write_text('name = "my-board"\n[target]\nkind = "llvm"\n[tracker]\nhost = "127.0.0.1"\nport = 9\nkey = "b"\n')
+    result = subprocess.run(  # fails on its input (a zoo model needs --data), after opening the run folder
+        [sys.executable, "-m", "edgeprune", "run", "resnet20", "--device", str(board), "--target", "0.5x"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["resnet20-my-board"]

@@ -143,6 +143,20 @@ def test_latency_model_exact_on_grid_interpolated_between(profiled: tuple) -> No
         model.predict_ms(wider.module, wider.input_shape)
 
 
+def test_network_record_without_a_layer_is_an_error_not_a_crash(
+    profiled: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device, bundle, _ = profiled
+    data = json.loads(lut_path(device).read_text())
+    structure = LayerExtractor().slots(bundle.module, bundle.input_shape)[1]
+    del data["networks"][structure]["channels"]["stem.0"]
+    monkeypatch.setenv("EDGEPRUNE_PROFILES_DIR", str(tmp_path))  # a copy: the session's table stays whole
+    lut_path(device).parent.mkdir(parents=True)
+    lut_path(device).write_text(json.dumps(data))
+    with pytest.raises(EdgepruneError, match="lacks layer stem.0"):
+        LatencyModel.for_device(device).predict_ms(bundle.module, bundle.input_shape)
+
+
 def test_second_model_reuses_shared_signatures(profiled: tuple) -> None:
     device, _, _ = profiled
     report = profile_model(tiny(blocks=2), device, **FAST)  # same layer families and widths, new structure
@@ -229,6 +243,18 @@ def test_foreign_or_corrupt_table_is_refused(own_profiles: Path) -> None:
         with pytest.raises(EdgepruneError, match=message) as error:
             LatencyModel.for_device(device)
         assert "edgeprune profile" in str(error.value.hint)
+    entry = {"median_ms": 0.5}
+    network = {"measured_ms": 1.0, "channels": {"conv": [3, 8]}}
+    for change, message in (  # values that parse but would poison every prediction
+        ({"entries": {"conv|3x8": {"median_ms": 0}}}, "not a positive time"),
+        ({"entries": {"conv|3x8": {"median_ms": "NaN"}}}, "not a positive time"),
+        ({"entries": {"conv|3x8": entry}, "networks": {"n": {**network, "measured_ms": -1}}}, "not a positive"),
+        ({"entries": {"conv|3x8": entry}, "networks": {"n": {**network, "channels": {"conv": [0, 8]}}}}, "channels"),
+    ):
+        path.write_text(json.dumps({**data, **change}))
+        with pytest.raises(EdgepruneError, match="malformed") as error:
+            LatencyModel.for_device(device)
+        assert message in error.value.message
     path.write_text(path.read_text()[:40])
     with pytest.raises(EdgepruneError, match="corrupt"):
         LatencyModel.for_device(device)

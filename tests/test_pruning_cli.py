@@ -105,6 +105,7 @@ def test_prune_to_milliseconds_on_the_local_device(
         capsys, "prune", str(other), "--device", "local", "--target-ms", "0.05", "-o", str(tmp_path / "v.pt")
     )
     assert code == 2 and "lacks" in err and "--profile-missing" in err
+    assert f"edgeprune profile {other} --device local" in " ".join(err.split())  # the file, as the user named it
 
 
 @pytest.mark.parametrize(
@@ -121,6 +122,8 @@ def test_prune_to_milliseconds_on_the_local_device(
         (("--target-flops", "50%", "--criterion", "bn", "--method", "global", "--data", "digits"), None),
         (("--target-flops", "50%", "--reuse-search", "/nonexistent.json"), "not found"),
         (("--target-flops", "50%", "--min-keep", "0"), "--min-keep must be in (0, 1]"),
+        (("--target-flops", "50%", "--batch-size", "0"), "--batch-size >= 1"),
+        (("--target-flops", "50%", "--lr", "-1"), "--lr a positive number"),
     ],
 )
 def test_prune_bad_input(
@@ -133,6 +136,11 @@ def test_prune_bad_input(
         return
     assert code == 2 and message in err, err
     assert not output.exists()
+
+
+def test_prune_to_a_folder_is_refused_before_work(baseline: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = run(capsys, "prune", str(baseline), "-o", str(tmp_path), "--target-flops", "50%")
+    assert code == 2 and "is a folder" in err and "pruning" not in err
 
 
 def test_prune_edge_cases(baseline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -107,10 +107,20 @@ def test_ctrl_c_exits_130_and_writes_no_model(tmp_path: Path) -> None:
         (("train", "resnet20", "--data", "cifar10:/nonexistent"), "no CIFAR-10 python batches"),
         (("train", "resnet20", "--data", "mnist"), "unknown data set"),
         (("train", "nosuchnet", "--data", "digits"), "unknown MODEL"),
-        (("train", "resnet20", "--data", "digits", "--epochs", "0"), "must be positive"),
+        (("train", "resnet20", "--data", "digits", "--epochs", "0"), "--epochs must be >= 1"),
+        (("train", "resnet20", "--data", "digits", "--batch-size", "0"), "--batch-size >= 1"),
+        (("train", "resnet20", "--data", "digits", "--lr", "-1"), "--lr a positive number"),
+        (("train", "resnet20", "--data", "digits", "--width", "0"), "width multiplier must be a positive"),
+        (("train", "resnet20", "--data", "digits", "--classes", "0"), "at least one class"),
     ],
 )
 def test_train_bad_input(args: tuple, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, *args, "-o", str(tmp_path / "m.pt"))
     assert code == 2 and message in " ".join(err.split())
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_output_that_is_a_folder_is_refused_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "train", "lenet5", "--data", "digits", "-o", str(tmp_path))
+    assert code == 2 and "is a folder" in err and "training" not in err
+    assert list(tmp_path.iterdir()) == []  # no checkpoint left beside it either

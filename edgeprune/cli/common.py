@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -41,6 +43,15 @@ ModelArg = Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output file that cannot be written before the work that produces it, not after."""
+    if path.is_dir():
+        raise EdgepruneError(f"-o {path} is a folder", hint=f"name a file, e.g. -o {path / 'model.pt'}")
+    folder = next((p for p in path.absolute().parents if p.exists()), Path("/"))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise EdgepruneError(f"cannot write {path}: {folder} is not a writable folder")
 
 
 def fail(error: EdgepruneError) -> NoReturn:

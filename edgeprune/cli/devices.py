@@ -69,7 +69,7 @@ def up(
 
 @farm_app.command("status")
 def status(port: PortOpt = profile.LOCAL_DEFAULT_PORT, as_json: JsonOpt = False) -> None:
-    """Show the tracker's servers per key (free/busy) and the recorded PIDs."""
+    """Show the tracker's servers per key (free/busy) and the recorded PIDs; exit 1 when no tracker answers."""
     info = farm_mod.status(port)
     if as_json:
         print_json({k: info[k] for k in ("running", "tracker", "servers", "pids")})

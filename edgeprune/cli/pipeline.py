@@ -170,7 +170,8 @@ def run_cmd(
         limit=limit,
         threads=threads,
     )
-    _execute(config, run_dir or Path("runs") / f"{Path(model).stem}-{device}", as_json, deploy, trust_new_host)
+    default_dir = Path("runs") / f"{Path(model).stem}-{Path(device).stem}"  # a .toml path: its file name
+    _execute(config, run_dir or default_dir, as_json, deploy, trust_new_host)
 
 
 @app.command("demo")

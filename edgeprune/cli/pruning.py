@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import JsonOpt, ModelArg, ShapeOpt, console, print_json
+from edgeprune.cli.common import JsonOpt, ModelArg, ShapeOpt, check_output, console, print_json
 from edgeprune.errors import EdgepruneError
 
 app = typer.Typer()
@@ -80,8 +80,10 @@ def train_cmd(
     from edgeprune.pruning import TrainSettings, train_bundle
     from edgeprune.pruning.inputs import model_and_data
 
-    if epochs < 1 or batch_size < 1 or lr <= 0 or width <= 0:
-        raise EdgepruneError("--epochs, --batch-size, --lr and --width must be positive")
+    if epochs < 1:
+        raise EdgepruneError("--epochs must be >= 1")
+    TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr).check()
+    check_output(output)
     _set_threads(threads)
     bundle, dataset = model_and_data(model, _shape(input_shape), data, classes, width, seed, data_dir, limit)
     data_spec = dataset.spec
@@ -117,7 +119,7 @@ def _target(target_ms: str | None, target_flops: str | None, target_params: str 
     return parse_target(*given[0])
 
 
-def _predictor(device_name: str | None, kind: str, bundle: Any, profile_missing: bool) -> Any:
+def _predictor(device_name: str | None, kind: str, bundle: Any, profile_missing: bool, model: str) -> Any:
     """The device's latency model: required for --target-ms, used for reporting ms when available."""
     from edgeprune.pruning import LatencyPredictor
 
@@ -129,9 +131,9 @@ def _predictor(device_name: str | None, kind: str, bundle: Any, profile_missing:
 
     device = load_device(device_name)
     if kind == "ms":
-        return LatencyPredictor(device, bundle, profile_missing)
+        return LatencyPredictor(device, bundle, profile_missing, model)
     try:  # only for reporting: a table that cannot predict this model is a note, not a failure
-        predictor = LatencyPredictor(device, bundle, profile_missing)
+        predictor = LatencyPredictor(device, bundle, profile_missing, model)
         predictor.predict_ms(bundle.module, bundle.input_shape)
         return predictor
     except EdgepruneError as error:
@@ -243,12 +245,15 @@ def prune_cmd(
         raise EdgepruneError(f"unknown --method '{method}'", hint=f"choose one of {', '.join(METHODS)}")
     if reuse_search is not None and not reuse_search.is_file():
         raise EdgepruneError(f"--reuse-search file '{reuse_search}' not found")
+    epochs = finetune_epochs if finetune_epochs is not None else (10 if method == "pai" else 5)
+    TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr).check()
+    check_output(output)
     _set_threads(threads)
     bundle, dataset = model_and_data(model, _shape(input_shape), data, None, width, seed, data_dir, limit)
     data_spec = dataset.spec
     if not bundle.trained and method != "pai":
         console.print(f"[yellow]note:[/] {bundle.name} is untrained; train it first for meaningful accuracy")
-    predictor = _predictor(device, target.kind, bundle, profile_missing)
+    predictor = _predictor(device, target.kind, bundle, profile_missing, model)
 
     learned_file = _sidecar(output, ".legr.json")
     reuse = reuse_search
@@ -264,7 +269,6 @@ def prune_cmd(
             console.print(f"reusing the learned (alpha, kappa) in {learned_file} (--new-search to search again)")
         else:
             console.print(f"[yellow]note:[/] not reusing {learned_file}: {problem}", highlight=False)
-    epochs = finetune_epochs if finetune_epochs is not None else (10 if method == "pai" else 5)
     settings = PruneSettings(
         method=method,
         criterion=criterion,

@@ -58,6 +58,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise EdgepruneError(f"'{path}' is not an unsigned-byte IDX file")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise EdgepruneError(f"'{path}' is truncated: its header names {ndim} dimensions but the file ends first")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -100,10 +102,13 @@ def _unpickle(path: Path) -> dict:
 
 def _cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     batch = _unpickle(path)
-    data, labels = batch.get(b"data"), batch.get(b"labels")
+    data, labels = (batch.get(b"data"), batch.get(b"labels")) if isinstance(batch, dict) else (None, None)
     if data is None or labels is None:
         raise EdgepruneError(f"'{path}' is not a CIFAR-10 python batch (no data/labels)")
-    images = torch.from_numpy(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
+    pixels = np.asarray(data, dtype=np.uint8)
+    if pixels.size % (3 * 32 * 32) or pixels.size // (3 * 32 * 32) != len(labels):
+        raise EdgepruneError(f"'{path}' is damaged: {pixels.size} pixel values for {len(labels)} labels")
+    images = torch.from_numpy(pixels.reshape(-1, 3, 32, 32).copy())
     return images, torch.tensor(labels, dtype=torch.int64)
 
 

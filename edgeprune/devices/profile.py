@@ -230,13 +230,20 @@ def _parse_ssh(r: _Reader) -> SSHConfig | None:
     port = r.get("ssh.port", int, required=False, default=22)
     if not 0 < port < 65536:
         raise r.fail("ssh.port", f"port {port} out of range")
+    key_file = r.get("ssh.key_file", str, required=False)
     return SSHConfig(
         host=r.get("ssh.host", str),
         user=r.get("ssh.user", str),
         port=port,
-        key_file=r.get("ssh.key_file", str, required=False),
-        known_hosts=r.get("ssh.known_hosts", str, required=False, default="~/.ssh/known_hosts"),
+        key_file=_beside(r.path, key_file) if key_file else None,
+        known_hosts=_beside(r.path, r.get("ssh.known_hosts", str, required=False, default="~/.ssh/known_hosts")),
     )
+
+
+def _beside(profile: Path, path: str) -> str:
+    """A relative path in a profile means a file next to the profile, wherever edgeprune is run from."""
+    expanded = Path(path).expanduser()
+    return str(expanded if expanded.is_absolute() else profile.absolute().parent / expanded)
 
 
 def load_profile(path: str | os.PathLike[str]) -> DeviceProfile:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,15 @@ def load_model(
     width: float = 1.0,
 ) -> ModelBundle:
     """Resolve a MODEL argument to a bundle; the module is always an fx GraphModule."""
+    if not (math.isfinite(width) and width > 0):
+        raise EdgepruneError(f"--width {width}: the width multiplier must be a positive number")
+    if num_classes is not None and num_classes < 1:
+        raise EdgepruneError(f"--classes {num_classes}: a classifier needs at least one class")
     path = Path(spec)
     if spec in zoo.ZOO:
         shape = input_shape or DEFAULT_INPUT_SHAPE
         classes = num_classes or DEFAULT_CLASSES
-        module = zoo.build(spec, shape[0], shape[1], classes, width)
+        module = zoo.build(spec, shape[0], (shape[1], shape[2]), classes, width)
         meta = {"arch": spec, "width": width, "trained": False, "source": f"zoo:{spec}"}
     elif spec.endswith(".py") or (".py:" in spec):
         if not spec.rpartition(":")[2] or spec.endswith(".py"):

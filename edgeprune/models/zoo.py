@@ -1,7 +1,7 @@
 """The model zoo, written here (torchvision does not import beside this torch): small CNNs sized for boards.
 
-Every builder takes the input channels, the input size and the class count, plus a width multiplier, and
-ends in global pooling or a size-derived flatten, so any input size from 8x8 up works.
+Every builder takes the input channels, the input height and width and the class count, plus a width
+multiplier, and ends in global pooling or a size-derived flatten, so any input size from 8x8 up works.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def _c(channels: int, width: float) -> int:
 
 
 class LeNet5(nn.Module):
-    def __init__(self, in_channels: int, input_size: int, num_classes: int, width: float = 1.0) -> None:
+    def __init__(self, in_channels: int, input_hw: tuple[int, int], num_classes: int, width: float = 1.0) -> None:
         super().__init__()
         c1, c2 = _c(6, width), _c(16, width)
         self.features = nn.Sequential(
@@ -28,10 +28,10 @@ class LeNet5(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         )
-        side = input_size // 4
+        height, width_px = (side // 4 for side in input_hw)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c2 * side * side, _c(120, width)),
+            nn.Linear(c2 * height * width_px, _c(120, width)),
             nn.ReLU(inplace=True),
             nn.Linear(_c(120, width), _c(84, width)),
             nn.ReLU(inplace=True),
@@ -138,10 +138,10 @@ class VGG11(nn.Module):
 
     CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
-    def __init__(self, in_channels: int, input_size: int, num_classes: int, width: float = 1.0) -> None:
+    def __init__(self, in_channels: int, input_hw: tuple[int, int], num_classes: int, width: float = 1.0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        cin, side = in_channels, input_size
+        cin, side = in_channels, min(input_hw)
         for item in self.CFG:
             if item == "M":
                 if side >= 2:
@@ -159,7 +159,7 @@ class VGG11(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-Builder = Callable[[int, int, int, float], nn.Module]
+Builder = Callable[[int, tuple[int, int], int, float], nn.Module]
 
 ZOO: dict[str, Builder] = {
     "lenet5": lambda c, s, n, w: LeNet5(c, s, n, w),
@@ -171,9 +171,9 @@ ZOO: dict[str, Builder] = {
 
 
 def build(
-    name: str, in_channels: int = 3, input_size: int = 32, num_classes: int = 10, width: float = 1.0
+    name: str, in_channels: int = 3, input_hw: tuple[int, int] = (32, 32), num_classes: int = 10, width: float = 1.0
 ) -> nn.Module:
     """Build a zoo model by name with freshly initialised weights."""
     if name not in ZOO:
         raise KeyError(name)
-    return ZOO[name](in_channels, input_size, num_classes, width)
+    return ZOO[name](in_channels, input_hw, num_classes, width)

@@ -171,6 +171,12 @@ class LatencyModel:
                 return None
             total = 0.0
             for layer in layers:
+                if layer.name not in network["channels"]:
+                    raise EdgepruneError(
+                        f"latency table {self.table.path} is malformed: its record of network {structure} "
+                        f"lacks layer {layer.name}",
+                        hint=f"move it away and run `edgeprune profile MODEL --device {self.table.device}` again",
+                    )
                 cin, cout = network["channels"][layer.name]
                 point = self._layer_time(Layer(layer.slot, cin, cout))
                 if point is None:

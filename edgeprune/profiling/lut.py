@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,6 +58,13 @@ def split_key(key: str) -> tuple[str, int, int]:
     family, _, channels = key.rpartition("|")
     cin, _, cout = channels.partition("x")
     return family, int(cin), int(cout)
+
+
+def _positive_ms(value: Any, what: str) -> None:
+    """A time the model divides by and sums: NaN, infinite, zero or negative would poison every prediction."""
+    ms = float(value)
+    if not (math.isfinite(ms) and ms > 0):
+        raise ValueError(f"{what}: {value!r} ms is not a positive time")
 
 
 @dataclass
@@ -115,10 +123,12 @@ class LatencyTable:
             )
             for key, entry in table.entries.items():
                 split_key(key)
-                float(entry["median_ms"])
-            for network in table.networks.values():
-                float(network["measured_ms"])
-                dict(network["channels"])
+                _positive_ms(entry["median_ms"], f"entry {key}")
+            for name, network in table.networks.items():
+                _positive_ms(network["measured_ms"], f"network {name}")
+                for layer, (cin, cout) in dict(network["channels"]).items():
+                    if not (isinstance(cin, int) and isinstance(cout, int) and cin > 0 and cout > 0):
+                        raise ValueError(f"network {name}: layer {layer} has channels {cin}, {cout}")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EdgepruneError(f"latency table {path} is malformed: {type(exc).__name__}: {exc}", hint=rerun) from exc
         return table

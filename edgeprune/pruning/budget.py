@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,10 +77,13 @@ def format_cost(kind: str, value: float | None) -> str:
 class LatencyPredictor:
     """The device's latency model, with the 'LUT lacks entries' case turned into advice or a profiling run."""
 
-    def __init__(self, device: Any, bundle: Any = None, profile_missing: bool = False) -> None:
+    def __init__(
+        self, device: Any, bundle: Any = None, profile_missing: bool = False, model_arg: str | None = None
+    ) -> None:
         self.device = device
         self.bundle = bundle
         self.profile_missing = profile_missing
+        self.model_arg = model_arg  # what the user called the model, for the hint to profile it
         self.model = self._load()
 
     def _load(self) -> Any:
@@ -97,11 +101,11 @@ class LatencyPredictor:
         profile_model(ModelBundle(module, input_shape, self.bundle.num_classes, dict(self.bundle.meta)), self.device)
 
     def _missing(self, exc: Exception) -> EdgepruneError:
-        name = self.bundle.name if self.bundle is not None else "MODEL"
-        message = getattr(exc, "message", str(exc))
+        model = shlex.quote(self.model_arg) if self.model_arg else "MODEL"
         return EdgepruneError(
-            f"the latency table of device '{self.device.name}' lacks entries for this model: {message}",
-            hint=f"run `edgeprune profile {name} --device {self.device.name}` first, or pass --profile-missing",
+            getattr(exc, "message", str(exc)),
+            hint=f"run `edgeprune profile {model} --device {self.device.name}` first (it measures only what is "
+            "missing), or pass --profile-missing",
         )
 
     def _call(self, method: str, module: nn.Module, input_shape: tuple[int, int, int]) -> Any:

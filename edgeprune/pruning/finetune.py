@@ -7,6 +7,7 @@ shuffling generator after every epoch, and a rerun with the same fingerprint con
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 
 from edgeprune import atomic
 from edgeprune.data import Dataset, Split
+from edgeprune.errors import EdgepruneError
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,13 @@ class TrainSettings:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
+
+    def check(self) -> None:
+        """Before any work: a zero batch or a negative rate would fail deep inside torch, minutes later."""
+        if self.epochs < 0 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
+            raise EdgepruneError("epochs must be >= 0, --batch-size >= 1 and --lr a positive number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise EdgepruneError("weight decay must be >= 0")
 
 
 def initialize(module: nn.Module, seed: int) -> None:

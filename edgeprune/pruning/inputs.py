@@ -42,4 +42,4 @@ def model_and_data(
         raise EdgepruneError("pass --data: the data set to train and evaluate on")
     shape = shape or native_shape(data_spec)
     dataset = load_dataset(data_spec, shape, seed, data_dir, limit)
-    return load_model(model, shape, classes or dataset.num_classes, width), dataset
+    return load_model(model, shape, dataset.num_classes if classes is None else classes, width), dataset

@@ -67,8 +67,9 @@ class PruneSettings:
             raise EdgepruneError(
                 f"unknown criterion '{self.criterion}'", hint=f"choose one of {', '.join(criteria.CRITERIA)}"
             )
-        if self.rounds < 1 or self.round_epochs < 0 or self.finetune.epochs < 0:
+        if self.rounds < 1 or self.round_epochs < 0:
             raise EdgepruneError("--rounds must be >= 1 and epoch counts >= 0")
+        self.finetune.check()
         if self.reuse_search is not None and self.method != "legr":
             raise EdgepruneError("--reuse-search applies to --method legr only")
         if self.method == "legr":
