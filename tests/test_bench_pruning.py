@@ -64,3 +64,9 @@ def test_a_success_replaces_the_failure_recorded_for_its_row(tmp_path: Path) -> 
     runner.record(row)
     assert bench.read_failures(out) == []
     assert "found no model" not in out.with_suffix(".md").read_text()
+
+
+def test_iterative_methods_spend_their_round_epochs_from_the_common_budget() -> None:
+    bench = _tool()
+    assert [bench.iterative_rounds("aiap", b) for b in (1, 2, 3, 5)] == [1, 2, 3, 3]
+    assert bench.iterative_rounds("iap", 3) == 3 and bench.iterative_rounds("legr", 3) == 1
