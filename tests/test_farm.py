@@ -56,6 +56,17 @@ def test_session_runs_remote_kernel(local_farm) -> None:
     assert result["connect_ms"] > 0 and result["roundtrip_ms"] > 0
 
 
+def test_each_server_listens_in_a_port_range_of_its_own(local_farm) -> None:
+    """Two servers probing one range could both bind a port and one then fail to listen (seen in CI)."""
+    port = local_farm.tracker_port
+    logs = farm.state_dir() / f"farm-{port}-logs"
+    span = farm.SERVER_PORT_RANGE // 2
+    for index in range(2):
+        bound = [int(line.rsplit(":", 1)[1]) for line in (logs / f"server-{index}.log").read_text().splitlines()
+                 if "bind to" in line]  # fmt: skip
+        assert len(bound) == 1 and port + 1 + index * span <= bound[0] < port + 1 + (index + 1) * span
+
+
 def test_second_farm_on_same_port_refused(local_farm) -> None:
     with pytest.raises(EdgepruneError, match="already"):
         farm.up(servers=1, port=local_farm.tracker_port, key="local")

@@ -88,7 +88,11 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> 
 def test_ctrl_c_exits_130_and_writes_no_model(tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
     command = [sys.executable, "-m", "edgeprune", "train", "lenet5", "--data", "digits", "--epochs", "500", "-o"]
-    process = subprocess.Popen([*command, str(out)], stderr=subprocess.PIPE, text=True)
+
+    def as_in_a_terminal() -> None:  # a background job (CI under nohup) inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen([*command, str(out)], stderr=subprocess.PIPE, text=True, preexec_fn=as_in_a_terminal)
     assert process.stderr is not None
     while "training lenet5" not in process.stderr.readline():  # started: the data is loaded, epochs run
         assert process.poll() is None

@@ -24,6 +24,8 @@ from edgeprune.errors import EdgepruneError
 
 HOST = "127.0.0.1"  # the farm never listens beyond loopback
 START_TIMEOUT_S = 90.0
+SERVER_PORT_RANGE = 1000  # the servers' ports: above the tracker's, split evenly between them
+MAX_SERVERS = 50
 
 
 @dataclass
@@ -103,8 +105,8 @@ def _stop_pids(pids: list[int], timeout: float = 10.0) -> None:
 
 def up(servers: int = 1, port: int = 9190, key: str = LOCAL, timeout: float = START_TIMEOUT_S) -> FarmState:
     """Start a tracker on 127.0.0.1:`port` and `servers` servers under `key`; return once all are free."""
-    if servers < 1:
-        raise EdgepruneError("--servers must be at least 1")
+    if not 1 <= servers <= MAX_SERVERS:
+        raise EdgepruneError(f"--servers must be between 1 and {MAX_SERVERS}")
     existing = read_state(port)
     if existing and any(_is_rpc_process(p) for p in existing.pids):
         raise EdgepruneError(
@@ -124,17 +126,19 @@ def up(servers: int = 1, port: int = 9190, key: str = LOCAL, timeout: float = ST
     atomic.write_json(state_path(port), asdict(state))
     try:
         _wait_tracker(port, timeout)
+        span = SERVER_PORT_RANGE // servers
         for index in range(servers):
-            state.server_pids.append(
+            first = port + 1 + index * span  # a range of its own: TVM's server retries a port it cannot bind,
+            state.server_pids.append(  # but not one it bound and then could not listen on (a sibling took it)
                 _spawn(
                     [
                         "tvm.exec.rpc_server",
                         "--host",
                         HOST,
                         "--port",
-                        str(port + 1),
+                        str(first),
                         "--port-end",
-                        str(port + 1000),
+                        str(first + span),  # exclusive
                         "--tracker",
                         f"{HOST}:{port}",
                         "--key",
