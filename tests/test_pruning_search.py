@@ -109,3 +109,17 @@ def test_learned_file_is_reused_only_for_its_model(case, digits, tmp_path: Path)
 def test_bad_search_settings(change: dict, message: str) -> None:
     with pytest.raises(EdgepruneError, match=message):
         SearchSettings(**{**TINY.__dict__, **change}).check()
+
+
+def test_batchnorm_statistics_are_recomputed_from_the_batches() -> None:
+    from edgeprune.pruning.finetune import recalibrate_batchnorm
+
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(16, 3, 4, 4, generator=generator) * 2 + 5 for _ in range(3)]
+    module = nn.Sequential(nn.BatchNorm2d(3)).eval()
+    module[0].running_mean.fill_(-100.0)  # as stale as after removing the channels feeding it
+    recalibrate_batchnorm(module, [(x, torch.zeros(16)) for x in inputs])
+    everything = torch.cat(inputs).transpose(0, 1).flatten(1)
+    torch.testing.assert_close(module[0].running_mean, everything.mean(1), rtol=0, atol=1e-4)
+    torch.testing.assert_close(module[0].running_var, everything.var(1), rtol=1e-2, atol=0)
+    assert module[0].momentum == 0.1 and not module.training  # the module is left as it was found

@@ -91,6 +91,30 @@ def train_steps(
     module.eval()
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(module: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Recompute every BatchNorm's running statistics from `batches` (forward passes only, equal weights).
+
+    After channels are removed, the next layers' activations no longer match the statistics the unpruned
+    network collected, and a few fine-tuning steps (momentum 0.1) replace only part of them: scored in eval
+    mode, a candidate is then judged by that mismatch more than by what it can still learn. Fresh statistics
+    ("adaptive BN", EagleEye, ECCV 2020) make a short evaluation track the accuracy after fine-tuning."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or not batches:
+        return
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+    was_training = module.training
+    module.train()
+    for inputs, _ in batches:
+        module(inputs)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    module.train(was_training)
+
+
 @contextlib.contextmanager
 def _task(progress: Progress | None, description: str, total: int) -> Iterator[Callable[..., None]]:
     if progress is None:

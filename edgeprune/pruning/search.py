@@ -5,7 +5,8 @@ kappa = N(0, std of the group's scores)). Each generation samples `sample_size` 
 on a share of its groups (alpha's step size decays over the generations), scores the child and retires the
 oldest member. A candidate's score (lower is better) is the validation loss after ranking with its
 (alpha, kappa), removing the channels, and fine-tuning `steps` Adam steps on batches drawn once for the
-whole search, so candidates are compared on equal terms.
+whole search, so candidates are compared on equal terms; BatchNorm statistics are then recomputed on those
+batches, since a few steps leave most of the unpruned network's statistics in place.
 
 Candidates are pruned by masking (the removed filters and their BatchNorm scale and shift held at zero),
 which computes the same function as surgery with ReLU-family activations at none of its cost.
@@ -32,7 +33,7 @@ from edgeprune import atomic
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import Budget
-from edgeprune.pruning.finetune import loss_on, train_steps
+from edgeprune.pruning.finetune import loss_on, recalibrate_batchnorm, train_steps
 from edgeprune.pruning.groups import Structure
 from edgeprune.pruning.ranking import Counts, rank
 
@@ -270,6 +271,7 @@ def search(
                 work.load_state_dict(original)
                 masks.set(plan.keep, sizes)
                 train_steps(work, batches, settings.lr, after_step=masks.apply)
+                recalibrate_batchnorm(work, batches)
                 seen[key] = loss_on(work, val_inputs, val_labels)
                 costs[key] = budget.cost(plan.counts())
             fitness = seen[key]
