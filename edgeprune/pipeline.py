@@ -28,6 +28,7 @@ CONFIG = "config.json"
 SUMMARY = "summary.json"
 
 
+MAX_MARGIN = 0.10  # the closed loop's safety margin below a missed target, at most
 RESUMABLE = {"threads", "max_rounds"}  # run settings a resumed run may change
 
 
@@ -253,6 +254,17 @@ def _prune_round(run: Run, bundle: Any, data: Any, lut: Any, target_ms: float, s
     return pruned
 
 
+def corrected_scale(scale: float, lut_ms: float, measured_ms: float, spread_ms: float, drift: float) -> float:
+    """The LUT factor for the next round after a miss: what the device measured over what the LUT predicted.
+
+    `drift` is how much slower the unpruned network measures now than at first; dividing by it compares the
+    pruned network as if measured then. The next round aims a little below: by twice the measurement's spread,
+    at most MAX_MARGIN (a busy machine can spread 10-30%, and a margin that size over-prunes or puts the target
+    out of reach). The factor never drops within the loop: a round missed with it already."""
+    margin = 1 + min(2 * spread_ms / measured_ms, MAX_MARGIN)
+    return max(scale, measured_ms / drift / lut_ms * margin)
+
+
 def _closed_loop(run: Run, bundle: Any, data: Any, lut: Any, original_ms: float, target_ms: float) -> list[Round]:
     """Prune, compile, measure; while the device misses the target, correct the LUT by what it measured.
 
@@ -287,9 +299,7 @@ def _closed_loop(run: Run, bundle: Any, data: Any, lut: Any, original_ms: float,
         )
         if meets:
             break
-        comparable = measured * original_ms / baseline_ms  # as if measured when the original was
-        noise = 1 + 2 * verified["measured_spread_ms"] / measured
-        scale = max(scale, comparable / lut_ms * noise)
+        scale = corrected_scale(scale, lut_ms, measured, verified["measured_spread_ms"], baseline_ms / original_ms)
         rounds[-1].correction = scale
         run.say(
             f"round {index}: measured {measured:.3f} ms > target {round_target:.3f} ms "
