@@ -176,7 +176,7 @@ class Bench:
         self.failures = [f for f in self.failures if not same_row(f, row)]
         atomic.write_json(self.out, self.rows)
         atomic.write_json(failures_path(self.out), self.failures)
-        write_report(self.rows, self.out)
+        write_report(self.rows, self.out, self.failures)
 
     def record_failure(self, model: str, method: str, fraction: float, reason: str) -> None:
         """A method that found no model for a target is a result too; a later success replaces it."""
@@ -186,7 +186,7 @@ class Bench:
         failure.update(dataset=self.plan.data, plan=asdict(self.plan))
         self.failures = [f for f in self.failures if not same_row(f, failure)] + [failure]
         atomic.write_json(failures_path(self.out), self.failures)
-        write_report(self.rows, self.out)
+        write_report(self.rows, self.out, self.failures)
 
     def tag(self, model: str) -> str:
         """What identifies a baseline (and the work done on it) in the cache."""
@@ -471,11 +471,11 @@ def same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a[f] == b[f] for f in fields) and a["plan"]["width"] == b["plan"]["width"]
 
 
-def write_report(rows: list[dict[str, Any]], out: Path) -> None:
-    """The markdown table and the plot beside the results file."""
+def write_report(rows: list[dict[str, Any]], out: Path, failures: list[dict[str, Any]] | None = None) -> None:
+    """The markdown table and the plot beside the results file (failures: the ones recorded beside it)."""
     from edgeprune import atomic
 
-    atomic.write_text(out.with_suffix(".md"), markdown(rows, read_failures(out)))
+    atomic.write_text(out.with_suffix(".md"), markdown(rows, read_failures(out) if failures is None else failures))
     plot(rows, out.with_suffix(".png"))
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from edgeprune.devices.profile import DeviceProfile
 from edgeprune.errors import EdgepruneError
-from edgeprune.profiling.lut import LatencyTable, lut_path, split_key
+from edgeprune.profiling.lut import LatencyTable, lut_path, remeasure_hint, split_key
 from edgeprune.profiling.signature import DEPTHWISE, Layer, LayerExtractor
 
 
@@ -175,7 +175,7 @@ class LatencyModel:
                     raise EdgepruneError(
                         f"latency table {self.table.path} is malformed: its record of network {structure} "
                         f"lacks layer {layer.name}",
-                        hint=f"move it away and run `edgeprune profile MODEL --device {self.table.device}` again",
+                        hint=remeasure_hint(self.table.path, self.table.device),
                     )
                 cin, cout = network["channels"][layer.name]
                 point = self._layer_time(Layer(layer.slot, cin, cout))

@@ -60,6 +60,11 @@ def split_key(key: str) -> tuple[str, int, int]:
     return family, int(cin), int(cout)
 
 
+def remeasure_hint(path: Path, device: str) -> str:
+    """What to do about a table that cannot be used."""
+    return f"move {path} away and run `edgeprune profile MODEL --device {device}` to measure a new one"
+
+
 def _positive_ms(value: Any, what: str) -> None:
     """A time the model divides by and sums: NaN, infinite, zero or negative would poison every prediction."""
     ms = float(value)
@@ -89,7 +94,7 @@ class LatencyTable:
         path = lut_path(device)
         if not path.exists():
             return None
-        rerun = f"move {path} away and run `edgeprune profile MODEL --device {device.name}` to measure a new one"
+        rerun = remeasure_hint(path, device.name)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
