@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,8 +87,6 @@ def test_missing_tracker_is_a_fast_clear_error(
 
 
 def test_unknown_key_names_key_and_known_keys(local_farm) -> None:
-    from dataclasses import replace
-
     wrong = replace(local_farm, key="no-such-key")
     with pytest.raises(EdgepruneError) as info:
         rpc.request_session(wrong, timeout=3)
@@ -100,3 +101,47 @@ def test_devices_check_error_exits_nonzero(isolated_env: pytest.MonkeyPatch, tmp
     result = cli("devices", "check", str(profile), "--timeout", "2")
     assert result.returncode == 2
     assert "not reachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def _runtime_only_server(tracker_port: int, key: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """An rpc_server started the way a board runs it: the TVM runtime library alone (`TVM_USE_RUNTIME_LIB=1`)."""
+    first = free_port()
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(first),
+             "--port-end", str(first + 100), "--tracker", f"127.0.0.1:{tracker_port}", "--key", key, *extra],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, TVM_USE_RUNTIME_LIB="1"),
+        )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def test_check_fails_on_a_runtime_only_server_without_the_extra_library(
+    local_farm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a real board hit: `devices check` passed, then tuning found no input filler on the server."""
+    import tvm
+
+    port = local_farm.tracker_port
+    bare = _runtime_only_server(port, "runtime-only", tmp_path / "bare.log")
+    try:
+        rpc.wait_for_servers("127.0.0.1", port, "runtime-only", 1, 60)
+        monkeypatch.setenv("EDGEPRUNE_LOCAL_KEY", "runtime-only")
+        check = cli("devices", "check", "local")
+        assert check.returncode != 0 and "Traceback" not in check.stderr
+        assert rpc.MEASURE_FILL in check.stderr and "--load-library" in check.stderr
+    finally:
+        _stop(bare)
+
+    extra = str(Path(tvm.__file__).parent / "lib" / "libtvm_runtime_extra.so")
+    full = _runtime_only_server(port, "runtime-extra", tmp_path / "extra.log", "--load-library", extra)
+    try:
+        rpc.wait_for_servers("127.0.0.1", port, "runtime-extra", 1, 60)
+        result = rpc.check_device(replace(local_farm, key="runtime-extra"), timeout=30)
+        assert result["roundtrip_ms"] > 0
+    finally:
+        _stop(full)

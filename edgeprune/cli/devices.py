@@ -42,7 +42,10 @@ def check(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the tracker and a free server.")] = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Request a session from the device's tracker and run a tiny kernel there; print the round trip."""
+    """Request a session from the device's tracker, run a tiny kernel and the input filler tuning calls there.
+
+    Prints the round trip; fails (exit 2) where `profile` or `compile` could not measure on the device.
+    """
     device = profile.load_device(name)
     with farm_mod.ensure_farm(device):
         result = rpc.check_device(device, timeout=timeout)
