@@ -27,6 +27,14 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and b"tvm.exec.rpc_" in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
+def running_in_groups(groups: list[int]) -> list[str]:
+    """`ps` lines of processes in `groups` that have not exited (zombies have: they hold no port or memory)."""
+    table = subprocess.run(["ps", "-e", "-o", "pid=,pgid=,stat=,args="], capture_output=True, text=True).stdout
+    return [
+        line for line in table.splitlines() if int(line.split()[1]) in groups and not line.split()[2].startswith("Z")
+    ]
+
+
 def test_farm_lifecycle_through_cli(isolated_env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     up = cli("farm", "up", "--servers", "2", "--port", str(port), "--key", "lifecycle")
@@ -47,11 +55,26 @@ def test_farm_lifecycle_through_cli(isolated_env: pytest.MonkeyPatch, monkeypatc
 
     down = cli("farm", "down", "--port", str(port))
     assert down.returncode == 0, down.stderr
-    deadline = time.monotonic() + 10
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(alive(p) for p in pids)
-    assert cli("farm", "status", "--port", str(port)).returncode != 0
+    assert "all exited" in down.stderr and "SIGKILL" not in down.stderr  # the console writes to stderr
+    assert running_in_groups(pids) == []  # at once: `down` returns when tracker, servers and workers are gone
+    after = cli("farm", "status", "--port", str(port), "--json")
+    assert after.returncode != 0
+    assert json.loads(after.stdout)["pids"] == [] and json.loads(after.stdout)["running"] is False
+
+
+def test_down_kills_processes_that_ignore_sigterm(isolated_env: pytest.MonkeyPatch) -> None:
+    """Processes still running at the deadline are killed, and `down` says which, instead of leaving them."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited through fork and exec by the farm
+    try:
+        state = farm.up(servers=1, port=free_port(), key="deaf")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    start = time.monotonic()
+    stopped = farm.down(state.port, timeout=2.0)
+    assert 2.0 <= time.monotonic() - start < 15
+    assert stopped == {"pids": state.pids, "killed": list(reversed(state.pids))}
+    assert running_in_groups(state.pids) == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in state.pids)  # started here, so `down` reaped them
 
 
 def test_session_runs_remote_kernel(local_farm) -> None:

@@ -88,6 +88,11 @@ def status(port: PortOpt = profile.LOCAL_DEFAULT_PORT, as_json: JsonOpt = False)
 
 @farm_app.command("down")
 def down(port: PortOpt = profile.LOCAL_DEFAULT_PORT) -> None:
-    """Stop exactly the processes `farm up` started on this port."""
-    pids = farm_mod.down(port)
-    console.print(f"[green]farm down[/] stopped pids {pids}")
+    """Stop exactly the processes `farm up` started on this port; returns once they and their workers are gone."""
+    stopped = farm_mod.down(port)
+    if stopped["killed"]:
+        console.print(
+            f"[yellow]note:[/] pids {stopped['killed']} ignored SIGTERM for {farm_mod.STOP_TIMEOUT_S:.0f} s and "
+            "were killed (SIGKILL)"
+        )
+    console.print(f"[green]farm down[/] stopped pids {stopped['pids']}: all exited")
