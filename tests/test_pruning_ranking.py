@@ -37,9 +37,19 @@ def test_parse_target() -> None:
     assert parse_target("params", "20k").value == 20000
     assert parse_target("flops", "50%") == Target("flops", 0.5, relative=True)
     assert parse_target("ms", "2.5").value == 2.5
-    for kind, text in (("ms", "5M"), ("ms", "-1"), ("flops", "lots"), ("params", "150%"), ("ms", "0")):
-        with pytest.raises(EdgepruneError):
+    for kind, text, message in (
+        ("ms", "5M", "'5M' is not a number: a target must be a positive number of milliseconds"),
+        ("ms", "-1", "--target-ms -1: a target must be a positive number of milliseconds"),  # not "not a number"
+        ("ms", "0", "a target must be a positive number of milliseconds"),
+        ("ms", "1e999", "a target must be a positive number of milliseconds"),
+        ("flops", "-5", "--target-flops -5: a target must be a positive number of FLOPs"),
+        ("flops", "lots", "'lots' is not a number"),
+        ("params", "-1k", "--target-params -1k: a target must be a positive number of parameters"),
+        ("params", "150%", "a percentage must be in (0, 100]"),
+    ):
+        with pytest.raises(EdgepruneError) as error:
             parse_target(kind, text)
+        assert message in error.value.message
 
 
 def test_global_ranking_meets_flops_with_the_fewest_removals(resnet) -> None:
