@@ -111,12 +111,13 @@ def test_unreachable_and_already_met_targets(resnet) -> None:
     tight = bind(Target("flops", 1000.0), module, structure)
     floor = ranking.minimum_counts(structure.sizes(), tight.steps, floor_ratio)
     with pytest.raises(ranking.BudgetUnreachable) as info:
-        ranking.check_reachable(tight, floor, floor_ratio)
+        ranking.check_reachable(tight, floor_ratio)
     minimum = tight.cost(floor)
+    assert ranking.smallest_reachable(tight, floor_ratio) == minimum
     assert info.value.minimum == minimum and f"{minimum / 1e3:.3g}k flops" in info.value.message
     assert "--min-keep" in (info.value.hint or "")
     loose = bind(Target("params", 1e9), module, structure)
-    assert ranking.check_reachable(loose, floor, floor_ratio) is False
+    assert ranking.check_reachable(loose, floor_ratio) is False
 
 
 def test_uniform_cuts_every_group_by_the_same_share(resnet) -> None:
