@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -70,7 +71,13 @@ def test_down_kills_processes_that_ignore_sigterm(isolated_env: pytest.MonkeyPat
     finally:
         signal.signal(signal.SIGTERM, previous)
     start = time.monotonic()
-    stopped = farm.down(state.port, timeout=2.0)
+    try:
+        stopped = farm.down(state.port, timeout=2.0)
+    except BaseException:  # a failed `down` must not leave processes that ignore SIGTERM behind
+        for pid in state.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        raise
     assert 2.0 <= time.monotonic() - start < 15
     assert stopped == {"pids": state.pids, "killed": list(reversed(state.pids))}
     assert running_in_groups(state.pids) == []
