@@ -127,7 +127,7 @@ class _Pruner:
         train(module, self.data, settings, self.generator, self.progress, checkpoint, fingerprint, description)
 
     def run(self) -> Outcome:
-        if not ranking.check_reachable(self.budget, self.floor, self.settings.min_keep):
+        if not ranking.check_reachable(self.budget, self.settings.min_keep):
             note = f"the model already meets {self.budget.describe()} ({self.budget.describe(self.budget.full())})"
             return Outcome(copy.deepcopy(self.module), self.structure, self.budget, unchanged=True, notes=[note])
         method = self.settings.method
