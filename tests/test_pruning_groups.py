@@ -65,9 +65,9 @@ def _silence(module: nn.Module, structure: groups.Structure, name: str, channels
     ("arch", "shape", "width", "pick"),
     [
         ("resnet20", (1, 8, 8), 0.5, "stem.0"),  # the residual stream of stage 1: stem + every block's conv2
-        ("resnet20", (1, 8, 8), 0.5, "layers.6.shortcut.0"),  # stage 3 stream with a 1x1 shortcut conv
-        ("mobilenetv2", (3, 8, 8), 0.25, "features.10.block.3"),  # expand 1x1 + depthwise 3x3 + BNs
-        ("mobilenetv2", (3, 8, 8), 0.25, "features.8.block.6"),  # projections summed by residual adds
+        ("resnet20", (1, 8, 8), 0.5, "layers.6.conv2"),  # stage 3 stream, its first block with a 1x1 shortcut conv
+        ("mobilenetv2", (3, 8, 8), 0.25, "features.10.block.0"),  # expand 1x1 + depthwise 3x3 + BNs
+        ("mobilenetv2", (3, 8, 8), 0.25, "features.9.block.6"),  # projections summed by residual adds
         ("lenet5", (1, 16, 16), 0.5, "features.3"),  # conv -> flatten -> linear
     ],
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeprune.pruning.groups import Structure, layer_widths
+from edgeprune.pruning.groups import Structure, layer_widths, norm_width
 
 
 def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:
@@ -24,7 +24,7 @@ def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:
         params += width_out * per_output + (width_out if layer.bias else 0)
     for norm in structure.norms.values():
         if norm.affine:
-            params += 2 * (counts.get(norm.group, norm.channels) if norm.group else norm.channels)
+            params += 2 * norm_width(norm, counts, structure)
     return flops, params
 
 
