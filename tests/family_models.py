@@ -146,15 +146,15 @@ class DualPathNet(nn.Module):
 
 
 class SepConv(nn.Module):
-    """Separable convolution: depthwise kxk then pointwise 1x1, each with BatchNorm."""
+    """A separable convolution written as NAS-cell code often does: one conv with a group per input channel
+    (depthwise when the widths match, a channel multiplier when the cell widens), then BatchNorm."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
         super().__init__()
-        self.depthwise = conv_bn(cin, cin, kernel, stride, groups=cin, relu=False)
-        self.pointwise = conv_bn(cin, cout, relu=False)
+        self.conv = conv_bn(cin, cout, kernel, stride, groups=cin, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(torch.relu(x)))
+        return self.conv(x)
 
 
 class Cell(nn.Module):

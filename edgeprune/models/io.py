@@ -165,6 +165,7 @@ def _trace_concrete(module: nn.Module, input_shape: tuple[int, int, int]) -> fx.
     with torch.no_grad():
         tracer = _ConcreteTracer(torch.zeros(1, *input_shape))
         graph = tracer.trace(module)
+        graph._tracer_cls = None  # the pickle re-traces with the recorded tracer: plain fx's, needing no example
         graph_module = fx.GraphModule(tracer.root, graph, type(module).__name__)
         probe = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(0))
         expected, got = module(probe), graph_module(probe)

@@ -19,7 +19,7 @@ def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:
     params = structure.other_params
     for name, (width_in, width_out) in layer_widths(structure, counts).items():
         layer = structure.layers[name]
-        per_output = layer.kernel * (1 if layer.depthwise else width_in // layer.groups)
+        per_output = layer.kernel * (1 if layer.channelwise else width_in // layer.groups)
         flops += width_out * per_output * layer.pixels
         params += width_out * per_output + (width_out if layer.bias else 0)
     for norm in structure.norms.values():

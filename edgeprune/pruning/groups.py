@@ -43,6 +43,7 @@ from edgeprune.errors import EdgepruneError
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 NORM_TYPES = (nn.BatchNorm2d,)
 ANALYSIS_SECONDS = 120.0  # the whole analysis, checks included; what is not done by then is left out
+_METADATA = ("size", "dim", "numel")
 _RESHAPES = ("view", "reshape", "flatten", "unflatten", "transpose", "permute", "movedim", "swapaxes", "swapdims")
 
 Shares = tuple[tuple[str, int], ...]  # (group, channels of this layer per unit of the group)
@@ -66,6 +67,11 @@ class Layer:
     @property
     def depthwise(self) -> bool:
         return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels == self.out_channels
+
+    @property
+    def channelwise(self) -> bool:
+        """One input channel per group (depthwise, or with a channel multiplier): groups follow the inputs."""
+        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,8 @@ class _ChannelTracer(fx.Interpreter):
             return None
         target = _op_name(n)
         inputs = self._inputs(n)
+        if target in _METADATA or (target == "getattr" and n.args[1:2] in (("shape",), ("dtype",), ("device",))):
+            return None  # reads sizes, not channels
         if target == "getitem":
             return self._getitem(n, out)
         if not isinstance(out, (torch.Tensor, tuple, list)) or not inputs:
@@ -371,12 +379,19 @@ def _draft_groups(module: fx.GraphModule, input_shape: tuple[int, int, int]) -> 
         tracer.run(torch.zeros(1, *input_shape))
     sets = tracer.sets
     for name, layer in modules.items():
-        if _grouped(layer):  # position j of every group goes together, so all groups keep one width
-            for space, width in (("in", layer.in_channels), ("out", layer.out_channels)):
-                per = width // layer.groups
-                for position in range(per):
-                    for block in range(1, layer.groups):
-                        sets.union((name, space, position), (name, space, block * per + position))
+        if not _grouped(layer):
+            continue
+        per_out = layer.out_channels // layer.groups
+        if layer.in_channels == layer.groups:  # one input per group (a channel multiplier): groups go whole
+            for block in range(layer.groups):
+                for k in range(per_out):
+                    sets.union((name, "in", block), (name, "out", block * per_out + k))
+            continue
+        for space, width in (("in", layer.in_channels), ("out", layer.out_channels)):
+            per = width // layer.groups  # position j of every group goes together: all groups keep one width
+            for position in range(per):
+                for block in range(1, layer.groups):
+                    sets.union((name, space, position), (name, space, block * per + position))
     atoms: dict[Any, list[Slot]] = {}
     for slot in list(sets.parent):
         atoms.setdefault(sets.find(slot), []).append(slot)
@@ -628,6 +643,12 @@ def _cut(name: str, layer: nn.Module, outs: list[int] | None, ins: set[int]) -> 
     if isinstance(layer, nn.Conv2d) and _depthwise(layer):
         layer.in_channels = layer.out_channels = layer.groups = len(outs)
         layer.weight = nn.Parameter(take(weight, 0, outs))
+    elif isinstance(layer, nn.Conv2d) and layer.in_channels == layer.groups:
+        kept_in = [c for c in range(layer.in_channels) if c not in ins]
+        if len(outs) != len(kept_in) * (width_out // layer.groups):
+            raise EdgepruneError(f"pruning '{name}' would split one of its groups")
+        layer.in_channels, layer.out_channels, layer.groups = len(kept_in), len(outs), len(kept_in)
+        layer.weight = nn.Parameter(take(weight, 0, outs))
     elif isinstance(layer, nn.Conv2d):
         width_in = layer.in_channels
         per = width_in // layer.groups
@@ -767,7 +788,7 @@ def skeleton(module: nn.Module, structure: Structure, counts: dict[str, int]) ->
             continue
         old = shell.get_submodule(name)
         if isinstance(old, nn.Conv2d):
-            groups = width_out if layer.depthwise else old.groups
+            groups = width_in if layer.channelwise else old.groups
             new: nn.Module = nn.utils.skip_init(
                 nn.Conv2d,
                 width_in,
