@@ -55,6 +55,7 @@ def test_family_prunes_to_half_its_flops(family: str, data: Dataset, tmp_path: P
         pruned, summary = prune_bundle(bundle, data, parse_target("flops", "50%"), settings)
     assert summary["within_budget"] and summary["flops"] <= 0.5 * summary["original_flops"]
     assert (summary["flops"], summary["params"]) == cost.measure(pruned.module, SHAPE)
+    assert any("channel shuffle" in note for note in summary["notes"]) == (family == "split_shuffle")
     inputs = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = pruned.module.eval()(inputs)
@@ -96,6 +97,8 @@ def test_removing_silent_channels_leaves_outputs_unchanged(family: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         structure = groups.analyze(module, SHAPE)
+    left_out = {reason for _, reason in structure.excluded} - {"model output"}
+    assert all("channel shuffle" in reason for reason in left_out) and bool(left_out) == (family == "split_shuffle")
     inputs = torch.randn(8, *SHAPE, generator=torch.Generator().manual_seed(1))
     _calibrate_batchnorm(module, inputs)
     rng = torch.Generator().manual_seed(2)

@@ -39,6 +39,7 @@ def test_zoo_models_prune_and_costs_are_predicted_exactly(arch: str, shape: tupl
     bundle = load_model(arch, shape, 10, width=width)
     structure = groups.analyze(bundle.module, shape)
     assert structure.groups, "every zoo model has prunable channels"
+    assert {reason for _, reason in structure.excluded} == {"model output"}, "only the classifier is left out"
     assert cost.predict(structure, structure.sizes()) == cost.measure(bundle.module, shape)
     keep = _random_keep(structure, seed=1)
     counts = {name: len(kept) for name, kept in keep.items()}

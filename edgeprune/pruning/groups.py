@@ -1,21 +1,24 @@
-"""Channel groups of a model and what each layer's size depends on, from Torch-Pruning's dependency graph.
+"""Channel groups of a model and what each layer's size depends on, traced channel by channel on its fx graph.
 
 A channel group is a set of interchangeable channel units removed together. A unit is one channel of a
-conv, with everything tied to it: its BatchNorm, every channel summed with it through residual adds, the
-depthwise convs that follow it, the input channels of its consumers; Torch-Pruning's dependency graph says
-which. Channels tied across slices and concatenations (dual-path blocks, NAS cells) are found by following
-each channel on its own, so a layer's outputs can belong to several groups (the sliced-off residual part and
-the dense part of a dual-path block). The channels of a grouped convolution (groups > 1, not depthwise) go
-in units of one position in every group, so the group count stays and every group keeps the same width.
+conv with everything tied to it: its BatchNorm, every channel summed with it through residual adds, the
+depthwise convs that follow it, the input channels of its consumers. Channels are followed one at a time
+through concatenations, slices and splits, so a layer's outputs can belong to several groups (the residual
+part and the dense part of a dual-path block's sliced output). A grouped convolution (groups > 1, not
+depthwise) takes units of one position in every group, so the group count stays and the groups keep one
+width; one with a single input channel per group (a channel multiplier) loses whole groups. Torch-Pruning's
+dependency graph did this analysis before; it maps channels wrongly through slices (indices past the end of
+a layer on a dual-path block) and can walk a channel shuffle for minutes, so edgeprune traces it itself.
 
-Each group is named after its root layer, which stays stable across pruning, so plans, scores and learned
-(alpha, kappa) refer to it. What cannot be pruned correctly (channel shuffles and other reshapes of the
-channel axis, layers the cost model cannot size, channels that fail the check below) is left out with a
-warning naming the layers and the reason; it never makes the analysis fail.
+Each group is named after its root layer (the first member in module order; a second group on the same
+layer gets '#2'), which stays stable across pruning, so plans, scores and learned (alpha, kappa) refer to it.
+What cannot be pruned correctly (channels through a reshape of the channel axis such as a channel shuffle,
+modules we cannot resize, groups failing the check below) is left out with a warning naming the layers and
+the reason, never an error.
 
 Every group is checked before it is offered: channels are silenced, removed by the real surgery, and the
 outputs must stay the same (and the predicted FLOPs must match the pruned module's). Groups that fail are
-found by bisection and left out.
+found by bisection and left out; the check stops at a time limit, leaving out what it did not reach.
 
 `Structure` records, per conv / linear layer, which groups set its output width and how many of its input
 features each group feeds. That makes FLOPs and params a cheap function of the kept channel counts
@@ -42,7 +45,7 @@ from edgeprune.errors import EdgepruneError
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 NORM_TYPES = (nn.BatchNorm2d,)
-ANALYSIS_SECONDS = 120.0  # the whole analysis, checks included; what is not done by then is left out
+ANALYSIS_SECONDS = 120.0  # for the checks; groups not checked by then are left out
 _METADATA = ("size", "dim", "numel")
 _RESHAPES = ("view", "reshape", "flatten", "unflatten", "transpose", "permute", "movedim", "swapaxes", "swapdims")
 
@@ -122,10 +125,11 @@ class Structure:
         return [[name, group.size] for name, group in self.groups.items()]
 
     def describe_excluded(self) -> list[str]:
-        """One line per reason, naming the layers it keeps unpruned."""
+        """One line per reason, naming the layers it keeps unpruned (the classifier's outputs go unsaid)."""
         by_reason: dict[str, list[str]] = {}
         for layer, reason in self.excluded:
-            by_reason.setdefault(reason, []).append(layer)
+            if reason != "model output":
+                by_reason.setdefault(reason, []).append(layer)
         return [f"not pruned ({reason}): {', '.join(layers)}" for reason, layers in by_reason.items()]
 
 
@@ -568,9 +572,8 @@ def analyze(module: nn.Module, input_shape: tuple[int, int, int], time_limit: fl
             hint="pruning needs at least one hidden Conv2d or Linear layer before the classifier"
             + "".join(f"; {line}" for line in structure.describe_excluded()),
         )
-    hidden = [line for line in structure.describe_excluded() if "model output" not in line]
-    if hidden:
-        warnings.warn("; ".join(hidden), stacklevel=2)
+    if structure.describe_excluded():
+        warnings.warn("; ".join(structure.describe_excluded()), stacklevel=2)
     return structure
 
 
@@ -643,7 +646,7 @@ def _cut(name: str, layer: nn.Module, outs: list[int] | None, ins: set[int]) -> 
     if isinstance(layer, nn.Conv2d) and _depthwise(layer):
         layer.in_channels = layer.out_channels = layer.groups = len(outs)
         layer.weight = nn.Parameter(take(weight, 0, outs))
-    elif isinstance(layer, nn.Conv2d) and layer.in_channels == layer.groups:
+    elif isinstance(layer, nn.Conv2d) and 1 < layer.groups == layer.in_channels:
         kept_in = [c for c in range(layer.in_channels) if c not in ins]
         if len(outs) != len(kept_in) * (width_out // layer.groups):
             raise EdgepruneError(f"pruning '{name}' would split one of its groups")

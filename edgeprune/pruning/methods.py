@@ -216,4 +216,7 @@ def prune_module(
 ) -> Outcome:
     """Prune `module` (left untouched) to `target` with `settings.method`; returns the fine-tuned result."""
     settings.check()
-    return _Pruner(module, data, target, settings, predictor, progress).run()
+    pruner = _Pruner(module, data, target, settings, predictor, progress)
+    outcome = pruner.run()
+    outcome.notes[:0] = pruner.structure.describe_excluded()  # the summary says what was left whole, and why
+    return outcome
