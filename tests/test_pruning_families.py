@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgeprune.data import Dataset, load_dataset
+from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model, save_model, to_graph_module
 from edgeprune.profiling.signature import GROUPED, LayerExtractor
 from edgeprune.pruning import PruneSettings, TrainSettings, cost, groups, parse_target, prune_bundle
@@ -143,9 +144,32 @@ class Untraceable(nn.Module):
 
 
 def test_tracing_with_example_shapes_keeps_the_batch_free() -> None:
-    with pytest.raises(Exception, match="cannot trace"):
+    with pytest.raises(EdgepruneError, match="cannot trace"):
         to_graph_module(Untraceable())
     module = Untraceable().eval()
     traced = to_graph_module(module, SHAPE)
     inputs = torch.randn(5, *SHAPE)
     torch.testing.assert_close(traced(inputs), module(inputs))
+
+
+class WithGroupNorm(nn.Module):
+    """One conv feeds a GroupNorm (not resizable here), the other a BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.b(self.a(x)).mean(dim=(2, 3)))
+
+
+def test_unknown_modules_and_the_time_limit_leave_layers_out_cleanly() -> None:
+    module = to_graph_module(WithGroupNorm(), SHAPE)
+    with pytest.warns(UserWarning, match=r"GroupNorm 'a\.1' cannot be resized\): a\.0"):
+        structure = groups.analyze(module, SHAPE)
+    assert list(structure.groups) == ["b.0"]
+    with pytest.raises(EdgepruneError, match="no prunable channels") as caught:
+        groups.analyze(module, SHAPE, time_limit=0.0)  # nothing checked in time: nothing offered, no hang
+    assert "analysis time limit reached): b.0" in str(caught.value)

@@ -284,7 +284,7 @@ class _ChannelTracer(fx.Interpreter):
             return self._getitem(n, out)
         if not isinstance(out, (torch.Tensor, tuple, list)) or not inputs:
             for _, ids in inputs:
-                self._block(ids, f"'{n.name}' reduces the channels to a non-tensor")
+                self._block(ids, f"'{_op_name(n)}' turns the channels into a non-tensor")
             return None
         if target in ("cat", "concat", "concatenate") and self._dim(n, out) == 1:
             return [slot for _, ids in inputs for slot in ids]
@@ -304,7 +304,7 @@ class _ChannelTracer(fx.Interpreter):
             width = None  # the channel axis is reshaped or moved: which channel lands where is lost
         matching = [ids for _, ids in inputs if len(ids) == width]
         if width is None or not matching or any(len(ids) not in (width, 1) for _, ids in inputs):
-            why = f"the channel axis is reshaped at '{n.name}' (a channel shuffle?)"
+            why = f"'{_op_name(n)}' reshapes or mixes the channel axis (a channel shuffle?)"
             for _, ids in inputs:
                 self._block(ids, why)
             return self._fresh(n.name, out, why) if isinstance(out, torch.Tensor) and out.dim() >= 2 else None
@@ -339,7 +339,7 @@ class _ChannelTracer(fx.Interpreter):
         spatial = isinstance(index, tuple) and len(index) >= 2 and index[0] == index[1] == slice(None)
         if spatial and isinstance(out, torch.Tensor) and out.shape[1] == len(source):
             return list(source)  # indexing the spatial axes only
-        why = f"the channel axis is indexed at '{n.name}'"
+        why = "the channel axis is indexed other than by a constant slice"
         self._block(source, why)
         return self._fresh(n.name, out, why) if isinstance(out, torch.Tensor) and out.dim() >= 2 else None
 
