@@ -6,14 +6,16 @@ depthwise convs that follow it, the input channels of its consumers. Channels ar
 through concatenations, slices and splits, so a layer's outputs can belong to several groups (the residual
 part and the dense part of a dual-path block's sliced output). A grouped convolution (groups > 1, not
 depthwise) takes units of one position in every group, so the group count stays and the groups keep one
-width; one with a single input channel per group (a channel multiplier) loses whole groups. Torch-Pruning's
+width; one with a single input channel per group (a channel multiplier) loses whole groups. A channel
+shuffle (view into a (groups, width) grid, transpose, view back) ties position j of every grid row, and the
+views' constant sizes are rewritten after surgery like slices and splits. Torch-Pruning's
 dependency graph did this analysis before; it maps channels wrongly through slices (indices past the end of
 a layer on a dual-path block) and can walk a channel shuffle for minutes, so edgeprune traces it itself.
 
 Each group is named after its root layer (the first member in module order; a second group on the same
 layer gets '#2'), which stays stable across pruning, so plans, scores and learned (alpha, kappa) refer to it.
-What cannot be pruned correctly (channels through a reshape of the channel axis such as a channel shuffle,
-modules we cannot resize, groups failing the check below) is left out with a warning naming the layers and
+What cannot be pruned correctly (channels through any other reshape of the channel axis, modules we cannot
+resize, groups failing the check below) is left out with a warning naming the layers and
 the reason, never an error.
 
 Every group is checked before it is offered: channels are silenced, removed by the real surgery, and the
@@ -218,6 +220,16 @@ Slot = tuple[str, str, int]  # (module, "out" | "in", channel): norms and depthw
 _INPUT = "<input>"
 
 
+class _Grid(list):
+    """Channel ids of a 5-d view (batch, groups, width, h, w) of a feature map: one list per group."""
+
+
+def _dims(node: fx.Node) -> tuple[int, int] | None:
+    """The two axes a transpose swaps, when given as constants."""
+    axes = [a for a in node.args[1:3] if isinstance(a, int)]
+    return (min(axes), max(axes)) if len(axes) == 2 else None
+
+
 class _ChannelTracer(fx.Interpreter):
     """Follows every channel through the graph, one at a time, and ties the channels that must go together.
 
@@ -298,13 +310,17 @@ class _ChannelTracer(fx.Interpreter):
             return [list(inputs[0][1]) for _ in out]
         if target in _RESHAPES and self._flatten(inputs[0], out) is not None:
             return self._flatten(inputs[0], out)
+        if target in _RESHAPES or isinstance(inputs[0][1], _Grid):
+            shuffled = self._shuffle_step(target, n, inputs[0], out)
+            if shuffled is not None:
+                return shuffled
         width = out.shape[1] if isinstance(out, torch.Tensor) and out.dim() >= 2 else None
         moved = target in _RESHAPES and tuple(getattr(out, "shape", ())) != tuple(self.env[inputs[0][0]].shape)
         if moved:
             width = None  # the channel axis is reshaped or moved: which channel lands where is lost
         matching = [ids for _, ids in inputs if len(ids) == width]
         if width is None or not matching or any(len(ids) not in (width, 1) for _, ids in inputs):
-            why = f"'{_op_name(n)}' reshapes or mixes the channel axis (a channel shuffle?)"
+            why = f"'{_op_name(n)}' reshapes or mixes the channel axis"
             for _, ids in inputs:
                 self._block(ids, why)
             return self._fresh(n.name, out, why) if isinstance(out, torch.Tensor) and out.dim() >= 2 else None
@@ -321,6 +337,30 @@ class _ChannelTracer(fx.Interpreter):
         if spread * len(ids) != out.shape[1] or out.shape[1] != self.env[node][0].numel():
             return None
         return [slot for slot in ids for _ in range(spread)]
+
+    def _shuffle_step(self, target: str, n: fx.Node, source: tuple[fx.Node, list], out: Any) -> list | None:
+        """The steps of a channel shuffle: a view splitting the channels into a (groups, width) grid, a
+        transpose of the grid, a view merging it back. Position j of every row of the grid is tied, so each
+        row keeps the same positions and the pruned shuffle interleaves what the original did."""
+        node, ids = source
+        before = self.env[node]
+        if not isinstance(out, torch.Tensor) or not isinstance(before, torch.Tensor):
+            return None
+        if isinstance(ids, _Grid):
+            if target == "contiguous":
+                return ids
+            if target in ("transpose", "swapaxes", "swapdims") and _dims(n) == (1, 2):
+                return _Grid([list(column) for column in zip(*ids, strict=True)])
+            if target in ("view", "reshape") and out.dim() == 4 and out.shape[2:] == before.shape[3:]:
+                return [slot for row in ids for slot in row]
+            return None
+        if target in ("view", "reshape") and before.dim() == 4 and out.dim() == 5 and out.shape[3:] == before.shape[2:]:
+            rows, width = int(out.shape[1]), int(out.shape[2])
+            grid = _Grid([ids[row * width : (row + 1) * width] for row in range(rows)])
+            for position in range(width):
+                self._tie(*(row[position] for row in grid))
+            return grid
+        return None
 
     @staticmethod
     def _dim(n: fx.Node, out: torch.Tensor) -> int:
@@ -677,6 +717,7 @@ class _Survivors(fx.Interpreter):
         super().__init__(module)
         self.alive = alive
         self.masks: dict[str, tuple[list[bool], Any]] = {}
+        self.views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
         layer = self.fetch_attr(target)
@@ -691,7 +732,9 @@ class _Survivors(fx.Interpreter):
 
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
-        if _channel_indexing(n):
+        if _is_view(n):
+            self.views[n.name] = (self.env[n.all_input_nodes[0]], out)
+        elif _channel_indexing(n):
             source = self.env[n.all_input_nodes[0]]
             mask = source.abs().transpose(0, 1).reshape(source.shape[1], -1).sum(dim=1) > 0
             self.masks[n.name] = (mask.tolist(), out)
@@ -707,6 +750,31 @@ def _axis(node: fx.Node) -> int | None:
     position = 1 if _op_name(node) in ("cat", "concat", "concatenate") else 2
     dim = node.kwargs.get("dim", node.args[position] if len(node.args) > position else 0)
     return dim if isinstance(dim, int) else None
+
+
+def _is_view(node: fx.Node) -> bool:
+    """A view / reshape whose target shape may hold constant channel counts (from tracing with example shapes)."""
+    return node.op in ("call_method", "call_function") and _op_name(node) in ("view", "reshape")
+
+
+def _resize_view(node: fx.Node, source: torch.Tensor, out: torch.Tensor) -> None:
+    """Give a view the shape of the surviving channels: the last axis made of channels (not a trailing
+    spatial axis) absorbs the change, so a shuffle's group count stays."""
+    kept = int((source[0] != 0).sum())
+    if kept == out[0].numel() or not out.dim() >= 2:
+        return
+    trailing = 0
+    while trailing < min(out.dim(), source.dim()) - 2 and out.shape[-1 - trailing] == source.shape[-1 - trailing]:
+        trailing += 1
+    axis = out.dim() - 1 - trailing
+    others = math.prod(out.shape[1:]) // out.shape[axis]
+    packed = len(node.args) == 2 and isinstance(node.args[1], (tuple, list))
+    shape = list(node.args[1] if packed else node.args[1:])
+    if axis < 1 or len(shape) != out.dim() or kept % others or not isinstance(shape[axis], int):
+        raise EdgepruneError(f"cannot resize the view '{node.name}' to the surviving channels")
+    if shape[axis] != -1:
+        shape[axis] = kept // others
+    node.args = (node.args[0], tuple(shape)) if packed else (node.args[0], *shape)
 
 
 def _channel_indexing(node: fx.Node) -> bool:
@@ -727,13 +795,15 @@ def _channel_indexing(node: fx.Node) -> bool:
 def _rewrite_channel_constants(
     original: fx.GraphModule, pruned: fx.GraphModule, alive: dict[str, list[int]], input_shape: tuple[int, int, int]
 ) -> None:
-    if not any(_channel_indexing(n) for n in original.graph.nodes):
+    if not any(_channel_indexing(n) or _is_view(n) for n in original.graph.nodes):
         return
     survivors = _Survivors(original, alive)
     with _keep_mode(original), torch.no_grad():
         original.eval()
         survivors.run(torch.ones(1, *input_shape))
     nodes = {n.name: n for n in pruned.graph.nodes}
+    for name, (source, out) in survivors.views.items():
+        _resize_view(nodes[name], source, out)
     for name, (mask, out) in survivors.masks.items():
         if all(mask):
             continue
