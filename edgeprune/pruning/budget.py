@@ -173,12 +173,15 @@ class Budget:
 
 
 def group_steps(structure: Structure, layer_steps: dict[str, int]) -> dict[str, int]:
-    """A group's step is the lcm of its layers' steps (every layer of the group stays on its grid)."""
+    """A group's step in units: every layer of the group stays on its grid (a unit may be several channels
+    of a layer, one per group of a grouped conv)."""
     steps = {}
     for name, group in structure.groups.items():
         step = 1
         for layer in group.layers:
-            step = math.lcm(step, max(1, int(layer_steps.get(layer, 1))))
+            channel_step = max(1, int(layer_steps.get(layer, 1)))
+            per_unit = len(group.index[layer][0])
+            step = math.lcm(step, channel_step // math.gcd(channel_step, per_unit))
         steps[name] = step
     return steps
 
