@@ -246,6 +246,13 @@ class _Graph:
         return False
 
 
+def output_layers(module: fx.GraphModule) -> list[str]:
+    """The conv / linear layers whose outputs reach the model output without another such layer between (the
+    classifier: its outputs are the class count, never pruned)."""
+    graph = _Graph(module)
+    return sorted(str(n.target) for n in module.graph.nodes if graph.is_layer(n) and graph.reaches(n, True))
+
+
 def _conv_family(mod: nn.Conv2d, in_shape: tuple[int, ...], epilogue: tuple[str, ...]) -> Family:
     if mod.groups == 1:
         kind, groups = CONV, 1
