@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeprune.devices.base import Device, register
+from edgeprune.devices.local import OnThisMachine, host_target
 from edgeprune.errors import EdgepruneError
 
 if TYPE_CHECKING:
@@ -339,33 +340,14 @@ class CUDADevice(Device):
 
 
 @register(LOCAL_GPU)
-class LocalGPUDevice(CUDADevice):
-    """This machine's GPU through a loopback farm of its own (tracker, servers under key `local-gpu`)."""
-
-    @property
-    def shares_host_cores(self) -> bool:
-        return True  # the servers' CPU side (launches, copies) runs on the cores builds use
-
-    @property
-    def needs_cross_link(self) -> bool:
-        return False
-
-    @contextlib.contextmanager
-    def serving(self, servers: int = 1) -> Iterator[Device]:
-        from edgeprune.devices import farm
-
-        with farm.ensure_farm(self, servers):
-            yield self
-
-    def start_hint(self) -> str:
-        return f"`edgeprune farm up --port {self.tracker_port} --key {self.key}`"
+class LocalGPUDevice(OnThisMachine, CUDADevice):
+    """This machine's GPU through a loopback farm of its own (tracker, servers under key `local-gpu`); its
+    servers' CPU side (launches, copies) runs on the cores builds use, so the two never overlap."""
 
 
 def gpu_target() -> dict[str, Any]:
     """TVM target of this machine's GPU, read from the GPU itself, with this CPU as its host."""
     import tvm
-
-    from edgeprune.devices.local import host_target
 
     gpu = tvm.cuda(0)
     if not gpu.exist:
