@@ -15,7 +15,6 @@ embedded as they are.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import json
@@ -156,11 +155,8 @@ def _cuda_sources(module: Any) -> list[bytes]:
     sources, stack = [], [module]
     while stack:  # the import tree is small and has no cycles
         current = stack.pop()
-        if current.kind == CUDA:
-            with contextlib.suppress(Exception):  # a compiled module has no "cuda" source to give
-                source = current.inspect_source(CUDA)
-                if source:
-                    sources.append(source.encode())
+        if current.kind == CUDA and (source := current.inspect_source(CUDA)):
+            sources.append(source.encode())
         stack.extend(current.imports)
     return sources
 
@@ -316,12 +312,13 @@ class CUDADevice(Device):
         written as an object file for the host (as Hexagon's packer in TVM does)."""
         import tvm
 
-        blob = bytes(tvm.get_global_func("runtime.ModulePackImportsToTensor")(module).numpy())
-        sources = _cuda_sources(module)
-        if sources:
+        def compile_source(source: str) -> bytes:
             nvcc = find_nvcc()
             nvcc.check_arch(self.arch)
-            blob = compile_device_code(blob, sources, lambda source: nvcc.fatbin(source, self.arch))
+            return nvcc.fatbin(source, self.arch)
+
+        blob = bytes(tvm.get_global_func("runtime.ModulePackImportsToTensor")(module).numpy())
+        blob = compile_device_code(blob, _cuda_sources(module), compile_source)
         packed = tvm.get_global_func("codegen.codegen_blob")(blob, is_system_lib, json.dumps(self.host), symbol_prefix)
         path = Path(workspace_dir) / f"{symbol_prefix}devc.o"
         packed.write_to_file(str(path))
