@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# The cuda extra (nvcc, ~300 MB) lets the tests cross-compile a Jetson GPU artifact here, without a GPU.
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,cuda]'
 	touch $@
 
 # System packages the tests use: sshd for deploy tests, Fashion-MNIST, the aarch64 cross compiler.

@@ -46,9 +46,12 @@ def test_shipped_profiles_load() -> None:
     assert {p.stem for p in paths} >= {"raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-orin-nano"}
     for path in paths:
         device = load_profile(path)
-        assert device.target["kind"] == "llvm"
-        assert device.kind == "board" and device.needs_cross_link and device.channel_step == 4
+        assert device.needs_cross_link and device.architecture == "aarch64"
         assert device.ssh is not None and device.ssh.key_file
+        if device.kind == "cuda":  # a Jetson's GPU: a warp is its grid step
+            assert device.target["kind"] == "cuda" and device.channel_step == 32
+        else:
+            assert device.kind == "board" and device.target["kind"] == "llvm" and device.channel_step == 4
 
 
 def test_valid_profile_fields(tmp_path: Path) -> None:

@@ -123,6 +123,12 @@ class Device(ABC):
         }
 
     # -- code generation ----------------------------------------------------------------------------------
+    @classmethod
+    def target_problems(cls, target: dict[str, Any]) -> dict[str, str]:
+        """What is wrong with a profile's `[target]` table beyond its keys' types, by dotted field under
+        `target` (the profile parser names the file and the field): nothing for most kinds."""
+        return {}
+
     def tvm_target(self) -> Target:
         import tvm
 
@@ -178,17 +184,19 @@ class Device(ABC):
             return tvm.support.cc.cross_compiler(self.cross_compiler)
         return None
 
+    def pack_imports(self) -> Callable[..., str] | None:
+        """The `fpack_imports` TVM's `export_library` should use to embed the library's imported modules
+        (device code): None for TVM's own packing, which embeds them as they are."""
+        return None
+
     def export(self, lib: Any, folder: Path, stem: str = "model") -> Path:
         """Write a built TVM module as this device's library into `folder`; returns its path."""
         from edgeprune.devices.native_log import NOISE, without_native_lines
 
         path = Path(folder) / self.library_name(stem)
-        fcompile = self.linker()
+        options = {"fcompile": self.linker(), "fpack_imports": self.pack_imports()}
         with without_native_lines(NOISE):
-            if fcompile is None:
-                lib.export_library(str(path))
-            else:
-                lib.export_library(str(path), fcompile=fcompile)
+            lib.export_library(str(path), **{k: v for k, v in options.items() if v is not None})
         return path
 
     def prepare_tuning(self) -> None:  # noqa: B027 - most kinds need nothing

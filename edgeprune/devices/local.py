@@ -19,16 +19,8 @@ LOCAL = "local"
 LOCAL_DEFAULT_PORT = 9190
 
 
-@register(LOCAL)
-class LocalDevice(CPUDevice):
-    """This CPU through the loopback farm."""
-
-    def cpu_flags(self) -> set[str]:
-        return host_cpu_flags()  # LLVM's CPU name implies them; the target lists none
-
-    @property
-    def runs_on_host(self) -> bool:
-        return True
+class OnThisMachine(Device):
+    """What the built-in devices share: servers on this machine, in a loopback farm edgeprune starts itself."""
 
     @property
     def shares_host_cores(self) -> bool:
@@ -48,6 +40,18 @@ class LocalDevice(CPUDevice):
 
     def start_hint(self) -> str:
         return f"`edgeprune farm up --port {self.tracker_port} --key {self.key}`"
+
+
+@register(LOCAL)
+class LocalDevice(OnThisMachine, CPUDevice):
+    """This CPU through the loopback farm."""
+
+    def cpu_flags(self) -> set[str]:
+        return host_cpu_flags()  # LLVM's CPU name implies them; the target lists none
+
+    @property
+    def runs_on_host(self) -> bool:
+        return True
 
 
 def available_cores() -> int:

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.devices import board as _board  # noqa: F401 - registers the `board` kind
+from edgeprune.devices import cuda as _cuda  # registers the `cuda` kind (and the built-in `local-gpu`)
 from edgeprune.devices import local as _local
 from edgeprune.devices.base import Device, SSHConfig, TimingSettings, create, kind_class, kinds
+from edgeprune.devices.cuda import LOCAL_GPU, LOCAL_GPU_DEFAULT_PORT
 from edgeprune.devices.local import LOCAL, LOCAL_DEFAULT_PORT
 from edgeprune.errors import EdgepruneError
 
@@ -24,6 +26,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_KIND = "board"  # profiles written before `kind` existed are RPC boards
+BUILT_IN = (LOCAL, LOCAL_GPU)  # devices (and kinds) edgeprune defines itself, never a profile
 _SECRET_WORDS = ("password", "passphrase", "secret", "token")
 _TIMING_KEYS = {"number": int, "repeat": int, "min_repeat_ms": int, "warmup": int, "cache_flush": bool}
 
@@ -44,6 +47,13 @@ def local_device() -> Device:
     `$EDGEPRUNE_LOCAL_PORT` and `$EDGEPRUNE_LOCAL_KEY` move it (tests and benchmarks run farms of their own)."""
     port = int(os.environ.get("EDGEPRUNE_LOCAL_PORT", LOCAL_DEFAULT_PORT))
     return _local.local_device(profiles_dir(), port, os.environ.get("EDGEPRUNE_LOCAL_KEY", LOCAL))
+
+
+def local_gpu_device() -> Device:
+    """The built-in device for this machine's GPU (it must have one), behind a loopback farm of its own;
+    `$EDGEPRUNE_LOCAL_GPU_PORT` and `$EDGEPRUNE_LOCAL_GPU_KEY` move it, as for `local`."""
+    port = int(os.environ.get("EDGEPRUNE_LOCAL_GPU_PORT", LOCAL_GPU_DEFAULT_PORT))
+    return _cuda.local_gpu_device(profiles_dir(), port, os.environ.get("EDGEPRUNE_LOCAL_GPU_KEY", LOCAL_GPU))
 
 
 class _Reader:
@@ -125,6 +135,8 @@ def _parse_target(r: _Reader, kind: type[Device]) -> dict[str, Any]:
         raise r.fail(
             "target.kind", f"unsupported target kind '{target_kind}' (supported: {', '.join(kind.target_kinds)})"
         )
+    for field, problem in kind.target_problems(target).items():
+        raise r.fail(f"target.{field}", problem)
     if "mattr" in target and not all(isinstance(a, str) for a in target["mattr"]):
         raise r.fail("target.mattr", "expected a list of strings like ['+neon']")
     if target.get("num-cores", 1) < 1:
@@ -180,16 +192,16 @@ def load_profile(path: str | os.PathLike[str]) -> Device:
     _check_no_secrets(r, data)
     _check_known_keys(r)
     name = r.get("name", str)
-    if name == LOCAL:
-        raise r.fail("name", "'local' is the built-in device; choose another name")
+    if name in BUILT_IN:
+        raise r.fail("name", f"'{name}' is a built-in device; choose another name")
     if name != path.stem:
         raise r.fail("name", f"'{name}' must match the file name '{path.stem}'")
     port = r.get("tracker.port", int)
     if not 0 < port < 65536:
         raise r.fail("tracker.port", f"port {port} out of range")
     kind = r.get("kind", str, required=False, default=DEFAULT_KIND)
-    if kind == LOCAL or kind not in kinds():
-        known = ", ".join(k for k in kinds() if k != LOCAL)
+    if kind in BUILT_IN or kind not in kinds():
+        known = ", ".join(k for k in kinds() if k not in BUILT_IN)
         raise r.fail("kind", f"unknown device kind '{kind}' (known: {known})")
     return create(
         kind,
@@ -223,13 +235,15 @@ def load_device(name_or_path: str) -> Device:
     """Resolve `--device`: `local`, a profile name in `device_profiles/`, or a path to a .toml file."""
     if name_or_path == LOCAL:
         return local_device()
+    if name_or_path == LOCAL_GPU:
+        return local_gpu_device()
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" and candidate.exists():
         return load_profile(candidate)
     path = profiles_dir() / f"{name_or_path}.toml"
     if path.exists():
         return load_profile(path)
-    known = [LOCAL, *(p.stem for p in profile_paths())]
+    known = [*BUILT_IN, *(p.stem for p in profile_paths())]
     raise EdgepruneError(
         f"unknown device '{name_or_path}'",
         hint=f"known devices: {', '.join(known)} (profiles are read from {profiles_dir()})",

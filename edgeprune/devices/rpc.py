@@ -168,7 +168,13 @@ def check_device(device: Device, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str
     size = 64
     a = te.placeholder((size,), name="a", dtype="float32")
     b = te.compute((size,), lambda i: a[i] * 2.0 + 1.0, name="b")
-    lib = tvm.tirx.build(tvm.IRModule({"main": te.create_prim_func([a, b])}), target=device.tvm_target())
+    mod, target = tvm.IRModule({"main": te.create_prim_func([a, b])}), device.tvm_target()
+    if "gpu" in target.keys:  # a GPU kernel must be bound to threads: dlight's fallback rule does that
+        from tvm.s_tir import dlight
+
+        with target:
+            mod = dlight.ApplyDefaultSchedule(dlight.gpu.Fallback())(mod)
+    lib = tvm.tirx.build(mod, target=target)
     start = time.perf_counter()
     session = request_session(device, timeout=timeout)
     connected = time.perf_counter()
