@@ -101,15 +101,25 @@ def _live_groups() -> set[int]:
     return groups
 
 
+def _unreaped(pid: int) -> bool:
+    """Reap `pid` when it is a child of this process that has exited; True while it is a child not yet reaped.
+
+    A killed leader shows as a zombie in /proc while its other threads still exit, and only then can it be
+    reaped: asking /proc alone would return with a zombie left behind."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False  # not this process's child (an orphan's zombie is its reaper's job), or reaped already
+    return done == 0
+
+
 def _wait_gone(groups: list[int], timeout: float) -> list[int]:
     """Wait until no member of `groups` runs; returns the groups that still do after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
+        children = {pid for pid in groups if _unreaped(pid)}
         live = _live_groups()
-        alive = [group for group in groups if group in live]
-        for pid in groups:  # reap the leaders this process started (an orphan's zombie is its reaper's job)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+        alive = [group for group in groups if group in live or group in children]
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.1)
