@@ -184,6 +184,16 @@ def _probe(rootfs: RootFS) -> dict[str, str]:
     return info
 
 
+def _compile_bytecode(rootfs: RootFS) -> None:
+    """Write the wheels' .pyc files now: without them the board compiles TVM's Python on every import (18 s
+    instead of 5 s under qemu), since it cannot write them when `PYTHONDONTWRITEBYTECODE` is set or the cache
+    is read-only. Bytecode is the same on every architecture, so this host's Python does it (natively, 10x
+    faster) when it is the board's version; else the board's own Python does."""
+    board_version = tuple(int(p) for p in BOARD_PYTHON.removeprefix("python").split("."))
+    python = sys.executable if sys.version_info[:2] == board_version else str(rootfs.python)
+    _run([python, "-m", "compileall", "-q", "-j", "0", str(rootfs.site_packages)], "compiling bytecode")
+
+
 def build_rootfs(rootfs: RootFS | None = None, log: Any = print) -> dict[str, Any]:
     """Build the root filesystem unless it is built already; returns its recorded info (`built`: False when
     it was there). Steps: mmdebstrap (arm64, python3) -> pip the aarch64 wheels in from this host -> wrapper
@@ -230,6 +240,8 @@ def build_rootfs(rootfs: RootFS | None = None, log: Any = print) -> dict[str, An
         staging.python.parent.mkdir(parents=True, exist_ok=True)
         staging.python.write_text(wrapper_text(staging.path))
         staging.python.chmod(0o755)
+        log("compiling the wheels' bytecode")
+        _compile_bytecode(staging)
         log("importing TVM on the emulated board")
         probe = _probe(staging)
         staging.python.write_text(wrapper_text(rootfs.path))
