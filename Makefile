@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # elsewhere pass TORCH_INDEX=https://download.pytorch.org/whl/cpu (PyPI's Linux wheel is the CUDA build).
 TORCH_INDEX ?=
 
-.PHONY: demo test lint system-packages clean
+.PHONY: demo test test-fast lint system-packages clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,10 @@ demo: $(STAMP)
 
 test: $(DEV_STAMP) system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tier: logic on the fake device and other tests without an RPC farm, sshd or TVM tuning (under a minute).
+test-fast: $(DEV_STAMP)
+	$(BIN)/python -m pytest -m fast $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check edgeprune tests tools

@@ -66,3 +66,21 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def sole_writer(lock: Path, busy: Exception) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` for the block, or raise `busy` at once when another process
+    holds it (a table or database written by two processes at a time would lose one side's records)."""
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise busy from exc
+        yield
+    finally:
+        os.close(fd)

@@ -16,19 +16,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from edgeprune import atomic
-from edgeprune.devices.profile import DeviceProfile, load_device
+from edgeprune.devices.base import Device
+from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
-from edgeprune.profiling.defaults import TRIALS
+from edgeprune.loop import Measured, ScaledPredictor, prune_to_measured_target
+from edgeprune.tvmx.defaults import TRIALS
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 
 
-MAX_MARGIN = 0.10  # the closed loop's safety margin below a missed target, at most
 RESUMABLE = {"threads", "max_rounds"}  # run settings a resumed run may change
 
 
@@ -80,24 +78,6 @@ class RunConfig:
 
 
 @dataclass
-class Round:
-    round: int
-    scale: float  # factor applied to the LUT's predictions in this round
-    predicted_ms: float  # the LUT's own prediction (unscaled) for the pruned network
-    measured_ms: float
-    spread_ms: float
-    baseline_ms: float  # the unpruned network, measured again in the same session
-    target_ms: float
-    meets_target: bool
-    correction: float | None = None  # the scale the next round uses, when there is one
-    stopped: str | None = None  # why the loop ended here without meeting the target
-
-    @property
-    def speedup(self) -> float:
-        return self.baseline_ms / self.measured_ms
-
-
-@dataclass
 class Stages:
     """Callbacks for progress; the CLI renders them with rich, tests leave them quiet."""
 
@@ -107,25 +87,11 @@ class Stages:
     trials_progress: Callable[[int, int, float | None], None] | None = None
 
 
-class ScaledPredictor:
-    """The LUT's latency model times a factor: how the closed loop corrects it with what the device measured."""
-
-    def __init__(self, inner: Any, scale: float) -> None:
-        self.inner = inner
-        self.scale = scale
-
-    def predict_ms(self, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
-        return float(self.inner.predict_ms(module, input_shape)) * self.scale
-
-    def channel_steps(self, module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
-        return self.inner.channel_steps(module, input_shape)
-
-
 @dataclass
 class Run:
     config: RunConfig
     folder: Path
-    device: DeviceProfile
+    device: Device
     stages: Stages = field(default_factory=Stages)
 
     def path(self, *parts: str) -> Path:
@@ -254,58 +220,27 @@ def _prune_round(run: Run, bundle: Any, data: Any, lut: Any, target_ms: float, s
     return pruned
 
 
-def corrected_scale(scale: float, lut_ms: float, measured_ms: float, spread_ms: float, drift: float) -> float:
-    """The LUT factor for the next round after a miss: what the device measured over what the LUT predicted.
+@dataclass
+class _RunRounds:
+    """The closed loop's steps over a run folder: each round's outputs live in `round-N/` and are reused on resume."""
 
-    `drift` is how much slower the unpruned network measures now than at first; dividing by it compares the
-    pruned network as if measured then. The next round aims a little below: by twice the measurement's spread,
-    at most MAX_MARGIN (a busy machine can spread 10-30%, and a margin that size over-prunes or puts the target
-    out of reach). The factor never drops within the loop: a round missed with it already."""
-    margin = 1 + min(2 * spread_ms / measured_ms, MAX_MARGIN)
-    return max(scale, measured_ms / drift / lut_ms * margin)
+    run: Run
+    bundle: Any
+    data: Any
+    lut: Any
+    target_ms: float
 
+    def prune(self, index: int, scale: float) -> Any:
+        return _prune_round(self.run, self.bundle, self.data, self.lut, self.target_ms, scale, index)
 
-def _closed_loop(run: Run, bundle: Any, data: Any, lut: Any, original_ms: float, target_ms: float) -> list[Round]:
-    """Prune, compile, measure; while the device misses the target, correct the LUT by what it measured.
+    def predicted_ms(self, index: int, candidate: Any) -> float:
+        return float(self.run.done(f"round-{index}", "prune.json")["lut_predicted_ms"])  # type: ignore[index]
 
-    The unpruned network is measured again beside every pruned one, so a machine that got slower or faster
-    since the first measurement is not mistaken for an error of the table: the correction compares the pruned
-    network's measured time, rescaled to the first measurement's conditions, with the table's prediction.
-    A relative target (0.5x) is checked against that fresh baseline; an absolute one as given.
-    """
-    from edgeprune.pruning.ranking import BudgetUnreachable
-
-    rounds: list[Round] = []
-    scale = run.config.latency_scale
-    relative = run.config.relative_target
-    for index in range(1, run.config.max_rounds + 1):
-        try:
-            pruned = _prune_round(run, bundle, data, lut, target_ms, scale, index)
-        except BudgetUnreachable as error:
-            if not rounds:
-                raise
-            rounds[-1].stopped = f"the corrected target is out of reach: {error.message}"
-            run.say(f"stop: {rounds[-1].stopped}")
-            break
-        folder = f"round-{index}"
-        verified = _compile_and_verify(run, pruned, f"{folder}/artifacts", target_ms, run.path("original"))
-        baseline_ms = verified["baseline_ms"]
-        round_target = relative * baseline_ms if relative else target_ms
-        lut_ms = run.done(folder, "prune.json")["lut_predicted_ms"]
-        measured = verified["measured_ms"]
-        meets = measured <= round_target
-        rounds.append(
-            Round(index, scale, lut_ms, measured, verified["measured_spread_ms"], baseline_ms, round_target, meets)
+    def measure(self, index: int, candidate: Any) -> Measured:
+        verified = _compile_and_verify(
+            self.run, candidate, f"round-{index}/artifacts", self.target_ms, self.run.path("original")
         )
-        if meets:
-            break
-        scale = corrected_scale(scale, lut_ms, measured, verified["measured_spread_ms"], baseline_ms / original_ms)
-        rounds[-1].correction = scale
-        run.say(
-            f"round {index}: measured {measured:.3f} ms > target {round_target:.3f} ms "
-            f"(unpruned measures {baseline_ms:.3f} ms now); correcting the latency model to x{scale:.3f}"
-        )
-    return rounds
+        return Measured(verified["measured_ms"], verified["measured_spread_ms"], verified["baseline_ms"])
 
 
 def _artifact_bytes(folder: Path) -> int:
@@ -325,18 +260,16 @@ def execute(
 
     The summary and report are written before deploying, so a board that cannot be reached leaves the
     measured result on disk (the summary then records the deploy error, and the error is raised)."""
-    from edgeprune.devices.farm import ensure_farm
     from edgeprune.pruning import LatencyPredictor
     from edgeprune.pruning.cost import measure
 
     started = time.monotonic()
     config.check()
-    torch.set_num_threads(config.threads)
     device = load_device(config.device)
     folder.mkdir(parents=True, exist_ok=True)
     _open_folder(config, folder)
     run = Run(config, folder, device, stages or Stages())
-    with ensure_farm(device, servers=1):
+    with device.serving(1):
         bundle, data = _baseline(run)
         _profile(run, bundle)
         lut = LatencyPredictor(device, bundle, profile_missing=True)
@@ -347,7 +280,15 @@ def execute(
                 f"the unpruned model already runs in {original['measured_ms']:.3f} ms <= target {target_ms:.3f} ms",
                 hint="nothing to prune; lower the target",
             )
-        rounds = _closed_loop(run, bundle, data, lut, original["measured_ms"], target_ms)
+        rounds = prune_to_measured_target(
+            _RunRounds(run, bundle, data, lut, target_ms),
+            original["measured_ms"],
+            target_ms,
+            config.max_rounds,
+            scale=config.latency_scale,
+            relative=config.relative_target,
+            say=run.say,
+        ).rounds
         final = run.path(f"round-{len(rounds)}", "artifacts")
     prune_summary = run.done(f"round-{len(rounds)}", "prune.json") or {}
     flops0, params0 = measure(bundle.module, bundle.input_shape)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from edgeprune.data import Dataset, load_dataset
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
 
@@ -40,7 +40,7 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pytest.Mo
 
 
 @pytest.fixture(scope="session")
-def local_farm(isolated_env: pytest.MonkeyPatch) -> Iterator[DeviceProfile]:
+def local_farm(isolated_env: pytest.MonkeyPatch) -> Iterator[Device]:
     """One farm (tracker + 2 servers under key 'local') shared by the whole session; stopped at the end."""
     from edgeprune.devices import farm
     from edgeprune.devices.profile import local_device

@@ -11,7 +11,7 @@ import pytest
 
 from edgeprune.deploy import board
 from edgeprune.devices import rpc
-from edgeprune.devices.profile import DeviceProfile, load_device
+from edgeprune.devices.profile import Device, load_device
 from edgeprune.errors import EdgepruneError
 from tests.conftest import free_port
 from tests.loopback_board import SSHServer, edgeprune_cli, write_board_profile
@@ -27,7 +27,7 @@ def _is_rpc_server(pid: int) -> bool:
 
 
 def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
-    sshd: SSHServer, local_farm: DeviceProfile, tmp_path: Path
+    sshd: SSHServer, local_farm: Device, tmp_path: Path
 ) -> None:
     key = "loopback-board-rpc"  # its own key: the farm's servers (key 'local') do not count
     board_files = write_board_profile(
@@ -77,7 +77,7 @@ def test_bootstrap_with_unreachable_tracker_fails_before_starting_anything(sshd:
     assert not files.ssh_log.exists()  # no command ran on the board
 
 
-def test_bootstrap_refuses_a_board_without_tvm(sshd: SSHServer, local_farm: DeviceProfile, tmp_path: Path) -> None:
+def test_bootstrap_refuses_a_board_without_tvm(sshd: SSHServer, local_farm: Device, tmp_path: Path) -> None:
     system_python = shutil.which("python3", path="/usr/bin")
     if (
         system_python is None

@@ -14,7 +14,7 @@ import torch
 
 from edgeprune.compile import artifacts
 from edgeprune.compile.compiler import CompileResult, compile_model
-from edgeprune.devices.profile import DeviceProfile, load_device
+from edgeprune.devices.profile import Device, load_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle, load_model, save_model
 
@@ -76,7 +76,7 @@ def lenet() -> ModelBundle:
 
 
 @pytest.fixture(scope="module")
-def untuned(lenet: ModelBundle, local_farm: DeviceProfile, tmp_path_factory: pytest.TempPathFactory) -> CompileResult:
+def untuned(lenet: ModelBundle, local_farm: Device, tmp_path_factory: pytest.TempPathFactory) -> CompileResult:
     return compile_model(lenet, local_farm, tmp_path_factory.mktemp("untuned") / "art", trials_per_task=0)
 
 
@@ -86,7 +86,7 @@ def tuning_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tuned(local_farm: DeviceProfile, tuning_db: Path, tmp_path_factory: pytest.TempPathFactory) -> CompileResult:
+def tuned(local_farm: Device, tuning_db: Path, tmp_path_factory: pytest.TempPathFactory) -> CompileResult:
     progress: list[tuple[int, int]] = []
     result = compile_model(
         small_model(),
@@ -100,7 +100,7 @@ def tuned(local_farm: DeviceProfile, tuning_db: Path, tmp_path_factory: pytest.T
     return result
 
 
-def test_manifest_has_the_agreed_shape(untuned: CompileResult, local_farm: DeviceProfile) -> None:
+def test_manifest_has_the_agreed_shape(untuned: CompileResult, local_farm: Device) -> None:
     import tvm
 
     folder = untuned.artifact.folder
@@ -160,7 +160,7 @@ def test_tuning_measures_candidates_on_the_device(tuned: CompileResult, tuning_d
 
 
 def test_second_compile_reuses_the_tuning_database(
-    tuned: CompileResult, tuning_db: Path, local_farm: DeviceProfile, tmp_path: Path
+    tuned: CompileResult, tuning_db: Path, local_farm: Device, tmp_path: Path
 ) -> None:
     started: list[tuple[int, int]] = []
     again = compile_model(
@@ -189,7 +189,7 @@ def test_cli_compile_json_and_replacing_an_artifact(
     assert not (out / "stale.txt").exists() and sha256(out / "manifest.json") != first
 
 
-def test_saved_pruned_model_carries_its_pruning_summary(local_farm: DeviceProfile, tmp_path: Path) -> None:
+def test_saved_pruned_model_carries_its_pruning_summary(local_farm: Device, tmp_path: Path) -> None:
     bundle = small_model()
     bundle.meta["pruning"] = {"method": "legr", "target_ms": 0.5, "predicted_ms": 0.42, "notes": [Path("x")]}
     saved = save_model(bundle, tmp_path / "pruned.pt")
@@ -202,7 +202,7 @@ def test_saved_pruned_model_carries_its_pruning_summary(local_farm: DeviceProfil
 
 
 def test_bad_input_is_refused_before_anything_is_written(
-    local_farm: DeviceProfile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    local_farm: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = run_cli(capsys, "compile", "nosuchnet", "--device", "local", "-o", str(tmp_path / "a"))
     assert code == 2 and "unknown MODEL" in err and not (tmp_path / "a").exists()
@@ -250,11 +250,11 @@ def test_board_without_cross_compiler_gets_a_tar_to_link_itself(
     assert artifacts.load_artifact(tmp_path / "pi-tar").manifest["library"] == "model.tar"
 
 
-def test_one_tuning_run_per_database(local_farm: DeviceProfile, lenet: ModelBundle, tmp_path: Path) -> None:
+def test_one_tuning_run_per_database(local_farm: Device, lenet: ModelBundle, tmp_path: Path) -> None:
     import fcntl
     import os
 
-    from edgeprune.compile import export, tune
+    from edgeprune.tvmx import export, tune
 
     relax_model = export.to_relax(lenet.module, (1, *SHAPE))
     (tmp_path / "db").mkdir()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeprune.devices.base import TimingSettings
 from edgeprune.devices.profile import load_device, load_profile
 from edgeprune.errors import EdgepruneError
 
@@ -46,7 +47,7 @@ def test_shipped_profiles_load() -> None:
     for path in paths:
         device = load_profile(path)
         assert device.target["kind"] == "llvm"
-        assert device.is_cross and device.vector_lanes == 4
+        assert device.kind == "board" and device.needs_cross_link and device.channel_step == 4
         assert device.ssh is not None and device.ssh.key_file
 
 
@@ -57,6 +58,15 @@ def test_valid_profile_fields(tmp_path: Path) -> None:
     assert device.target["num-cores"] == 4
     assert device.ssh is not None and device.ssh.port == 22 and device.ssh.user == "pi"
     assert device.remote_python == "python3"
+
+
+def test_kind_and_timing(tmp_path: Path) -> None:
+    old = load_profile(write(tmp_path, VALID))  # written before `kind` existed: an RPC board
+    assert old.kind == "board" and old.timing == TimingSettings()
+    text = VALID.replace('description = "test board"', 'kind = "board"') + "[timing]\nrepeat = 3\nmin_repeat_ms = 5\n"
+    device = load_profile(write(tmp_path, text, name="tuned"))
+    assert device.kind == "board" and device.timing == TimingSettings(repeat=3, min_repeat_ms=5)
+    assert device.timing.with_counts(repeat=9).repeat == 9 and device.timing.with_counts().repeat == 3
 
 
 def test_relative_ssh_files_are_beside_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,6 +97,11 @@ def test_relative_ssh_files_are_beside_the_profile(tmp_path: Path, monkeypatch: 
         (lambda t: t + '[remote]\nworkdr = "/tmp"\n', "remote.workdr"),
         (lambda t: t + '[[extra]]\npassword = "hunter2"\n', "extra.[0].password"),
         (lambda t: t + 'colour = "red"\n', "ssh.colour"),
+        (lambda t: t.replace('description = "test board"', 'kind = "toaster"'), "kind"),
+        (lambda t: t.replace('description = "test board"', 'kind = "local"'), "kind"),
+        (lambda t: t + "[timing]\nrepeat = 0\n", "timing"),
+        (lambda t: t + "[timing]\nrepeats = 3\n", "timing.repeats"),
+        (lambda t: t + '[timing]\ncache_flush = "yes"\n', "timing.cache_flush"),
     ],
 )
 def test_malformed_profile_names_file_and_field(tmp_path: Path, edit, field: str) -> None:
@@ -130,6 +145,6 @@ def test_devices_json_lists_local_first_and_shipped_boards(isolated_env: pytest.
     pi = next(d for d in listed if d["name"] == "raspberry-pi-4")
     assert pi["ssh"] == {"host": "raspberrypi4.local", "port": 22, "user": "pi"}
     for entry in listed:
-        assert set(entry) == {"name", "target", "tracker", "key", "ssh"}
+        assert set(entry) == {"name", "kind", "target", "tracker", "key", "ssh", "timings_are_real"}
         host, port = entry["tracker"].rsplit(":", 1)
         assert host and int(port) > 0

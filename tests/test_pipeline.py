@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
 
 RUN_ARGS = [
     "resnet20", "--device", "local", "--data", "digits", "--input-shape", "1x32x32", "--width", "0.5",
@@ -32,7 +32,7 @@ def run_cli(run_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(local_farm: DeviceProfile, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+def finished_run(local_farm: Device, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     run_dir = tmp_path_factory.mktemp("run") / "r"
     result = run_cli(run_dir)
     assert result.returncode in (0, 1), result.stderr[-3000:]

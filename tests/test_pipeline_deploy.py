@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
 from tests.loopback_board import SSHServer, edgeprune_cli, write_board_profile
 
 pytest_plugins = ["tests.board_fixtures"]  # the sshd fixture
@@ -21,7 +21,7 @@ RUN_ARGS = [
 
 
 def test_run_writes_its_result_before_deploying_then_deploys_under_its_own_name(
-    local_farm: DeviceProfile, sshd: SSHServer, tmp_path: Path
+    local_farm: Device, sshd: SSHServer, tmp_path: Path
 ) -> None:
     board = write_board_profile(
         tmp_path / "board",

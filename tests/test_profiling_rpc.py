@@ -3,6 +3,7 @@ the CLI, and RPC servers or the tracker dying mid-run. Real kernels, kept tiny (
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,7 +17,8 @@ import torch
 from torch import nn
 
 from edgeprune.devices import farm
-from edgeprune.devices.profile import DeviceProfile, local_device
+from edgeprune.devices.base import TimingSettings
+from edgeprune.devices.profile import Device, local_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle, to_graph_module
 from edgeprune.profiling.grid import plan
@@ -26,7 +28,7 @@ from edgeprune.profiling.profiler import profile_model
 from edgeprune.profiling.signature import LayerExtractor
 from tests.conftest import free_port
 
-FAST = {"grid": 4, "trials": 1, "repeat": 2, "number": 2}
+FAST = {"grid": 4, "trials": 1, "settings": TimingSettings(number=2, repeat=2)}
 
 
 def allow_second_tuning() -> None:
@@ -85,7 +87,7 @@ def narrowed(bundle: ModelBundle, inner: int) -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def profiled(local_farm: DeviceProfile) -> tuple[DeviceProfile, ModelBundle, Any]:
+def profiled(local_farm: Device) -> tuple[Device, ModelBundle, Any]:
     allow_second_tuning()  # other test files may have tuned in this process before
     bundle = tiny()
     return local_farm, bundle, profile_model(bundle, local_farm, parallel=True, **FAST)
@@ -94,7 +96,7 @@ def profiled(local_farm: DeviceProfile) -> tuple[DeviceProfile, ModelBundle, Any
 def test_profile_writes_every_planned_entry_with_tuned_schedules(profiled: tuple) -> None:
     device, bundle, report = profiled
     layers, structure = LayerExtractor().extract(bundle.module, bundle.input_shape)
-    planned = plan(layers, device.vector_lanes, FAST["grid"])
+    planned = plan(layers, device.channel_step, FAST["grid"])
     data = json.loads(lut_path(device).read_text())
     assert data["schema"] == SCHEMA_VERSION and data["device"] == "local" and data["target"] == device.target
     assert data["tvm_version"] and "tuned" in data["kernels"]
@@ -102,15 +104,15 @@ def test_profile_writes_every_planned_entry_with_tuned_schedules(profiled: tuple
     assert report.entries_measured + report.entries_reused == report.entries_total == len(planned)
     assert report.servers == 2  # --servers-parallel took both servers of the farm
     entry = data["entries"][next(iter(planned))]
-    assert entry["median_ms"] > 0 and entry["repeats"] == FAST["repeat"] and entry["measured_at"]
+    assert entry["median_ms"] > 0 and entry["repeats"] == FAST["settings"].repeat and entry["measured_at"]
     assert {data["entries"][k]["schedule"] for k in planned} == {"database", "transplanted"}
     assert data["networks"][structure]["measured_ms"] == pytest.approx(report.network_ms, rel=1e-3)
 
 
 def test_compile_reuses_the_records_the_table_measured(profiled: tuple) -> None:
     """A network pruned onto the grid needs no tuning: every kernel is a record the table measured."""
-    from edgeprune.compile import tune
-    from edgeprune.compile.export import to_relax
+    from edgeprune.tvmx import tune
+    from edgeprune.tvmx.export import to_relax
 
     device, bundle, _ = profiled
     mod = to_relax(narrowed(bundle, 4), (1, *bundle.input_shape)).mod
@@ -122,7 +124,7 @@ def test_latency_model_exact_on_grid_interpolated_between(profiled: tuple) -> No
     device, bundle, report = profiled
     model = LatencyModel.for_device(device)
     network = LatencyTable.load(device).networks[LayerExtractor().slots(bundle.module, bundle.input_shape)[1]]
-    assert network["samples"] == 2 * 5 * FAST["repeat"]  # the network alone, before and after the entries
+    assert network["samples"] == 2 * 5 * FAST["settings"].repeat  # the network alone, before and after the entries
     full = model.estimate(bundle.module, bundle.input_shape)
     assert full.predicted_ms == pytest.approx(network["measured_ms"])  # exact at the unpruned widths
     assert full.ratio == pytest.approx(network["measured_ms"] / full.layer_sum_ms)
@@ -143,14 +145,12 @@ def test_latency_model_exact_on_grid_interpolated_between(profiled: tuple) -> No
         model.predict_ms(wider.module, wider.input_shape)
 
 
-def test_network_record_without_a_layer_is_an_error_not_a_crash(
-    profiled: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_network_record_without_a_layer_is_an_error_not_a_crash(profiled: tuple, tmp_path: Path) -> None:
     device, bundle, _ = profiled
     data = json.loads(lut_path(device).read_text())
     structure = LayerExtractor().slots(bundle.module, bundle.input_shape)[1]
     del data["networks"][structure]["channels"]["stem.0"]
-    monkeypatch.setenv("EDGEPRUNE_PROFILES_DIR", str(tmp_path))  # a copy: the session's table stays whole
+    device = dataclasses.replace(device, profiles_root=tmp_path)  # a copy: the session's table stays whole
     lut_path(device).parent.mkdir(parents=True)
     lut_path(device).write_text(json.dumps(data))
     with pytest.raises(EdgepruneError, match="lacks layer stem.0"):
@@ -170,7 +170,7 @@ def test_interrupted_profile_resumes_with_what_is_missing(profiled: tuple) -> No
     data = json.loads(path.read_text())
     layers, _ = LayerExtractor().extract(bundle.module, bundle.input_shape)
     # this model's own entries: the session's table also holds other tests' models
-    dropped = sorted(plan(layers, device.vector_lanes, FAST["grid"]))[:3]
+    dropped = sorted(plan(layers, device.channel_step, FAST["grid"]))[:3]
     for key in dropped:
         del data["entries"][key]
     path.write_text(json.dumps(data))
@@ -266,7 +266,7 @@ def test_foreign_or_corrupt_table_is_refused(own_profiles: Path) -> None:
 @pytest.fixture
 def own_farm(
     request: pytest.FixtureRequest, own_profiles: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[DeviceProfile, farm.FarmState]]:
+) -> Iterator[tuple[Device, farm.FarmState]]:
     """A farm of its own (`request.param` servers) on a free port, for tests that kill its processes.
 
     Started twice at most: servers starting together sometimes race for one port and one dies."""
@@ -300,7 +300,7 @@ def test_server_killed_mid_profile_continues_on_the_other(own_farm: tuple) -> No
             _kill(state.server_pids[0])
 
     report = profile_model(bundle, device, parallel=True, on_progress=kill_one, **FAST)
-    planned = plan(LayerExtractor().layers(bundle.module, bundle.input_shape), device.vector_lanes, FAST["grid"])
+    planned = plan(LayerExtractor().layers(bundle.module, bundle.input_shape), device.channel_step, FAST["grid"])
     entries = json.loads(lut_path(device).read_text())["entries"]
     assert set(entries) == set(planned) and report.entries_measured == len(planned)
     records = (device.lut_dir / "tuning" / "database_tuning_record.json").read_text().splitlines()
@@ -323,7 +323,7 @@ def test_tracker_and_servers_down_mid_run_stop_cleanly_then_resume(own_farm: tup
         profile_model(bundle, device, on_progress=kill_all, **FAST)
     assert "run the same command again" in str(stopped.value.hint)
     saved = json.loads(lut_path(device).read_text())["entries"]
-    total = len(plan(LayerExtractor().layers(bundle.module, bundle.input_shape), device.vector_lanes, 4))
+    total = len(plan(LayerExtractor().layers(bundle.module, bundle.input_shape), device.channel_step, 4))
     assert 2 <= len(saved) < total
     assert all(split_key(key)[1] > 0 for key in saved)
     farm.down(state.port)

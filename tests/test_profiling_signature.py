@@ -14,7 +14,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model, to_graph_module
 from edgeprune.profiling.grid import default_step, grid_values, plan
 from edgeprune.profiling.signature import DEPTHWISE, LINEAR, LayerExtractor
-from edgeprune.profiling.tuned import adapt_tiles
+from edgeprune.tvmx.transplant import adapt_tiles
 
 
 def _by_name(module: nn.Module, shape: tuple[int, int, int]) -> dict:
@@ -144,10 +144,10 @@ def test_single_layer_networks_compile_to_the_networks_kernels(name: str, factor
     shape = (3, 8, 8)
     from tvm.s_tir import meta_schedule as ms
 
-    from edgeprune.compile import tune
-    from edgeprune.compile.export import to_relax
     from edgeprune.devices.profile import local_device
     from edgeprune.profiling import single_layer
+    from edgeprune.tvmx import tune
+    from edgeprune.tvmx.export import to_relax
 
     device = local_device()
     module = factory()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgeprune.cli import main
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device, TimingSettings
 from edgeprune.models.io import load_saved
 
 PRUNE_KEYS = {
@@ -66,7 +66,7 @@ def test_prune_to_flops_then_reuse_the_search_for_another_budget(
 
 
 def test_prune_to_milliseconds_on_the_local_device(
-    baseline: Path, local_farm: DeviceProfile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    baseline: Path, local_farm: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from edgeprune.profiling.latency import LatencyModel
     from edgeprune.profiling.profiler import profile_model
@@ -76,7 +76,8 @@ def test_prune_to_milliseconds_on_the_local_device(
     code, _, err = run(capsys, *args, "--target-ms", "1")
     assert code == 2 and "edgeprune profile" in err  # no table yet: how to get one
 
-    profile_model(load_saved(baseline), local_farm, trials=1, repeat=3, number=10)  # coarse grid, real timings
+    # coarse grid, real timings
+    profile_model(load_saved(baseline), local_farm, trials=1, settings=TimingSettings(repeat=3))
     model = LatencyModel.for_device(local_farm)
     original = model.predict_ms(load_saved(baseline).module, (1, 8, 8))
     # an 8x8 net is mostly fixed per-layer cost (at 10% of every layer it costs ~0.9x or, by the noise of such tiny

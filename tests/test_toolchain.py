@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from edgeprune.devices.toolchain import NOISE, without_native_lines
+from edgeprune.devices.native_log import NOISE, without_native_lines
 
 
 def test_native_noise_is_dropped_and_other_lines_kept(capfd: pytest.CaptureFixture[str]) -> None:

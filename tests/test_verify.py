@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgeprune.compile.compiler import compile_model
-from edgeprune.devices.profile import DeviceProfile, load_device
+from edgeprune.devices.profile import Device, load_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model, save_model
 from edgeprune.verify.defaults import ATOL
@@ -55,14 +55,14 @@ def edit_manifest(folder: Path, **changes: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def artifact(local_farm: DeviceProfile, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def artifact(local_farm: Device, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("verify") / "small"
     compile_model(load_model("lenet5", SHAPE, 10, width=0.5), local_farm, out, trials_per_task=0)
     return out
 
 
 @pytest.fixture(scope="module")
-def baseline(local_farm: DeviceProfile, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def baseline(local_farm: Device, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("verify") / "baseline"
     compile_model(load_model("lenet5", SHAPE, 10, width=1.0), local_farm, out, trials_per_task=0)
     return out
@@ -89,7 +89,7 @@ def test_target_holds_or_not_by_the_measurement(artifact: Path, capsys: pytest.C
     assert saved["meets_target"] is False and saved["target_ms"] == pytest.approx(measured / 5)
 
 
-def test_speedup_is_measured_against_the_baseline(artifact: Path, baseline: Path, local_farm: DeviceProfile) -> None:
+def test_speedup_is_measured_against_the_baseline(artifact: Path, baseline: Path, local_farm: Device) -> None:
     result = verify_artifact(artifact, local_farm, baseline=baseline)
     data = result.to_json()
     assert data["baseline_ms"] > 0 and data["baseline"] == str(baseline)
@@ -121,7 +121,7 @@ def test_changed_files_are_refused(artifact: Path, tmp_path: Path, capsys: pytes
 
 
 def test_artifact_for_another_target_is_refused(
-    artifact: Path, tmp_path: Path, local_farm: DeviceProfile, isolated_env: pytest.MonkeyPatch
+    artifact: Path, tmp_path: Path, local_farm: Device, isolated_env: pytest.MonkeyPatch
 ) -> None:
     board = load_device("raspberry-pi-4")
     moved = copy_artifact(artifact, tmp_path / "for-pi")
@@ -132,7 +132,7 @@ def test_artifact_for_another_target_is_refused(
 
 
 def test_library_for_another_architecture_is_refused(
-    tmp_path: Path, local_farm: DeviceProfile, isolated_env: pytest.MonkeyPatch
+    tmp_path: Path, local_farm: Device, isolated_env: pytest.MonkeyPatch
 ) -> None:
     if shutil.which("aarch64-linux-gnu-g++") is None:
         pytest.skip("aarch64-linux-gnu-g++ is not installed (apt-get install g++-aarch64-linux-gnu)")
@@ -145,7 +145,7 @@ def test_library_for_another_architecture_is_refused(
         verify_artifact(pi, local_farm)
 
 
-def test_prediction_error_and_the_pruning_budget(local_farm: DeviceProfile, tmp_path: Path) -> None:
+def test_prediction_error_and_the_pruning_budget(local_farm: Device, tmp_path: Path) -> None:
     bundle = load_model("lenet5", SHAPE, 10, width=0.5)
     bundle.meta["pruning"] = {"method": "legr", "target_ms": 1000.0, "predicted_ms": 0.05}
     saved = save_model(bundle, tmp_path / "pruned.pt")

@@ -152,7 +152,7 @@ def speedup_phase(bundle: Any, device: Any, workdir: Path) -> dict[str, Any]:
     from edgeprune.profiling.signature import LayerExtractor
 
     layers = LayerExtractor().layers(bundle.module, bundle.input_shape)
-    planned = list(plan(layers, device.vector_lanes).values())
+    planned = list(plan(layers, device.channel_step).values())
     first = LatencyTable.load(device).entries  # type: ignore[union-attr]
     runs = {}
     for label, parallel, exclusive in SPEEDUP_RUNS:
@@ -211,25 +211,21 @@ def _builds(module: Any, input_shape: tuple[int, ...], device: Any, trials: int,
     build (no database: convolutions run as untuned default schedules); returns library paths + tuning."""
     import tvm
 
-    from edgeprune.compile import tune
-    from edgeprune.compile.export import to_relax
-    from edgeprune.devices import toolchain
+    from edgeprune.tvmx import tune
+    from edgeprune.tvmx.export import to_relax
 
     mod = to_relax(module, (1, *input_shape)).mod
     tuning = tune.tune(mod, device, trials)
-    tuned = toolchain.export(tune.build(mod, device), folder, device, stem=f"{stem}_tuned")
-    default = toolchain.export(
-        tvm.compile(mod, target=toolchain.tvm_target(device)), folder, device, stem=f"{stem}_default"
-    )
+    tuned = device.export(tune.build(mod, device), folder, stem=f"{stem}_tuned")
+    default = device.export(tvm.compile(mod, target=device.tvm_target()), folder, stem=f"{stem}_default")
     return {"tuned": tuned, "default": default, "tasks_tuned": tuning.tasks - tuning.tasks_reused}
 
 
 def variants_phase(bundle: Any, device: Any, checkpoint: Checkpoint, args: argparse.Namespace) -> None:
     """Random variants on the grid: predicted vs measured, each measured in alternation with the unpruned
     network on one session, so the load of the moment is recorded beside every measurement."""
-    from edgeprune.devices import rpc
-    from edgeprune.devices.measure import Timing
-    from edgeprune.profiling.calibration import time_libraries
+    from edgeprune.devices.base import TimingSettings
+    from edgeprune.devices.timing import Timing, time_alternating
     from edgeprune.profiling.latency import LatencyModel
     from edgeprune.profiling.lut import LatencyTable
     from edgeprune.profiling.signature import LayerExtractor
@@ -256,7 +252,8 @@ def variants_phase(bundle: Any, device: Any, checkpoint: Checkpoint, args: argpa
                     ("default", built["default"], inputs),
                 ]
                 load = _wait_for_quiet(args.max_load)
-                rounds = time_libraries(rpc.request_session(device), items, ROUNDS, 10, args.repeat)
+                settings = TimingSettings(repeat=args.repeat)
+                rounds = time_alternating(device.request_session(), device, items, ROUNDS, settings)
                 timings = {name: Timing.from_samples(sum(runs, []), 10) for name, runs in rounds.items()}
                 ratios = [
                     statistics.median(variant) / statistics.median(ref)
@@ -286,6 +283,7 @@ def interpolation_phase(
     bundle: Any, device: Any, checkpoint: Checkpoint, workdir: Path, args: argparse.Namespace
 ) -> None:
     """Off-grid layer shapes measured as entries of their own vs the model's interpolation."""
+    from edgeprune.devices.base import TimingSettings
     from edgeprune.profiling.entries import measure_entries
     from edgeprune.profiling.grid import PlannedEntry, anchors
     from edgeprune.profiling.latency import LatencyModel
@@ -298,7 +296,7 @@ def interpolation_phase(
     layers = LayerExtractor().layers(bundle.module, bundle.input_shape)
     steps = model.channel_steps(bundle.module, bundle.input_shape)
     rng = np.random.default_rng(args.seed)
-    half_vector = max(1, device.vector_lanes // 2)
+    half_vector = max(1, device.channel_step // 2)
     off_grid = {
         (layer.name, aligned): [
             c
@@ -330,7 +328,12 @@ def interpolation_phase(
     with _progress() as progress:
         task = progress.add_task(f"{bundle.name}: off-grid entries", total=len(unique))
         measure_entries(
-            device, scratch, unique, anchors(layers), repeat=args.repeat, on_entry=lambda: progress.advance(task)
+            device,
+            scratch,
+            unique,
+            anchors(layers),
+            TimingSettings(repeat=args.repeat),
+            on_entry=lambda: progress.advance(task),
         )
     rows = []
     for layer, cin, cout in picks:

@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgeprune.loop import Measured
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CACHE = ROOT / "bench" / "cache"
@@ -137,16 +139,6 @@ def isolate(cache: Path) -> None:
     (cache / "profiles").mkdir(parents=True, exist_ok=True)
 
 
-@dataclass
-class Measured:
-    ms: float
-    spread_ms: float
-    baseline_ms: float  # the unpruned model, measured in the same session
-
-    def meets(self, fraction: float) -> bool:
-        return self.ms <= fraction * self.baseline_ms
-
-
 class Bench:
     """One benchmark session: device, farm, cache folders, results file and progress display."""
 
@@ -239,7 +231,7 @@ class Bench:
         work: Path,
     ) -> tuple[Any, Measured, dict[str, Any]]:
         """Prune without fine-tuning, compile, measure; correct the latency table's scale until it meets."""
-        from edgeprune.pipeline import ScaledPredictor
+        from edgeprune.loop import ScaledPredictor, prune_to_measured_target
         from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings, parse_target, prune_bundle
         from edgeprune.pruning.ranking import BudgetUnreachable
 
@@ -260,47 +252,59 @@ class Bench:
             seed=p.seed,
             search_file=work / "learned-legr.json" if method == "legr" else None,
         )
+        bench = self
+
+        class Rounds:
+            """The product's closed loop, each round compiled and measured in the row's work folder."""
+
+            def __init__(self) -> None:
+                self.settings, self.summary, self.prune_seconds, self.compile_seconds = settings, {}, 0.0, 0.0
+
+            def prune(self, index: int, scale: float) -> Any:
+                started = time.monotonic()
+                try:
+                    candidate, self.summary = prune_bundle(
+                        bundle, data, target, self.settings, ScaledPredictor(lut, scale), bench.progress
+                    )
+                finally:
+                    self.prune_seconds += time.monotonic() - started
+                if method == "legr" and self.settings.reuse_search is None:  # one search, every round
+                    self.settings = replace(self.settings, reuse_search=self.settings.search_file)
+                return candidate
+
+            def predicted_ms(self, index: int, candidate: Any) -> float:
+                return lut.predict_ms(candidate.module, candidate.input_shape)
+
+            def measure(self, index: int, candidate: Any) -> Measured:
+                started = time.monotonic()
+                measured = bench.measure(candidate, work / f"round-{index}", original)
+                self.compile_seconds += time.monotonic() - started
+                bench.say(
+                    f"  {method} round {index}: {measured.ms:.3f} ms measured, target "
+                    f"{fraction * measured.baseline_ms:.3f} ms"
+                )
+                return measured
+
         scale = original_ms / lut.predict_ms(bundle.module, bundle.input_shape)  # the table, fit to the measurement
         target = parse_target("ms", fraction * original_ms)
-        prune_seconds, compile_seconds, note = 0.0, 0.0, None
-        pruned = measured = summary = None
-        for index in range(1, p.max_rounds + 1):
-            started = time.monotonic()
-            try:
-                candidate, summary = prune_bundle(
-                    bundle, data, target, settings, ScaledPredictor(lut, scale), self.progress
-                )
-            except BudgetUnreachable as error:
-                note = f"round {index}: {error.message}"
-                break
-            finally:
-                prune_seconds += time.monotonic() - started
-            if method == "legr" and settings.reuse_search is None:
-                settings = replace(settings, reuse_search=settings.search_file)  # one search, every round
-            started = time.monotonic()
-            pruned, measured = candidate, self.measure(candidate, work / f"round-{index}", original)
-            compile_seconds += time.monotonic() - started
-            lut_ms = lut.predict_ms(candidate.module, candidate.input_shape)
-            self.say(
-                f"  {method} round {index}: {measured.ms:.3f} ms measured, target {fraction * measured.baseline_ms:.3f}"
-                f" ms (table x{scale:.3f} predicted {lut_ms * scale:.3f} ms)"
+        rounds = Rounds()
+        try:
+            result = prune_to_measured_target(
+                rounds, original_ms, target.value, p.max_rounds, scale=scale, relative=fraction, say=self.say
             )
-            if measured.meets(fraction):
-                break
-            comparable = measured.ms * original_ms / measured.baseline_ms
-            scale = max(scale * 1.05, comparable / lut_ms * (1 + 2 * measured.spread_ms / measured.ms))
-        if pruned is None or measured is None:
-            raise RuntimeError(note or "no candidate")
+        except BudgetUnreachable as error:
+            raise RuntimeError(f"round 1: {error.message}") from error
+        final = result.final
         extra = {
-            "predicted_ms": summary["predicted_ms"] if summary else None,
-            "rounds": index,
-            "latency_scale": scale,
-            "prune_seconds": round(prune_seconds, 2),
-            "compile_seconds": round(compile_seconds, 2),
-            "search_evaluations": summary["search_evaluations"] if summary else 0,
-            "note": note,
+            "predicted_ms": rounds.summary["predicted_ms"],
+            "rounds": len(result.rounds),
+            "latency_scale": final.scale,
+            "prune_seconds": round(rounds.prune_seconds, 2),
+            "compile_seconds": round(rounds.compile_seconds, 2),
+            "search_evaluations": rounds.summary["search_evaluations"],
+            "note": final.stopped,
         }
-        return pruned, measured, extra
+        return result.candidate, Measured(final.measured_ms, final.spread_ms, final.baseline_ms), extra
 
     def peer(self, bundle: Any, original: Path, fraction: float, work: Path) -> tuple[Any, Measured, dict[str, Any]]:
         """Torch-Pruning's MetaPruner; its global pruning ratio bisected on compiled, measured latency."""
@@ -609,7 +613,6 @@ def main(argv: list[str] | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgeprune.cli.common import console
-    from edgeprune.devices.farm import ensure_farm
 
     signal.signal(signal.SIGTERM, _stop)  # unwind, so the farm we started is stopped
     torch.set_num_threads(1)  # one thread is much faster on this loaded 2-core machine
@@ -617,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bench = Bench(plan, out, args.cache.resolve(), progress, lambda text: console.print(text, highlight=False))
-        with ensure_farm(bench.device, servers=1):
+        with bench.device.serving(1):
             bench.run()
     console.print(f"results: {out} ({len(bench.rows)} rows), {out.with_suffix('.md')}, {out.with_suffix('.png')}")
 

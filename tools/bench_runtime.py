@@ -68,34 +68,15 @@ class LocalRuntime:
                 break
             self.number = max(self.number * 2, int(self.number * MIN_REPEAT_MS / max(elapsed_ms, 1e-3)) + 1)
 
-    def samples(self, repeat: int) -> list[float]:
+    def samples_ms(self) -> list[float]:
+        """`REPEATS_PER_ROUND` samples, as `RemoteTimer.samples_ms` gives for a TVM library."""
         out = []
-        for _ in range(repeat):
+        for _ in range(REPEATS_PER_ROUND):
             start = time.perf_counter()
             for _ in range(self.number):
                 self.run()
             out.append((time.perf_counter() - start) * 1e3 / self.number)
         return out
-
-
-class TvmRuntime:
-    """An artifact loaded once on the device's RPC server; `samples` runs `time_evaluator` there."""
-
-    def __init__(self, session: Any, library: Path, remote_name: str, x: np.ndarray) -> None:
-        import tvm
-        from tvm import relax
-
-        session.upload(str(library), target=remote_name)  # every artifact's library is model.so: rename
-        self.dev = session.cpu(0)
-        self.vm = relax.VirtualMachine(session.load_module(remote_name), self.dev)
-        self.data = tvm.runtime.tensor(np.ascontiguousarray(x, dtype="float32"), self.dev)
-        self.output = self.vm["main"](self.data).numpy()  # warm-up, and the output to compare
-
-    def samples(self, repeat: int) -> list[float]:
-        evaluator = self.vm.time_evaluator(
-            "main", self.dev, number=TVM_NUMBER, repeat=repeat, min_repeat_ms=MIN_REPEAT_MS
-        )
-        return [float(s) * 1e3 for s in evaluator(self.data).results]
 
 
 def tuned_label(trials: int) -> str:
@@ -118,7 +99,7 @@ def prepare(name: str, bundle: Any, device: Any, budgets: list[int], work: Path,
     """Compile the untuned artifact and one tuned artifact per trial budget, each tuned from an empty database
     on the device."""
     from edgeprune.compile.compiler import compile_model
-    from edgeprune.compile.export import to_onnx
+    from edgeprune.tvmx.export import to_onnx
 
     step = progress.add_task(f"{name}: compile untuned", total=None)
     untuned = compile_model(bundle, device, work / f"{name}-untuned", 0)
@@ -152,18 +133,19 @@ def measure(variants: list[Variant], threads: int, progress: Any) -> None:
     import onnxruntime as ort
     import torch
 
-    from edgeprune.compile.export import INPUT_NAME
     from edgeprune.devices import farm
-    from edgeprune.devices.measure import Timing
+    from edgeprune.devices.base import TimingSettings
     from edgeprune.devices.profile import local_device
-    from edgeprune.devices.rpc import request_session
+    from edgeprune.devices.timing import RemoteTimer, Timing
+    from edgeprune.tvmx.export import INPUT_NAME
 
     os.environ["TVM_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(threads)  # the farm's server inherits it
     torch.set_num_threads(threads)
     device = local_device()
     farm.up(servers=1, port=device.tracker_port, key=device.key)
     try:
-        session = request_session(device)
+        session = device.request_session()
+        tvm_timing = TimingSettings(number=TVM_NUMBER, repeat=REPEATS_PER_ROUND, min_repeat_ms=MIN_REPEAT_MS)
         runtimes: dict[tuple[str, str], Any] = {}
         outputs: dict[tuple[str, str], np.ndarray] = {}
         for variant in variants:
@@ -184,7 +166,9 @@ def measure(variants: list[Variant], threads: int, progress: Any) -> None:
             outputs[variant.name, "onnxruntime"] = ort_session.run(None, feed)[0]
             for label, library in variant.libraries.items():
                 remote_name = f"{variant.name}-{label}{library.suffix}"
-                runtimes[variant.name, label] = TvmRuntime(session, library, remote_name, x.numpy())
+                runtimes[variant.name, label] = RemoteTimer(
+                    session, device, library, x.numpy(), tvm_timing, remote_name=remote_name
+                )
                 outputs[variant.name, label] = runtimes[variant.name, label].output
             variant.runs[str(threads)] = {
                 "max_abs_diff_vs_pytorch": {
@@ -197,7 +181,7 @@ def measure(variants: list[Variant], threads: int, progress: Any) -> None:
         rounds = progress.add_task(f"{threads} thread(s): interleaved rounds", total=ROUNDS)
         for _ in range(ROUNDS):
             for key, runtime in runtimes.items():
-                samples[key] += runtime.samples(REPEATS_PER_ROUND)
+                samples[key] += runtime.samples_ms()
             progress.advance(rounds)
     finally:
         farm.down(device.tracker_port)
@@ -304,7 +288,6 @@ def main() -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgeprune import atomic
-    from edgeprune.devices.farm import ensure_farm
     from edgeprune.devices.profile import local_device
     from edgeprune.models.io import load_model, parse_input_shape
 
@@ -342,7 +325,7 @@ def main() -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=Console(stderr=True)) as progress:
-            with ensure_farm(device):  # tuning: the server runs with TVM's default threads (the target's cores)
+            with device.serving():  # tuning: the server runs with TVM's default threads (the target's cores)
                 variants = [
                     prepare(name, bundle, device, args.trials, work, progress)
                     for name, bundle in (("baseline", baseline), ("pruned", pruned))

@@ -60,3 +60,12 @@ def fail(error: EdgepruneError) -> NoReturn:
     if error.hint:
         console.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
     raise SystemExit(EXIT_ERROR)
+
+
+def set_threads(threads: int) -> None:
+    """Torch's CPU threads for this process: set by the CLI only (library code leaves process state alone)."""
+    import torch
+
+    if threads < 1:
+        raise EdgepruneError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)

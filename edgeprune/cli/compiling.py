@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeprune.cli.common import ClassesOpt, DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json
-from edgeprune.compile import defaults as compile_defaults
+from edgeprune.tvmx import defaults as tuning_defaults
 from edgeprune.verify import defaults as verify_defaults
 
 app = typer.Typer()
@@ -58,7 +58,7 @@ def compile_cmd(
             help="MetaSchedule trials per task, measured on the device; tasks the tuning database already holds "
             "are reused. 0 builds the untuned default schedules.",
         ),
-    ] = compile_defaults.TRIALS,
+    ] = tuning_defaults.TRIALS,
     tuning_db: Annotated[
         Path | None,
         typer.Option("--tuning-db", help="Tuning database folder (default: device_profiles/<device>/tuning/)."),
@@ -127,7 +127,7 @@ def compile_cmd(
     )
 
 
-def _verify_table(result: Any) -> Any:
+def _verify_table(result: Any, min_repeat_ms: int) -> Any:
     from rich.table import Table
 
     table = Table(title=f"{result.artifact} on {result.device}", show_header=False)
@@ -137,7 +137,7 @@ def _verify_table(result: Any) -> Any:
     table.add_row(
         "measured",
         f"{timing.median_ms:.4f} ms ± {timing.spread_ms:.4f} (median of {timing.repeats} repeats, "
-        f"each >= {verify_defaults.MIN_REPEAT_MS} ms)",
+        f"each >= {min_repeat_ms} ms)",
     )
     if result.target_ms is not None:
         verdict = "[green]holds[/]" if result.meets_target else "[red]missed[/]"
@@ -169,8 +169,11 @@ def verify_cmd(
         Path | None, typer.Option("--baseline", help="Another artifact folder to measure for the speedup.")
     ] = None,
     repeat: Annotated[
-        int, typer.Option("--repeat", help="time_evaluator repeats (median and spread are reported).")
-    ] = verify_defaults.REPEAT,
+        int | None,
+        typer.Option(
+            "--repeat", help="Timed repeats (median and spread are reported); default: the device's timing.repeat."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure a compiled artifact on the device against the budget, a baseline and PyTorch's outputs.
@@ -187,5 +190,5 @@ def verify_cmd(
     if as_json:
         print_json(result.to_json())
     else:
-        console.print(_verify_table(result))
+        console.print(_verify_table(result, profile.timing.min_repeat_ms))
     raise typer.Exit(0 if result.passed else 1)

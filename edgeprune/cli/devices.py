@@ -27,12 +27,13 @@ def devices(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         print_json([d.to_json() for d in found])
         return
     table = Table(title=f"devices ({profile.profiles_dir()})")
-    for column in ("name", "target", "tracker", "key", "ssh"):
+    for column in ("name", "kind", "target", "tracker", "key", "ssh"):
         table.add_column(column)
     for d in found:
         target = ", ".join(f"{k}={v}" for k, v in d.target.items() if k != "kind")
         ssh = f"{d.ssh.user}@{d.ssh.host}:{d.ssh.port}" if d.ssh else "-"
-        table.add_row(d.name, f"{d.target['kind']} ({target})", d.tracker, d.key, ssh)
+        kind = d.kind if d.timings_are_real else f"{d.kind} (timings not a board's)"
+        table.add_row(d.name, kind, f"{d.target['kind']} ({target})", d.tracker, d.key, ssh)
     console.print(table)
 
 
@@ -44,7 +45,7 @@ def check(
 ) -> None:
     """Request a session from the device's tracker and run a tiny kernel there; print the round trip."""
     device = profile.load_device(name)
-    with farm_mod.ensure_farm(device):
+    with device.serving():
         result = rpc.check_device(device, timeout=timeout)
     if as_json:
         print_json({"device": device.name, "tracker": device.tracker, "key": device.key, **result})

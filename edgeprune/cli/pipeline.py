@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, TrustOpt, console, print_json
+from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, TrustOpt, console, print_json, set_threads
 from edgeprune.errors import EdgepruneError
-from edgeprune.profiling.defaults import TRIALS
+from edgeprune.tvmx.defaults import TRIALS
 
 app = typer.Typer()
 
@@ -80,6 +80,8 @@ def _execute(config: Any, run_dir: Path, as_json: bool, deploy: bool = True, tru
 
     from edgeprune.pipeline import Stages, execute
 
+    config.check()
+    set_threads(config.threads)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
     ) as progress:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeprune.cli.common import ClassesOpt, DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json
-from edgeprune.profiling import defaults
+from edgeprune.tvmx import defaults as tuning_defaults
 
 app = typer.Typer()
 
@@ -58,12 +58,18 @@ def profile_cmd(
         ),
     ] = None,
     repeat: Annotated[
-        int, typer.Option("--repeat", help="time_evaluator repeats per entry (median, spread).")
-    ] = defaults.REPEAT,
+        int | None,
+        typer.Option("--repeat", help="Timed repeats per entry (median, spread); default: the device's timing.repeat."),
+    ] = None,
     number: Annotated[
-        int, typer.Option("--number", help="Runs per repeat (raised so a repeat lasts at least 20 ms).")
-    ] = defaults.NUMBER,
-    trials: TrialsOpt = defaults.TRIALS,
+        int | None,
+        typer.Option(
+            "--number",
+            help="Runs per repeat (raised so a repeat lasts the device's timing.min_repeat_ms); default: the "
+            "device's timing.number.",
+        ),
+    ] = None,
+    trials: TrialsOpt = tuning_defaults.TRIALS,
     servers_parallel: Annotated[
         bool,
         typer.Option("--servers-parallel", help="Measure on every free RPC server under the device's key at once."),
@@ -88,8 +94,7 @@ def profile_cmd(
             bundle,
             profile,
             grid=grid,
-            repeat=repeat,
-            number=number,
+            settings=profile.timing.with_counts(number=number, repeat=repeat),
             parallel=servers_parallel,
             trials=trials,
             on_progress=_PhaseProgress(progress),
@@ -137,7 +142,7 @@ def estimate_cmd(
     measure: Annotated[
         bool, typer.Option("--measure", help="Also compile the network as `compile` does and measure it.")
     ] = False,
-    trials: TrialsOpt = defaults.TRIALS,
+    trials: TrialsOpt = tuning_defaults.TRIALS,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict a model's latency on a device from its LUT, per layer; optionally measure it."""

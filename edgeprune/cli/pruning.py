@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import JsonOpt, ModelArg, ShapeOpt, check_output, console, print_json
+from edgeprune.cli.common import JsonOpt, ModelArg, ShapeOpt, check_output, console, print_json, set_threads
 from edgeprune.errors import EdgepruneError
 
 app = typer.Typer()
@@ -37,14 +37,6 @@ def _progress() -> Any:
         console=console,
         transient=True,
     )
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    if threads < 1:
-        raise EdgepruneError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
 
 
 def _sidecar(output: Path, suffix: str) -> Path:
@@ -84,7 +76,7 @@ def train_cmd(
         raise EdgepruneError("--epochs must be >= 1")
     TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr).check()
     check_output(output)
-    _set_threads(threads)
+    set_threads(threads)
     bundle, dataset = model_and_data(model, _shape(input_shape), data, classes, width, seed, data_dir, limit)
     data_spec = dataset.spec
     checkpoint = _sidecar(output, ".train-checkpoint.pt")
@@ -248,7 +240,7 @@ def prune_cmd(
     epochs = finetune_epochs if finetune_epochs is not None else (10 if method == "pai" else 5)
     TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr).check()
     check_output(output)
-    _set_threads(threads)
+    set_threads(threads)
     bundle, dataset = model_and_data(model, _shape(input_shape), data, None, width, seed, data_dir, limit)
     data_spec = dataset.spec
     if not bundle.trained and method != "pai":

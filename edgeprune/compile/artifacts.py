@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from edgeprune import atomic
-from edgeprune.compile.export import INPUT_NAME
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import file_sha256
+from edgeprune.tvmx.export import INPUT_NAME
 
 FORMAT = "edgeprune-artifact"
 VERSION = 1

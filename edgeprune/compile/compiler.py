@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +16,13 @@ from typing import Any
 
 import torch
 
-from edgeprune.compile import artifacts, export, tune
-from edgeprune.compile.defaults import TRIALS
-from edgeprune.devices import toolchain
-from edgeprune.devices.farm import ensure_farm
-from edgeprune.devices.profile import DeviceProfile, host_target
+from edgeprune.compile import artifacts
+from edgeprune.devices.base import Device
+from edgeprune.devices.local import host_target
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle, file_sha256
+from edgeprune.tvmx import export, tune
+from edgeprune.tvmx.defaults import TRIALS
 
 
 @dataclass
@@ -77,17 +76,6 @@ def _pruning_summary(bundle: ModelBundle) -> tuple[dict[str, Any] | None, float 
     return pruning, float(predicted) if is_number else None
 
 
-def check_toolchain(device: DeviceProfile) -> None:
-    """A board's cross compiler must exist before anything is tuned for it."""
-    compiler = device.cross_compiler
-    if device.is_cross and compiler and shutil.which(compiler) is None:
-        raise EdgepruneError(
-            f"cross compiler '{compiler}' for device '{device.name}' is not installed",
-            hint="on Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu (or remove build.cross_compiler from "
-            "the profile to ship a .tar the board links itself)",
-        )
-
-
 def _build_for_host(mod: Any) -> Any:
     import tvm
 
@@ -96,7 +84,7 @@ def _build_for_host(mod: Any) -> Any:
 
 def compile_model(
     bundle: ModelBundle,
-    device: DeviceProfile,
+    device: Device,
     out: Path,
     trials_per_task: int = TRIALS,
     db_dir: Path | None = None,
@@ -119,7 +107,7 @@ def compile_model(
         raise EdgepruneError(f"--trials must be 0 (untuned) or more, got {trials_per_task}")
     out = Path(out)
     artifacts.check_output_folder(out)
-    check_toolchain(device)
+    device.check_toolchain()
     db_dir = Path(db_dir or tune.tuning_db_dir(device))
     input_shape = (1, *bundle.input_shape)
 
@@ -131,18 +119,18 @@ def compile_model(
 
     if trials_per_task > 0:
         stage("tune")
-        with ensure_farm(device):
+        with device.serving():
             report = tune.tune(
                 relax_model.mod, device, trials_per_task, db_dir, on_progress=on_trials, on_start=on_tuning_start
             )
         stage("build")
         lib = tune.build(relax_model.mod, device, db_dir)
-        if device.is_local:
+        if device.runs_on_host:
             diff = export.check_against_torch(lib, bundle.module, input_shape)
     else:
         report = tune.TuneReport(len(tune.extract_tasks(relax_model.mod, device)), 0, 0, 0.0)
         stage("build")
-        lib = host_lib if device.is_local else tvm.compile(relax_model.mod, target=toolchain.tvm_target(device))
+        lib = host_lib if device.runs_on_host else tvm.compile(relax_model.mod, target=device.tvm_target())
 
     stage("write")
     reference_input = bundle.example_input().numpy()
@@ -165,7 +153,7 @@ def compile_model(
     }
     artifact = artifacts.write_artifact(
         out,
-        lambda folder: toolchain.export(lib, folder, device),
+        lambda folder: device.export(lib, folder),
         relax_model.onnx_bytes,
         reference_input,
         reference_output,

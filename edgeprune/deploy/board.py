@@ -18,7 +18,7 @@ from typing import Any
 from edgeprune.deploy import ssh
 from edgeprune.deploy.runner import RemoteRunner, install_runner
 from edgeprune.devices import rpc
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 
 REGISTER_TIMEOUT_S = 60.0
@@ -34,14 +34,14 @@ def _paths(runner: RemoteRunner) -> tuple[str, str]:
     return posixpath.join(runner.state_dir, STATE_FILE), posixpath.join(runner.state_dir, LOG_FILE)
 
 
-def registered(device: DeviceProfile, timeout: float = 3.0) -> int:
+def registered(device: Device, timeout: float = 3.0) -> int:
     """Servers (free + busy) the device's tracker lists under the device's key."""
     counts = rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port, timeout=timeout))
     entry = counts.get(device.key, {})
     return entry.get("free", 0) + entry.get("busy", 0)
 
 
-def _wait_registered(device: DeviceProfile, condition: Callable[[int], bool], timeout: float) -> int | None:
+def _wait_registered(device: Device, condition: Callable[[int], bool], timeout: float) -> int | None:
     """Poll the tracker until `condition(count)` holds; the last count, or None on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -60,7 +60,7 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def board_tracker(device: DeviceProfile, override: str | None) -> str:
+def board_tracker(device: Device, override: str | None) -> str:
     """The tracker address as the board must dial it (may differ from this machine's view of it)."""
     tracker = override or device.tracker
     host, _, port = tracker.rpartition(":")
@@ -69,7 +69,7 @@ def board_tracker(device: DeviceProfile, override: str | None) -> str:
     return tracker
 
 
-def loopback_warning(device: DeviceProfile, tracker: str) -> str | None:
+def loopback_warning(device: Device, tracker: str) -> str | None:
     """A loopback tracker address is the board itself, unless the board is this machine."""
     if device.ssh and _is_loopback(tracker.rpartition(":")[0]) and not _is_loopback(device.ssh.host):
         return (
@@ -93,7 +93,7 @@ def _probe(runner: RemoteRunner) -> dict[str, Any]:
 
 
 def bootstrap(
-    device: DeviceProfile,
+    device: Device,
     *,
     trust_new_host: bool = False,
     tracker: str | None = None,
@@ -151,7 +151,7 @@ def bootstrap(
     }
 
 
-def stop(device: DeviceProfile, *, trust_new_host: bool = False, timeout: float = 15.0) -> dict[str, Any]:
+def stop(device: Device, *, trust_new_host: bool = False, timeout: float = 15.0) -> dict[str, Any]:
     """Stop the recorded server; waits until the tracker drops it when the tracker is reachable."""
     try:
         before: int | None = registered(device)
@@ -172,7 +172,7 @@ def stop(device: DeviceProfile, *, trust_new_host: bool = False, timeout: float 
     return {"device": device.name, "host": host, **result, "registered": after}
 
 
-def status(device: DeviceProfile, *, trust_new_host: bool = False) -> dict[str, Any]:
+def status(device: Device, *, trust_new_host: bool = False) -> dict[str, Any]:
     """The recorded server (pid, running, tracker, key, log tail) and what the tracker lists for the key."""
     with ssh.connection(device, trust_new_host=trust_new_host) as conn:
         runner = install_runner(conn, device)

@@ -6,7 +6,9 @@ no edgeprune install. Each command prints exactly one JSON object as the last li
 
   hash DIR                         sha256 of every regular file in DIR
   probe                            python, numpy and TVM versions, machine architecture
-  smoke DIR [--number N --repeat R] load DIR's library into the Relax VM, run one seeded input, time it, and
+  smoke DIR [--runtime cpu --number N --repeat R --min-repeat-ms M --warmup W]
+                                   load DIR's library into the Relax VM on the runtime device, run one seeded
+                                   input, time it (the workstation passes the device's timing settings), and
                                    compare the output for the artifact's reference input with PyTorch's
   start-server --state F --log L --tracker H:P --key K   start a detached TVM rpc_server, record its PID in F
   stop-server --state F            stop exactly the recorded server (checks the PID is still that server)
@@ -84,14 +86,16 @@ def cmd_smoke(args):
     spec = manifest["input"]
     start = time.perf_counter()
     lib = tvm.runtime.load_module(os.path.join(args.dir, manifest["library"]))
-    dev = tvm.cpu(0)
+    dev = tvm.device(args.runtime, 0)
     vm = VirtualMachine(lib, dev)
     loaded = time.perf_counter()
     data = numpy.random.default_rng(args.seed).standard_normal(spec["shape"]).astype(spec.get("dtype", "float32"))
     out = vm["main"](tvm.runtime.tensor(data, dev))
+    for _ in range(args.warmup - 1):
+        vm["main"](tvm.runtime.tensor(data, dev))
     shape = _shape_of(out)
     finite = bool(numpy.isfinite(out.numpy()).all()) if hasattr(out, "numpy") else None
-    timer = vm.time_evaluator("main", dev, number=args.number, repeat=args.repeat)
+    timer = vm.time_evaluator("main", dev, number=args.number, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
     runs_ms = [t * 1e3 for t in timer(tvm.runtime.tensor(data, dev)).results]
     expected = manifest.get("output", {}).get("shape")
     return {
@@ -212,8 +216,11 @@ def parse_args(argv):
     sub.add_parser("probe")
     smoke = sub.add_parser("smoke")
     smoke.add_argument("dir")
-    smoke.add_argument("--number", type=int, default=5)
-    smoke.add_argument("--repeat", type=int, default=5)
+    smoke.add_argument("--runtime", default="cpu", help="TVM runtime device kind: cpu, cuda")
+    smoke.add_argument("--number", type=int, default=10)
+    smoke.add_argument("--repeat", type=int, default=10)
+    smoke.add_argument("--min-repeat-ms", type=int, default=20)
+    smoke.add_argument("--warmup", type=int, default=1)
     smoke.add_argument("--seed", type=int, default=0)
     start = sub.add_parser("start-server")
     start.add_argument("--tracker", required=True)

@@ -19,7 +19,7 @@ from typing import Any
 from edgeprune.deploy import ssh
 from edgeprune.deploy.artifact import Upload, load_upload
 from edgeprune.deploy.runner import RemoteRunner, install_runner
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 
 SMOKE_TIMEOUT_S = 600.0  # importing TVM and loading a big model on a slow board takes a while
@@ -29,7 +29,7 @@ def _noop(*_: Any) -> None:
     return None
 
 
-def check_device_matches(artifact: Upload, device: DeviceProfile) -> None:
+def check_device_matches(artifact: Upload, device: Device) -> None:
     """An artifact built for another target would fail on the board in an obscure way, or run code tuned for
     another CPU: the same check `verify` makes, said up front."""
     from edgeprune.compile.artifacts import Artifact
@@ -65,9 +65,17 @@ def _verify(runner: RemoteRunner, artifact: Upload, folder: str) -> None:
         )
 
 
-def smoke_run(runner: RemoteRunner, folder: str, number: int = 5, repeat: int = 5) -> dict[str, Any]:
-    """Inferences on the board from `folder`, timed; refuses a wrong output shape or a wrong output."""
-    result = runner.call("smoke", folder, "--number", str(number), "--repeat", str(repeat), timeout=SMOKE_TIMEOUT_S)
+def smoke_run(runner: RemoteRunner, device: Device, folder: str) -> dict[str, Any]:
+    """Inferences on the board from `folder`, timed with the device's settings; refuses a wrong output shape or
+    a wrong output."""
+    timing = device.timing
+    result = runner.call(
+        "smoke",
+        folder,
+        *("--runtime", device.runtime_kind, "--number", str(timing.number), "--repeat", str(timing.repeat)),
+        *("--min-repeat-ms", str(timing.min_repeat_ms), "--warmup", str(max(timing.warmup, 1))),
+        timeout=SMOKE_TIMEOUT_S,
+    )
     if not result["shape_ok"]:
         raise EdgepruneError(
             f"smoke run on the board: output shape {result['output_shape']}, the manifest says "
@@ -106,7 +114,7 @@ def _swap_into_place(conn: ssh.BoardConnection, staged: str, destination: str, o
 
 def deploy_artifact(
     folder: str | Path | Upload,
-    device: DeviceProfile,
+    device: Device,
     *,
     name: str | None = None,
     trust_new_host: bool = False,
@@ -141,7 +149,7 @@ def deploy_artifact(
             smoke_result = None
             if smoke:
                 on_stage("smoke run on the board")
-                smoke_result = smoke_run(runner, staged)
+                smoke_result = smoke_run(runner, device, staged)
             replaced = _swap_into_place(
                 conn, staged, destination, posixpath.join(runner.workdir, f".{artifact.name}.old-{token}")
             )

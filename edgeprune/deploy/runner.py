@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.deploy.ssh import COMMAND_TIMEOUT_S, BoardConnection
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 
 RUNNER_SOURCE = Path(__file__).with_name("board_runner.py")
@@ -56,11 +56,11 @@ class RemoteRunner:
         return payload
 
 
-def remote_workdir(conn: BoardConnection, device: DeviceProfile) -> str:
+def remote_workdir(conn: BoardConnection, device: Device) -> str:
     return conn.resolve(device.remote_workdir)
 
 
-def install_runner(conn: BoardConnection, device: DeviceProfile) -> RemoteRunner:
+def install_runner(conn: BoardConnection, device: Device) -> RemoteRunner:
     """Upload the runner once per content (atomically: temp name, then rename) and return a handle to it."""
     source = RUNNER_SOURCE.read_bytes()
     workdir = remote_workdir(conn, device)

@@ -22,7 +22,7 @@ from edgeprune.errors import EdgepruneError
 if TYPE_CHECKING:
     import paramiko
 
-    from edgeprune.devices.profile import DeviceProfile, SSHConfig
+    from edgeprune.devices.profile import Device, SSHConfig
 
 CONNECT_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 300.0
@@ -150,7 +150,7 @@ class BoardConnection:
         self.check(f"rm -rf -- {shlex.quote(path)}", timeout=120)
 
 
-def require_ssh(device: DeviceProfile) -> SSHConfig:
+def require_ssh(device: Device) -> SSHConfig:
     """The device's SSH settings; a device without them (like `local`) is not a board."""
     if device.ssh is None:
         where = f" ({device.source})" if device.source else ""
@@ -162,7 +162,7 @@ def require_ssh(device: DeviceProfile) -> SSHConfig:
     return device.ssh
 
 
-def connect(device: DeviceProfile, trust_new_host: bool = False, timeout: float = CONNECT_TIMEOUT_S) -> BoardConnection:
+def connect(device: Device, trust_new_host: bool = False, timeout: float = CONNECT_TIMEOUT_S) -> BoardConnection:
     """Connect to the board of `device` with its profile's SSH settings; errors say what to fix."""
     import paramiko
 
@@ -229,7 +229,7 @@ def connect(device: DeviceProfile, trust_new_host: bool = False, timeout: float 
 
 
 @contextlib.contextmanager
-def connection(device: DeviceProfile, trust_new_host: bool = False) -> Iterator[BoardConnection]:
+def connection(device: Device, trust_new_host: bool = False) -> Iterator[BoardConnection]:
     conn = connect(device, trust_new_host=trust_new_host)
     try:
         yield conn

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from edgeprune import atomic
 from edgeprune.devices import rpc
-from edgeprune.devices.profile import LOCAL, DeviceProfile
+from edgeprune.devices.base import Device
+from edgeprune.devices.local import LOCAL
 from edgeprune.errors import EdgepruneError
 
 HOST = "127.0.0.1"  # the farm never listens beyond loopback
@@ -190,11 +191,8 @@ def down(port: int = 9190) -> list[int]:
 
 
 @contextlib.contextmanager
-def ensure_farm(device: DeviceProfile, servers: int = 1) -> Iterator[DeviceProfile]:
-    """For `local`: use a running farm, else start one for the duration of the block. Boards: no-op."""
-    if not device.is_local:
-        yield device
-        return
+def ensure_farm(device: Device, servers: int = 1) -> Iterator[Device]:
+    """Use a running farm at the device's tracker, else start one for the duration of the block."""
     try:
         counts = rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port, timeout=2.0))
     except EdgepruneError:

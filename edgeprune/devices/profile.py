@@ -1,18 +1,21 @@
 """Device profiles: one TOML file per board in `device_profiles/`, plus the built-in `local` device.
 
-A profile is the one place a board's facts live (TVM target, tracker, SSH); every stage reads it from here.
-Loading validates every field and names the file and the field on error, because a typo in a profile
-otherwise surfaces minutes later as an obscure TVM or SSH failure.
+A profile is the one place a board's facts live (kind, TVM target, tracker, SSH, timing); loading it gives the
+`Device` of its kind. Loading validates every field and names the file and the field on error, because a typo in
+a profile otherwise surfaces minutes later as an obscure TVM or SSH failure.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeprune.devices import board as _board  # noqa: F401 - registers the `board` kind
+from edgeprune.devices import local as _local
+from edgeprune.devices.base import Device, SSHConfig, TimingSettings, create, kind_class, kinds
+from edgeprune.devices.local import LOCAL, LOCAL_DEFAULT_PORT
 from edgeprune.errors import EdgepruneError
 
 if sys.version_info >= (3, 11):
@@ -20,79 +23,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-LOCAL = "local"
-LOCAL_DEFAULT_PORT = 9190
-SUPPORTED_TARGET_KINDS = ("llvm",)
-_TARGET_KEYS = {"kind": str, "mtriple": str, "mcpu": str, "mattr": list, "num-cores": int}
+DEFAULT_KIND = "board"  # profiles written before `kind` existed are RPC boards
 _SECRET_WORDS = ("password", "passphrase", "secret", "token")
-
-
-@dataclass(frozen=True)
-class SSHConfig:
-    """How `deploy` and `board` reach the board. Keys only: no password is ever read from a profile."""
-
-    host: str
-    user: str
-    port: int = 22
-    key_file: str | None = None
-    known_hosts: str = "~/.ssh/known_hosts"
-
-    @property
-    def key_path(self) -> Path | None:
-        return Path(self.key_file).expanduser() if self.key_file else None
-
-    @property
-    def known_hosts_path(self) -> Path:
-        return Path(self.known_hosts).expanduser()
-
-
-@dataclass(frozen=True)
-class DeviceProfile:
-    name: str
-    description: str
-    target: dict[str, Any]
-    tracker_host: str
-    tracker_port: int
-    key: str
-    cross_compiler: str | None = None
-    ssh: SSHConfig | None = None
-    remote_workdir: str = "~/edgeprune"
-    remote_python: str = "python3"
-    source: Path | None = field(default=None, compare=False)
-
-    @property
-    def tracker(self) -> str:
-        return f"{self.tracker_host}:{self.tracker_port}"
-
-    @property
-    def is_local(self) -> bool:
-        return self.name == LOCAL
-
-    @property
-    def is_cross(self) -> bool:
-        """True when code for this device cannot run on this host (needs a cross compiler to link)."""
-        return "aarch64" in self.target.get("mtriple", "") or "arm" in self.target.get("mtriple", "")
-
-    @property
-    def vector_lanes(self) -> int:
-        """fp32 lanes of the widest SIMD unit: the natural channel granularity of tuned kernels."""
-        if self.is_cross:
-            return 4  # NEON: 128-bit
-        flags = _host_cpu_flags() if self.is_local else set(self.target.get("mattr", []))
-        if {"avx512f", "+avx512f"} & flags:
-            return 16
-        if {"avx2", "+avx2", "avx", "+avx"} & flags:
-            return 8
-        return 4
-
-    @property
-    def lut_dir(self) -> Path:
-        """Where this device's latency table and tuning database live: `device_profiles/<name>/`."""
-        return profiles_dir() / self.name
-
-    def to_json(self) -> dict[str, Any]:
-        ssh = None if self.ssh is None else {"host": self.ssh.host, "port": self.ssh.port, "user": self.ssh.user}
-        return {"name": self.name, "target": self.target, "tracker": self.tracker, "key": self.key, "ssh": ssh}
+_TIMING_KEYS = {"number": int, "repeat": int, "min_repeat_ms": int, "warmup": int, "cache_flush": bool}
 
 
 def profiles_dir() -> Path:
@@ -106,40 +39,11 @@ def profiles_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "device_profiles"
 
 
-def _host_cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def host_target() -> dict[str, Any]:
-    """TVM target of this machine's CPU; LLVM's own name for it, so tuned code uses every extension."""
-    from tvm.target import codegen  # deferred: importing TVM costs seconds
-
-    target: dict[str, Any] = {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu())}
-    target["num-cores"] = available_cores()
-    return target
-
-
-def local_device() -> DeviceProfile:
-    """The built-in device: this CPU behind a real tracker and RPC server on 127.0.0.1 (the local farm)."""
+def local_device() -> Device:
+    """The built-in device: this CPU behind a real tracker and RPC server on 127.0.0.1 (the local farm);
+    `$EDGEPRUNE_LOCAL_PORT` and `$EDGEPRUNE_LOCAL_KEY` move it (tests and benchmarks run farms of their own)."""
     port = int(os.environ.get("EDGEPRUNE_LOCAL_PORT", LOCAL_DEFAULT_PORT))
-    return DeviceProfile(
-        name=LOCAL,
-        description="This machine's CPU, through a local TVM RPC farm on 127.0.0.1",
-        target=host_target(),
-        tracker_host="127.0.0.1",
-        tracker_port=port,
-        key=os.environ.get("EDGEPRUNE_LOCAL_KEY", LOCAL),
-    )
+    return _local.local_device(profiles_dir(), port, os.environ.get("EDGEPRUNE_LOCAL_KEY", LOCAL))
 
 
 class _Reader:
@@ -188,6 +92,8 @@ _KNOWN_KEYS: dict[str, set[str] | None] = {
     "build": {"cross_compiler"},
     "ssh": {"host", "port", "user", "key_file", "known_hosts"},
     "remote": {"workdir", "python"},
+    "kind": None,
+    "timing": set(_TIMING_KEYS),
 }
 
 
@@ -205,22 +111,35 @@ def _check_known_keys(reader: _Reader) -> None:
                 raise reader.fail(f"{key}.{inner}", f"unknown key (known: {', '.join(sorted(allowed))})")
 
 
-def _parse_target(r: _Reader) -> dict[str, Any]:
+def _parse_target(r: _Reader, kind: type[Device]) -> dict[str, Any]:
+    """The `[target]` table, checked against what the device's kind accepts."""
     target = r.get("target", dict)
     for key, value in target.items():
-        if key not in _TARGET_KEYS:
-            raise r.fail(f"target.{key}", f"unknown target key (known: {', '.join(_TARGET_KEYS)})")
-        expected = _TARGET_KEYS[key]
+        if key not in kind.target_keys:
+            raise r.fail(f"target.{key}", f"unknown target key (known: {', '.join(kind.target_keys)})")
+        expected = kind.target_keys[key]
         if not isinstance(value, expected) or isinstance(value, bool):
             raise r.fail(f"target.{key}", f"expected {expected.__name__}, got {type(value).__name__}")
-    kind = r.get("target.kind", str)
-    if kind not in SUPPORTED_TARGET_KINDS:
-        raise r.fail("target.kind", f"unsupported target kind '{kind}' (supported: {SUPPORTED_TARGET_KINDS})")
+    target_kind = r.get("target.kind", str)
+    if target_kind not in kind.target_kinds:
+        raise r.fail(
+            "target.kind", f"unsupported target kind '{target_kind}' (supported: {', '.join(kind.target_kinds)})"
+        )
     if "mattr" in target and not all(isinstance(a, str) for a in target["mattr"]):
         raise r.fail("target.mattr", "expected a list of strings like ['+neon']")
     if target.get("num-cores", 1) < 1:
         raise r.fail("target.num-cores", "must be >= 1")
     return dict(target)
+
+
+def _parse_timing(r: _Reader) -> TimingSettings:
+    if "timing" not in r.data:
+        return TimingSettings()
+    values = {key: r.get(f"timing.{key}", kind) for key, kind in _TIMING_KEYS.items() if key in r.data["timing"]}
+    try:
+        return TimingSettings(**values)
+    except EdgepruneError as exc:
+        raise r.fail("timing", exc.message) from None
 
 
 def _parse_ssh(r: _Reader) -> SSHConfig | None:
@@ -246,7 +165,7 @@ def _beside(profile: Path, path: str) -> str:
     return str(expanded if expanded.is_absolute() else profile.absolute().parent / expanded)
 
 
-def load_profile(path: str | os.PathLike[str]) -> DeviceProfile:
+def load_profile(path: str | os.PathLike[str]) -> Device:
     """Parse and validate one profile file."""
     path = Path(path)
     try:
@@ -268,10 +187,15 @@ def load_profile(path: str | os.PathLike[str]) -> DeviceProfile:
     port = r.get("tracker.port", int)
     if not 0 < port < 65536:
         raise r.fail("tracker.port", f"port {port} out of range")
-    return DeviceProfile(
+    kind = r.get("kind", str, required=False, default=DEFAULT_KIND)
+    if kind == LOCAL or kind not in kinds():
+        known = ", ".join(k for k in kinds() if k != LOCAL)
+        raise r.fail("kind", f"unknown device kind '{kind}' (known: {known})")
+    return create(
+        kind,
         name=name,
         description=r.get("description", str, required=False, default=""),
-        target=_parse_target(r),
+        target=_parse_target(r, kind_class(kind)),
         tracker_host=r.get("tracker.host", str),
         tracker_port=port,
         key=r.get("tracker.key", str),
@@ -279,6 +203,8 @@ def load_profile(path: str | os.PathLike[str]) -> DeviceProfile:
         ssh=_parse_ssh(r),
         remote_workdir=r.get("remote.workdir", str, required=False, default="~/edgeprune"),
         remote_python=r.get("remote.python", str, required=False, default="python3"),
+        timing=_parse_timing(r),
+        profiles_root=profiles_dir(),
         source=path,
     )
 
@@ -288,12 +214,12 @@ def profile_paths(directory: Path | None = None) -> list[Path]:
     return sorted(directory.glob("*.toml")) if directory.is_dir() else []
 
 
-def list_devices(directory: Path | None = None) -> list[DeviceProfile]:
+def list_devices(directory: Path | None = None) -> list[Device]:
     """The built-in `local` device first, then every profile file, each validated."""
     return [local_device(), *(load_profile(p) for p in profile_paths(directory))]
 
 
-def load_device(name_or_path: str) -> DeviceProfile:
+def load_device(name_or_path: str) -> Device:
     """Resolve `--device`: `local`, a profile name in `device_profiles/`, or a path to a .toml file."""
     if name_or_path == LOCAL:
         return local_device()

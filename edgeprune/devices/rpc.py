@@ -16,7 +16,7 @@ from edgeprune.errors import EdgepruneError
 if TYPE_CHECKING:
     from tvm.rpc import RPCSession
 
-    from edgeprune.devices.profile import DeviceProfile
+    from edgeprune.devices.base import Device
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -85,9 +85,7 @@ def server_counts(summary: dict[str, Any]) -> dict[str, dict[str, int]]:
     return counts
 
 
-def request_session(
-    device: DeviceProfile, timeout: float = DEFAULT_TIMEOUT_S, session_timeout: float = 0
-) -> RPCSession:
+def request_session(device: Device, timeout: float = DEFAULT_TIMEOUT_S, session_timeout: float = 0) -> RPCSession:
     """A session on one of the device's servers, or a clear error within `timeout` seconds."""
     from tvm import rpc
 
@@ -98,8 +96,8 @@ def request_session(
         raise EdgepruneError(
             f"no RPC server registered under key '{key}' at tracker {host}:{port} (keys there: {known})",
             hint=(
-                "start one: `edgeprune farm up` for the local device, `edgeprune board bootstrap --device "
-                f"{device.name}` for a board, or `python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}`"
+                f"start one: {device.start_hint()}, or `python -m tvm.exec.rpc_server --tracker {host}:{port} "
+                f"--key {key}` where the device runs"
             ),
         )
     tracker = rpc.connect_tracker(host, port)
@@ -136,7 +134,7 @@ def wait_for_servers(host: str, port: int, key: str, count: int, timeout: float)
     )
 
 
-def check_device(device: DeviceProfile, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, float]:
+def check_device(device: Device, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, float]:
     """Build a tiny kernel for the device's target, run it there and check the result.
 
     Proves the whole path works: tracker, key, server, the device's toolchain and its runtime.
@@ -148,20 +146,18 @@ def check_device(device: DeviceProfile, timeout: float = DEFAULT_TIMEOUT_S) -> d
     import tvm
     from tvm import te
 
-    from edgeprune.devices import toolchain
-
     size = 64
     a = te.placeholder((size,), name="a", dtype="float32")
     b = te.compute((size,), lambda i: a[i] * 2.0 + 1.0, name="b")
-    lib = tvm.tirx.build(tvm.IRModule({"main": te.create_prim_func([a, b])}), target=toolchain.tvm_target(device))
+    lib = tvm.tirx.build(tvm.IRModule({"main": te.create_prim_func([a, b])}), target=device.tvm_target())
     start = time.perf_counter()
     session = request_session(device, timeout=timeout)
     connected = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        path = toolchain.export(lib, Path(tmp), device, stem="edgeprune_check")
+        path = device.export(lib, Path(tmp), stem="edgeprune_check")
         session.upload(str(path))
         func = session.load_module(path.name)["main"]
-    dev = session.cpu(0)
+    dev = device.runtime_device(session)
     data = np.arange(size, dtype="float32")
     out = tvm.runtime.tensor(np.zeros(size, dtype="float32"), dev)
     func(tvm.runtime.tensor(data, dev), out)

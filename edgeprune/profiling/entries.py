@@ -22,14 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeprune.devices import measure, rpc, toolchain
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices import rpc
+from edgeprune.devices.base import Device, TimingSettings
+from edgeprune.devices.timing import Timing, run_remote
 from edgeprune.errors import EdgepruneError
-from edgeprune.profiling import single_layer, tuned
-from edgeprune.profiling.defaults import MIN_REPEAT_MS, NUMBER, REPEAT
+from edgeprune.profiling import single_layer
 from edgeprune.profiling.grid import PlannedEntry
 from edgeprune.profiling.lut import LatencyTable, now
 from edgeprune.profiling.signature import Family
+from edgeprune.tvmx import transplant
 
 MAX_ATTEMPTS = 3  # an entry whose measurement fails this often (on any server) is reported, not retried
 
@@ -50,7 +51,7 @@ class _Built:
 class EntryBuilder:
     """Builds an entry's single-layer network with the schedule `compile` would use for that shape."""
 
-    def __init__(self, device: DeviceProfile, store: tuned.ScheduleStore, anchor_of: dict[str, PlannedEntry]) -> None:
+    def __init__(self, device: Device, store: transplant.ScheduleStore, anchor_of: dict[str, PlannedEntry]) -> None:
         self.device = device
         self.store = store
         self.anchor_of = anchor_of
@@ -60,7 +61,7 @@ class EntryBuilder:
         if family.key not in self._anchor_traces:
             anchor = self.anchor_of[family.key]
             _, relax_model = single_layer.to_relax(family, anchor.in_channels, anchor.out_channels)
-            record = self.store.best(tuned.task_module(relax_model.mod, self.device))
+            record = self.store.best(transplant.task_module(relax_model.mod, self.device))
             if record is None:
                 raise EdgepruneError(f"the tuning database has no record for {anchor.key}: the tuning phase failed")
             self._anchor_traces[family.key] = record.trace
@@ -68,16 +69,16 @@ class EntryBuilder:
 
     def build(self, entry: PlannedEntry, folder: Path) -> _Built:
         module, relax_model = single_layer.to_relax(entry.family, entry.in_channels, entry.out_channels)
-        workload = tuned.task_module(relax_model.mod, self.device)
+        workload = transplant.task_module(relax_model.mod, self.device)
         record = self.store.best(workload)
         sch = None
         if record is None:
-            sch = tuned.transplant(workload, self._anchor_trace(entry.family), self.device)
+            sch = transplant.transplant(workload, self._anchor_trace(entry.family), self.device)
             record = self.store.record_for(workload, sch)
-        lib = tuned.build_with(relax_model.mod, record, self.device)
+        lib = transplant.build_with(relax_model.mod, record, self.device)
         # a session keeps earlier libraries loaded: overwriting one by name crashes the server (SIGBUS)
         stem = "entry_" + hashlib.sha256(entry.key.encode()).hexdigest()[:16]
-        path = toolchain.export(lib, folder, self.device, stem=stem)
+        path = self.device.export(lib, folder, stem=stem)
         inputs = np.random.default_rng(0).standard_normal(relax_model.input_shape).astype("float32")
         with torch.no_grad():
             expected = module(torch.from_numpy(inputs)).numpy()
@@ -89,19 +90,17 @@ class _EntryMeasurer:
 
     def __init__(
         self,
-        device: DeviceProfile,
+        device: Device,
         table: LatencyTable,
         builder: EntryBuilder,
-        number: int,
-        repeat: int,
+        settings: TimingSettings,
         on_entry: Callable[[], None],
         exclusive: bool,
     ) -> None:
         self.device = device
         self.table = table
         self.builder = builder
-        self.number = number
-        self.repeat = repeat
+        self.settings = settings
         self.on_entry = on_entry
         self.todo: queue.Queue[PlannedEntry] = queue.Queue()
         self.attempts: dict[str, int] = {}
@@ -127,7 +126,7 @@ class _EntryMeasurer:
 
     def _reconnect(self) -> Any | None:
         try:
-            return rpc.request_session(self.device, timeout=10.0)
+            return self.device.request_session(timeout=10.0)
         except EdgepruneError as exc:
             with self._state_lock:
                 self.device_errors.append(exc.message)
@@ -182,9 +181,7 @@ class _EntryMeasurer:
                 built = self.builder.build(entry, Path(folder))
             try:
                 with self._measure_lock:
-                    timing, output = measure.run_remote(
-                        session, built.library, built.inputs, self.number, self.repeat, MIN_REPEAT_MS
-                    )
+                    timing, output = run_remote(session, self.device, built.library, built.inputs, self.settings)
             except Exception as exc:  # noqa: BLE001 - a lost server surfaces as several TVM/socket types
                 raise _DeviceLost(f"{type(exc).__name__}: {exc}") from exc
         scale = 1e-3 * (1.0 + float(np.abs(built.expected).max()))
@@ -192,7 +189,7 @@ class _EntryMeasurer:
             raise EdgepruneError("the compiled kernel's output differs from PyTorch's")
         self._store(entry, built, timing)
 
-    def _store(self, entry: PlannedEntry, built: _Built, timing: measure.Timing) -> None:
+    def _store(self, entry: PlannedEntry, built: _Built, timing: Timing) -> None:
         if built.transplanted is not None:
             self.builder.store.commit(built.workload, built.transplanted, timing.median_ms)
         record = {
@@ -207,30 +204,29 @@ class _EntryMeasurer:
         self.on_entry()
 
 
-def _sessions(device: DeviceProfile, parallel: bool) -> list[Any]:
+def _sessions(device: Device, parallel: bool) -> list[Any]:
     """One session per server registered under the device's key (just one unless `parallel`).
 
     Servers still finishing a previous session show as busy for a moment, so each is waited for briefly.
     """
-    sessions = [rpc.request_session(device)]
+    sessions = [device.request_session()]
     if parallel:
         counts = rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port))
         servers = counts.get(device.key, {})
         for _ in range(servers.get("free", 0) + servers.get("busy", 0) - 1):
             try:
-                sessions.append(rpc.request_session(device, timeout=5.0))
+                sessions.append(device.request_session(timeout=5.0))
             except EdgepruneError:
                 break
     return sessions
 
 
 def measure_entries(
-    device: DeviceProfile,
+    device: Device,
     table: LatencyTable,
     entries: list[PlannedEntry],
     anchor_of: dict[str, PlannedEntry],
-    number: int = NUMBER,
-    repeat: int = REPEAT,
+    settings: TimingSettings | None = None,
     parallel: bool = False,
     on_entry: Callable[[], None] | None = None,
     exclusive: bool | None = None,
@@ -244,10 +240,11 @@ def measure_entries(
     """
     if not entries:
         return 0
-    exclusive = device.is_local if exclusive is None else exclusive
-    with tuned.ScheduleStore.open(device) as store:
+    exclusive = device.shares_host_cores if exclusive is None else exclusive
+    with transplant.ScheduleStore.open(device) as store:
         builder = EntryBuilder(device, store, anchor_of)
-        measurer = _EntryMeasurer(device, table, builder, number, repeat, on_entry or (lambda: None), exclusive)
+        settings = settings or device.timing
+        measurer = _EntryMeasurer(device, table, builder, settings, on_entry or (lambda: None), exclusive)
         sessions = _sessions(device, parallel)
         servers = len(sessions)
         measurer.run(entries, sessions)

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 from edgeprune.profiling.lut import LatencyTable, lut_path, remeasure_hint, split_key
 from edgeprune.profiling.signature import DEPTHWISE, Layer, LayerExtractor
@@ -147,7 +147,7 @@ class LatencyModel:
         self._ratios: dict[str, float] = {}
 
     @classmethod
-    def for_device(cls, device: DeviceProfile) -> LatencyModel:
+    def for_device(cls, device: Device) -> LatencyModel:
         """The device's model; EdgepruneError when the device has no table yet (or an unusable one)."""
         table = LatencyTable.load(device)
         if table is None:

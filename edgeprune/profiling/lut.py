@@ -10,10 +10,8 @@ A table made for another target or TVM version is refused: its numbers describe 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune import atomic
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 
 SCHEMA_VERSION = 2
@@ -49,7 +47,7 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def lut_path(device: DeviceProfile) -> Path:
+def lut_path(device: Device) -> Path:
     return device.lut_dir / FILE_NAME
 
 
@@ -85,11 +83,11 @@ class LatencyTable:
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, device: DeviceProfile) -> LatencyTable:
+    def new(cls, device: Device) -> LatencyTable:
         return cls(lut_path(device), device.name, dict(device.target), tvm_version())
 
     @classmethod
-    def load(cls, device: DeviceProfile) -> LatencyTable | None:
+    def load(cls, device: Device) -> LatencyTable | None:
         """The device's table, validated against the device; None when it has none yet."""
         path = lut_path(device)
         if not path.exists():
@@ -139,7 +137,7 @@ class LatencyTable:
         return table
 
     @classmethod
-    def open(cls, device: DeviceProfile) -> LatencyTable:
+    def open(cls, device: Device) -> LatencyTable:
         return cls.load(device) or cls.new(device)
 
     def to_json(self) -> dict[str, Any]:
@@ -164,19 +162,11 @@ class LatencyTable:
 
 
 @contextlib.contextmanager
-def exclusive(device: DeviceProfile) -> Iterator[None]:
+def exclusive(device: Device) -> Iterator[None]:
     """One profiling run per table at a time (two writers would each drop the other's entries)."""
-    path = lut_path(device).with_name(FILE_NAME + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise EdgepruneError(
-                f"another `edgeprune profile` is writing {lut_path(device)}",
-                hint="wait for it to finish (a run resumes where another stopped)",
-            ) from exc
+    busy = EdgepruneError(
+        f"another `edgeprune profile` is writing {lut_path(device)}",
+        hint="wait for it to finish (a run resumes where another stopped)",
+    )
+    with atomic.sole_writer(lut_path(device).with_name(FILE_NAME + ".lock"), busy):
         yield
-    finally:
-        os.close(fd)

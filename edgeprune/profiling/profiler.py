@@ -16,18 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune.compile import tune
-from edgeprune.devices import measure, rpc, toolchain
-from edgeprune.devices.farm import ensure_farm
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device, TimingSettings
+from edgeprune.devices.timing import Timing, measure_library
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle
 from edgeprune.profiling.calibration import network_record, network_samples
-from edgeprune.profiling.defaults import MIN_REPEAT_MS, NUMBER, REPEAT, TRIALS
 from edgeprune.profiling.entries import measure_entries
 from edgeprune.profiling.grid import anchors, plan
 from edgeprune.profiling.lut import LatencyTable, exclusive
 from edgeprune.profiling.signature import LayerExtractor
+from edgeprune.tvmx import tune
+from edgeprune.tvmx.defaults import TRIALS
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total); phases: "tuning", "network", "entries"
 
@@ -61,34 +60,30 @@ class ProfileReport:
 
 def measure_network(
     bundle: ModelBundle,
-    device: DeviceProfile,
+    device: Device,
     trials: int = TRIALS,
-    number: int = NUMBER,
-    repeat: int = REPEAT,
+    settings: TimingSettings | None = None,
     relax_model: Any = None,
-) -> tuple[measure.Timing, tune.TuneReport]:
+) -> tuple[Timing, tune.TuneReport]:
     """The network compiled as `compile` compiles it by default (tuning only tasks the device's database
     lacks, `trials` each), then measured on the device; also what the tuning did."""
-    from edgeprune.compile.export import to_relax
+    from edgeprune.tvmx.export import to_relax
 
-    with ensure_farm(device):
+    with device.serving():
         relax_model = relax_model or to_relax(bundle.module, (1, *bundle.input_shape))
         tuning = tune.tune(relax_model.mod, device, trials)
         lib = tune.build(relax_model.mod, device)
         with tempfile.TemporaryDirectory(prefix="edgeprune-net-") as folder:
-            path = toolchain.export(lib, Path(folder), device, stem="network")
-            timing, _ = measure.measure_library(
-                device, path, bundle.example_input().numpy(), number, repeat, MIN_REPEAT_MS
-            )
+            path = device.export(lib, Path(folder), stem="network")
+            timing, _ = measure_library(device, path, bundle.example_input().numpy(), settings)
     return timing, tuning
 
 
 def profile_model(
     bundle: ModelBundle,
-    device: DeviceProfile,
+    device: Device,
     grid: int | None = None,
-    repeat: int = REPEAT,
-    number: int = NUMBER,
+    settings: TimingSettings | None = None,
     parallel: bool = False,
     trials: int = TRIALS,
     on_progress: Progress | None = None,
@@ -99,11 +94,11 @@ def profile_model(
     is lost before the table is complete; everything measured up to then is saved, and running again
     measures only what is missing.
     """
-    from edgeprune.compile.export import to_relax
+    from edgeprune.tvmx.export import to_relax
 
-    for name, value in (("--repeat", repeat), ("--number", number), ("--trials", trials)):
-        if value < 1:
-            raise EdgepruneError(f"{name} must be at least 1, got {value}")
+    if trials < 1:
+        raise EdgepruneError(f"--trials must be at least 1, got {trials}")
+    settings = settings or device.timing
     if grid is not None and grid < 1:
         raise EdgepruneError(f"--grid must be a positive channel step, got {grid}")
     progress = on_progress or (lambda phase, done, total: None)
@@ -113,7 +108,7 @@ def profile_model(
         raise EdgepruneError(
             f"model '{bundle.name}' has no prunable layer (Conv2d or Linear)", hint="nothing to profile or prune"
         )
-    planned = plan(layers, device.vector_lanes, grid)
+    planned = plan(layers, device.channel_step, grid)
     with exclusive(device):
         table = LatencyTable.open(device)
         missing = [e for k, e in planned.items() if k not in table.entries]
@@ -128,8 +123,8 @@ def profile_model(
             network_ms=float(network["measured_ms"]) if network else None,
         )
         if missing or network is None:
-            with ensure_farm(device, servers=2 if parallel else 1):
-                rpc.request_session(device)  # fail fast, before minutes of export and tuning
+            with device.serving(2 if parallel else 1):
+                device.request_session()  # fail fast, before minutes of export and tuning
                 relax_model = to_relax(bundle.module, (1, *bundle.input_shape))
                 phase_start = time.perf_counter()
                 report.tuning = tune.tune(
@@ -139,7 +134,7 @@ def profile_model(
                 calibration: list[float] = []
                 if network is None:
                     progress("network", 0, 2)
-                    calibration += network_samples(bundle, device, relax_model, number, repeat)
+                    calibration += network_samples(bundle, device, relax_model, settings)
                     progress("network", 1, 2)
                 done = [0]
 
@@ -150,13 +145,11 @@ def profile_model(
 
                 progress("entries", 0, len(missing))
                 phase_start = time.perf_counter()
-                report.servers = measure_entries(
-                    device, table, missing, anchors(layers), number, repeat, parallel, advance
-                )
+                report.servers = measure_entries(device, table, missing, anchors(layers), settings, parallel, advance)
                 report.phase_seconds["entries"] = time.perf_counter() - phase_start
                 if network is None:
-                    calibration += network_samples(bundle, device, relax_model, number, repeat)
-                    table.networks[structure] = network_record(bundle, layers, calibration, number)
+                    calibration += network_samples(bundle, device, relax_model, settings)
+                    table.networks[structure] = network_record(bundle, layers, calibration, settings.number)
                     table.save()
                     report.network_ms = table.networks[structure]["measured_ms"]
                     progress("network", 2, 2)

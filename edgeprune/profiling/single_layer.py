@@ -1,6 +1,6 @@
 """One table entry as a network of its own: a layer plus exactly the epilogue TVM fuses into it.
 
-It goes through the deployment import path (`compile.export.to_relax`), so its one tunable TIR function is
+It goes through the deployment import path (`tvmx.export.to_relax`), so its one tunable TIR function is
 structurally the function the whole network contains for that layer: the same MetaSchedule workload, the
 same record in the device's tuning database, the same kernel that ships. A residual operand is a constant
 here (in the network it is another kernel's output); either way it is one more input of the fused function.
@@ -62,8 +62,8 @@ def input_shape(family: Family, in_channels: int) -> tuple[int, ...]:
 
 
 def to_relax(family: Family, in_channels: int, out_channels: int) -> tuple[SingleLayer, Any]:
-    """The entry's network and its import through the deployment path (a `compile.export.RelaxModel`)."""
-    from edgeprune.compile.export import to_relax as export_to_relax
+    """The entry's network and its import through the deployment path (a `tvmx.export.RelaxModel`)."""
+    from edgeprune.tvmx.export import to_relax as export_to_relax
 
     module = SingleLayer(family, in_channels, out_channels).eval()
     return module, export_to_relax(module, input_shape(family, in_channels))

@@ -1,13 +1,12 @@
 """The verify stage: run an artifact on the device and hold it to its budget, its baseline and PyTorch.
 
-Latency is measured the way every edgeprune number is (`devices.measure`: upload over RPC, a warm-up run,
+Latency is measured the way every edgeprune number is (`devices.timing`: upload over RPC, a warm-up run,
 then `time_evaluator` repeats; median and half the interquartile range). Outputs are compared with the
 PyTorch output stored at compile time for the same input, within RTOL/ATOL.
 """
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,10 @@ import numpy as np
 
 from edgeprune import atomic
 from edgeprune.compile.artifacts import ELF_MACHINES, VERIFY_FILE, Artifact, elf_machine, load_artifact
-from edgeprune.devices.farm import ensure_farm
-from edgeprune.devices.measure import Timing, measure_library
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
+from edgeprune.devices.timing import Timing, measure_library
 from edgeprune.errors import EdgepruneError
-from edgeprune.verify.defaults import ATOL, MIN_REPEAT_MS, NUMBER, REPEAT, RTOL
+from edgeprune.verify.defaults import ATOL, RTOL
 
 
 @dataclass
@@ -90,13 +88,12 @@ def _normalized(target: dict[str, Any]) -> dict[str, Any]:
     return {k: sorted(v) if isinstance(v, list) else v for k, v in target.items()}
 
 
-def _device_machine(device: DeviceProfile) -> int | None:
+def _device_machine(device: Device) -> int | None:
     """The ELF machine the device runs: its triple's architecture, or this host's for native devices."""
-    triple = str(device.target.get("mtriple", "")) if device.is_cross else platform.machine()
-    return next((code for arch, code in ELF_MACHINES.items() if triple.startswith(arch)), None)
+    return next((code for arch, code in ELF_MACHINES.items() if device.architecture.startswith(arch)), None)
 
 
-def check_compatible(artifact: Artifact, device: DeviceProfile) -> None:
+def check_compatible(artifact: Artifact, device: Device) -> None:
     """Refuse an artifact built for another target or architecture than the device: it would crash on the
     board, or run code tuned for another CPU and report a latency that means nothing."""
     hint = f"compile it for this device: edgeprune compile MODEL --device {device.name} -o DIR"
@@ -116,20 +113,19 @@ def check_compatible(artifact: Artifact, device: DeviceProfile) -> None:
         )
 
 
-def measure_artifact(
-    artifact: Artifact, device: DeviceProfile, repeat: int = REPEAT, number: int = NUMBER
-) -> tuple[Timing, np.ndarray]:
-    """Latency on the device of the artifact's reference input, and the output it computed there."""
+def measure_artifact(artifact: Artifact, device: Device, repeat: int | None = None) -> tuple[Timing, np.ndarray]:
+    """Latency on the device of the artifact's reference input (the device's timing settings, `repeat`
+    samples where given), and the output it computed there."""
     reference_input, _ = artifact.reference()
-    return measure_library(device, artifact.library, reference_input, number, repeat, MIN_REPEAT_MS)
+    return measure_library(device, artifact.library, reference_input, device.timing.with_counts(repeat=repeat))
 
 
 def verify_artifact(
     folder: Path,
-    device: DeviceProfile,
+    device: Device,
     target_ms: float | None = None,
     baseline: Path | None = None,
-    repeat: int = REPEAT,
+    repeat: int | None = None,
 ) -> VerifyResult:
     """Measure the artifact (and the baseline artifact, same settings) on the device, compare outputs with
     PyTorch's, and write `verify.json` into the artifact folder.
@@ -138,7 +134,7 @@ def verify_artifact(
     """
     if target_ms is not None and target_ms <= 0:
         raise EdgepruneError(f"--target-ms must be positive, got {target_ms}")
-    if repeat < 3:
+    if repeat is not None and repeat < 3:
         raise EdgepruneError(f"--repeat must be at least 3 for a median and a spread, got {repeat}")
     artifact = load_artifact(folder)
     check_compatible(artifact, device)
@@ -149,7 +145,7 @@ def verify_artifact(
     if target_ms is None and artifact.pruning_target_ms is not None:
         target_ms, source = artifact.pruning_target_ms, "pruning budget"
 
-    with ensure_farm(device):
+    with device.serving():
         timing, output = measure_artifact(artifact, device, repeat)
         base_timing = measure_artifact(base, device, repeat)[0] if base is not None else None
 

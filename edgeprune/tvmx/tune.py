@@ -9,9 +9,7 @@ on small machines); candidates run on the device's RPC servers through the track
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -20,16 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune.devices import rpc, toolchain
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune import atomic
+from edgeprune.devices import rpc
+from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 
 TUNED_OPS = ("conv2d", "matmul", "dense")
 TRIALS_PER_ITER = 16
-GPU_TENSOR_INTRINSICS = ("cuda", "rocm", "hexagon")
 
 
-def tuning_db_dir(device: DeviceProfile) -> Path:
+def tuning_db_dir(device: Device) -> Path:
     """The device's one tuning database, beside its latency table: `device_profiles/<device>/tuning/`."""
     return device.lut_dir / "tuning"
 
@@ -91,21 +89,7 @@ def _quiet_tvm_logs() -> Iterator[None]:
             logger.addHandler(handler)
 
 
-def _load_cpu_tensor_intrinsics() -> None:
-    """Every MetaSchedule TuneContext imports all of TVM's tensor intrinsics: 38 s on two cores, 34 s of it
-    registering GPU and DSP ones (cuda, rocm, hexagon) that edgeprune's llvm CPU targets never use. Empty
-    stand-ins for those modules are registered first, in this process only; x86 and ARM intrinsics load."""
-    import types
-
-    if "tvm.s_tir.tensor_intrin" in sys.modules:
-        return
-    for name in GPU_TENSOR_INTRINSICS:
-        module = f"tvm.s_tir.tensor_intrin.{name}"
-        sys.modules.setdefault(module, types.ModuleType(module, "not loaded by edgeprune: CPU targets only"))
-    import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the CPU intrinsics the schedule rules look up
-
-
-def _builder(device: DeviceProfile) -> Any:
+def _builder(device: Device) -> Any:
     from tvm import tirx
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
@@ -121,7 +105,7 @@ def _builder(device: DeviceProfile) -> Any:
                 try:
                     lib = tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod), item.target)
                     folder = tempfile.mkdtemp(prefix="edgeprune-ms-")
-                    path = toolchain.export(lib, Path(folder), device, stem="candidate")
+                    path = device.export(lib, Path(folder), stem="candidate")
                     results.append(ms.builder.BuilderResult(str(path), None))
                 except Exception as exc:  # noqa: BLE001 - a failed candidate is a result, not a crash
                     results.append(ms.builder.BuilderResult(None, f"{type(exc).__name__}: {exc}"))
@@ -130,7 +114,7 @@ def _builder(device: DeviceProfile) -> Any:
     return InProcessBuilder()
 
 
-def _runner(device: DeviceProfile, number: int = 3, repeat: int = 1, min_repeat_ms: int = 20) -> Any:
+def _runner(device: Device, number: int = 3, repeat: int = 1, min_repeat_ms: int = 20) -> Any:
     from tvm.s_tir import meta_schedule as ms
 
     return ms.runner.RPCRunner(
@@ -169,23 +153,22 @@ def _tally_callback(tally: _Tally, on_batch: Callable[[_Tally], None]) -> Any:
     return Tally()
 
 
-def _require_servers(device: DeviceProfile) -> None:
+def _require_servers(device: Device) -> None:
     """Fail in seconds when nobody serves the device: MetaSchedule's runner would retry for many minutes
     and record every candidate as failed."""
     counts = rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port))
     if device.key not in counts:
         raise EdgepruneError(
             f"no RPC server under key '{device.key}' at tracker {device.tracker} to measure tuning candidates on",
-            hint=f"start the device's RPC server (`edgeprune board bootstrap --device {device.name}` for a board), "
-            "or pass --trials 0 to compile untuned",
+            hint=f"start the device's RPC server ({device.start_hint()}), or pass --trials 0 to compile untuned",
         )
 
 
-def extract_tasks(mod: Any, device: DeviceProfile) -> list[Any]:
+def extract_tasks(mod: Any, device: Device) -> list[Any]:
     """The tunable tasks of a legalized Relax module (convolutions and dense layers)."""
     from tvm.s_tir import meta_schedule as ms
 
-    tasks = ms.relax_integration.extract_tasks(mod, toolchain.tvm_target(device))
+    tasks = ms.relax_integration.extract_tasks(mod, device.tvm_target())
     return [t for t in tasks if any(op in t.task_name for op in TUNED_OPS)]
 
 
@@ -193,18 +176,12 @@ def extract_tasks(mod: Any, device: DeviceProfile) -> list[Any]:
 def exclusive(db_dir: Path) -> Iterator[None]:
     """One writer per database: MetaSchedule numbers workloads per process, so two processes appending to
     the same JSON database would point records at each other's workloads."""
-    fd = os.open(db_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise EdgepruneError(
-                f"another edgeprune process is tuning into {db_dir}",
-                hint="wait for it to finish: what it tunes is then reused here",
-            ) from exc
+    busy = EdgepruneError(
+        f"another edgeprune process is tuning into {db_dir}",
+        hint="wait for it to finish: what it tunes is then reused here",
+    )
+    with atomic.sole_writer(db_dir / ".lock", busy):
         yield
-    finally:
-        os.close(fd)
 
 
 def _tuned_workloads(db_dir: Path, tasks: list[Any]) -> set[int]:
@@ -227,7 +204,7 @@ def _tuned_workloads(db_dir: Path, tasks: list[Any]) -> set[int]:
 
 def _run_tuning(
     todo: list[Any],
-    device: DeviceProfile,
+    device: Device,
     trials_per_task: int,
     db_dir: Path,
     seed: int,
@@ -237,7 +214,7 @@ def _run_tuning(
     from tvm.s_tir import meta_schedule as ms
 
     total = trials_per_task * len(todo)
-    _load_cpu_tensor_intrinsics()
+    device.prepare_tuning()
     with _quiet_tvm_logs():
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(db_dir / "logs"), strategy="replay-trace", seed=seed, num_threads=1
@@ -267,7 +244,7 @@ def _run_tuning(
 
 def tune(
     mod: Any,
-    device: DeviceProfile,
+    device: Device,
     trials_per_task: int,
     db_dir: Path | None = None,
     on_progress: Callable[[int, int, float | None], None] | None = None,
@@ -302,13 +279,13 @@ def tune(
     return TuneReport(len(tasks), len(reused), tally.done, time.perf_counter() - start, tally.failed)
 
 
-def build(mod: Any, device: DeviceProfile, db_dir: Path | None = None) -> Any:
+def build(mod: Any, device: Device, db_dir: Path | None = None) -> Any:
     """Compile the Relax module for the device, applying tuned schedules from the database where present."""
     import tvm
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    target = toolchain.tvm_target(device)
+    target = device.tvm_target()
     db_dir = Path(db_dir or tuning_db_dir(device))
     if (db_dir / "database_tuning_record.json").exists():
         with target, ms.database.JSONDatabase(work_dir=str(db_dir)):

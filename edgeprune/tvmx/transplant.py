@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgeprune.compile import tune
-from edgeprune.devices import toolchain
-from edgeprune.devices.profile import DeviceProfile
+from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
+from edgeprune.tvmx import tune
 
 
 class TransplantError(EdgepruneError):
@@ -42,7 +41,7 @@ def adapt_tiles(extent: int, factors: list[int]) -> list[int]:
     return new
 
 
-def task_module(relax_mod: Any, device: DeviceProfile) -> Any:
+def task_module(relax_mod: Any, device: Device) -> Any:
     """The single tunable TIR workload of a single-layer network (its MetaSchedule task's module)."""
     tasks = tune.extract_tasks(relax_mod, device)
     if len(tasks) != 1:
@@ -51,7 +50,7 @@ def task_module(relax_mod: Any, device: DeviceProfile) -> Any:
     return tasks[0].dispatched[0]
 
 
-def transplant(workload: Any, trace: Any, device: DeviceProfile) -> Any:
+def transplant(workload: Any, trace: Any, device: Device) -> Any:
     """Apply a tuned trace to another shape of the same kernel, then MetaSchedule's CPU postprocessing.
 
     The postprocessors are created directly: a TuneContext would import TVM's tensor intrinsics (30-80 s)
@@ -85,7 +84,7 @@ class ScheduleStore:
     the database's cross-process lock while the store is in use, since MetaSchedule numbers workloads per
     process and a concurrent writer would point records at the wrong workloads."""
 
-    def __init__(self, device: DeviceProfile, db_dir: Path) -> None:
+    def __init__(self, device: Device, db_dir: Path) -> None:
         from tvm.s_tir import meta_schedule as ms
 
         self.device = device
@@ -94,7 +93,7 @@ class ScheduleStore:
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, device: DeviceProfile) -> Iterator[ScheduleStore]:
+    def open(cls, device: Device) -> Iterator[ScheduleStore]:
         db_dir = tune.tuning_db_dir(device)
         db_dir.mkdir(parents=True, exist_ok=True)
         with tune.exclusive(db_dir):
@@ -116,7 +115,7 @@ class ScheduleStore:
             sch.trace,
             ms.database.Workload(workload),
             [run_ms / 1e3] if run_ms is not None else None,
-            toolchain.tvm_target(self.device),
+            self.device.tvm_target(),
             ms.arg_info.ArgInfo.from_prim_func(workload["main"]),
         )
 
@@ -132,13 +131,13 @@ class ScheduleStore:
             )
 
 
-def build_with(relax_mod: Any, record: Any, device: DeviceProfile) -> Any:
-    """Compile as `compile.tune.build` does, with `record` as the only database entry."""
+def build_with(relax_mod: Any, record: Any, device: Device) -> Any:
+    """Compile as `tvmx.tune.build` does, with `record` as the only database entry."""
     import tvm
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    target = toolchain.tvm_target(device)
+    target = device.tvm_target()
     database = ms.database.MemoryDatabase()
     workload = database.commit_workload(record.workload.mod)
     database.commit_tuning_record(
