@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.devices import board as _board  # noqa: F401 - registers the `board` kind
+from edgeprune.devices import emulated as _emulated  # noqa: F401 - registers the `emulated` kind
 from edgeprune.devices import local as _local
 from edgeprune.devices.base import Device, SSHConfig, TimingSettings, create, kind_class, kinds
 from edgeprune.devices.local import LOCAL, LOCAL_DEFAULT_PORT
