@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeprune.cli.common import ClassesOpt, DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json
+from edgeprune.cli.emulating import timing_label
 from edgeprune.tvmx import defaults as tuning_defaults
 
 app = typer.Typer()
@@ -106,7 +107,7 @@ def profile_cmd(
     console.print(
         f"[green]profiled[/] {bundle.name} on {profile.name}: {report.entries_measured} entries measured, "
         f"{report.entries_reused} reused of {report.entries_total}{network} in {report.seconds:.0f} s "
-        f"({report.servers or 0} server(s))\n  {report.lut}"
+        f"({report.servers or 0} server(s))" + timing_label(profile.timings_are_real) + f"\n  {report.lut}"
     )
 
 
