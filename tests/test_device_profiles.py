@@ -47,8 +47,17 @@ def test_shipped_profiles_load() -> None:
     for path in paths:
         device = load_profile(path)
         assert device.target["kind"] == "llvm"
-        assert device.kind == "board" and device.needs_cross_link and device.channel_step == 4
+        assert device.kind in ("board", "emulated") and device.needs_cross_link and device.channel_step == 4
         assert device.ssh is not None and device.ssh.key_file
+        assert device.timings_are_real is (device.kind == "board")
+
+
+def test_emulated_pi_is_the_pi_4_target_on_loopback_with_this_machines_ssh() -> None:
+    """Its user, key and Python are this machine's (not in the profile); everything listens on 127.0.0.1."""
+    emulated, pi = (load_profile(SHIPPED / f"{name}.toml") for name in ("emulated-pi", "raspberry-pi-4"))
+    assert emulated.target == pi.target and emulated.cross_compiler == pi.cross_compiler
+    assert emulated.ssh is not None and emulated.ssh.host == emulated.tracker_host == "127.0.0.1"
+    assert emulated.remote_python.endswith("edgeprune-bin/python") and emulated.to_json()["timings_are_real"] is False
 
 
 def test_valid_profile_fields(tmp_path: Path) -> None:
