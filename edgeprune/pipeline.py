@@ -61,14 +61,18 @@ class RunConfig:
     def check(self) -> None:
         from edgeprune.pruning.budget import parse_target
 
-        try:
-            parse_target("ms", self.target.removesuffix("x"))  # a finite positive number (no 'nan', 'inf')
-        except EdgepruneError:
-            raise EdgepruneError(
-                f"target '{self.target}' must be a positive number of ms or a fraction like 0.5x"
-            ) from None
-        if self.relative_target is not None and self.relative_target >= 1:
-            raise EdgepruneError(f"--target {self.target}: a relative target must be below 1x")
+        if not self.target.endswith("x"):
+            parse_target("ms", self.target)  # a finite positive number of ms (no 'nan', 'inf', '-1')
+        else:
+            try:
+                parse_target("ms", self.target.removesuffix("x"))
+            except EdgepruneError:
+                raise EdgepruneError(
+                    f"--target {self.target}: a relative target must be a positive number below 1 followed by x, "
+                    "like 0.5x (a fraction of the unpruned latency)"
+                ) from None
+            if self.relative_target is not None and self.relative_target >= 1:
+                raise EdgepruneError(f"--target {self.target}: a relative target must be below 1x")
         if self.max_rounds < 1 or self.trials < 1 or self.latency_scale <= 0 or self.threads < 1:
             raise EdgepruneError("--max-rounds, --trials and --threads must be >= 1, and --latency-scale > 0")
         from edgeprune.pruning.methods import METHODS

@@ -14,6 +14,26 @@ from edgeprune.data import Dataset, load_dataset
 from edgeprune.devices.base import Device
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
+# The fast tier (`make test-fast`, `pytest -m fast`): logic on the fake device and everything else that needs no RPC
+# farm, sshd, qemu or TVM tuning. One list, so a module's tier is decided here and not in each file.
+FAST_MODULES = {
+    "test_bench_pruning",
+    "test_data",
+    "test_device_profiles",
+    "test_loop",
+    "test_models",
+    "test_pipeline_config",
+    "test_pruning_criteria",
+    "test_pruning_groups",
+    "test_pruning_ranking",
+    "test_toolchain",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in FAST_MODULES:
+            item.add_marker(pytest.mark.fast)
 
 
 def free_port() -> int:

@@ -46,6 +46,11 @@ def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
         assert started["registered"] == 1
         assert rpc.server_counts(rpc.tracker_summary(device.tracker_host, device.tracker_port))[key]["free"] == 1
         assert _is_rpc_server(pid)  # the board is this machine: the recorded PID is that server
+        # runtime only, plus the extra library that holds MetaSchedule's input filler (else tuning fails there)
+        assert started["load_library"].endswith("/lib/libtvm_runtime_extra.so") and not started["warnings"]
+        server_cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert server_cmd[server_cmd.index(b"--load-library") + 1] == started["load_library"].encode()
+        assert b"TVM_USE_RUNTIME_LIB=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert any(
             " start-server " in line and "ssh=[127.0.0.1" in line
             for line in board_files.ssh_log.read_text().splitlines()
@@ -54,7 +59,7 @@ def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
         again = board.bootstrap(device)  # idempotent: the recorded server is reused, not doubled
         assert (again["already_running"], again["pid"], again["registered"]) == (True, pid, 1)
 
-        result = rpc.check_device(device)  # a kernel built here runs through the board's server
+        result = rpc.check_device(device)  # a kernel built here runs through the board's server, and the filler
         assert result["roundtrip_ms"] > 0
         assert board.status(device)["running"] is True
     finally:

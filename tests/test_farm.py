@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,14 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and b"tvm.exec.rpc_" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def running_in_groups(groups: list[int]) -> list[str]:
+    """`ps` lines of processes in `groups` that have not exited (zombies have: they hold no port or memory)."""
+    table = subprocess.run(["ps", "-e", "-o", "pid=,pgid=,stat=,args="], capture_output=True, text=True).stdout
+    return [
+        line for line in table.splitlines() if int(line.split()[1]) in groups and not line.split()[2].startswith("Z")
+    ]
 
 
 def test_farm_lifecycle_through_cli(isolated_env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,11 +56,32 @@ def test_farm_lifecycle_through_cli(isolated_env: pytest.MonkeyPatch, monkeypatc
 
     down = cli("farm", "down", "--port", str(port))
     assert down.returncode == 0, down.stderr
-    deadline = time.monotonic() + 10
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(alive(p) for p in pids)
-    assert cli("farm", "status", "--port", str(port)).returncode != 0
+    assert "all exited" in down.stderr and "SIGKILL" not in down.stderr  # the console writes to stderr
+    assert running_in_groups(pids) == []  # at once: `down` returns when tracker, servers and workers are gone
+    after = cli("farm", "status", "--port", str(port), "--json")
+    assert after.returncode != 0
+    assert json.loads(after.stdout)["pids"] == [] and json.loads(after.stdout)["running"] is False
+
+
+def test_down_kills_processes_that_ignore_sigterm(isolated_env: pytest.MonkeyPatch) -> None:
+    """Processes still running at the deadline are killed, and `down` says which, instead of leaving them."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited through fork and exec by the farm
+    try:
+        state = farm.up(servers=1, port=free_port(), key="deaf")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    start = time.monotonic()
+    try:
+        stopped = farm.down(state.port, timeout=2.0)
+    except BaseException:  # a failed `down` must not leave processes that ignore SIGTERM behind
+        for pid in state.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        raise
+    assert 2.0 <= time.monotonic() - start < 15
+    assert stopped == {"pids": state.pids, "killed": list(reversed(state.pids))}
+    assert running_in_groups(state.pids) == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in state.pids)  # started here, so `down` reaped them
 
 
 def test_session_runs_remote_kernel(local_farm) -> None:
@@ -84,8 +117,6 @@ def test_missing_tracker_is_a_fast_clear_error(
 
 
 def test_unknown_key_names_key_and_known_keys(local_farm) -> None:
-    from dataclasses import replace
-
     wrong = replace(local_farm, key="no-such-key")
     with pytest.raises(EdgepruneError) as info:
         rpc.request_session(wrong, timeout=3)
@@ -100,3 +131,47 @@ def test_devices_check_error_exits_nonzero(isolated_env: pytest.MonkeyPatch, tmp
     result = cli("devices", "check", str(profile), "--timeout", "2")
     assert result.returncode == 2
     assert "not reachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def _runtime_only_server(tracker_port: int, key: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """An rpc_server started the way a board runs it: the TVM runtime library alone (`TVM_USE_RUNTIME_LIB=1`)."""
+    first = free_port()
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(first),
+             "--port-end", str(first + 100), "--tracker", f"127.0.0.1:{tracker_port}", "--key", key, *extra],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, TVM_USE_RUNTIME_LIB="1"),
+        )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def test_check_fails_on_a_runtime_only_server_without_the_extra_library(
+    local_farm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a real board hit: `devices check` passed, then tuning found no input filler on the server."""
+    import tvm
+
+    port = local_farm.tracker_port
+    bare = _runtime_only_server(port, "runtime-only", tmp_path / "bare.log")
+    try:
+        rpc.wait_for_servers("127.0.0.1", port, "runtime-only", 1, 60)
+        monkeypatch.setenv("EDGEPRUNE_LOCAL_KEY", "runtime-only")
+        check = cli("devices", "check", "local")
+        assert check.returncode != 0 and "Traceback" not in check.stderr
+        assert rpc.MEASURE_FILL in check.stderr and "--load-library" in check.stderr
+    finally:
+        _stop(bare)
+
+    extra = str(Path(tvm.__file__).parent / "lib" / "libtvm_runtime_extra.so")
+    full = _runtime_only_server(port, "runtime-extra", tmp_path / "extra.log", "--load-library", extra)
+    try:
+        rpc.wait_for_servers("127.0.0.1", port, "runtime-extra", 1, 60)
+        result = rpc.check_device(replace(local_farm, key="runtime-extra"), timeout=30)
+        assert result["roundtrip_ms"] > 0
+    finally:
+        _stop(full)

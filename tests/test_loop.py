@@ -16,7 +16,7 @@ from edgeprune.pruning import PruneSettings, TrainSettings, parse_target, prune_
 from edgeprune.pruning.ranking import BudgetUnreachable
 from tests.fake_device import FakeDevice, FakePredictor, fake_measured
 
-pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAKE_PROFILE = """
 name = "{name}"

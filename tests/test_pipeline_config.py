@@ -25,12 +25,26 @@ from edgeprune.pipeline import CONFIG, RunConfig, _open_folder
         ({"target": "nanx"}, "positive number"),
         ({"target": "inf"}, "positive number"),
         ({"target": "1e999"}, "positive number"),
+        ({"target": "-1.0"}, "--target-ms -1.0: a target must be a positive number of milliseconds"),
+        ({"target": "-0.5x"}, "--target -0.5x: a relative target must be a positive number below 1"),
     ],
 )
 def test_bad_settings_are_refused_up_front(change: dict, message: str) -> None:
     config = RunConfig(**{"model": "resnet20", "device": "local", "target": "0.5x", **change})
     with pytest.raises(EdgepruneError, match=message):
         config.check()
+
+
+def test_run_refuses_a_negative_target_as_a_budget_not_as_a_non_number(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeprune", "run", "lenet5", "--device", "local", "--target-ms", "-1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "a target must be a positive number of milliseconds" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
 
 
 def test_folder_where_nothing_finished_takes_new_settings(tmp_path: Path) -> None:

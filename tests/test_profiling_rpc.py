@@ -196,6 +196,12 @@ def test_cli_profile_and_estimate_json(profiled: tuple, capsys: pytest.CaptureFi
     assert done.value.code in (0, None)
     out = json.loads(capsys.readouterr().out)
     assert {"predicted_ms", "flops", "params", "layers", "measured_ms", "error_pct"} <= set(out)
+    assert 0 < out["min_reachable_ms"] < out["predicted_ms"] and out["min_keep"] == 0.1
+    with pytest.raises(SystemExit) as done:  # text: the same figure, before anyone asks prune for less
+        main(["estimate", str(saved), "--device", "local", "--min-keep", "1"])
+    assert done.value.code in (0, None)
+    text = " ".join(capsys.readouterr().err.split())  # the console writes to stderr
+    assert "smallest reachable:" in text and "(1.00x), every layer at 100% of its channels" in text
     assert out["error_pct"] == pytest.approx(
         100 * (out["predicted_ms"] - out["measured_ms"]) / out["measured_ms"], 1e-2
     )

@@ -117,6 +117,7 @@ def test_prune_to_milliseconds_on_the_local_device(
         (("--target-flops", "50%", "--target-params", "50%"), "give exactly one budget"),
         (("--target-ms", "1"), "--target-ms needs --device"),
         (("--target-flops", "lots"), "is not a number"),
+        (("--target-ms", "-1"), "--target-ms -1: a target must be a positive number of milliseconds"),
         (("--target-flops", "50%", "--input-shape", "1x16x16"), "does not match the saved model's input"),
         (("--target-flops", "50%", "--data", "cifar10:/nonexistent"), "no CIFAR-10 python batches"),
         (("--target-flops", "50%", "--method", "magic"), "unknown --method"),

@@ -15,7 +15,7 @@ from edgeprune.pruning.search import ChannelMasks
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch at 1 thread for the module
 
 
-@pytest.mark.parametrize(("arch", "pick"), [("resnet20", "layers.3.conv1"), ("mobilenetv2", "features.10.block.3")])
+@pytest.mark.parametrize(("arch", "pick"), [("resnet20", "layers.3.conv1"), ("mobilenetv2", "features.10.block.0")])
 def test_every_criterion_scores_every_channel(arch: str, pick: str) -> None:
     data = load_dataset("digits", (1, 8, 8), seed=0)
     module = load_model(arch, (1, 8, 8), 10, width=0.25).module.eval()

@@ -39,6 +39,7 @@ def test_zoo_models_prune_and_costs_are_predicted_exactly(arch: str, shape: tupl
     bundle = load_model(arch, shape, 10, width=width)
     structure = groups.analyze(bundle.module, shape)
     assert structure.groups, "every zoo model has prunable channels"
+    assert {reason for _, reason in structure.excluded} == {"model output"}, "only the classifier is left out"
     assert cost.predict(structure, structure.sizes()) == cost.measure(bundle.module, shape)
     keep = _random_keep(structure, seed=1)
     counts = {name: len(kept) for name, kept in keep.items()}
@@ -65,9 +66,9 @@ def _silence(module: nn.Module, structure: groups.Structure, name: str, channels
     ("arch", "shape", "width", "pick"),
     [
         ("resnet20", (1, 8, 8), 0.5, "stem.0"),  # the residual stream of stage 1: stem + every block's conv2
-        ("resnet20", (1, 8, 8), 0.5, "layers.6.shortcut.0"),  # stage 3 stream with a 1x1 shortcut conv
-        ("mobilenetv2", (3, 8, 8), 0.25, "features.10.block.3"),  # expand 1x1 + depthwise 3x3 + BNs
-        ("mobilenetv2", (3, 8, 8), 0.25, "features.8.block.6"),  # projections summed by residual adds
+        ("resnet20", (1, 8, 8), 0.5, "layers.6.conv2"),  # stage 3 stream, its first block with a 1x1 shortcut conv
+        ("mobilenetv2", (3, 8, 8), 0.25, "features.10.block.0"),  # expand 1x1 + depthwise 3x3 + BNs
+        ("mobilenetv2", (3, 8, 8), 0.25, "features.9.block.6"),  # projections summed by residual adds
         ("lenet5", (1, 16, 16), 0.5, "features.3"),  # conv -> flatten -> linear
     ],
 )

@@ -37,9 +37,19 @@ def test_parse_target() -> None:
     assert parse_target("params", "20k").value == 20000
     assert parse_target("flops", "50%") == Target("flops", 0.5, relative=True)
     assert parse_target("ms", "2.5").value == 2.5
-    for kind, text in (("ms", "5M"), ("ms", "-1"), ("flops", "lots"), ("params", "150%"), ("ms", "0")):
-        with pytest.raises(EdgepruneError):
+    for kind, text, message in (
+        ("ms", "5M", "'5M' is not a number: a target must be a positive number of milliseconds"),
+        ("ms", "-1", "--target-ms -1: a target must be a positive number of milliseconds"),  # not "not a number"
+        ("ms", "0", "a target must be a positive number of milliseconds"),
+        ("ms", "1e999", "a target must be a positive number of milliseconds"),
+        ("flops", "-5", "--target-flops -5: a target must be a positive number of FLOPs"),
+        ("flops", "lots", "'lots' is not a number"),
+        ("params", "-1k", "--target-params -1k: a target must be a positive number of parameters"),
+        ("params", "150%", "a percentage must be in (0, 100]"),
+    ):
+        with pytest.raises(EdgepruneError) as error:
             parse_target(kind, text)
+        assert message in error.value.message
 
 
 def test_global_ranking_meets_flops_with_the_fewest_removals(resnet) -> None:
@@ -101,12 +111,13 @@ def test_unreachable_and_already_met_targets(resnet) -> None:
     tight = bind(Target("flops", 1000.0), module, structure)
     floor = ranking.minimum_counts(structure.sizes(), tight.steps, floor_ratio)
     with pytest.raises(ranking.BudgetUnreachable) as info:
-        ranking.check_reachable(tight, floor, floor_ratio)
+        ranking.check_reachable(tight, floor_ratio)
     minimum = tight.cost(floor)
+    assert ranking.smallest_reachable(tight, floor_ratio) == minimum
     assert info.value.minimum == minimum and f"{minimum / 1e3:.3g}k flops" in info.value.message
     assert "--min-keep" in (info.value.hint or "")
     loose = bind(Target("params", 1e9), module, structure)
-    assert ranking.check_reachable(loose, floor, floor_ratio) is False
+    assert ranking.check_reachable(loose, floor_ratio) is False
 
 
 def test_uniform_cuts_every_group_by_the_same_share(resnet) -> None:

@@ -160,6 +160,8 @@ def test_prediction_error_and_the_pruning_budget(local_farm: Device, tmp_path: P
 def test_bad_options_exit_2(artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "local", "--target-ms", "0")
     assert code == 2 and "--target-ms" in err
+    code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "local", "--target-ms", "nan")
+    assert code == 2 and "a target must be a positive number of milliseconds" in err
     code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "local", "--repeat", "1")
     assert code == 2 and "--repeat" in err
     code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "nosuchboard")

@@ -37,6 +37,7 @@ TrustOpt = Annotated[
 ShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Model input CxHxW (zoo / .py models).")]
 ClassesOpt = Annotated[int | None, typer.Option("--classes", help="Number of classes (zoo / .py models).")]
 WidthOpt = Annotated[float, typer.Option("--width", help="Width multiplier of a zoo model.")]
+MinKeepOpt = Annotated[float, typer.Option("--min-keep", help="Each layer keeps at least this share.")]
 ModelArg = Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory, or a saved model file.")]
 
 

@@ -44,7 +44,10 @@ def check(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the tracker and a free server.")] = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Request a session from the device's tracker and run a tiny kernel there; print the round trip."""
+    """Request a session from the device's tracker, run a tiny kernel and the input filler tuning calls there.
+
+    Prints the round trip; fails (exit 2) where `profile` or `compile` could not measure on the device.
+    """
     device = profile.load_device(name)
     with device.serving():
         result = rpc.check_device(device, timeout=timeout)
@@ -96,6 +99,11 @@ def status(port: PortOpt = profile.LOCAL_DEFAULT_PORT, as_json: JsonOpt = False)
 
 @farm_app.command("down")
 def down(port: PortOpt = profile.LOCAL_DEFAULT_PORT) -> None:
-    """Stop exactly the processes `farm up` started on this port."""
-    pids = farm_mod.down(port)
-    console.print(f"[green]farm down[/] stopped pids {pids}")
+    """Stop exactly the processes `farm up` started on this port; returns once they and their workers are gone."""
+    stopped = farm_mod.down(port)
+    if stopped["killed"]:
+        console.print(
+            f"[yellow]note:[/] pids {stopped['killed']} ignored SIGTERM for {farm_mod.STOP_TIMEOUT_S:.0f} s and "
+            "were killed (SIGKILL)"
+        )
+    console.print(f"[green]farm down[/] stopped pids {stopped['pids']}: all exited")

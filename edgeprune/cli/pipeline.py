@@ -16,7 +16,6 @@ app = typer.Typer()
 
 DEMO_MODEL = "resnet20"
 DEMO_DATA = "digits"
-DEMO_SHAPE = (1, 32, 32)
 
 
 class _Bars:
@@ -184,8 +183,10 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline on the built-in local device: a resnet20 trained on digits, pruned to 0.5x its measured
     latency, tuned and verified through the local RPC farm. Takes about 5 minutes on 2 idle cores."""
+    from edgeprune.data import default_input_shape
     from edgeprune.pipeline import RunConfig
 
-    config = RunConfig(model=DEMO_MODEL, device="local", target="0.5x", data=DEMO_DATA, input_shape=DEMO_SHAPE)
-    console.print(f"demo: {DEMO_MODEL} on {DEMO_DATA} {list(DEMO_SHAPE)}, target 0.5x of its measured latency, local")
+    shape = default_input_shape(DEMO_DATA)  # the input `train` and `run` build for digits too
+    config = RunConfig(model=DEMO_MODEL, device="local", target="0.5x", data=DEMO_DATA, input_shape=shape)
+    console.print(f"demo: {DEMO_MODEL} on {DEMO_DATA} {list(shape)}, target 0.5x of its measured latency, local")
     _execute(config, run_dir, as_json)

@@ -6,7 +6,17 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import ClassesOpt, DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json
+from edgeprune.cli.common import (
+    ClassesOpt,
+    DeviceOpt,
+    JsonOpt,
+    MinKeepOpt,
+    ModelArg,
+    ShapeOpt,
+    WidthOpt,
+    console,
+    print_json,
+)
 from edgeprune.cli.emulating import timing_label
 from edgeprune.tvmx import defaults as tuning_defaults
 
@@ -133,6 +143,19 @@ def _estimate_table(bundle: Any, estimate: Any, flops: int, params: int) -> Any:
     return table
 
 
+def _min_reachable_ms(bundle: Any, device: Any, model: str, min_keep: float) -> float:
+    """What `prune` computes before refusing a target: the same budget on the same grid, every layer at its floor."""
+    from edgeprune.pruning.budget import LatencyPredictor, Target, bind
+    from edgeprune.pruning.groups import analyze
+    from edgeprune.pruning.ranking import smallest_reachable
+
+    predictor = LatencyPredictor(device, bundle, model_arg=model)
+    budget = bind(
+        Target("ms", 1.0, relative=True), bundle.module, analyze(bundle.module, bundle.input_shape), predictor
+    )
+    return smallest_reachable(budget, min_keep)
+
+
 @app.command("estimate")
 def estimate_cmd(
     model: ModelArg,
@@ -144,9 +167,11 @@ def estimate_cmd(
         bool, typer.Option("--measure", help="Also compile the network as `compile` does and measure it.")
     ] = False,
     trials: TrialsOpt = tuning_defaults.TRIALS,
+    min_keep: MinKeepOpt = 0.1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Predict a model's latency on a device from its LUT, per layer; optionally measure it."""
+    """Predict a model's latency on a device from its LUT, per layer, and the smallest latency pruning can reach
+    on the table's grid (every layer at --min-keep); optionally measure it."""
     from edgeprune.devices.profile import load_device
     from edgeprune.profiling.latency import LatencyModel
     from edgeprune.profiling.profiler import measure_network
@@ -161,6 +186,8 @@ def estimate_cmd(
         "model": bundle.name,
         "device": profile.name,
         "predicted_ms": round(estimate.predicted_ms, 6),
+        "min_reachable_ms": round(_min_reachable_ms(bundle, profile, model, min_keep), 6),
+        "min_keep": min_keep,
         "layer_sum_ms": round(estimate.layer_sum_ms, 6),
         "calibration_ratio": round(estimate.ratio, 6),
         "flops": flops,
@@ -178,6 +205,12 @@ def estimate_cmd(
         print_json(result)
         return
     console.print(_estimate_table(bundle, estimate, flops, params))
+    console.print(
+        f"smallest reachable: {result['min_reachable_ms']:.4f} ms "
+        f"({result['min_reachable_ms'] / estimate.predicted_ms:.2f}x), every layer at {min_keep:.0%} of its channels "
+        "on the table's grid: `prune --target-ms` refuses a lower target (a finer `profile --grid` or a lower "
+        "--min-keep reaches further)"
+    )
     if measure:
         console.print(
             f"measured {result['measured_ms']:.4f} ms (spread {result['measured_spread_ms']:.4f}), predicted "

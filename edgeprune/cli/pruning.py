@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import JsonOpt, ModelArg, ShapeOpt, check_output, console, print_json, set_threads
+from edgeprune.cli.common import (
+    JsonOpt,
+    MinKeepOpt,
+    ModelArg,
+    ShapeOpt,
+    check_output,
+    console,
+    print_json,
+    set_threads,
+)
 from edgeprune.errors import EdgepruneError
 
 app = typer.Typer()
@@ -190,7 +199,7 @@ def prune_cmd(
     finetune_epochs: Annotated[
         int | None, typer.Option("--finetune-epochs", help="Fine-tune epochs (default 5; pai trains 10).")
     ] = None,
-    min_keep: Annotated[float, typer.Option("--min-keep", help="Each layer keeps at least this share.")] = 0.1,
+    min_keep: MinKeepOpt = 0.1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Fine-tune learning rate (Adam).")] = 1e-3,
     population: Annotated[int, typer.Option("--population", help="LeGR: evolution population.")] = 24,

@@ -1,9 +1,11 @@
 """`edgeprune board bootstrap|stop|status`: the TVM RPC server on a board, started and stopped over SSH.
 
-The board runner starts `python -m tvm.exec.rpc_server --tracker H:P --key K` detached (its own session, log
-in `<remote_workdir>/.edgeprune/rpc_server.log`) and records its PID in `.edgeprune/rpc_server.json` on the
-board; `stop` signals exactly that PID after checking it is still that server. Registration is confirmed
-from this machine by asking the tracker, the same way every stage finds the board.
+The board runner starts `python -m tvm.exec.rpc_server --tracker H:P --key K` detached with the TVM runtime
+alone plus `--load-library <board's tvm>/lib/libtvm_runtime_extra.so` (it holds the input filler MetaSchedule's
+runner calls on every measurement), its own session, log in `<remote_workdir>/.edgeprune/rpc_server.log`, and
+records its PID in `.edgeprune/rpc_server.json` on the board; `stop` signals exactly that PID after checking
+it is still that server. Registration is confirmed from this machine by asking the tracker, the same way every
+stage finds the board.
 """
 
 from __future__ import annotations
@@ -149,6 +151,12 @@ def bootstrap(
             )
         host = conn.label
     warnings = [w for w in (loopback_warning(device, dial),) if w]
+    if not started.get("load_library"):
+        warnings.append(
+            "the board's RPC server runs without libtvm_runtime_extra.so, so tuning cannot measure there "
+            f"(`edgeprune devices check {device.name}` tells); a server started by an older edgeprune: "
+            f"`edgeprune board stop --device {device.name}` and bootstrap again"
+        )
     return {
         "device": device.name,
         "host": host,
@@ -160,6 +168,7 @@ def bootstrap(
         "python": info["python"],
         "tvm": info["tvm"],
         "machine": info["machine"],
+        "load_library": started.get("load_library"),
         "log": log,
         "warnings": warnings,
     }

@@ -10,14 +10,16 @@ no edgeprune install. Each command prints exactly one JSON object as the last li
                                    load DIR's library into the Relax VM on the runtime device, run one seeded
                                    input, time it (the workstation passes the device's timing settings), and
                                    compare the output for the artifact's reference input with PyTorch's
-  start-server --state F --log L --tracker H:P --key K [--host A]   start a detached TVM rpc_server (listening
-                                   on A, default every interface), record its PID in F
+  start-server --state F --log L --tracker H:P --key K [--host A]   start a detached TVM rpc_server (runtime only,
+                                   plus the runtime's extra library; listening on A, default every interface),
+                                   record its PID in F
   stop-server --state F            stop exactly the recorded server (checks the PID is still that server)
   server-status --state F          the recorded server, whether it still runs, the tail of its log
 """
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -27,6 +29,10 @@ import sys
 import time
 
 RPC_MODULE = "tvm.exec.rpc_server"
+# MetaSchedule's RPC runner fills every measurement's inputs with `tvm.contrib.random.random_fill_for_measure`,
+# which lives here, not in libtvm_runtime.so: a runtime-only server without it passes a plain kernel run and
+# then fails the first tuning step.
+EXTRA_RUNTIME_LIB = "libtvm_runtime_extra.so"
 # Looser than `verify` (1e-4): the board's CPU may sum in another order; a wrong model is off by far more.
 REFERENCE_RTOL = 1e-3
 REFERENCE_ATOL = 1e-3
@@ -171,6 +177,22 @@ def cmd_server_status(args):
     return state
 
 
+def _extra_runtime_lib():
+    """The board's `libtvm_runtime_extra.so`, found where TVM finds its runtime; None when it has none.
+
+    Located without importing tvm (that would load the whole library into this short-lived process).
+    """
+    spec = importlib.util.find_spec("tvm")
+    folders = [os.environ.get("TVM_LIBRARY_PATH", "")]
+    if spec and spec.submodule_search_locations:
+        folders += [os.path.join(location, "lib") for location in spec.submodule_search_locations]
+    for folder in folders:
+        path = os.path.join(folder, EXTRA_RUNTIME_LIB)
+        if folder and os.path.isfile(path):
+            return os.path.abspath(path)
+    return None
+
+
 def cmd_start_server(args):
     current = cmd_server_status(args)
     if current["running"]:
@@ -180,12 +202,22 @@ def cmd_start_server(args):
     cmd = [sys.executable, "-m", RPC_MODULE, "--tracker", args.tracker, "--key", args.key]
     if args.host:
         cmd += ["--host", args.host]
+    extra = _extra_runtime_lib()
+    if extra:
+        cmd += ["--load-library", extra]
     env = dict(os.environ, TVM_USE_RUNTIME_LIB="1", PYTHONUNBUFFERED="1")
     with open(args.log, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
-    state = {"pid": proc.pid, "tracker": args.tracker, "key": args.key, "log": args.log, "started": time.time()}
+    state = {
+        "pid": proc.pid,
+        "tracker": args.tracker,
+        "key": args.key,
+        "log": args.log,
+        "load_library": extra,
+        "started": time.time(),
+    }
     _write_state(args.state, state)
     time.sleep(args.grace)
     if proc.poll() is not None:

@@ -27,6 +27,7 @@ HOST = "127.0.0.1"  # the farm never listens beyond loopback
 START_TIMEOUT_S = 90.0
 SERVER_PORT_RANGE = 1000  # the servers' ports: above the tracker's, split evenly between them
 MAX_SERVERS = 50
+STOP_TIMEOUT_S = 10.0  # after SIGTERM, before SIGKILL
 
 
 @dataclass
@@ -87,21 +88,52 @@ def _spawn(args: list[str], log: Path) -> int:
     return proc.pid
 
 
-def _stop_pids(pids: list[int], timeout: float = 10.0) -> None:
-    alive = [p for p in pids if _is_rpc_process(p)]
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
+def _live_groups() -> set[int]:
+    """Process groups with a member that has not exited (a zombie has: it holds no port, file or memory)."""
+    groups = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # exited while we looked
+        if state not in ("Z", "X"):
+            groups.add(int(group))
+    return groups
+
+
+def _wait_gone(groups: list[int], timeout: float) -> list[int]:
+    """Wait until no member of `groups` runs; returns the groups that still do after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while alive and time.monotonic() < deadline:
-        for pid in alive:
+    while True:
+        live = _live_groups()
+        alive = [group for group in groups if group in live]
+        for pid in groups:  # reap the leaders this process started (an orphan's zombie is its reaper's job)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-        alive = [p for p in alive if _is_rpc_process(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
         time.sleep(0.1)
-    for pid in alive:
+
+
+def _signal_groups(groups: list[int], sig: signal.Signals) -> None:
+    for group in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(group, sig)
+
+
+def _stop_pids(pids: list[int], timeout: float = STOP_TIMEOUT_S) -> list[int]:
+    """SIGTERM each farm process's group, wait until every member has exited, SIGKILL what outlives `timeout`.
+
+    Each process leads a group of its own (start_new_session), which also holds the workers a server forks per
+    session: a leader's exit alone does not free the ports and cores. Returns the groups that needed SIGKILL.
+    """
+    groups = [pid for pid in pids if _is_rpc_process(pid)]  # never signal a recycled PID
+    _signal_groups(groups, signal.SIGTERM)
+    stubborn = _wait_gone(groups, timeout)
+    _signal_groups(stubborn, signal.SIGKILL)
+    if _wait_gone(stubborn, timeout):
+        raise EdgepruneError(f"processes of the farm's groups {stubborn} still run after SIGKILL")
+    return stubborn
 
 
 def up(servers: int = 1, port: int = 9190, key: str = LOCAL, timeout: float = START_TIMEOUT_S) -> FarmState:
@@ -180,14 +212,18 @@ def status(port: int = 9190) -> dict[str, object]:
     return {"tracker": f"{HOST}:{port}", "running": running, "servers": servers, "pids": pids}
 
 
-def down(port: int = 9190) -> list[int]:
-    """Stop exactly the processes this farm started; returns their PIDs."""
+def down(port: int = 9190, timeout: float = STOP_TIMEOUT_S) -> dict[str, list[int]]:
+    """Stop exactly the processes this farm started and return once all of them and their workers are gone.
+
+    Returns the farm's PIDs (`pids`) and those that ignored SIGTERM for `timeout` seconds and were killed
+    (`killed`).
+    """
     state = read_state(port)
     if state is None:
         raise EdgepruneError(f"no farm recorded on port {port}", hint="`edgeprune farm status` shows what runs")
-    _stop_pids(list(reversed(state.pids)))
+    killed = _stop_pids(list(reversed(state.pids)), timeout)
     state_path(port).unlink(missing_ok=True)
-    return state.pids
+    return {"pids": state.pids, "killed": killed}
 
 
 @contextlib.contextmanager

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from edgeprune.devices.base import Device
 
 DEFAULT_TIMEOUT_S = 10.0
+# MetaSchedule's RPC runner fills every measurement's inputs with this; it lives in libtvm_runtime_extra.so,
+# which a runtime-only server (`TVM_USE_RUNTIME_LIB=1`) loads only when given `--load-library`.
+MEASURE_FILL = "tvm.contrib.random.random_fill_for_measure"
 
 
 def _check_reachable(host: str, port: int, timeout: float) -> None:
@@ -134,10 +137,26 @@ def wait_for_servers(host: str, port: int, key: str, count: int, timeout: float)
     )
 
 
+def _check_measure_fill(session: RPCSession, device: Device, tensor: Any) -> None:
+    """Call MetaSchedule's input filler on the server, as its runner does before every measurement."""
+    try:
+        fill = session.get_function(MEASURE_FILL)
+    except AttributeError as exc:
+        raise EdgepruneError(
+            f"device '{device.name}': its RPC server lacks {MEASURE_FILL}, which MetaSchedule calls to fill the "
+            "inputs of every measurement, so `profile` and `compile` would fail at their first tuning step",
+            hint="the server runs the TVM runtime alone (TVM_USE_RUNTIME_LIB=1): restart it with --load-library "
+            "<the board's tvm package>/lib/libtvm_runtime_extra.so (`edgeprune board stop --device "
+            f"{device.name}` then `edgeprune board bootstrap --device {device.name}` does that)",
+        ) from exc
+    fill(tensor)
+
+
 def check_device(device: Device, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, float]:
     """Build a tiny kernel for the device's target, run it there and check the result.
 
-    Proves the whole path works: tracker, key, server, the device's toolchain and its runtime.
+    Proves the whole path works: tracker, key, server, the device's toolchain and its runtime, and that the
+    server has the input filler tuning needs (else `profile` and `compile` fail at their first tuning step).
     """
     import tempfile
     from pathlib import Path
@@ -164,4 +183,5 @@ def check_device(device: Device, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str
     done = time.perf_counter()
     if not np.allclose(out.numpy(), data * 2 + 1):
         raise EdgepruneError(f"device '{device.name}' computed a wrong result in the check kernel")
+    _check_measure_fill(session, device, out)
     return {"connect_ms": (connected - start) * 1e3, "roundtrip_ms": (done - connected) * 1e3}

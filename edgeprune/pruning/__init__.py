@@ -1,4 +1,4 @@
-"""Pruning: channel groups and surgery (Torch-Pruning), criteria, LeGR global ranking and its search, methods.
+"""Pruning: channel groups and surgery (a channel trace of the fx graph), criteria, LeGR ranking and search, methods.
 
 Other stages call `train_bundle` and `prune_bundle` (edgeprune.pruning.run) with a data set and a target.
 """

@@ -22,6 +22,7 @@ from edgeprune.pruning.groups import Structure, skeleton
 KINDS = ("ms", "flops", "params")
 OPTION = {"ms": "--target-ms", "flops": "--target-flops", "params": "--target-params"}
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+_UNIT = {"ms": "milliseconds", "flops": "FLOPs (MACs)", "params": "parameters"}
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,21 @@ def parse_target(kind: str, text: str | float) -> Target:
         if not 0.0 < share <= 1.0:
             raise EdgepruneError(f"{option} {text}: a percentage must be in (0, 100]")
         return Target(kind, share, relative=True)
-    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmg]?)", raw)
+    # a sign is part of the number: '-1' is a number, just not a budget, and the error should say that
+    match = re.fullmatch(r"([+-]?[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmg]?)", raw)
     if kind == "ms" and match and match.group(2):
         match = None
+    example = "12.5" if kind == "ms" else "1.5M, 300k or 50%"
     if not match:
-        example = "12.5" if kind == "ms" else "1.5M, 300k or 50%"
-        raise EdgepruneError(f"{option} '{text}' is not a number", hint=f"e.g. {option} {example}")
+        raise EdgepruneError(
+            f"{option} '{text}' is not a number: a target must be a positive number of {_UNIT[kind]}",
+            hint=f"e.g. {option} {example}",
+        )
     value = float(match.group(1)) * _SUFFIX[match.group(2)]
     if value <= 0 or not math.isfinite(value):
-        raise EdgepruneError(f"{option} must be positive, got {text}")
+        raise EdgepruneError(
+            f"{option} {text}: a target must be a positive number of {_UNIT[kind]}", hint=f"e.g. {option} {example}"
+        )
     return Target(kind, value)
 
 
@@ -166,12 +173,15 @@ class Budget:
 
 
 def group_steps(structure: Structure, layer_steps: dict[str, int]) -> dict[str, int]:
-    """A group's step is the lcm of its layers' steps (every layer of the group stays on its grid)."""
+    """A group's step in units: every layer of the group stays on its grid (a unit may be several channels
+    of a layer, one per group of a grouped conv)."""
     steps = {}
     for name, group in structure.groups.items():
         step = 1
         for layer in group.layers:
-            step = math.lcm(step, max(1, int(layer_steps.get(layer, 1))))
+            channel_step = max(1, int(layer_steps.get(layer, 1)))
+            per_unit = len(group.index[layer][0])
+            step = math.lcm(step, channel_step // math.gcd(channel_step, per_unit))
         steps[name] = step
     return steps
 

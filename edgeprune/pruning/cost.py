@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeprune.pruning.groups import Structure, layer_widths
+from edgeprune.pruning.groups import Structure, layer_widths, norm_width
 
 
 def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:
@@ -19,12 +19,12 @@ def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:
     params = structure.other_params
     for name, (width_in, width_out) in layer_widths(structure, counts).items():
         layer = structure.layers[name]
-        per_output = layer.kernel * (1 if layer.depthwise else width_in // layer.groups)
+        per_output = layer.kernel * (1 if layer.channelwise else width_in // layer.groups)
         flops += width_out * per_output * layer.pixels
         params += width_out * per_output + (width_out if layer.bias else 0)
     for norm in structure.norms.values():
         if norm.affine:
-            params += 2 * (counts.get(norm.group, norm.channels) if norm.group else norm.channels)
+            params += 2 * norm_width(norm, counts, structure)
     return flops, params
 
 

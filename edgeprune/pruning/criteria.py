@@ -1,8 +1,8 @@
 """Importance criteria: one score per channel of every group (higher = more important).
 
 Scores stay unnormalised so the scale differences between layers stay visible to the ranking (LeGR's
-per-layer affine transform exists to compensate them); bn and the gradient criteria use Torch-Pruning's
-group importances:
+per-layer affine transform exists to compensate them); bn and the gradient criteria are group importances
+as Torch-Pruning defines them (summed per channel within a member, averaged over the group's members):
   l1 / l2     L1 / L2 norm of each channel's filters, averaged over the group's layers (as in LeGR and ILP)
   bn          |gamma| of the group's BatchNorms (network slimming)
   taylor      |w * dL/dw| with the loss gradient summed over calibration batches (Molchanov et al. 2019)
@@ -19,12 +19,11 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-import torch_pruning as tp
 from torch import fx, nn
 
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.pruning.groups import Structure, pruner_groups
+from edgeprune.pruning.groups import Structure, unit_scores
 
 CRITERIA = ("l1", "l2", "taylor", "bn", "activation", "snip", "synflow")
 NEEDS_DATA = ("taylor", "activation", "snip")
@@ -33,23 +32,64 @@ _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.
 _ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish}
 
 
-def _importance(module: nn.Module, structure: Structure, importance: tp.importance.Importance, label: str) -> Scores:
+def _grad_product(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    if tensor is None:
+        return None
+    grad = tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
+    return (tensor.detach() * grad).abs()
+
+
+def _input_columns(layer: nn.Module, values: torch.Tensor) -> torch.Tensor:
+    """Per input channel sums of a weight-shaped tensor (a grouped conv's column j serves one input per group)."""
+    if isinstance(layer, nn.Linear):
+        return values.sum(dim=0)
+    per_out = layer.out_channels // layer.groups
+    blocks = [values[b * per_out : (b + 1) * per_out].sum(dim=(0, 2, 3)) for b in range(layer.groups)]
+    return torch.cat(blocks)
+
+
+def _importance(module: nn.Module, structure: Structure, label: str) -> Scores:
+    """Torch-Pruning's group importances, computed on our units: 'bn' is |gamma| of the group's BatchNorms,
+    the gradient criteria |w * dL/dw| summed per channel over every member (filters, BatchNorm scale and
+    shift, consumers' input columns), averaged over the members."""
     scores: Scores = {}
-    for name, group in pruner_groups(module, structure).items():
-        value = importance(group)
-        if value is None:
+    for name, group in structure.groups.items():
+        parts = []
+        for member in group.norms:
+            norm = module.get_submodule(member)
+            if norm.weight is None:
+                continue
+            if label == "bn":
+                per_channel = norm.weight.detach().abs()
+            else:
+                per_channel = _grad_product(norm.weight) + _grad_product(norm.bias)
+            parts.append(unit_scores(per_channel, group, member))
+        if label != "bn":
+            for member in group.layers:
+                parts.append(
+                    unit_scores(_grad_product(module.get_submodule(member).weight).flatten(1).sum(1), group, member)
+                )
+            for member in group.consumers:
+                layer = module.get_submodule(member)
+                parts.append(
+                    unit_scores(_input_columns(layer, _grad_product(layer.weight)), group, member, inputs=True)
+                )
+        if not parts:
             raise EdgepruneError(
                 f"criterion '{label}' has nothing to score in group '{name}'",
                 hint="'bn' needs a BatchNorm after every prunable layer; use l1 or l2 for this model",
             )
-        scores[name] = value.detach().float().clone()
+        scores[name] = torch.stack(parts).mean(dim=0).float()
     return scores
 
 
 def _filter_norms(module: nn.Module, structure: Structure, p: int) -> Scores:
     scores: Scores = {}
     for name, group in structure.groups.items():
-        norms = [module.get_submodule(layer).weight.detach().flatten(1).norm(p=p, dim=1) for layer in group.layers]
+        norms = []
+        for layer in group.layers:
+            per_channel = module.get_submodule(layer).weight.detach().flatten(1).norm(p=p, dim=1)
+            norms.append(unit_scores(per_channel, group, layer))
         scores[name] = torch.stack(norms).mean(dim=0)
     return scores
 
@@ -61,7 +101,7 @@ def _gradient_scores(
     work.zero_grad(set_to_none=True)
     for inputs, labels in batches:
         F.cross_entropy(work(inputs), labels).backward()
-    return _importance(work, structure, tp.importance.GroupTaylorImportance(normalizer=None), "taylor")
+    return _importance(work, structure, "taylor")
 
 
 def _synflow(module: nn.Module, structure: Structure) -> Scores:
@@ -83,7 +123,7 @@ def _synflow(module: nn.Module, structure: Structure) -> Scores:
         if parameter.grad is not None:
             parameter.grad.div_(largest)
     work.float()
-    return _importance(work, structure, tp.importance.GroupTaylorImportance(normalizer=None), "synflow")
+    return _importance(work, structure, "synflow")
 
 
 def _activation_after(graph_module: fx.GraphModule, layer: str) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -136,9 +176,12 @@ def _activation(module: nn.Module, structure: Structure, batches: list[tuple[tor
     finally:
         for hook in hooks:
             hook.remove()
-    return {
-        name: torch.stack([sums[o] for o in observed]).mean(dim=0) / len(batches) for name, observed in watched.items()
-    }
+    scores: Scores = {}
+    for name, observed in watched.items():
+        group = structure.groups[name]
+        per_unit = [unit_scores(sums[seen], group, layer) for layer, seen in zip(group.layers, observed, strict=True)]
+        scores[name] = torch.stack(per_unit).mean(dim=0) / len(batches)
+    return scores
 
 
 def score(
@@ -162,7 +205,7 @@ def score(
     if criterion in ("l1", "l2"):
         scores = _filter_norms(module, structure, 1 if criterion == "l1" else 2)
     elif criterion == "bn":
-        scores = _importance(module, structure, tp.importance.BNScaleImportance(normalizer=None), "bn")
+        scores = _importance(module, structure, "bn")
     elif criterion in ("taylor", "snip"):
         scores = _gradient_scores(module, structure, calibration)
     elif criterion == "synflow":

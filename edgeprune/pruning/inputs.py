@@ -20,8 +20,8 @@ def model_and_data(
     limit: int | None,
 ) -> tuple[Any, Any]:
     """The model bundle and the data adapted to it. A saved model fixes the input shape and may name its data
-    set; a zoo / .py model is built for the data set (its natural input size unless `shape`)."""
-    from edgeprune.data import load_dataset, native_shape, parse_spec
+    set; a zoo / .py model is built for the data set (`default_input_shape` unless `shape`)."""
+    from edgeprune.data import default_input_shape, load_dataset, parse_spec
     from edgeprune.models.io import load_model
 
     if data_spec:
@@ -40,6 +40,6 @@ def model_and_data(
         return bundle, load_dataset(spec, bundle.input_shape, seed, data_dir, limit)
     if not data_spec:
         raise EdgepruneError("pass --data: the data set to train and evaluate on")
-    shape = shape or native_shape(data_spec)
+    shape = shape or default_input_shape(data_spec)
     dataset = load_dataset(data_spec, shape, seed, data_dir, limit)
     return load_model(model, shape, dataset.num_classes if classes is None else classes, width), dataset

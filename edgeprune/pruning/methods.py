@@ -14,6 +14,7 @@ pai      pruning at initialisation (after Reconvene): score the freshly initiali
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +104,7 @@ class _Pruner:
         self.predictor, self.progress = predictor, progress
         self.input_shape = data.input_shape
         self.generator = torch.Generator().manual_seed(settings.seed)
-        self.structure = analyze(module, self.input_shape)
+        self.structure = _analyze(module, self.input_shape)
         self.budget = bind(target, module, self.structure, predictor)
         self.floor = ranking.minimum_counts(self.structure.sizes(), self.budget.steps, settings.min_keep)
 
@@ -127,7 +128,7 @@ class _Pruner:
         train(module, self.data, settings, self.generator, self.progress, checkpoint, fingerprint, description)
 
     def run(self) -> Outcome:
-        if not ranking.check_reachable(self.budget, self.floor, self.settings.min_keep):
+        if not ranking.check_reachable(self.budget, self.settings.min_keep):
             note = f"the model already meets {self.budget.describe()} ({self.budget.describe(self.budget.full())})"
             return Outcome(copy.deepcopy(self.module), self.structure, self.budget, unchanged=True, notes=[note])
         method = self.settings.method
@@ -186,7 +187,7 @@ class _Pruner:
         start, goal = self.budget.full(), self.budget.target
         module = self.module
         for index in range(1, rounds + 1):
-            structure = analyze(module, self.input_shape)
+            structure = _analyze(module, self.input_shape)
             step_target = goal if index == rounds else start * (goal / start) ** (index / rounds)
             budget = bind(Target(self.budget.kind, step_target), module, structure, self.predictor)
             if budget.full() <= budget.target:
@@ -206,6 +207,13 @@ class _Pruner:
         return Outcome(module, self.structure, self.budget)
 
 
+def _analyze(module: nn.Module, input_shape: tuple[int, int, int]) -> Structure:
+    """`analyze` without its warning: what is left out reaches the user once, as the outcome's notes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return analyze(module, input_shape)
+
+
 def prune_module(
     module: nn.Module,
     data: Dataset,
@@ -216,4 +224,7 @@ def prune_module(
 ) -> Outcome:
     """Prune `module` (left untouched) to `target` with `settings.method`; returns the fine-tuned result."""
     settings.check()
-    return _Pruner(module, data, target, settings, predictor, progress).run()
+    pruner = _Pruner(module, data, target, settings, predictor, progress)
+    outcome = pruner.run()
+    outcome.notes[:0] = pruner.structure.describe_excluded()  # the summary says what was left whole, and why
+    return outcome

@@ -62,11 +62,17 @@ def minimum_counts(sizes: Counts, steps: Counts, min_keep: float, original: Coun
     }
 
 
-def check_reachable(budget: Budget, floor: Counts, min_keep: float) -> bool:
+def smallest_reachable(budget: Budget, min_keep: float) -> float:
+    """The floor's cost: every group at `min_keep` of its channels, on the budget's grid. No plan of any method
+    costs less, so `prune` refuses a target below it and `estimate` prints it before anyone asks for one."""
+    return budget.cost(minimum_counts(budget.structure.sizes(), budget.steps, min_keep))
+
+
+def check_reachable(budget: Budget, min_keep: float) -> bool:
     """False when the model already fits (nothing to do); raises when even the floor does not fit."""
     if budget.full() <= budget.target:
         return False
-    smallest = budget.cost(floor)
+    smallest = smallest_reachable(budget, min_keep)
     if smallest > budget.target:
         raise BudgetUnreachable(budget, smallest, min_keep)
     return True

@@ -100,28 +100,34 @@ class ChannelMasks:
     """Holds a plan's removed channels at zero: filters and biases of the group's layers, BN scale and shift."""
 
     def __init__(self, module: nn.Module, structure: Structure) -> None:
-        self.tensors: dict[str, list[torch.Tensor]] = {}
+        self.structure = structure
+        self.tensors: dict[str, list[tuple[torch.Tensor, str]]] = {}
         for name, group in structure.groups.items():
-            members = [module.get_submodule(n) for n in (*group.layers, *group.norms)]
             self.tensors[name] = [
-                t for m in members for t in (getattr(m, "weight", None), getattr(m, "bias", None)) if t is not None
+                (tensor, member)
+                for member in (*group.layers, *group.norms)
+                for tensor in (
+                    getattr(module.get_submodule(member), "weight", None),
+                    getattr(module.get_submodule(member), "bias", None),
+                )
+                if tensor is not None
             ]
-        self.removed: dict[str, torch.Tensor] = {}
+        self.removed: dict[str, list[int]] = {}
 
     def set(self, keep: dict[str, list[int]], sizes: Counts) -> None:
         self.removed = {}
         for name, kept in keep.items():
-            mask = torch.ones(sizes[name], dtype=torch.bool)
-            mask[kept] = False
-            if mask.any():
-                self.removed[name] = mask.nonzero().flatten()
+            dropped = sorted(set(range(sizes[name])) - set(kept))
+            if dropped:
+                self.removed[name] = dropped
         self.apply()
 
     @torch.no_grad()
     def apply(self) -> None:
-        for name, index in self.removed.items():
-            for tensor in self.tensors[name]:
-                tensor.index_fill_(0, index, 0.0)
+        for name, units in self.removed.items():
+            group = self.structure.groups[name]
+            for tensor, member in self.tensors[name]:
+                tensor.index_fill_(0, torch.tensor(group.channels(member, units)), 0.0)
 
 
 def _stds(scores: dict[str, torch.Tensor]) -> np.ndarray:

@@ -19,6 +19,7 @@ from edgeprune.compile.artifacts import ELF_MACHINES, VERIFY_FILE, Artifact, elf
 from edgeprune.devices.base import Device
 from edgeprune.devices.timing import Timing, measure_library
 from edgeprune.errors import EdgepruneError
+from edgeprune.pruning.budget import parse_target
 from edgeprune.verify.defaults import ATOL, RTOL
 
 
@@ -134,8 +135,8 @@ def verify_artifact(
 
     Without `target_ms` the pruning budget recorded in the manifest is the target, if there is one.
     """
-    if target_ms is not None and target_ms <= 0:
-        raise EdgepruneError(f"--target-ms must be positive, got {target_ms}")
+    if target_ms is not None:
+        parse_target("ms", target_ms)  # the same check, and message, as every other latency budget
     if repeat is not None and repeat < 3:
         raise EdgepruneError(f"--repeat must be at least 3 for a median and a spread, got {repeat}")
     artifact = load_artifact(folder)
