@@ -19,10 +19,7 @@ from edgeprune.devices import emulation, loopback_sshd
 from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
-from tests.conftest import SHIPPED_PROFILES, free_port
-from tests.loopback_board import edgeprune_cli
-
-EMULATED_PI = "emulated-pi"
+from tests.loopback_board import edgeprune_cli, write_emulated_profile
 
 
 def _unavailable(reason: str) -> None:
@@ -47,17 +44,6 @@ def emulated_rootfs() -> emulation.RootFS:
     except EdgepruneError as exc:
         _unavailable(str(exc))
     return rootfs
-
-
-def write_emulated_profile(folder: Path, name: str = EMULATED_PI, **changes: object) -> Path:
-    """The shipped emulated-pi profile under another name and a free tracker port (the sshd gets port + 2)."""
-    text = (SHIPPED_PROFILES / f"{EMULATED_PI}.toml").read_text()
-    text = text.replace(f'name = "{EMULATED_PI}"', f'name = "{name}"')
-    text = text.replace("port = 9390", f"port = {changes.get('port', free_port())}")
-    text = text.replace(f'key = "{EMULATED_PI}"', f'key = "{name}"')
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="session")

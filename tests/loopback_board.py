@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeprune.devices import loopback_sshd
-from tests.conftest import free_port
+from tests.conftest import SHIPPED_PROFILES, free_port
 
 BOARD_NAME = "loopback-board"
+EMULATED_PI = "emulated-pi"
 
 
 @dataclass(frozen=True)
@@ -188,3 +189,15 @@ def edgeprune_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProce
         timeout=timeout,
         env=dict(os.environ),
     )
+
+
+def write_emulated_profile(folder: Path, name: str = EMULATED_PI, port: int | None = None) -> Path:
+    """The shipped emulated-pi profile under another name and tracker port (default a free one; its sshd gets
+    port + 2), so a test's board never meets the user's."""
+    text = (SHIPPED_PROFILES / f"{EMULATED_PI}.toml").read_text()
+    text = text.replace(f'name = "{EMULATED_PI}"', f'name = "{name}"')
+    text = text.replace("port = 9390", f"port = {port or free_port()}")
+    text = text.replace(f'key = "{EMULATED_PI}"', f'key = "{name}"')
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
