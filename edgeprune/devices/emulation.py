@@ -72,11 +72,6 @@ class RootFS:
         return self.path / "usr" / "local" / "lib" / BOARD_PYTHON / "dist-packages"
 
     @property
-    def runtime_extra(self) -> Path:
-        """Loaded by the RPC server with `--load-library`: runtime-only TVM lacks MetaSchedule's random fill."""
-        return self.site_packages / "tvm" / "lib" / "libtvm_runtime_extra.so"
-
-    @property
     def stamp(self) -> Path:
         return self.path / STAMP
 
@@ -184,14 +179,15 @@ def _probe(rootfs: RootFS) -> dict[str, str]:
     return info
 
 
-def _compile_bytecode(rootfs: RootFS) -> None:
+def _compile_bytecode(rootfs: RootFS, final: RootFS) -> None:
     """Write the wheels' .pyc files now: without them the board compiles TVM's Python on every import (18 s
     instead of 5 s under qemu), since it cannot write them when `PYTHONDONTWRITEBYTECODE` is set or the cache
     is read-only. Bytecode is the same on every architecture, so this host's Python does it (natively, 10x
-    faster) when it is the board's version; else the board's own Python does."""
+    faster) when it is the board's version; else the board's own Python does. Tracebacks name `final`'s paths."""
     board_version = tuple(int(p) for p in BOARD_PYTHON.removeprefix("python").split("."))
     python = sys.executable if sys.version_info[:2] == board_version else str(rootfs.python)
-    _run([python, "-m", "compileall", "-q", "-j", "0", str(rootfs.site_packages)], "compiling bytecode")
+    rename = ["-s", str(rootfs.path), "-p", str(final.path)]
+    _run([python, "-m", "compileall", "-q", "-j", "0", *rename, str(rootfs.site_packages)], "compiling bytecode")
 
 
 def build_rootfs(rootfs: RootFS | None = None, log: Any = print) -> dict[str, Any]:
@@ -201,9 +197,8 @@ def build_rootfs(rootfs: RootFS | None = None, log: Any = print) -> dict[str, An
     rootfs = rootfs or default_rootfs()
     if rootfs.is_built():
         return {**rootfs.info(), "built": False, "path": str(rootfs.path)}
-    for tool in ("mmdebstrap",):
-        if shutil.which(tool) is None:
-            raise EdgepruneError(f"'{tool}' is not installed", hint=APT_HINT)
+    if shutil.which("mmdebstrap") is None:
+        raise EdgepruneError("'mmdebstrap' is not installed", hint=APT_HINT)
     enable_binfmt()
     started = time.monotonic()
     staging = RootFS(rootfs.path.with_name(rootfs.path.name + ".partial"))
@@ -241,7 +236,7 @@ def build_rootfs(rootfs: RootFS | None = None, log: Any = print) -> dict[str, An
         staging.python.write_text(wrapper_text(staging.path))
         staging.python.chmod(0o755)
         log("compiling the wheels' bytecode")
-        _compile_bytecode(staging)
+        _compile_bytecode(staging, rootfs)
         log("importing TVM on the emulated board")
         probe = _probe(staging)
         staging.python.write_text(wrapper_text(rootfs.path))
