@@ -86,6 +86,20 @@ class ScaledPredictor:
     def channel_steps(self, module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
         return self.inner.channel_steps(module, input_shape)
 
+    def network(self, module: nn.Module, input_shape: tuple[int, int, int]) -> ScaledNetwork:
+        return ScaledNetwork(self.inner.network(module, input_shape), self.scale)
+
+
+@dataclass
+class ScaledNetwork:
+    """A predictor bound to one network (`NetworkLatency`), times the loop's factor."""
+
+    inner: Any
+    scale: float
+
+    def predict_ms(self, widths: dict[str, tuple[int, int]]) -> float:
+        return float(self.inner.predict_ms(widths)) * self.scale
+
 
 def corrected_scale(scale: float, lut_ms: float, measured_ms: float, spread_ms: float, drift: float) -> float:
     """The LUT factor for the next round after a miss: what the device measured over what the LUT predicted.

@@ -201,13 +201,7 @@ def _prune_round(run: Run, bundle: Any, data: Any, lut: Any, target_ms: float, s
     settings = PruneSettings(
         method=cfg.method,
         finetune=TrainSettings(epochs=cfg.finetune_epochs),
-        search=SearchSettings(
-            population=cfg.population,
-            sample_size=max(2, cfg.population // 4),
-            generations=cfg.generations,
-            steps=cfg.search_steps,
-            minutes=cfg.search_minutes,
-        ),
+        search=SearchSettings.sized(cfg.population, cfg.generations, cfg.search_steps, cfg.search_minutes),
         seed=cfg.seed,
         reuse_search=learned if learned.exists() and cfg.method == "legr" else None,
         search_file=learned if cfg.method == "legr" else None,

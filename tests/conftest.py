@@ -20,6 +20,7 @@ FAST_MODULES = {
     "test_bench_pruning",
     "test_data",
     "test_device_profiles",
+    "test_latency_model",
     "test_loop",
     "test_models",
     "test_pipeline_config",

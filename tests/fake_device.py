@@ -16,7 +16,7 @@ from torch import nn
 from edgeprune.devices.base import Device, register
 from edgeprune.errors import EdgepruneError
 from edgeprune.loop import Measured
-from edgeprune.pruning.cost import measure
+from edgeprune.profiling.signature import LayerExtractor
 
 OVERHEAD_MS = 0.05  # a network's fixed cost: call overhead, pooling, the classifier
 MS_PER_MMAC = 0.4  # latency per million multiply-accumulates
@@ -38,8 +38,21 @@ class FakeDevice(Device):
         raise EdgepruneError(f"device '{self.name}' is a fake for tests: it has no RPC runtime")
 
     def latency_ms(self, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
-        macs, _ = measure(module, input_shape)
-        return OVERHEAD_MS + MS_PER_MMAC * macs / 1e6
+        return MacsLatency(module, input_shape).predict_ms({})
+
+
+class MacsLatency:
+    """The fake device's formula bound to one network: OVERHEAD_MS + MS_PER_MMAC per million MACs of its conv and
+    linear layers, at their own widths or the (in, out) widths given per layer (as the module counts them)."""
+
+    def __init__(self, module: nn.Module, input_shape: tuple[int, int, int], bias: float = 1.0) -> None:
+        self.layers = LayerExtractor().layers(module, input_shape)
+        self.bias = bias
+
+    def predict_ms(self, widths: dict[str, tuple[int, int]]) -> float:
+        layers = [x.resized(*widths[x.name]) if x.name in widths else x for x in self.layers]
+        macs = sum(x.family.macs(x.in_channels, x.out_channels) for x in layers)
+        return (OVERHEAD_MS + MS_PER_MMAC * macs / 1e6) * self.bias
 
 
 @dataclass
@@ -54,6 +67,9 @@ class FakePredictor:
 
     def channel_steps(self, module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
         return {}  # every channel count is a grid point
+
+    def network(self, module: nn.Module, input_shape: tuple[int, int, int]) -> MacsLatency:
+        return MacsLatency(module, input_shape, self.bias)
 
 
 def fake_measured(

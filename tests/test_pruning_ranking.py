@@ -11,6 +11,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model
 from edgeprune.pruning import cost, criteria, groups, ranking
 from edgeprune.pruning.budget import Target, bind, parse_target
+from tests.fake_device import MacsLatency
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch at 1 thread for the module
 
@@ -23,10 +24,14 @@ def resnet() -> tuple[nn.Module, groups.Structure, dict[str, torch.Tensor]]:
 
 
 class StandInLatency:
-    """Latency proportional to FLOPs, on a grid of 4 channels: the contract of LatencyModel, nothing more."""
+    """The fake device's latency (a linear function of MACs) on a grid of 4 channels: the contract of
+    LatencyModel, nothing more."""
 
     def predict_ms(self, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
-        return cost.measure(module, input_shape)[0] / 1e5
+        return MacsLatency(module, input_shape).predict_ms({})
+
+    def network(self, module: nn.Module, input_shape: tuple[int, int, int]) -> MacsLatency:
+        return MacsLatency(module, input_shape)
 
     def channel_steps(self, module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
         return {name: 4 for name, layer in module.named_modules() if isinstance(layer, nn.Conv2d)}

@@ -240,13 +240,7 @@ class Bench:
             method=method,
             min_keep=p.min_keep,
             finetune=TrainSettings(epochs=0),  # the common fine-tune follows, for every method alike
-            search=SearchSettings(
-                population=p.population,
-                sample_size=max(2, p.population // 4),
-                generations=p.generations,
-                steps=p.search_steps,
-                minutes=p.search_minutes,
-            ),
+            search=SearchSettings.sized(p.population, p.generations, p.search_steps, p.search_minutes),
             rounds=iterative_rounds(method, p.finetune_epochs),
             round_epochs=1,
             seed=p.seed,

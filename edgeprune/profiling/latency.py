@@ -196,11 +196,20 @@ class LatencyModel:
         `channels` maps layer names to (in, out) counts to predict instead of the module's own.
         """
         layers, structure = self._extractor.extract(module, input_shape)
+        if channels:
+            layers = [Layer(x.slot, *channels[x.name]) if x.name in channels else x for x in layers]
+        return self._estimate(layers, structure)
+
+    def network(self, module: nn.Module, input_shape: tuple[int, int, int]) -> NetworkLatency:
+        """This model bound to one network: predicts any channel choice of it without building a module."""
+        layers, structure = self._extractor.extract(module, input_shape)
+        return NetworkLatency(self, layers, structure)
+
+    def _estimate(self, layers: list[Layer], structure: str) -> Estimate:
+        """The estimate of a network of `structure` whose layers have the given channels."""
         rows: list[LayerEstimate] = []
         missing: list[str] = []
         for layer in layers:
-            if channels and layer.name in channels:
-                layer = Layer(layer.slot, *channels[layer.name])
             point = self._layer_time(layer)
             if point is None:
                 missing.append(f"{layer.name} ({layer.key})")
@@ -247,6 +256,22 @@ class LatencyModel:
         if missing:
             raise MissingEntries(self.device, missing)
         return steps
+
+
+class NetworkLatency:
+    """A latency model bound to one network's layers (found once): a budget query during pruning is a lookup per
+    layer, where building and tracing a resized copy of the module cost milliseconds each."""
+
+    def __init__(self, model: LatencyModel, layers: list[Layer], structure: str) -> None:
+        self.model = model
+        self.layers = layers
+        self.structure = structure
+
+    def predict_ms(self, widths: dict[str, tuple[int, int]]) -> float:
+        """Predicted latency with each named layer at its (in, out) widths as the module counts them (a linear
+        layer's `in_features`); layers not named keep their own. MissingEntries when the table lacks one."""
+        resized = [layer.resized(*widths[layer.name]) if layer.name in widths else layer for layer in self.layers]
+        return self.model._estimate(resized, self.structure).predicted_ms
 
 
 def _grid_step(values: list[int], channels: int) -> int | None:

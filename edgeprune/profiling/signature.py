@@ -111,6 +111,12 @@ class Layer:
     def key(self) -> str:
         return self.family.entry_key(self.in_channels, self.out_channels)
 
+    def resized(self, in_width: int, out_width: int) -> Layer:
+        """This layer at the module's own widths (`in_features` for a linear layer, as pruning counts them)."""
+        if self.family.kind == LINEAR:
+            in_width //= self.family.height * self.family.width
+        return Layer(self.slot, in_width, out_width)
+
 
 def _pair(value: Any) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
@@ -238,6 +244,13 @@ class _Graph:
                 if not self.is_layer(other):
                     stack.append(other)
         return False
+
+
+def output_layers(module: fx.GraphModule) -> list[str]:
+    """The conv / linear layers whose outputs reach the model output without another such layer between (the
+    classifier: its outputs are the class count, never pruned)."""
+    graph = _Graph(module)
+    return sorted(str(n.target) for n in module.graph.nodes if graph.is_layer(n) and graph.reaches(n, True))
 
 
 def _conv_family(mod: nn.Conv2d, in_shape: tuple[int, ...], epilogue: tuple[str, ...]) -> Family:

@@ -17,7 +17,7 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning import cost
-from edgeprune.pruning.groups import Structure, skeleton
+from edgeprune.pruning.groups import Structure, layer_widths, skeleton
 
 KINDS = ("ms", "flops", "params")
 OPTION = {"ms": "--target-ms", "flops": "--target-flops", "params": "--target-params"}
@@ -134,6 +134,10 @@ class LatencyPredictor:
     def predict_ms(self, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
         return float(self._call("predict_ms", module, input_shape))
 
+    def network(self, module: nn.Module, input_shape: tuple[int, int, int]) -> Any:
+        """The latency model bound to `module`'s layers (`NetworkLatency`): predicts from layer widths."""
+        return self.model.network(module, input_shape)
+
     def channel_steps(self, module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
         return dict(self._call("channel_steps", module, input_shape))
 
@@ -148,6 +152,7 @@ class Budget:
     steps: dict[str, int] = field(default_factory=dict)
     module: nn.Module | None = None
     predictor: LatencyPredictor | None = None
+    network: Any = None  # the predictor bound to `module`: predicts from layer widths
     _cache: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
 
     def cost(self, counts: dict[str, int]) -> float:
@@ -162,8 +167,15 @@ class Budget:
         if self.kind == "params":
             return float(cost.predict(self.structure, counts)[1])
         assert self.predictor is not None and self.module is not None
-        shell = skeleton(self.module, self.structure, counts)
-        return self.predictor.predict_ms(shell, self.structure.input_shape)
+        from edgeprune.profiling.latency import MissingEntries
+
+        try:
+            return float(self.network.predict_ms(layer_widths(self.structure, counts)))
+        except MissingEntries:
+            pass  # the module path profiles what is missing (or says how), then the model is bound anew
+        value = self.predictor.predict_ms(skeleton(self.module, self.structure, counts), self.structure.input_shape)
+        self.network = self.predictor.network(self.module, self.structure.input_shape)
+        return value
 
     def full(self) -> float:
         return self.cost(self.structure.sizes())
@@ -200,7 +212,8 @@ def bind(
         if predictor is None:
             raise EdgepruneError("a latency target needs a device with a latency table", hint="pass --device")
         steps = group_steps(structure, predictor.channel_steps(module, structure.input_shape))
-        budget = Budget("ms", 0.0, structure, steps, module, predictor)
+        network = predictor.network(module, structure.input_shape)
+        budget = Budget("ms", 0.0, structure, steps, module, predictor, network)
     else:
         budget = Budget(target.kind, 0.0, structure, {name: 1 for name in structure.groups})
     budget.target = target.resolve(original if original is not None else budget.full())

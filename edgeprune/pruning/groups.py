@@ -44,6 +44,7 @@ import torch
 from torch import fx, nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.profiling.signature import output_layers
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 NORM_TYPES = (nn.BatchNorm2d,)
@@ -149,20 +150,7 @@ def classifier_layers(module: nn.Module) -> list[str]:
     """The conv / linear layers whose outputs reach the model output without another such layer between."""
     if not isinstance(module, fx.GraphModule):
         raise EdgepruneError("the model must be a torch.fx GraphModule (load it with edgeprune.models.io)")
-    modules = dict(module.named_modules())
-    output = next(n for n in module.graph.nodes if n.op == "output")
-    found: list[str] = []
-    stack, seen = list(output.all_input_nodes), set()
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        if node.op == "call_module" and isinstance(modules.get(str(node.target)), PRUNABLE_TYPES):
-            found.append(str(node.target))
-        else:
-            stack.extend(node.all_input_nodes)
-    return sorted(found)
+    return output_layers(module)
 
 
 def _output_pixels(module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:

@@ -54,6 +54,11 @@ class SearchSettings:
     val_samples: int = 512
     minutes: float = 3.0
 
+    @classmethod
+    def sized(cls, population: int, generations: int, steps: int, minutes: float) -> SearchSettings:
+        """What `run` and the benchmark ask for: tournaments of a quarter of the population (at least 2)."""
+        return cls(population, max(2, population // 4), generations, steps=steps, minutes=minutes)
+
     def check(self) -> None:
         problems = []
         if self.population < 2:

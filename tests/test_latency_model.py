@@ -1,0 +1,64 @@
+"""The latency model bound to one network (`LatencyModel.network`) predicts from layer widths exactly what it
+predicts for the resized module the pruner used to build per query (fast tier: a table written here, no device)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from edgeprune.models.io import load_model
+from edgeprune.profiling.grid import plan
+from edgeprune.profiling.latency import LatencyModel, MissingEntries
+from edgeprune.profiling.lut import LatencyTable
+from edgeprune.profiling.signature import LayerExtractor
+from edgeprune.pruning import groups
+from edgeprune.pruning.groups import layer_widths, skeleton
+from tests.fake_device import FakeDevice
+
+
+def fake(tmp_path: Path) -> FakeDevice:
+    return FakeDevice(
+        name="fake", description="", target={"kind": "llvm"}, tracker_host="127.0.0.1", tracker_port=9190,
+        key="fake", profiles_root=tmp_path,
+    )  # fmt: skip
+
+
+def table_for(device: FakeDevice, module, input_shape) -> LatencyTable:  # noqa: ANN001
+    """Entries on a step-4 grid at 1 ns per MAC plus 1 us, and the unpruned network measured 1.25x their sum."""
+    layers, structure = LayerExtractor().extract(module, input_shape)
+    table = LatencyTable.new(device)
+    for key, entry in plan(layers, 4, 4).items():
+        table.entries[key] = {"median_ms": 1e-3 + 1e-6 * entry.family.macs(entry.in_channels, entry.out_channels)}
+    total = sum(1e-3 + 1e-6 * x.family.macs(x.in_channels, x.out_channels) for x in layers)
+    table.networks[structure] = {
+        "channels": {x.name: [x.in_channels, x.out_channels] for x in layers},
+        "measured_ms": 1.25 * total,
+    }
+    return table
+
+
+@pytest.mark.parametrize(("name", "shape"), [("resnet20", (1, 16, 16)), ("mobilenetv2", (3, 16, 16))])
+def test_widths_predict_what_the_resized_module_does(name: str, shape: tuple, tmp_path: Path) -> None:
+    module = load_model(name, shape, 10, width=0.5).module
+    structure = groups.analyze(module, shape)
+    model = LatencyModel(table_for(fake(tmp_path), module, shape))
+    network = model.network(module, shape)
+    rng = random.Random(0)
+    for _ in range(5):
+        counts = {g: rng.choice(range(4, group.size + 1, 4) or [group.size]) for g, group in structure.groups.items()}
+        from_widths = network.predict_ms(layer_widths(structure, counts))
+        from_module = model.predict_ms(skeleton(module, structure, counts), shape)
+        assert from_widths == pytest.approx(from_module, rel=1e-9)
+    assert network.predict_ms({}) == pytest.approx(model.predict_ms(module, shape))
+
+
+def test_widths_off_the_table_are_missing_entries(tmp_path: Path) -> None:
+    module = load_model("resnet20", (1, 16, 16), 10, width=0.5).module
+    table = table_for(fake(tmp_path), module, (1, 16, 16))
+    table.entries = {k: v for k, v in table.entries.items() if "|8x" not in k}  # no layer may read 8 channels
+    network = LatencyModel(table).network(module, (1, 16, 16))
+    first = next(x for x in network.layers if not x.slot.in_fixed)
+    with pytest.raises(MissingEntries):
+        network.predict_ms({first.name: (8, first.out_channels)})
