@@ -43,7 +43,7 @@ demo: $(STAMP)
 	$(BIN)/edgeprune demo
 
 # The emulated Raspberry Pi: qemu-user, binfmt_misc and its root filesystem (built once into ~/.cache/edgeprune,
-# about 5 minutes and 330 MB; `edgeprune board emulate build` does nothing when it is there). Root only.
+# 5-6 minutes and 350 MB on 2 busy cores; `edgeprune board emulate build` does nothing when it is there). Root only.
 arm-board: $(STAMP) system-packages
 	@if [ "$$(id -u)" != 0 ]; then echo "note: not root: no emulated aarch64 board (its tests skip)"; exit 0; fi; \
 	missing=""; for p in $(ARM_APT_PACKAGES) $(ARM_APT_NO_RECOMMENDS); do \

@@ -93,7 +93,7 @@ def require_rootfs(rootfs: RootFS | None = None) -> RootFS:
     if not rootfs.is_built():
         raise EdgepruneError(
             f"the emulated board's root filesystem is not built (looked in {rootfs.path})",
-            hint=f"`{BUILD_COMMAND}` (once, about 2 minutes and 400 MB; needs root for binfmt_misc)",
+            hint=f"`{BUILD_COMMAND}` (once, 5-6 minutes and 350 MB; needs root for binfmt_misc)",
         )
     return rootfs
 
