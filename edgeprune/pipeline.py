@@ -294,6 +294,7 @@ def execute(
         "run_dir": str(folder),
         "model": config.model,
         "device": device.name,
+        "timings_are_real": device.timings_are_real,
         "target_ms": rounds[-1].target_ms,
         "meets_target": rounds[-1].meets_target,
         "speedup": rounds[-1].speedup,

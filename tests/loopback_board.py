@@ -11,18 +11,16 @@ import getpass
 import hashlib
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import free_port
+from edgeprune.devices import loopback_sshd
+from tests.conftest import SHIPPED_PROFILES, free_port
 
-SSHD = Path("/usr/sbin/sshd")
 BOARD_NAME = "loopback-board"
+EMULATED_PI = "emulated-pi"
 
 
 @dataclass(frozen=True)
@@ -35,54 +33,10 @@ class SSHServer:
     log: Path
 
 
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgeprune-test", "-f", str(path)], check=True)
-
-
-def _wait_banner(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-                if sock.recv(64).startswith(b"SSH-2.0-"):
-                    return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
 def sshd_available() -> str | None:
     """Why the loopback sshd cannot run here, or None when it can."""
-    if not SSHD.exists() or shutil.which("ssh-keygen") is None:
-        return "OpenSSH server not installed (apt-get install openssh-server; `make test` installs it)"
-    privsep = Path("/run/sshd")  # sshd refuses to start without its privilege separation directory
-    if not privsep.exists():
-        try:
-            privsep.mkdir(mode=0o755, parents=True)
-        except OSError as exc:
-            return f"sshd needs {privsep}, which cannot be created here: {exc}"
-    return None
-
-
-def _sshd_config(folder: Path, port: int, user: str) -> Path:
-    config = folder / "sshd_config"
-    config.write_text(
-        f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {folder / "host_ed25519"}
-PidFile {folder / "sshd.pid"}
-AuthorizedKeysFile {folder / "authorized_keys"}
-AllowUsers {user}
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-Subsystem sftp internal-sftp
-"""
-    )
-    return config
+    problem = loopback_sshd.sshd_problem()
+    return problem and f"{problem}; `make test` installs it"
 
 
 @dataclass(frozen=True)
@@ -97,33 +51,25 @@ class Board:
 
 def start_sshd(folder: Path) -> tuple[SSHServer, subprocess.Popen[bytes]]:
     """Start sshd -D on a free loopback port, as the current user, accepting one generated key."""
-    _keygen(folder / "host_ed25519")
-    _keygen(folder / "client_ed25519")
-    shutil.copy(folder / "client_ed25519.pub", folder / "authorized_keys")
-    listed = subprocess.run(
-        ["ssh-keygen", "-lf", str(folder / "host_ed25519.pub")], check=True, capture_output=True, text=True
-    )
-    user = getpass.getuser()
-    log = folder / "sshd.log"
+    files = loopback_sshd.prepare(folder)
+    files.known_hosts.unlink(missing_ok=True)  # tests decide themselves whether the host key is trusted
     for _attempt in range(3):  # the free port can be taken between choosing and binding it
         port = free_port()
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [str(SSHD), "-D", "-e", "-f", str(_sshd_config(folder, port, user))], stdout=out, stderr=out
-            )
-        if _wait_banner(port, proc):
-            server = SSHServer(
-                port=port,
-                user=user,
-                client_key=folder / "client_ed25519",
-                host_key_pub=folder / "host_ed25519.pub",
-                fingerprint=listed.stdout.split()[1],
-                log=log,
-            )
-            return server, proc
-        proc.kill()
-        proc.wait()
-    raise RuntimeError(f"sshd did not start; its log:\n{log.read_text()}")
+        try:
+            proc = loopback_sshd.start(files, port)
+        except OSError:
+            continue
+        files.known_hosts.unlink(missing_ok=True)
+        server = SSHServer(
+            port=port,
+            user=getpass.getuser(),
+            client_key=files.client_key,
+            host_key_pub=files.host_key.with_suffix(".pub"),
+            fingerprint=files.fingerprint(),
+            log=files.log,
+        )
+        return server, proc
+    raise RuntimeError(f"sshd did not start; its log:\n{files.log.read_text()}")
 
 
 def board_python(folder: Path, python: str = sys.executable) -> tuple[Path, Path]:
@@ -243,3 +189,15 @@ def edgeprune_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProce
         timeout=timeout,
         env=dict(os.environ),
     )
+
+
+def write_emulated_profile(folder: Path, name: str = EMULATED_PI, port: int | None = None) -> Path:
+    """The shipped emulated-pi profile under another name and tracker port (default a free one; its sshd gets
+    port + 2), so a test's board never meets the user's."""
+    text = (SHIPPED_PROFILES / f"{EMULATED_PI}.toml").read_text()
+    text = text.replace(f'name = "{EMULATED_PI}"', f'name = "{name}"')
+    text = text.replace("port = 9390", f"port = {port or free_port()}")
+    text = text.replace(f'key = "{EMULATED_PI}"', f'key = "{name}"')
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path

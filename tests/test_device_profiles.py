@@ -48,10 +48,20 @@ def test_shipped_profiles_load() -> None:
         device = load_profile(path)
         assert device.needs_cross_link and device.architecture == "aarch64"
         assert device.ssh is not None and device.ssh.key_file
+        assert device.timings_are_real is (device.kind != "emulated")
         if device.kind == "cuda":  # a Jetson's GPU: a warp is its grid step
             assert device.target["kind"] == "cuda" and device.channel_step == 32
         else:
-            assert device.kind == "board" and device.target["kind"] == "llvm" and device.channel_step == 4
+            assert device.kind in ("board", "emulated") and device.target["kind"] == "llvm"
+            assert device.channel_step == 4
+
+
+def test_emulated_pi_is_the_pi_4_target_on_loopback_with_this_machines_ssh() -> None:
+    """Its user, key and Python are this machine's (not in the profile); everything listens on 127.0.0.1."""
+    emulated, pi = (load_profile(SHIPPED / f"{name}.toml") for name in ("emulated-pi", "raspberry-pi-4"))
+    assert emulated.target == pi.target and emulated.cross_compiler == pi.cross_compiler
+    assert emulated.ssh is not None and emulated.ssh.host == emulated.tracker_host == "127.0.0.1"
+    assert emulated.remote_python.endswith("edgeprune-bin/python") and emulated.to_json()["timings_are_real"] is False
 
 
 def test_valid_profile_fields(tmp_path: Path) -> None:

@@ -244,6 +244,7 @@ def test_foreign_or_corrupt_table_is_refused(own_profiles: Path) -> None:
         ({"target": {"kind": "llvm", "mcpu": "cortex-a72"}}, "target"),
         ({"tvm_version": "0.1.0"}, "TVM 0.1.0"),
         ({"schema": 99}, "schema version 99"),
+        ({"emulated": True}, "holds emulated timings"),  # an emulator's times never fill a real board's table
     ):
         path.write_text(json.dumps({**data, **change}))
         with pytest.raises(EdgepruneError, match=message) as error:

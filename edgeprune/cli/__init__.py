@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from edgeprune import __version__
-from edgeprune.cli import compiling, deploying, devices, pipeline, profiling, pruning
+from edgeprune.cli import compiling, deploying, devices, emulating, pipeline, profiling, pruning
 from edgeprune.cli.common import EXIT_INTERNAL, EXIT_INTERRUPTED, console, fail
 from edgeprune.errors import EdgepruneError
 
@@ -28,6 +28,7 @@ app.add_typer(devices.devices_app, name="devices")
 app.add_typer(devices.farm_app, name="farm")
 for stage in (profiling, pruning, compiling, deploying, pipeline):
     app.registered_commands.extend(stage.app.registered_commands)
+deploying.board_app.add_typer(emulating.emulate_app, name="emulate")
 app.add_typer(deploying.board_app, name="board")
 
 
@@ -37,7 +38,7 @@ def _unwrap(text: str) -> str:
     return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(text).split("\n\n"))
 
 
-for group in (app, devices.devices_app, devices.farm_app, deploying.board_app):
+for group in (app, devices.devices_app, devices.farm_app, deploying.board_app, emulating.emulate_app):
     for command in group.registered_commands:
         if command.help is None and command.callback is not None and command.callback.__doc__:
             command.help = _unwrap(command.callback.__doc__)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeprune.cli.common import ClassesOpt, DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json
+from edgeprune.cli.emulating import timing_label
 from edgeprune.tvmx import defaults as tuning_defaults
 from edgeprune.verify import defaults as verify_defaults
 
@@ -137,7 +138,7 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
     table.add_row(
         "measured",
         f"{timing.median_ms:.4f} ms ± {timing.spread_ms:.4f} (median of {timing.repeats} repeats, "
-        f"each >= {min_repeat_ms} ms)",
+        f"each >= {min_repeat_ms} ms)" + timing_label(result.timings_are_real),
     )
     if result.target_ms is not None:
         verdict = "[green]holds[/]" if result.meets_target else "[red]missed[/]"

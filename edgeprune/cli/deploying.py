@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeprune.cli.common import DeviceOpt, JsonOpt, TrustOpt, console, print_json
+from edgeprune.cli.emulating import timing_label
 
 app = typer.Typer()
 board_app = typer.Typer(help="Start, stop and inspect the TVM RPC server on a board over SSH.")
@@ -69,6 +70,7 @@ def deploy_cmd(
             f"{smoke_result['latency_ms']:.3g} ms (median of {len(smoke_result['latency_runs_ms'])}), "
             f"TVM {smoke_result['tvm']}, reference output "
             f"{'matches' if smoke_result.get('matches_reference') else 'not checked'}"
+            + timing_label(result["timings_are_real"])
         )
 
 

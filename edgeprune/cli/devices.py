@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from edgeprune.cli.common import JsonOpt, console, print_json
+from edgeprune.cli.emulating import timing_label
 from edgeprune.devices import farm as farm_mod
 from edgeprune.devices import profile, rpc
 
@@ -51,11 +52,20 @@ def check(
     with device.serving():
         result = rpc.check_device(device, timeout=timeout)
     if as_json:
-        print_json({"device": device.name, "tracker": device.tracker, "key": device.key, **result})
+        print_json(
+            {
+                "device": device.name,
+                "tracker": device.tracker,
+                "key": device.key,
+                "timings_are_real": device.timings_are_real,
+                **result,
+            }
+        )
         return
     console.print(
         f"[green]ok[/] {device.name} via {device.tracker} key '{device.key}': "
         f"session {result['connect_ms']:.0f} ms, upload + run {result['roundtrip_ms']:.1f} ms"
+        + timing_label(device.timings_are_real)
     )
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, TrustOpt, console, print_json, set_threads
+from edgeprune.cli.emulating import timing_label
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.defaults import TRIALS
 
@@ -68,7 +69,7 @@ def _table(summary: dict[str, Any]) -> None:
     console.print(
         f"{verdict} the budget: {pruned['measured_ms']:.3f} ms measured on {summary['device']} vs target "
         f"{summary['target_ms']:.3f} ms; speedup {summary['speedup']:.2f}x after {summary['rounds']} round(s); "
-        f"report: {Path(summary['run_dir']) / 'report.html'}"
+        f"report: {Path(summary['run_dir']) / 'report.html'}" + timing_label(summary["timings_are_real"])
     )
     if summary.get("deploy"):
         console.print(f"deployed to {summary['deploy']['host']}:{summary['deploy']['remote_path']}", highlight=False)

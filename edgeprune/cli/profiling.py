@@ -17,6 +17,7 @@ from edgeprune.cli.common import (
     console,
     print_json,
 )
+from edgeprune.cli.emulating import timing_label
 from edgeprune.tvmx import defaults as tuning_defaults
 
 app = typer.Typer()
@@ -110,13 +111,13 @@ def profile_cmd(
             on_progress=_PhaseProgress(progress),
         )
     if as_json:
-        print_json(report.to_json())
+        print_json({**report.to_json(), "timings_are_real": profile.timings_are_real})
         return
     network = f", whole network {report.network_ms:.3f} ms" if report.network_ms is not None else ""
     console.print(
         f"[green]profiled[/] {bundle.name} on {profile.name}: {report.entries_measured} entries measured, "
         f"{report.entries_reused} reused of {report.entries_total}{network} in {report.seconds:.0f} s "
-        f"({report.servers or 0} server(s))\n  {report.lut}"
+        f"({report.servers or 0} server(s))" + timing_label(profile.timings_are_real) + f"\n  {report.lut}"
     )
 
 
@@ -184,6 +185,7 @@ def estimate_cmd(
     result: dict[str, Any] = {
         "model": bundle.name,
         "device": profile.name,
+        "timings_are_real": profile.timings_are_real,
         "predicted_ms": round(estimate.predicted_ms, 6),
         "min_reachable_ms": round(_min_reachable_ms(bundle, profile, model, min_keep), 6),
         "min_keep": min_keep,
@@ -214,6 +216,7 @@ def estimate_cmd(
         console.print(
             f"measured {result['measured_ms']:.4f} ms (spread {result['measured_spread_ms']:.4f}), predicted "
             f"{result['predicted_ms']:.4f} ms: error {result['error_pct']:+.2f}%"
+            + timing_label(profile.timings_are_real)
         )
         if result["tasks_tuned"]:
             console.print(

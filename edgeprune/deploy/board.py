@@ -81,15 +81,29 @@ def loopback_warning(device: Device, tracker: str) -> str | None:
     return None
 
 
+def on_this_machine(device: Device, tracker: str) -> bool:
+    """A board reached at a loopback address whose tracker is on loopback too is this machine (the emulated
+    board, a test's board): its RPC server then listens on 127.0.0.1 only, not on every interface."""
+    return device.ssh is not None and _is_loopback(device.ssh.host) and _is_loopback(tracker.rpartition(":")[0])
+
+
 def _probe(runner: RemoteRunner) -> dict[str, Any]:
-    """The board's Python and TVM; refuses a board without the TVM runtime."""
+    """The board's Python and TVM; refuses a board without the TVM runtime, or with another TVM than this
+    machine's: TVM's RPC protocol and the libraries compiled here are only good for the same release, and a
+    mismatch otherwise surfaces later as an obscure failure in the middle of tuning."""
     info = runner.call("probe", timeout=120)
+    local = metadata.version("apache-tvm")
+    install = f"on the board: {runner.python[0]} -m pip install apache-tvm=={local}"
     if not info.get("tvm"):
-        local = metadata.version("apache-tvm")
         raise EdgepruneError(
             f"no TVM on the board ({info.get('tvm_error')})",
-            hint=f"on the board: {runner.python[0]} -m pip install apache-tvm=={local} "
-            "(or set remote.python in the profile to a Python that has it)",
+            hint=f"{install} (or set remote.python in the profile to a Python that has it)",
+        )
+    if info["tvm"] != local:
+        raise EdgepruneError(
+            f"the board has TVM {info['tvm']}, this machine TVM {local}: RPC and compiled libraries need the same "
+            "release on both",
+            hint=install,
         )
     return info
 
@@ -120,7 +134,10 @@ def bootstrap(
                 hint=f"`edgeprune board stop --device {device.name}` first",
             )
         on_stage(f"starting rpc_server for {dial} key '{device.key}'")
-        started = runner.call("start-server", "--state", state, "--log", log, "--tracker", dial, "--key", device.key)
+        listen = ["--host", "127.0.0.1"] if on_this_machine(device, dial) else []
+        started = runner.call(
+            "start-server", "--state", state, "--log", log, "--tracker", dial, "--key", device.key, *listen
+        )
         expected = before if started["already_running"] else before + 1
         on_stage(f"waiting for the tracker {device.tracker} to list it")
         count = _wait_registered(device, lambda n: n >= max(expected, 1), timeout)
@@ -133,7 +150,6 @@ def bootstrap(
                 hint="the board must reach the tracker at the address it was given: pass --tracker HOST:PORT",
             )
         host = conn.label
-    local_tvm = metadata.version("apache-tvm")
     warnings = [w for w in (loopback_warning(device, dial),) if w]
     if not started.get("load_library"):
         warnings.append(
@@ -141,8 +157,6 @@ def bootstrap(
             f"(`edgeprune devices check {device.name}` tells); a server started by an older edgeprune: "
             f"`edgeprune board stop --device {device.name}` and bootstrap again"
         )
-    if info["tvm"] != local_tvm:
-        warnings.append(f"TVM {info['tvm']} on the board, {local_tvm} here: RPC may break across versions")
     return {
         "device": device.name,
         "host": host,

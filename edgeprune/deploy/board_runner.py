@@ -10,8 +10,9 @@ no edgeprune install. Each command prints exactly one JSON object as the last li
                                    load DIR's library into the Relax VM on the runtime device, run one seeded
                                    input, time it (the workstation passes the device's timing settings), and
                                    compare the output for the artifact's reference input with PyTorch's
-  start-server --state F --log L --tracker H:P --key K   start a detached TVM rpc_server (runtime only, plus
-                                   the runtime's extra library), record its PID in F
+  start-server --state F --log L --tracker H:P --key K [--host A]   start a detached TVM rpc_server (runtime only,
+                                   plus the runtime's extra library; listening on A, default every interface),
+                                   record its PID in F
   stop-server --state F            stop exactly the recorded server (checks the PID is still that server)
   server-status --state F          the recorded server, whether it still runs, the tail of its log
 """
@@ -114,6 +115,7 @@ def cmd_smoke(args):
         "latency_runs_ms": runs_ms,
         "load_ms": (loaded - start) * 1e3,
         "tvm": tvm.__version__,
+        "machine": platform.machine(),
         "runtime_only": os.environ.get("TVM_USE_RUNTIME_LIB") == "1",
     }
 
@@ -198,6 +200,8 @@ def cmd_start_server(args):
         return current
     os.makedirs(os.path.dirname(os.path.abspath(args.state)), exist_ok=True)
     cmd = [sys.executable, "-m", RPC_MODULE, "--tracker", args.tracker, "--key", args.key]
+    if args.host:
+        cmd += ["--host", args.host]
     extra = _extra_runtime_lib()
     if extra:
         cmd += ["--load-library", extra]
@@ -258,6 +262,7 @@ def parse_args(argv):
     start.add_argument("--tracker", required=True)
     start.add_argument("--key", required=True)
     start.add_argument("--log", required=True)
+    start.add_argument("--host", help="the address the server listens on (default: TVM's, every interface)")
     start.add_argument("--grace", type=float, default=1.0, help="seconds to watch for an immediate exit")
     stop = sub.add_parser("stop-server")
     stop.add_argument("--timeout", type=float, default=10.0)

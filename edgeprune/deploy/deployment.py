@@ -167,4 +167,5 @@ def deploy_artifact(
         "replaced": replaced,
         "upload_s": uploaded - started,
         "smoke": smoke_result,
+        "timings_are_real": device.timings_are_real,  # False: the smoke run's latency is an emulator's
     }

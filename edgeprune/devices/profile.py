@@ -14,6 +14,7 @@ from typing import Any
 
 from edgeprune.devices import board as _board  # noqa: F401 - registers the `board` kind
 from edgeprune.devices import cuda as _cuda  # registers the `cuda` kind (and the built-in `local-gpu`)
+from edgeprune.devices import emulated as _emulated  # noqa: F401 - registers the `emulated` kind
 from edgeprune.devices import local as _local
 from edgeprune.devices.base import Device, SSHConfig, TimingSettings, create, kind_class, kinds
 from edgeprune.devices.cuda import LOCAL_GPU, LOCAL_GPU_DEFAULT_PORT

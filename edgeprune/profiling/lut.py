@@ -81,10 +81,13 @@ class LatencyTable:
     created: str = field(default_factory=now)
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    emulated: bool = False  # measured on an emulator: says nothing about a board's speed
 
     @classmethod
     def new(cls, device: Device) -> LatencyTable:
-        return cls(lut_path(device), device.name, dict(device.target), tvm_version())
+        return cls(
+            lut_path(device), device.name, dict(device.target), tvm_version(), emulated=not device.timings_are_real
+        )
 
     @classmethod
     def load(cls, device: Device) -> LatencyTable | None:
@@ -108,6 +111,12 @@ class LatencyTable:
                 f"{json.dumps(data.get('target'))}; device '{device.name}' has target {json.dumps(device.target)}",
                 hint=rerun,
             )
+        if bool(data.get("emulated", False)) != (not device.timings_are_real):
+            raise EdgepruneError(
+                f"latency table {path} holds {'emulated' if data.get('emulated') else 'real'} timings; device "
+                f"'{device.name}' is {'emulated' if not device.timings_are_real else 'a real board'}",
+                hint=rerun,
+            )
         if data.get("tvm_version") != tvm_version():
             raise EdgepruneError(
                 f"latency table {path} was measured with TVM {data.get('tvm_version')}, this is TVM {tvm_version()}: "
@@ -123,6 +132,7 @@ class LatencyTable:
                 created=str(data.get("created", "")),
                 entries={str(k): dict(v) for k, v in data["entries"].items()},
                 networks={str(k): dict(v) for k, v in data["networks"].items()},
+                emulated=bool(data.get("emulated", False)),
             )
             for key, entry in table.entries.items():
                 split_key(key)
@@ -147,6 +157,7 @@ class LatencyTable:
             "target": self.target,
             "tvm_version": self.tvm_version,
             "kernels": KERNELS,
+            "emulated": self.emulated,
             "created": self.created,
             "updated": now(),
             "entries": dict(sorted(self.entries.items())),

@@ -35,6 +35,7 @@ class VerifyResult:
     baseline: Path | None = None
     baseline_timing: Timing | None = None
     predicted_ms: float | None = None
+    timings_are_real: bool = True  # False on an emulated board: its times are the emulator's
 
     @property
     def measured_ms(self) -> float:
@@ -79,6 +80,7 @@ class VerifyResult:
             "artifact": str(self.artifact),
             "baseline": None if self.baseline is None else str(self.baseline),
             "device": self.device,
+            "timings_are_real": self.timings_are_real,
             "timing": self.timing.to_json(),
             "baseline_timing": None if self.baseline_timing is None else self.baseline_timing.to_json(),
             "verified_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -167,6 +169,7 @@ def verify_artifact(
         baseline=None if base is None else base.folder,
         baseline_timing=base_timing,
         predicted_ms=artifact.predicted_ms,
+        timings_are_real=device.timings_are_real,
     )
     atomic.write_json(artifact.folder / VERIFY_FILE, result.to_json())
     return result
