@@ -40,17 +40,24 @@ class Evaluator(Protocol):
 class UserLoop:
     """Fine-tuning and scoring by the user's code instead of edgeprune's loop over a `Dataset`.
 
-    Pruning then never touches data itself: the pruned model is fine-tuned with `finetune`, and each LeGR
-    search candidate is cut, fine-tuned `search_epochs` epochs and scored with `evaluate`.
+    Pruning then never touches data itself: the pruned model is fine-tuned with `finetune` (not at all
+    without one), and each LeGR search candidate is cut, fine-tuned `search_epochs` epochs and scored with
+    `evaluate`, which only the search needs.
     """
 
-    finetune: Finetuner
-    evaluate: Evaluator
+    finetune: Finetuner | None = None
+    evaluate: Evaluator | None = None
     search_epochs: int = 1
 
-    def check(self) -> None:
+    def check(self, searches: bool) -> None:
+        """Before any work; `searches` when the method runs the LeGR search, which scores with `evaluate`."""
         if self.search_epochs < 0:
             raise EdgepruneError(f"search_epochs must be >= 0, got {self.search_epochs}")
+        if searches and self.evaluate is None:
+            raise EdgepruneError(
+                "the LeGR search scores its candidates with your evaluate(model) -> float, and none was given",
+                hint="pass evaluate=..., or choose a method without a search ('global', 'uniform')",
+            )
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,8 @@ class _Pruner:
 
     def fine_tune(self, module: nn.Module, epochs: int, description: str, checkpoint: Path | None = None) -> None:
         if isinstance(self.data, UserLoop):
-            self.data.finetune(module, epochs)
+            if self.data.finetune is not None:
+                self.data.finetune(module, epochs)
             return
         settings = TrainSettings(
             epochs, self.settings.finetune.batch_size, self.settings.finetune.lr, self.settings.finetune.weight_decay
@@ -238,7 +239,7 @@ def prune_module(
     elif input_shape is None:
         raise EdgepruneError("pruning with the user's own loop needs the model's input shape")
     else:
-        data.check()
+        data.check(searches=settings.method == "legr" and settings.reuse_search is None)
         shape = input_shape
     pruner = _Pruner(module, data, shape, target, settings, predictor, progress)
     outcome = pruner.run()

@@ -251,10 +251,15 @@ def _user_scorer(module: nn.Module, structure: Structure, loop: UserLoop) -> Cal
     """Minus the user's metric after surgery and the user's short fine-tune: their code may use any optimiser,
     so masks could not be held at zero through it; the cut network is what it trains."""
 
+    if loop.evaluate is None:
+        raise EdgepruneError("the LeGR search needs the user's evaluate function")
+    evaluate, finetune = loop.evaluate, loop.finetune
+
     def score(keep: dict[str, list[int]]) -> float:
         candidate = prune(module, structure, keep)  # a new module: the input stays untouched
-        loop.finetune(candidate, loop.search_epochs)
-        return -float(loop.evaluate(candidate))
+        if finetune is not None:
+            finetune(candidate, loop.search_epochs)
+        return -float(evaluate(candidate))
 
     return score
 
