@@ -47,7 +47,7 @@ test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m fast $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check edgeprune tests tools
+	$(BIN)/ruff check edgeprune tests tools examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info
