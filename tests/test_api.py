@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import edgeprune as ep
+from tests.conftest import free_port
 
 
 def small_net() -> nn.Module:
@@ -120,10 +122,28 @@ def test_example_input_must_be_an_image_batch() -> None:
         ep.prune(small_net(), torch.randn(1, 8, 8), target_flops="50%", method="global")
 
 
-def test_local_device_as_a_context_manager_runs_the_farm(isolated_env: pytest.MonkeyPatch) -> None:
+def test_local_device_as_a_context_manager_runs_the_farm(
+    isolated_env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from edgeprune.devices import farm
 
+    monkeypatch.setenv("EDGEPRUNE_LOCAL_PORT", str(free_port()))  # a farm of its own, whatever else runs
     dev = ep.device("local")
     with dev as served:
         assert served is dev and farm.status(dev.tracker_port)["running"]
     assert not farm.status(dev.tracker_port)["running"]
+
+
+@pytest.mark.slow
+def test_the_stages_on_the_local_device(local_farm: object, tmp_path: Path) -> None:
+    """profile -> latency model -> prune to ms -> compile -> verify, as the README's Python section runs them."""
+    model, x = small_net(), torch.randn(1, 1, 8, 8)
+    with ep.device("local") as dev:  # the session's farm is running: the block uses it and leaves it up
+        report = ep.profile(model, x, dev, trials=1)
+        assert report.entries_total > 0
+        full = ep.latency_model(dev, model, x).predict_ms(model)
+        small, result = ep.prune(model, x, target_ms=0.7 * full, device=dev, method="global")
+        assert result.original_predicted_ms == pytest.approx(full) and result.within_budget
+        compiled = ep.compile(small, x, dev, tmp_path / "artifacts", trials=0)
+        check = ep.verify(compiled.artifact.folder, dev)
+    assert check.passed and check.measured_ms > 0
