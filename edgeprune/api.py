@@ -4,8 +4,8 @@
     with ep.device("local") as dev:             # the local farm runs for the block
         ep.profile(model, x, dev)                # measure the latency table the model needs
         small, result = ep.prune(model, x, target_ms=2.0, device=dev, finetune=my_finetune, evaluate=my_eval)
-        artifacts = ep.compile(small, x, dev, "artifacts/")
-        print(ep.verify(artifacts.artifact.folder, dev, target_ms=2.0).measured_ms)
+        compiled = ep.compile(small, x, dev, "artifacts/")
+        print(ep.verify(compiled, dev, target_ms=2.0).measured_ms)
 
 Every function calls the library function the CLI calls (one code path); the user's model is traced to the same
 fx graph a MODEL argument becomes. Heavy imports (torch, TVM) happen inside the functions, because the CLI
@@ -14,6 +14,7 @@ imports this package and `edgeprune --help` must stay fast.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,9 +62,13 @@ def _bundle(model: nn.Module | str, example_input: torch.Tensor) -> ModelBundle:
         return load_model(model, input_shape=image)
     if not isinstance(model, nn.Module):
         raise EdgepruneError(f"model must be a torch.nn.Module or a MODEL string, got {type(model).__name__}")
-    classes = check_forward(model, image)
+    # a copy: tracing shares the layers with the model, and stages switch them to eval mode, evaluate the copy
+    # or fine-tune it, none of which may touch the user's model
+    own = copy.deepcopy(model)
+    classes = check_forward(own, image)
+    graph = to_graph_module(own, image)
     meta = {"arch": type(model).__name__, "trained": True, "source": f"python:{type(model).__name__}"}
-    return ModelBundle(to_graph_module(model, image), image, classes, meta)
+    return ModelBundle(graph, image, classes, meta)
 
 
 def profile(
@@ -221,7 +226,7 @@ def compile(  # shadows the builtin inside this module only: ep.compile reads as
     trials: int | None = None,
 ) -> CompileResult:
     """Export, tune on the device (`trials` per task its tuning database lacks; 0: untuned), build, and write
-    the artifact folder `out` (`edgeprune compile`); `result.artifact.folder` is what verify and deploy take."""
+    the artifact folder `out` (`edgeprune compile`); verify and deploy take the result or the folder."""
     from edgeprune.compile.compiler import compile_model
     from edgeprune.tvmx.defaults import TRIALS
 
@@ -229,8 +234,13 @@ def compile(  # shadows the builtin inside this module only: ep.compile reads as
     return compile_model(bundle, device, Path(out), TRIALS if trials is None else trials)
 
 
+def _folder(artifacts: str | Path | CompileResult) -> Path:
+    """An artifact folder given as a path or as what `compile` returned."""
+    return Path(artifacts) if isinstance(artifacts, (str, Path)) else artifacts.artifact.folder
+
+
 def verify(
-    artifacts: str | Path,
+    artifacts: str | Path | CompileResult,
     device: Device,
     *,
     target_ms: float | None = None,
@@ -241,14 +251,16 @@ def verify(
     `result.passed`, `result.measured_ms`, `result.meets_target`. Writes `verify.json` into the folder."""
     from edgeprune.verify.verifier import verify_artifact
 
-    return verify_artifact(Path(artifacts), device, target_ms, Path(baseline) if baseline is not None else None, repeat)
+    return verify_artifact(
+        _folder(artifacts), device, target_ms, Path(baseline) if baseline is not None else None, repeat
+    )
 
 
 def deploy(
-    artifacts: str | Path, device: Device, *, name: str | None = None, trust_new_host: bool = False
+    artifacts: str | Path | CompileResult, device: Device, *, name: str | None = None, trust_new_host: bool = False
 ) -> dict[str, Any]:
     """Upload the artifact folder to the device over SSH, check it and smoke-run it there (`edgeprune deploy`);
     returns where it went and the smoke run's result."""
     from edgeprune.deploy.deployment import deploy_artifact
 
-    return deploy_artifact(artifacts, device, name=name, trust_new_host=trust_new_host)
+    return deploy_artifact(_folder(artifacts), device, name=name, trust_new_host=trust_new_host)

@@ -70,7 +70,7 @@ def test_stage_functions_keep_their_names_beside_the_stage_packages() -> None:
 
 
 def test_prune_to_flops_with_the_users_finetune_and_evaluate() -> None:
-    model, user = small_net(), UserTraining()
+    model, user = small_net().train(), UserTraining()
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(1, 1, 8, 8)
     small, result = ep.prune(
@@ -92,6 +92,7 @@ def test_prune_to_flops_with_the_users_finetune_and_evaluate() -> None:
     assert set(user.epochs[:-1]) == {1} and user.epochs[-1] == 2  # each distinct candidate, then the model
     assert user.evaluated >= 2 and result.metric_before is not None and result.metric_after is not None
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())  # the input is left as it was
+    assert all(m.training for m in model.modules())  # as the user left it
     assert [layer["before"] for layer in result.layers] == [16, 16, 3]
 
 
@@ -145,5 +146,5 @@ def test_the_stages_on_the_local_device(local_farm: object, tmp_path: Path) -> N
         small, result = ep.prune(model, x, target_ms=0.7 * full, device=dev, method="global")
         assert result.original_predicted_ms == pytest.approx(full) and result.within_budget
         compiled = ep.compile(small, x, dev, tmp_path / "artifacts", trials=0)
-        check = ep.verify(compiled.artifact.folder, dev)
+        check = ep.verify(compiled, dev)
     assert check.passed and check.measured_ms > 0
