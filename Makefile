@@ -67,7 +67,7 @@ test-arm: $(DEV_STAMP) system-packages arm-board
 	$(BIN)/python -m pytest -m arm $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check edgeprune tests tools
+	$(BIN)/ruff check edgeprune tests tools examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -17,7 +17,7 @@ from edgeprune.devices import cuda
 from edgeprune.devices.profile import load_device, load_profile
 from edgeprune.errors import EdgepruneError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "device_profiles"
+SHIPPED = Path(__file__).resolve().parents[1] / "edgeprune" / "boards"
 ORIN_GPU = "jetson-orin-nano-gpu"
 EM_AARCH64, EM_CUDA = 183, 190
 FATBIN_MAGIC = struct.pack("<I", 0xBA55ED50)
@@ -123,7 +123,7 @@ def _cuda_module(fmt: bytes, table: bytes, code: bytes) -> bytes:
 
 
 def test_device_code_is_compiled_into_the_packed_imports() -> None:
-    source, table = b"extern \"C\" __global__ void k() {}", b"\x01\x00\x00\x00\x00\x00\x00\x00functions"
+    source, table = b'extern "C" __global__ void k() {}', b"\x01\x00\x00\x00\x00\x00\x00\x00functions"
     vm = b"\x1e\x15 relax bytecode"
     blob = _packed([(b"relax.VMExecutable", vm), (b"_lib", None), (b"cuda", _cuda_module(b"cuda", table, source))])
     packed = cuda.compile_device_code(blob, [source], lambda text: b"FATBIN(" + text.encode() + b")")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from edgeprune.devices.base import TimingSettings
-from edgeprune.devices.profile import load_device, load_profile
+from edgeprune.devices.profile import load_device, load_profile, profiles_dir
 from edgeprune.errors import EdgepruneError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "device_profiles"
+SHIPPED = Path(__file__).resolve().parents[1] / "edgeprune" / "boards"
 
 VALID = """
 name = "{name}"
@@ -161,3 +162,33 @@ def test_devices_json_lists_local_first_and_shipped_boards(isolated_env: pytest.
         assert set(entry) == {"name", "kind", "target", "tracker", "key", "ssh", "timings_are_real"}
         host, port = entry["tracker"].rsplit(":", 1)
         assert host and int(port) > 0
+
+
+def test_a_broken_profile_is_listed_with_its_error_beside_the_others(tmp_path: Path) -> None:
+    write(tmp_path, VALID, "good")
+    (tmp_path / "bad.toml").write_text("name = [unclosed\n")
+    env = {**os.environ, "EDGEPRUNE_PROFILES_DIR": str(tmp_path)}
+    run = [sys.executable, "-m", "edgeprune", "devices"]
+    listed = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True, check=True, env=env).stdout)
+    names = {entry.get("name") for entry in listed}
+    assert {"local", "good", "raspberry-pi-4"} <= names  # the user's profile and the shipped boards still load
+    broken = [entry for entry in listed if "error" in entry]
+    assert [Path(b["source"]).name for b in broken] == ["bad.toml"] and "not valid TOML" in broken[0]["error"]
+    table = subprocess.run(run, capture_output=True, text=True, check=True, env={**env, "COLUMNS": "300"}).stderr
+    assert "broken" in table and str(tmp_path) in table
+
+
+def test_measurements_go_to_the_user_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without $EDGEPRUNE_PROFILES_DIR or ./device_profiles: the XDG data folder, never the package's."""
+    monkeypatch.delenv("EDGEPRUNE_PROFILES_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    assert profiles_dir() == tmp_path / "data" / "edgeprune"
+    device = load_device("raspberry-pi-4")  # a shipped board, found by name
+    assert device.source is not None and device.source.parent == SHIPPED
+    assert device.lut_dir == tmp_path / "data" / "edgeprune" / "raspberry-pi-4"
+    (tmp_path / "device_profiles").mkdir()  # a project's own folder wins, as before
+    assert profiles_dir() == tmp_path / "device_profiles"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/path")  # invalid under XDG: ignored
+    monkeypatch.chdir(tmp_path / "device_profiles")
+    assert profiles_dir() == Path.home() / ".local" / "share" / "edgeprune"

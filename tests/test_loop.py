@@ -45,7 +45,7 @@ def test_a_new_kind_loads_from_its_profile_by_registry(tmp_path: Path, monkeypat
     device = fake_device(tmp_path)
     assert device.kind == "fake" and device.timing.repeat == 3 and device.timings_are_real is False
     assert device.to_json()["kind"] == "fake" and device.lut_dir == tmp_path / "bench-fake"
-    assert [d.kind for d in list_devices(tmp_path)] == ["local", "fake"]
+    assert [d.kind for d in list_devices(tmp_path)[0]] == ["local", "fake"]
 
 
 @dataclass

@@ -75,6 +75,48 @@ def test_saved_model_loads_without_original_code(tmp_path: Path) -> None:
     assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
 
 
+def _model_folder(folder: Path, width: int) -> Path:
+    """A user's model file that imports its blocks from a module beside it, as `python net.py` allows."""
+    folder.mkdir()
+    (folder / "blocks.py").write_text(
+        textwrap.dedent(
+            f"""
+            from torch import nn
+
+            WIDTH = {width}
+
+            class Stem(nn.Sequential):
+                def __init__(self):
+                    super().__init__(nn.Conv2d(1, WIDTH, 3, padding=1), nn.BatchNorm2d(WIDTH), nn.ReLU())
+            """
+        )
+    )
+    (folder / "net.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+            from blocks import WIDTH, Stem
+
+            def build():
+                return nn.Sequential(Stem(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(WIDTH, 4))
+            """
+        )
+    )
+    return folder / "net.py"
+
+
+def test_model_file_imports_modules_beside_it(tmp_path: Path) -> None:
+    path_before = list(sys.path)
+    widths = {}
+    for width in (6, 10):  # two folders with a different blocks.py each: neither sees the other's
+        net = _model_folder(tmp_path / f"model{width}", width)
+        bundle = load_model(f"{net}:build", input_shape=(1, 8, 8))
+        widths[width] = bundle.module.get_submodule("0.0").out_channels
+        assert sys.path == path_before
+        assert "blocks" not in sys.modules
+    assert widths == {6: 6, 10: 10}
+
+
 def test_zoo_model_round_trip_is_identical(tmp_path: Path) -> None:
     bundle = load_model("resnet20", (3, 16, 16), 10, width=0.25)
     bundle.meta["trained"] = True

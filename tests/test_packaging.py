@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -36,3 +37,33 @@ def test_metadata_builds_without_deprecation_warnings(tmp_path: Path) -> None:
     assert "Deprecat" not in result.stderr
     info = tmp_path / result.stdout.strip().splitlines()[-1] / "METADATA"
     assert "License-Expression: Apache-2.0" in info.read_text().splitlines()
+
+
+def test_an_installed_package_keeps_user_data_outside_it(tmp_path: Path) -> None:
+    """A non-editable install (`pip install .`): the shipped boards come as package data, and LUTs and tuning
+    databases resolve to the user's data folder, never into site-packages."""
+    if int(metadata.version("setuptools").split(".")[0]) < 77:
+        pytest.skip("pyproject.toml needs setuptools >= 77 (the SPDX license string)")
+    source, site, elsewhere = tmp_path / "src", tmp_path / "site", tmp_path / "elsewhere"
+    source.mkdir()
+    elsewhere.mkdir()  # a working folder without ./device_profiles
+    shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copy(ROOT / "README.md", source)
+    shutil.copytree(ROOT / "edgeprune", source / "edgeprune", ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
+    subprocess.run([*pip, "--target", str(site), str(source)], check=True, capture_output=True, timeout=300)
+    script = (
+        "import edgeprune, json; from edgeprune.devices.profile import load_device, profiles_dir\n"
+        "d = load_device('raspberry-pi-4')\n"
+        "print(json.dumps([edgeprune.__file__, str(profiles_dir()), str(d.lut_dir), str(d.source)]))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "PYTHONPATH": str(site)}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    package, folder, lut_dir, profile = (Path(p) for p in json.loads(result.stdout))
+    assert package.is_relative_to(site)  # the installed copy, not the checkout
+    assert profile.is_relative_to(site / "edgeprune" / "boards")
+    assert folder == tmp_path / "data" / "edgeprune" and lut_dir == folder / "raspberry-pi-4"

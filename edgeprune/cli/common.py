@@ -23,7 +23,11 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell convention
 
 DeviceOpt = Annotated[
     str,
-    typer.Option("--device", "-d", help="Device: 'local', a profile in device_profiles/, or a .toml profile path."),
+    typer.Option(
+        "--device",
+        "-d",
+        help="Device: 'local', a profile name (`edgeprune devices` lists them), or a .toml profile path.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout instead of tables.")]
 TrustOpt = Annotated[

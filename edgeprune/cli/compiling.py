@@ -62,7 +62,9 @@ def compile_cmd(
     ] = tuning_defaults.TRIALS,
     tuning_db: Annotated[
         Path | None,
-        typer.Option("--tuning-db", help="Tuning database folder (default: device_profiles/<device>/tuning/)."),
+        typer.Option(
+            "--tuning-db", help="Tuning database folder (default: PROFILES/<device>/tuning/, see `edgeprune devices`)."
+        ),
     ] = None,
     input_shape: ShapeOpt = None,
     classes: ClassesOpt = None,

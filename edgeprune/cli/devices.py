@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgeprune.cli.common import JsonOpt, console, print_json
@@ -20,14 +21,17 @@ PortOpt = Annotated[int, typer.Option("--port", help="Tracker port on 127.0.0.1.
 
 @devices_app.callback(invoke_without_command=True)
 def devices(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """List devices: the built-in 'local' first, then every profile in device_profiles/."""
+    """List devices: the built-in 'local' first, then every profile in the profiles folder and the shipped boards.
+
+    A profile that does not load is listed with its error; the others stay usable.
+    """
     if ctx.invoked_subcommand is not None:
         return
-    found = profile.list_devices()
+    found, broken = profile.list_devices()
     if as_json:
-        print_json([d.to_json() for d in found])
+        print_json([d.to_json() for d in found] + [{"source": str(b.path), "error": b.error} for b in broken])
         return
-    table = Table(title=f"devices ({profile.profiles_dir()})")
+    table = Table(title=f"devices (profiles and LUTs: {profile.profiles_dir()}; shipped boards: {profile.SHIPPED_DIR})")
     for column in ("name", "kind", "target", "tracker", "key", "ssh"):
         table.add_column(column)
     for d in found:
@@ -35,6 +39,8 @@ def devices(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         ssh = f"{d.ssh.user}@{d.ssh.host}:{d.ssh.port}" if d.ssh else "-"
         kind = d.kind if d.timings_are_real else f"{d.kind} (timings not a board's)"
         table.add_row(d.name, kind, f"{d.target['kind']} ({target})", d.tracker, d.key, ssh)
+    for b in broken:
+        table.add_row(b.path.stem, "[red]broken[/]", escape(b.error), "-", "-", "-")
     console.print(table)
 
 

@@ -94,6 +94,8 @@ class Device(ABC):
     remote_python: str = "python3"
     timing: TimingSettings = field(default_factory=TimingSettings)
     source: Path | None = field(default=None, compare=False)
+    # the blocks `with device:` entered, innermost last (a frozen dataclass may hold a list and change its items)
+    _served: list[contextlib.ExitStack] = field(default_factory=list, init=False, repr=False, compare=False)
 
     # -- identity ---------------------------------------------------------------------------------------------
     @property
@@ -223,6 +225,17 @@ class Device(ABC):
         """The device's RPC servers for the duration of a block: started when edgeprune owns them (the local
         farm), assumed running otherwise (a board's are started by `edgeprune board bootstrap`)."""
         yield self
+
+    def __enter__(self) -> Device:
+        """`with device:` keeps its RPC servers up across the calls in the block (`serving()` for a Python
+        user: the local farm starts once rather than for every stage, and stops at the end)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.serving())
+        self._served.append(stack)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._served.pop().close()
 
     def start_hint(self) -> str:
         """What a user runs to start this device's RPC servers."""

@@ -1,14 +1,20 @@
-"""Device profiles: one TOML file per board in `device_profiles/`, plus the built-in `local` device.
+"""Device profiles: one TOML file per board, plus the built-in `local` device.
 
 A profile is the one place a board's facts live (kind, TVM target, tracker, SSH, timing); loading it gives the
 `Device` of its kind. Loading validates every field and names the file and the field on error, because a typo in
 a profile otherwise surfaces minutes later as an obscure TVM or SSH failure.
+
+Two folders: the user's profiles folder (`profiles_dir()`), which holds their profiles and every device's LUT and
+tuning database (`<folder>/<device>/`), and the example boards shipped inside the package (`SHIPPED_DIR`,
+read-only), usable by name until the user's folder holds a profile of the same name. Measurements always go to
+the user's folder: an installed package's folder may be read-only, shared, or replaced on upgrade.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ from edgeprune.devices.base import Device, SSHConfig, TimingSettings, create, ki
 from edgeprune.devices.cuda import LOCAL_GPU, LOCAL_GPU_DEFAULT_PORT
 from edgeprune.devices.local import LOCAL, LOCAL_DEFAULT_PORT
 from edgeprune.errors import EdgepruneError
+from edgeprune.paths import user_data_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,17 +37,19 @@ DEFAULT_KIND = "board"  # profiles written before `kind` existed are RPC boards
 BUILT_IN = (LOCAL, LOCAL_GPU)  # devices (and kinds) edgeprune defines itself, never a profile
 _SECRET_WORDS = ("password", "passphrase", "secret", "token")
 _TIMING_KEYS = {"number": int, "repeat": int, "min_repeat_ms": int, "warmup": int, "cache_flush": bool}
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "boards"  # example boards, package data
 
 
 def profiles_dir() -> Path:
-    """`$EDGEPRUNE_PROFILES_DIR`, else `./device_profiles` when it exists, else the checkout's own folder."""
+    """The user's profiles folder: `$EDGEPRUNE_PROFILES_DIR`, else `./device_profiles` when it exists (a project
+    that keeps its boards beside its code), else the per-user data folder (`~/.local/share/edgeprune`)."""
     env = os.environ.get("EDGEPRUNE_PROFILES_DIR")
     if env:
         return Path(env)
     cwd = Path.cwd() / "device_profiles"
     if cwd.is_dir():
         return cwd
-    return Path(__file__).resolve().parents[2] / "device_profiles"
+    return user_data_dir()
 
 
 def local_device() -> Device:
@@ -223,17 +232,39 @@ def load_profile(path: str | os.PathLike[str]) -> Device:
 
 
 def profile_paths(directory: Path | None = None) -> list[Path]:
-    directory = directory or profiles_dir()
-    return sorted(directory.glob("*.toml")) if directory.is_dir() else []
+    """Profile files by name: those in `directory` (default: the user's folder), then the shipped boards that
+    no file there shadows; an explicit `directory` lists only itself."""
+    folders = [directory] if directory is not None else [profiles_dir(), SHIPPED_DIR]
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+            found.setdefault(path.stem, path)
+    return list(found.values())
 
 
-def list_devices(directory: Path | None = None) -> list[Device]:
-    """The built-in `local` device first, then every profile file, each validated."""
-    return [local_device(), *(load_profile(p) for p in profile_paths(directory))]
+@dataclass(frozen=True)
+class BrokenProfile:
+    """A profile file that does not load, kept with its error so that listing shows it beside the good ones."""
+
+    path: Path
+    error: str
+
+
+def list_devices(directory: Path | None = None) -> tuple[list[Device], list[BrokenProfile]]:
+    """The built-in `local` device first, then every profile that validates; the ones that do not, apart."""
+    devices: list[Device] = [local_device()]
+    broken: list[BrokenProfile] = []
+    for path in profile_paths(directory):
+        try:
+            devices.append(load_profile(path))
+        except EdgepruneError as exc:
+            broken.append(BrokenProfile(path, str(exc)))
+    return devices, broken
 
 
 def load_device(name_or_path: str) -> Device:
-    """Resolve `--device`: `local`, a profile name in `device_profiles/`, or a path to a .toml file."""
+    """Resolve `--device`: `local`, a profile name (the user's folder first, then the shipped boards), or a
+    path to a .toml file."""
     if name_or_path == LOCAL:
         return local_device()
     if name_or_path == LOCAL_GPU:
@@ -241,11 +272,11 @@ def load_device(name_or_path: str) -> Device:
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" and candidate.exists():
         return load_profile(candidate)
-    path = profiles_dir() / f"{name_or_path}.toml"
-    if path.exists():
-        return load_profile(path)
+    for path in profile_paths():
+        if path.stem == name_or_path:
+            return load_profile(path)
     known = [*BUILT_IN, *(p.stem for p in profile_paths())]
     raise EdgepruneError(
         f"unknown device '{name_or_path}'",
-        hint=f"known devices: {', '.join(known)} (profiles are read from {profiles_dir()})",
+        hint=f"known devices: {', '.join(known)} (profiles are read from {profiles_dir()} and {SHIPPED_DIR})",
     )

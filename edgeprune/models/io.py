@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import importlib.util
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +233,28 @@ def check_forward(module: nn.Module, input_shape: tuple[int, int, int], num_clas
     return int(out.shape[1])
 
 
+@contextlib.contextmanager
+def _beside_on_path(folder: Path) -> Iterator[None]:
+    """Import a user's file as `python file.py` would: its folder first on `sys.path`, so `from resnet import
+    ResNet18` finds the resnet.py beside it. Afterwards `sys.path` is as before, and the new top-level modules
+    imported from that folder leave `sys.modules`: another model's folder may hold a different `resnet.py`.
+    Packages loaded before (edgeprune itself, when the file sits in a checkout) stay, so their classes keep
+    one identity."""
+    before = set(sys.modules)
+    loaded_roots = {name.partition(".")[0] for name in before}
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved_path
+        for name in set(sys.modules) - before:
+            origin = getattr(sys.modules[name], "__file__", None)
+            fresh = name.partition(".")[0] not in loaded_roots
+            if fresh and origin and Path(origin).resolve().is_relative_to(folder):
+                del sys.modules[name]
+
+
 def _load_factory(spec: str) -> nn.Module:
     file_part, _, factory = spec.rpartition(":")
     path = Path(file_part)
@@ -241,19 +264,23 @@ def _load_factory(spec: str) -> nn.Module:
     if module_spec is None or module_spec.loader is None:
         raise EdgepruneError(f"cannot import '{path}' as a Python module")
     module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's file may raise anything
-        raise EdgepruneError(f"importing '{path}' failed: {type(exc).__name__}: {exc}") from exc
-    if not callable(getattr(module, factory, None)):
-        raise EdgepruneError(f"'{path}' has no callable '{factory}'")
-    try:
-        model = getattr(module, factory)()
-    except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
-        raise EdgepruneError(
-            f"calling '{factory}()' from '{path}' failed: {type(exc).__name__}: {exc}",
-            hint="the factory must build the model without arguments",
-        ) from exc
+    with _beside_on_path(path.resolve().parent):
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's file may raise anything
+            raise EdgepruneError(
+                f"importing '{path}' failed: {type(exc).__name__}: {exc}",
+                hint="modules it imports must sit beside it or be installed",
+            ) from exc
+        if not callable(getattr(module, factory, None)):
+            raise EdgepruneError(f"'{path}' has no callable '{factory}'")
+        try:
+            model = getattr(module, factory)()
+        except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
+            raise EdgepruneError(
+                f"calling '{factory}()' from '{path}' failed: {type(exc).__name__}: {exc}",
+                hint="the factory must build the model without arguments",
+            ) from exc
     if not isinstance(model, nn.Module):
         raise EdgepruneError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -1,4 +1,4 @@
-"""The latency lookup table of a device: `device_profiles/<device>/lut.json`.
+"""The latency lookup table of a device: `<profiles folder>/<device>/lut.json` (`edgeprune devices` shows the folder).
 
 One JSON file: a header (schema version, device, TVM target, TVM version, what the kernels are), the entries
 (one per signature: family + in/out channels, with median, spread and time of measurement) and the

@@ -199,7 +199,11 @@ def score(
     calibration: list[tuple[torch.Tensor, torch.Tensor]] = []
     if criterion in NEEDS_DATA:
         if data is None or generator is None:
-            raise EdgepruneError(f"criterion '{criterion}' needs data (--data)")
+            free = ", ".join(c for c in CRITERIA if c not in NEEDS_DATA)
+            raise EdgepruneError(
+                f"criterion '{criterion}' needs data (--data)",
+                hint=f"pruning with your own fine-tune and evaluation, choose a data-free criterion: {free}",
+            )
         count = 1 if criterion == "snip" else batches
         calibration = [data.sample(data.train, batch_size, generator) for _ in range(count)]
     if criterion in ("l1", "l2"):

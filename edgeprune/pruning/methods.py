@@ -26,7 +26,7 @@ from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning import criteria, ranking
 from edgeprune.pruning.budget import Budget, LatencyPredictor, Target, bind
-from edgeprune.pruning.finetune import TrainSettings, initialize, train
+from edgeprune.pruning.finetune import TrainSettings, UserLoop, initialize, train
 from edgeprune.pruning.groups import Structure, analyze, prune
 from edgeprune.pruning.search import SearchResult, SearchSettings, load_learned, save_learned, search
 
@@ -94,7 +94,8 @@ class _Pruner:
     def __init__(
         self,
         module: nn.Module,
-        data: Dataset,
+        data: Dataset | UserLoop,
+        input_shape: tuple[int, int, int],
         target: Target,
         settings: PruneSettings,
         predictor: LatencyPredictor | None,
@@ -102,7 +103,7 @@ class _Pruner:
     ) -> None:
         self.module, self.data, self.settings = module, data, settings
         self.predictor, self.progress = predictor, progress
-        self.input_shape = data.input_shape
+        self.input_shape = input_shape
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.structure = _analyze(module, self.input_shape)
         self.budget = bind(target, module, self.structure, predictor)
@@ -113,13 +114,17 @@ class _Pruner:
             self.settings.criterion_name,
             module,
             structure,
-            self.data,
+            None if isinstance(self.data, UserLoop) else self.data,
             self.generator,
             batches=self.settings.calibration_batches,
             batch_size=self.settings.finetune.batch_size,
         )
 
     def fine_tune(self, module: nn.Module, epochs: int, description: str, checkpoint: Path | None = None) -> None:
+        if isinstance(self.data, UserLoop):
+            if self.data.finetune is not None:
+                self.data.finetune(module, epochs)
+            return
         settings = TrainSettings(
             epochs, self.settings.finetune.batch_size, self.settings.finetune.lr, self.settings.finetune.weight_decay
         )
@@ -216,15 +221,27 @@ def _analyze(module: nn.Module, input_shape: tuple[int, int, int]) -> Structure:
 
 def prune_module(
     module: nn.Module,
-    data: Dataset,
+    data: Dataset | UserLoop,
     target: Target,
     settings: PruneSettings,
     predictor: LatencyPredictor | None = None,
     progress: Progress | None = None,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> Outcome:
-    """Prune `module` (left untouched) to `target` with `settings.method`; returns the fine-tuned result."""
+    """Prune `module` (left untouched) to `target` with `settings.method`; returns the fine-tuned result.
+
+    `data` is a `Dataset` (edgeprune's own loop fine-tunes, scores and calibrates) or a `UserLoop` (the user's
+    code fine-tunes and scores; only data-free criteria apply then); `input_shape` is needed with the latter.
+    """
     settings.check()
-    pruner = _Pruner(module, data, target, settings, predictor, progress)
+    if isinstance(data, Dataset):
+        shape = data.input_shape
+    elif input_shape is None:
+        raise EdgepruneError("pruning with the user's own loop needs the model's input shape")
+    else:
+        data.check(searches=settings.method == "legr" and settings.reuse_search is None)
+        shape = input_shape
+    pruner = _Pruner(module, data, shape, target, settings, predictor, progress)
     outcome = pruner.run()
     outcome.notes[:0] = pruner.structure.describe_excluded()  # the summary says what was left whole, and why
     return outcome

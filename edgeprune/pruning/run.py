@@ -20,7 +20,7 @@ from edgeprune.models.io import ModelBundle
 from edgeprune.pruning import cost
 from edgeprune.pruning.budget import LatencyPredictor, Target
 from edgeprune.pruning.finetune import TrainSettings, evaluate, initialize, train
-from edgeprune.pruning.methods import PruneSettings, prune_module
+from edgeprune.pruning.methods import Outcome, PruneSettings, prune_module
 
 
 def check_fit(bundle: ModelBundle, data: Dataset) -> None:
@@ -86,6 +86,30 @@ def layer_table(before: nn.Module, after: nn.Module) -> list[dict[str, Any]]:
     ]
 
 
+def measure_outcome(
+    before: nn.Module, outcome: Outcome, input_shape: tuple[int, int, int], predictor: LatencyPredictor | None
+) -> dict[str, Any]:
+    """What every pruning summary reports of the result: whether it meets its budget, and its FLOPs, parameters
+    and predicted latency (None without a device) beside the original model's."""
+    flops, params = cost.measure(outcome.module, input_shape)
+    original_flops, original_params = cost.measure(before, input_shape)
+    predicted = original_predicted = None
+    if predictor is not None:
+        predicted = predictor.predict_ms(outcome.module, input_shape)
+        original_predicted = predictor.predict_ms(before, input_shape)
+    achieved = {"ms": predicted, "flops": flops, "params": params}[outcome.budget.kind]
+    return {
+        "within_budget": achieved is not None and achieved <= outcome.budget.target * (1 + 1e-9),
+        "unchanged": outcome.unchanged,
+        "predicted_ms": predicted,
+        "original_predicted_ms": original_predicted,
+        "flops": flops,
+        "params": params,
+        "original_flops": original_flops,
+        "original_params": original_params,
+    }
+
+
 def prune_bundle(
     bundle: ModelBundle,
     data: Dataset,
@@ -100,27 +124,13 @@ def prune_bundle(
     _, accuracy_before = evaluate(bundle.module, data, data.test)
     outcome = prune_module(bundle.module, data, target, settings, predictor, progress)
     _, accuracy_after = evaluate(outcome.module, data, data.test)
-    flops, params = cost.measure(outcome.module, bundle.input_shape)
-    original_flops, original_params = cost.measure(bundle.module, bundle.input_shape)
-    predicted = original_predicted = None
-    if predictor is not None:
-        predicted = predictor.predict_ms(outcome.module, bundle.input_shape)
-        original_predicted = predictor.predict_ms(bundle.module, bundle.input_shape)
-    achieved = {"ms": predicted, "flops": flops, "params": params}[target.kind]
-    budget = outcome.budget
+    measured = measure_outcome(bundle.module, outcome, bundle.input_shape, predictor)
     summary: dict[str, Any] = {
         "method": settings.method,
         "criterion": settings.criterion_name,
-        f"target_{target.kind}": budget.target,
+        f"target_{target.kind}": outcome.budget.target,
         "target": target.describe(),
-        "within_budget": achieved is not None and achieved <= budget.target * (1 + 1e-9),
-        "unchanged": outcome.unchanged,
-        "predicted_ms": predicted,
-        "original_predicted_ms": original_predicted,
-        "flops": flops,
-        "params": params,
-        "original_flops": original_flops,
-        "original_params": original_params,
+        **measured,
         "accuracy_before": accuracy_before,
         "accuracy_after": accuracy_after,
         "search_seconds": round(outcome.search.seconds, 2) if outcome.search else 0.0,

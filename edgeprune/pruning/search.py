@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ from edgeprune import atomic
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import Budget
-from edgeprune.pruning.finetune import loss_on, recalibrate_batchnorm, train_steps
-from edgeprune.pruning.groups import Structure
+from edgeprune.pruning.finetune import UserLoop, loss_on, recalibrate_batchnorm, train_steps
+from edgeprune.pruning.groups import Structure, prune
 from edgeprune.pruning.ranking import Counts, rank
 
 LEARNED_FORMAT = "edgeprune-legr"
@@ -225,20 +226,67 @@ def _load_checkpoint(path: Path | None, fingerprint: dict) -> dict | None:
     return state
 
 
+def _masked_scorer(
+    module: nn.Module, structure: Structure, data: Dataset, settings: SearchSettings, train_index: np.ndarray
+) -> Callable[[dict[str, list[int]]], float]:
+    """Validation loss after `settings.steps` masked Adam steps and fresh BatchNorm statistics."""
+    # The same fine-tuning batches and validation images for every candidate: differences are the candidate's.
+    batches = [
+        (data.prepare(data.train.images[torch.from_numpy(row)]), data.train.labels[torch.from_numpy(row)])
+        for row in train_index
+    ]
+    val_count = min(settings.val_samples, len(data.val))
+    val_inputs, val_labels = data.prepare(data.val.images[:val_count]), data.val.labels[:val_count]
+    work = copy.deepcopy(module)
+    original = {k: v.clone() for k, v in work.state_dict().items()}
+    masks = ChannelMasks(work, structure)
+    sizes = structure.sizes()
+
+    def score(keep: dict[str, list[int]]) -> float:
+        work.load_state_dict(original)
+        masks.set(keep, sizes)
+        train_steps(work, batches, settings.lr, after_step=masks.apply)
+        recalibrate_batchnorm(work, batches)
+        return loss_on(work, val_inputs, val_labels)
+
+    return score
+
+
+def _user_scorer(module: nn.Module, structure: Structure, loop: UserLoop) -> Callable[[dict[str, list[int]]], float]:
+    """Minus the user's metric after surgery and the user's short fine-tune: their code may use any optimiser,
+    so masks could not be held at zero through it; the cut network is what it trains."""
+
+    if loop.evaluate is None:
+        raise EdgepruneError("the LeGR search needs the user's evaluate function")
+    evaluate, finetune = loop.evaluate, loop.finetune
+
+    def score(keep: dict[str, list[int]]) -> float:
+        candidate = prune(module, structure, keep)  # a new module: the input stays untouched
+        if finetune is not None:
+            finetune(candidate, loop.search_epochs)
+        return -float(evaluate(candidate))
+
+    return score
+
+
 def search(
     module: nn.Module,
     structure: Structure,
     scores: dict[str, torch.Tensor],
     budget: Budget,
     floor: Counts,
-    data: Dataset,
+    data: Dataset | UserLoop,
     settings: SearchSettings,
     seed: int,
     criterion: str = "l2",
     checkpoint: Path | None = None,
     progress: Progress | None = None,
 ) -> SearchResult:
-    """Run (or continue) the evolution; returns the best (alpha, kappa) found within the time box."""
+    """Run (or continue) the evolution; returns the best (alpha, kappa) found within the time box.
+
+    With a `Dataset`, candidates are scored as the module docstring says. With a `UserLoop`, each candidate is
+    cut for real, fine-tuned by the user's code and scored by minus the user's `evaluate` (lower is better here).
+    """
     settings.check()
     names = list(structure.groups)
     rng = np.random.default_rng(seed)
@@ -249,23 +297,19 @@ def search(
         evolution.restore(saved["evolution"])
         train_index = np.array(saved["train_index"], dtype=np.int64)
         spent = float(saved.get("seconds", 0.0))
+    elif isinstance(data, UserLoop):
+        train_index, spent = np.zeros((0, settings.batch_size), dtype=np.int64), 0.0  # the user's code draws data
     else:
         train_index = rng.integers(0, len(data.train), size=(settings.steps, settings.batch_size))
         spent = 0.0
-    # The same fine-tuning batches and validation images for every candidate: differences are the candidate's.
-    batches = [
-        (data.prepare(data.train.images[torch.from_numpy(row)]), data.train.labels[torch.from_numpy(row)])
-        for row in train_index
-    ]
-    val_count = min(settings.val_samples, len(data.val))
-    val_inputs, val_labels = data.prepare(data.val.images[:val_count]), data.val.labels[:val_count]
-
-    work = copy.deepcopy(module)
-    original = {k: v.clone() for k, v in work.state_dict().items()}
-    masks = ChannelMasks(work, structure)
-    sizes = structure.sizes()
+    score = (
+        _user_scorer(module, structure, data)
+        if isinstance(data, UserLoop)
+        else _masked_scorer(module, structure, data, settings, train_index)
+    )
     seen: dict[tuple[int, ...], float] = {}
     costs: dict[tuple[int, ...], float] = {}
+    fitness_name = "-metric" if isinstance(data, UserLoop) else "val loss"
     resumed_at = len(evolution.history)
     started = time.monotonic()
     task = progress.add_task("LeGR search", total=evolution.total) if progress is not None else None
@@ -279,11 +323,7 @@ def search(
             )
             key = tuple(plan.counts().values())
             if key not in seen:  # other (alpha, kappa), same channels: same score, no need to train again
-                work.load_state_dict(original)
-                masks.set(plan.keep, sizes)
-                train_steps(work, batches, settings.lr, after_step=masks.apply)
-                recalibrate_batchnorm(work, batches)
-                seen[key] = loss_on(work, val_inputs, val_labels)
+                seen[key] = score(plan.keep)
                 costs[key] = budget.cost(plan.counts())
             fitness = seen[key]
             evolution.add(alpha, kappa, fitness if np.isfinite(fitness) else float("inf"), costs[key])
@@ -304,7 +344,7 @@ def search(
                 progress.update(
                     task,
                     completed=len(evolution.history),
-                    description=f"LeGR search: best val loss {best:.4f} (identity {identity:.4f})",
+                    description=f"LeGR search: best {fitness_name} {best:.4f} (identity {identity:.4f})",
                 )
     finally:
         if progress is not None and task is not None:

@@ -28,7 +28,7 @@ TRIALS_PER_ITER = 16
 
 
 def tuning_db_dir(device: Device) -> Path:
-    """The device's one tuning database, beside its latency table: `device_profiles/<device>/tuning/`."""
+    """The device's one tuning database, beside its latency table: `<profiles folder>/<device>/tuning/`."""
     return device.lut_dir / "tuning"
 
 
