@@ -37,10 +37,14 @@ def running_in_groups(groups: list[int]) -> list[str]:
 
 
 def test_farm_lifecycle_through_cli(isolated_env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables that move the 'local' device move `farm` too, so a farm started without flags is the one
+    `local` reaches."""
     port = free_port()
-    up = cli("farm", "up", "--servers", "2", "--port", str(port), "--key", "lifecycle")
+    monkeypatch.setenv("EDGEPRUNE_LOCAL_PORT", str(port))
+    monkeypatch.setenv("EDGEPRUNE_LOCAL_KEY", "lifecycle")
+    up = cli("farm", "up", "--servers", "2")
     assert up.returncode == 0, up.stderr
-    status = cli("farm", "status", "--port", str(port), "--json")
+    status = cli("farm", "status", "--json")
     assert status.returncode == 0, status.stderr
     info = json.loads(status.stdout)
     assert info["tracker"] == f"127.0.0.1:{port}"
@@ -48,8 +52,6 @@ def test_farm_lifecycle_through_cli(isolated_env: pytest.MonkeyPatch, monkeypatc
     pids = info["pids"]
     assert len(pids) == 3 and all(alive(p) for p in pids)
 
-    monkeypatch.setenv("EDGEPRUNE_LOCAL_PORT", str(port))
-    monkeypatch.setenv("EDGEPRUNE_LOCAL_KEY", "lifecycle")
     check = cli("devices", "check", "local", "--json")
     assert check.returncode == 0, check.stderr
     assert json.loads(check.stdout)["roundtrip_ms"] > 0

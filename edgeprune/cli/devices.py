@@ -16,7 +16,14 @@ from edgeprune.devices import profile, rpc
 devices_app = typer.Typer(help="List device profiles and check that a device answers.", no_args_is_help=False)
 farm_app = typer.Typer(help="The local farm: a TVM RPC tracker and servers on 127.0.0.1 for the 'local' device.")
 
-PortOpt = Annotated[int, typer.Option("--port", help="Tracker port on 127.0.0.1.")]
+PortOpt = Annotated[
+    int,
+    typer.Option(
+        "--port",
+        envvar="EDGEPRUNE_LOCAL_PORT",
+        help="Tracker port on 127.0.0.1; the same variable moves the 'local' device, so the two agree.",
+    ),
+]
 
 
 @devices_app.callback(invoke_without_command=True)
@@ -79,7 +86,9 @@ def check(
 def up(
     servers: Annotated[int, typer.Option(help="How many RPC servers to start (profiling uses them in parallel).")] = 1,
     port: PortOpt = profile.LOCAL_DEFAULT_PORT,
-    key: Annotated[str, typer.Option(help="Key the servers register under.")] = profile.LOCAL,
+    key: Annotated[
+        str, typer.Option(envvar="EDGEPRUNE_LOCAL_KEY", help="Key the servers register under.")
+    ] = profile.LOCAL,
 ) -> None:
     """Start a tracker and N servers on 127.0.0.1; returns once all servers are free at the tracker."""
     with console.status(f"starting tracker on 127.0.0.1:{port} and {servers} server(s)"):
