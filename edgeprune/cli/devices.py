@@ -21,7 +21,7 @@ PortOpt = Annotated[
     typer.Option(
         "--port",
         envvar="EDGEPRUNE_LOCAL_PORT",
-        help="Tracker port on 127.0.0.1; the same variable moves the 'local' device, so the two agree.",
+        help="Tracker port on 127.0.0.1; $EDGEPRUNE_LOCAL_PORT sets it, as it does for the 'local' device.",
     ),
 ]
 
@@ -87,7 +87,10 @@ def up(
     servers: Annotated[int, typer.Option(help="How many RPC servers to start (profiling uses them in parallel).")] = 1,
     port: PortOpt = profile.LOCAL_DEFAULT_PORT,
     key: Annotated[
-        str, typer.Option(envvar="EDGEPRUNE_LOCAL_KEY", help="Key the servers register under.")
+        str,
+        typer.Option(
+            envvar="EDGEPRUNE_LOCAL_KEY", help="Key the servers register under ($EDGEPRUNE_LOCAL_KEY sets it)."
+        ),
     ] = profile.LOCAL,
 ) -> None:
     """Start a tracker and N servers on 127.0.0.1; returns once all servers are free at the tracker."""
