@@ -160,6 +160,22 @@ def _pair(value: Any) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+def _padding(padding: Any, kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """Explicit padding; 'valid' is none, and 'same' the symmetric padding it stands for (an even kernel
+    would need padding on one side only, which a (height, width) pair cannot say)."""
+    if padding == "valid":
+        return (0, 0)
+    if padding != "same":
+        return _pair(padding)
+    total = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+    if any(t % 2 for t in total):
+        raise EdgepruneError(
+            f"convolution padding 'same' with kernel {kernel} pads one side more than the other; not supported",
+            hint="use explicit padding (or an odd kernel)",
+        )
+    return total[0] // 2, total[1] // 2
+
+
 def _conv_geometry(mod: nn.Conv2d, in_shape: tuple[int, ...]) -> Geometry:
     if mod.groups == 1:
         kind, groups = CONV, 1
@@ -167,14 +183,13 @@ def _conv_geometry(mod: nn.Conv2d, in_shape: tuple[int, ...]) -> Geometry:
         kind, groups = DEPTHWISE, 1
     else:
         kind, groups = GROUPED, mod.groups
-    if not isinstance(mod.padding, (tuple, list)):
-        raise EdgepruneError(f"convolution padding '{mod.padding}' is not supported; use explicit padding")
+    kernel, dilation = _pair(mod.kernel_size), _pair(mod.dilation)
     return Geometry(
         kind=kind,
-        kernel=_pair(mod.kernel_size),
+        kernel=kernel,
         stride=_pair(mod.stride),
-        padding=_pair(mod.padding),
-        dilation=_pair(mod.dilation),
+        padding=_padding(mod.padding, kernel, dilation),
+        dilation=dilation,
         height=int(in_shape[2]),
         width=int(in_shape[3]),
         groups=groups,

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model, to_graph_module
 from edgeprune.network import GROUPED, LINEAR, Geometry
 from edgeprune.profiling.signature import LayerExtractor
@@ -113,3 +114,13 @@ def test_counts_and_signatures_are_those_of_the_old_counters(name: str) -> None:
     assert list(cost.measure(bundle.module, shape)) == recorded["measure_full"]
     assert list(cost.predict(structure, {n: len(k) for n, k in keep.items()})) == recorded["predict_kept"]
     assert list(cost.measure(pruned, shape)) == recorded["measure_pruned"]
+
+
+def test_string_padding_is_the_explicit_padding_it_stands_for() -> None:
+    same = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same"), nn.Conv2d(4, 4, 3, padding="valid"))
+    explicit = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=0))
+    keys = [[x.key for x in LayerExtractor().layers(to_graph_module(m), (3, 8, 8))] for m in (same, explicit)]
+    assert keys[0] == keys[1]
+    assert cost.measure(same, (3, 8, 8))[0] == cost.measure(explicit, (3, 8, 8))[0] == 8 * 8 * 4 * 27 + 6 * 6 * 4 * 36
+    with pytest.raises(EdgepruneError, match="pads one side more"):
+        cost.measure(nn.Sequential(nn.Conv2d(3, 4, 2, padding="same")), (3, 8, 8))
