@@ -2,8 +2,9 @@
 
 A layer's kernel, as TVM compiles it, is one fused TIR function: the convolution (or matmul) plus the
 element-wise ops TVM fuses after it (folded BatchNorm as a bias add, a residual add, ReLU/ReLU6). Everything
-but the channel counts forms the layer's `Family` (one grid of the lookup table); a family plus
-(in, out) channels is a signature, the key of one table entry.
+but the channel counts forms the layer's `Family` (one grid of the lookup table): its geometry as
+`edgeprune.network` describes it for pruning too, plus that epilogue; a family plus (in, out) channels is a
+signature, the key of one table entry.
 
 Pruning changes channel counts only, never the graph, so the graph analysis (feature-map sizes, fused
 epilogues) is done once per graph and cached by `LayerExtractor`; reading a pruned module's channels is cheap.
