@@ -9,6 +9,8 @@ table report cannot drift apart. Pruning changes channel counts only, never a ge
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -210,21 +212,30 @@ class _ShapeRecorder(fx.Interpreter):
         return out
 
 
-def record_shapes(module: fx.GraphModule, input_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
-    """Every node's output shape on one zero input in eval mode (the caller's mode is kept)."""
-    recorder = _ShapeRecorder(module)
+@contextlib.contextmanager
+def inference(module: nn.Module) -> Iterator[None]:
+    """The module in eval mode without gradients for the block (BatchNorm statistics must not move while the
+    graph is analysed), then back in the caller's mode."""
     was_training = module.training
     try:
         module.eval()
         with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+def record_shapes(module: fx.GraphModule, input_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
+    """Every node's output shape on one zero input in eval mode (the caller's mode is kept)."""
+    recorder = _ShapeRecorder(module)
+    try:
+        with inference(module):
             recorder.run(torch.zeros(1, *input_shape))
     except RuntimeError as exc:
         raise EdgepruneError(
             f"the model does not accept input of shape {list(input_shape)}: {str(exc).splitlines()[0]}",
             hint="pass the right --input-shape (CxHxW)",
         ) from exc
-    finally:
-        module.train(was_training)
     return recorder.shapes
 
 

@@ -29,14 +29,12 @@ features each group feeds. That makes FLOPs and params a cheap function of the k
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import operator
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,7 +42,7 @@ import torch
 from torch import fx, nn
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.network import DEPTHWISE, GROUPED, Geometry, is_depthwise, output_layers, sites, widths
+from edgeprune.network import DEPTHWISE, GROUPED, Geometry, inference, is_depthwise, output_layers, sites, widths
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 NORM_TYPES = (nn.BatchNorm2d,)
@@ -139,16 +137,6 @@ class Structure:
             if reason != "model output":
                 by_reason.setdefault(reason, []).append(layer)
         return [f"not pruned ({reason}): {', '.join(layers)}" for reason, layers in by_reason.items()]
-
-
-@contextlib.contextmanager
-def _keep_mode(module: nn.Module) -> Iterator[None]:
-    """Torch-Pruning's tracing switches the model to eval(); put the caller's mode back."""
-    was_training = module.training
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def classifier_layers(module: nn.Module) -> list[str]:
@@ -383,8 +371,7 @@ class _Draft:
 def _draft_groups(module: fx.GraphModule, input_shape: tuple[int, int, int]) -> _Draft:
     modules = dict(module.named_modules())
     tracer = _ChannelTracer(module)
-    with _keep_mode(module), torch.no_grad():
-        module.eval()
+    with inference(module):
         tracer.run(torch.zeros(1, *input_shape))
     sets = tracer.sets
     for name, layer in modules.items():
@@ -744,8 +731,7 @@ def _rewrite_channel_constants(
     if not any(_channel_indexing(n) or _is_view(n) for n in original.graph.nodes):
         return
     survivors = _Survivors(original, alive)
-    with _keep_mode(original), torch.no_grad():
-        original.eval()
+    with inference(original):
         survivors.run(torch.ones(1, *input_shape))
     nodes = {n.name: n for n in pruned.graph.nodes}
     for name, (source, out) in survivors.views.items():
