@@ -4,7 +4,8 @@ Profiling and pruning look at the same layers: the latency table keys a layer by
 epilogue TVM fuses into it, `profiling.signature`), and pruning's FLOPs / params targets count the same
 layers at other channel counts (`pruning.cost`). Both read a layer's `Geometry` from here and count its
 multiply-accumulates and parameters with its `macs` / `params`, so the figures `estimate`, `prune` and the
-table report cannot drift apart. Pruning changes channel counts only, never a geometry.
+table report cannot drift apart. Pruning changes channel counts only, never a geometry (but for the groups of a
+convolution with one input channel per group, which follow its inputs: `pruning.groups.Layer.cost`).
 """
 
 from __future__ import annotations
