@@ -51,7 +51,7 @@ class MacsLatency:
 
     def predict_ms(self, widths: dict[str, tuple[int, int]]) -> float:
         layers = [x.resized(*widths[x.name]) if x.name in widths else x for x in self.layers]
-        macs = sum(x.family.macs(x.in_channels, x.out_channels) for x in layers)
+        macs = sum(x.macs for x in layers)
         return (OVERHEAD_MS + MS_PER_MMAC * macs / 1e6) * self.bias
 
 

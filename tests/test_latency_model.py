@@ -30,8 +30,9 @@ def table_for(device: FakeDevice, module, input_shape) -> LatencyTable:  # noqa:
     layers, structure = LayerExtractor().extract(module, input_shape)
     table = LatencyTable.new(device)
     for key, entry in plan(layers, 4, 4).items():
-        table.entries[key] = {"median_ms": 1e-3 + 1e-6 * entry.family.macs(entry.in_channels, entry.out_channels)}
-    total = sum(1e-3 + 1e-6 * x.family.macs(x.in_channels, x.out_channels) for x in layers)
+        macs = entry.family.macs(entry.family.in_width(entry.in_channels), entry.out_channels)
+        table.entries[key] = {"median_ms": 1e-3 + 1e-6 * macs}
+    total = sum(1e-3 + 1e-6 * x.macs for x in layers)
     table.networks[structure] = {
         "channels": {x.name: [x.in_channels, x.out_channels] for x in layers},
         "measured_ms": 1.25 * total,

@@ -12,8 +12,9 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model, to_graph_module
+from edgeprune.network import DEPTHWISE, LINEAR
 from edgeprune.profiling.grid import default_step, grid_values, plan
-from edgeprune.profiling.signature import DEPTHWISE, LINEAR, LayerExtractor
+from edgeprune.profiling.signature import LayerExtractor
 from edgeprune.tvmx.transplant import adapt_tiles
 
 

@@ -284,11 +284,12 @@ def interpolation_phase(
 ) -> None:
     """Off-grid layer shapes measured as entries of their own vs the model's interpolation."""
     from edgeprune.devices.base import TimingSettings
+    from edgeprune.network import DEPTHWISE
     from edgeprune.profiling.entries import measure_entries
     from edgeprune.profiling.grid import PlannedEntry, anchors
     from edgeprune.profiling.latency import LatencyModel
     from edgeprune.profiling.lut import LatencyTable
-    from edgeprune.profiling.signature import DEPTHWISE, LayerExtractor
+    from edgeprune.profiling.signature import LayerExtractor
 
     if checkpoint.get("interpolation", bundle.name) is not None:
         return

@@ -46,24 +46,14 @@ class _Bars:
 def _table(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from edgeprune.report.html import SUMMARY_ROWS, summary_cell
+
     original, pruned = summary["original"], summary["pruned"]
     table = Table(title=f"{summary['model']} on {summary['device']}: original vs pruned")
     for column in ("", "original", "pruned"):
         table.add_column(column, justify="right")
-
-    def fmt(value: Any, pattern: str) -> str:
-        return "-" if value is None else pattern.format(value)
-
-    rows = [
-        ("measured latency", "measured_ms", "{:.3f} ms"),
-        ("predicted latency", "predicted_ms", "{:.3f} ms"),
-        ("accuracy", "accuracy", "{:.2%}"),
-        ("FLOPs (MACs)", "flops", "{:,}"),
-        ("parameters", "params", "{:,}"),
-        ("artifact size", "artifact_bytes", "{:,} B"),
-    ]
-    for label, key, pattern in rows:
-        table.add_row(label, fmt(original.get(key), pattern), fmt(pruned.get(key), pattern))
+    for label, key, pattern in SUMMARY_ROWS:
+        table.add_row(label, summary_cell(original.get(key), pattern), summary_cell(pruned.get(key), pattern))
     console.print(table)
     verdict = "[green]MEETS[/]" if summary["meets_target"] else "[red]MISSES[/]"
     console.print(

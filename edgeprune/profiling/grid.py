@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeprune.network import DEPTHWISE
 from edgeprune.profiling.defaults import MAX_GRID_POINTS
-from edgeprune.profiling.signature import DEPTHWISE, Family, Layer
+from edgeprune.profiling.signature import Family, Layer
 
 
 @dataclass(frozen=True)

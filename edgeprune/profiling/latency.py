@@ -23,8 +23,9 @@ from torch import nn
 
 from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
+from edgeprune.network import DEPTHWISE
 from edgeprune.profiling.lut import LatencyTable, lut_path, remeasure_hint, split_key
-from edgeprune.profiling.signature import DEPTHWISE, Layer, LayerExtractor
+from edgeprune.profiling.signature import Layer, LayerExtractor
 
 
 class MissingEntries(EdgepruneError):
@@ -221,7 +222,7 @@ class LatencyModel:
                     layer.in_channels,
                     layer.out_channels,
                     point[0],
-                    layer.family.macs(layer.in_channels, layer.out_channels),
+                    layer.macs,
                     point[1],
                 )
             )

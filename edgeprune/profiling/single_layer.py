@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.profiling.signature import DEPTHWISE, GROUPED, LINEAR, Family
+from edgeprune.network import DEPTHWISE, GROUPED, LINEAR
+from edgeprune.profiling.signature import Family
 
 
 class SingleLayer(nn.Module):

@@ -1,15 +1,17 @@
 """FLOPs and parameter counts, predicted from channel counts or measured on a real module.
 
 FLOPs here are multiply-accumulates of conv and linear layers (the convention of the pruning literature);
-params are every parameter of the model. The prediction and the measurement use the same convention, and the
-tests check they agree after real surgery.
+params are every parameter of the model. Both count a layer with its `edgeprune.network.Geometry`, the
+description the latency table's signatures use too; the prediction reads widths from the channel groups,
+the measurement from the module itself, and the tests check they agree after real surgery.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from edgeprune.models.io import to_graph_module
+from edgeprune.network import sites, widths
 from edgeprune.pruning.groups import Structure, layer_widths, norm_width
 
 
@@ -18,10 +20,9 @@ def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:
     flops = 0
     params = structure.other_params
     for name, (width_in, width_out) in layer_widths(structure, counts).items():
-        layer = structure.layers[name]
-        per_output = layer.kernel * (1 if layer.channelwise else width_in // layer.groups)
-        flops += width_out * per_output * layer.pixels
-        params += width_out * per_output + (width_out if layer.bias else 0)
+        macs, weights = structure.layers[name].cost(width_in, width_out)
+        flops += macs
+        params += weights
     for norm in structure.norms.values():
         if norm.affine:
             params += 2 * norm_width(norm, counts, structure)
@@ -29,25 +30,7 @@ def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:
 
 
 def measure(module: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:
-    """(flops, params) of an actual module, by running one input through it."""
-    flops = 0
-
-    def count(layer: nn.Module, _inputs: tuple, out: torch.Tensor) -> None:
-        nonlocal flops
-        if isinstance(layer, nn.Conv2d):
-            per_output = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
-            flops += out.shape[1] * out.shape[2] * out.shape[3] * per_output
-        else:
-            flops += layer.in_features * layer.out_features
-
-    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = module.training
-    try:
-        module.eval()
-        with torch.no_grad():
-            module(torch.zeros(1, *input_shape))
-    finally:
-        module.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    """(flops, params) of an actual module: each conv / linear call at the module's own widths."""
+    traced = to_graph_module(module, input_shape)
+    flops = sum(site.geometry.macs(*widths(traced.get_submodule(site.name))) for site in sites(traced, input_shape))
     return flops, sum(p.numel() for p in module.parameters())

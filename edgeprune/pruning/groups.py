@@ -29,22 +29,20 @@ features each group feeds. That makes FLOPs and params a cheap function of the k
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import operator
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import fx, nn
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.profiling.signature import output_layers
+from edgeprune.network import DEPTHWISE, GROUPED, Geometry, inference, is_depthwise, output_layers, sites, widths
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 NORM_TYPES = (nn.BatchNorm2d,)
@@ -57,27 +55,32 @@ Shares = tuple[tuple[str, int], ...]  # (group, channels of this layer per unit 
 
 @dataclass(frozen=True)
 class Layer:
-    """A conv or linear layer: its shape, output pixels, and which groups set its widths."""
+    """A conv or linear layer: its geometry (`edgeprune.network`), its widths as the module counts them
+    (in_features for a linear layer), and which groups set them."""
 
     name: str
-    kind: str  # "conv" or "linear"
+    geometry: Geometry
     in_channels: int
     out_channels: int
-    kernel: int  # kh * kw; 1 for linear
-    groups: int
-    pixels: int  # output height * width; 1 for linear
     bias: bool
     out_groups: Shares  # (group, output channels per unit)
     in_groups: Shares  # (group, input features per unit)
 
     @property
     def depthwise(self) -> bool:
-        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels == self.out_channels
+        return self.geometry.kind == DEPTHWISE
 
     @property
     def channelwise(self) -> bool:
         """One input channel per group (depthwise, or with a channel multiplier): groups follow the inputs."""
-        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels
+        return self.depthwise or (self.geometry.kind == GROUPED and self.geometry.groups == self.in_channels)
+
+    def cost(self, width_in: int, width_out: int) -> tuple[int, int]:
+        """(MACs, params) at these widths; a channel multiplier's groups shrink with its inputs."""
+        geometry = self.geometry
+        if self.channelwise and not self.depthwise:
+            geometry = replace(geometry, groups=width_in)
+        return geometry.macs(width_in, width_out), geometry.params(width_in, width_out, self.bias)
 
 
 @dataclass(frozen=True)
@@ -136,41 +139,11 @@ class Structure:
         return [f"not pruned ({reason}): {', '.join(layers)}" for reason, layers in by_reason.items()]
 
 
-@contextlib.contextmanager
-def _keep_mode(module: nn.Module) -> Iterator[None]:
-    """Torch-Pruning's tracing switches the model to eval(); put the caller's mode back."""
-    was_training = module.training
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
 def classifier_layers(module: nn.Module) -> list[str]:
     """The conv / linear layers whose outputs reach the model output without another such layer between."""
     if not isinstance(module, fx.GraphModule):
         raise EdgepruneError("the model must be a torch.fx GraphModule (load it with edgeprune.models.io)")
     return output_layers(module)
-
-
-def _output_pixels(module: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
-    pixels: dict[str, int] = {}
-    hooks = []
-    for name, layer in module.named_modules():
-        if isinstance(layer, nn.Conv2d):
-            hooks.append(
-                layer.register_forward_hook(
-                    lambda _m, _i, out, n=name: pixels.__setitem__(n, out.shape[-2] * out.shape[-1])
-                )
-            )
-    try:
-        with _keep_mode(module), torch.no_grad():
-            module.eval()
-            module(torch.zeros(1, *input_shape))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return pixels
 
 
 class _Sets:
@@ -191,17 +164,9 @@ class _Sets:
         self.parent[self.find(a)] = self.find(b)
 
 
-def _depthwise(layer: nn.Conv2d) -> bool:
-    return layer.groups > 1 and layer.groups == layer.in_channels == layer.out_channels
-
-
 def _grouped(layer: nn.Module) -> bool:
     """Grouped, not depthwise: channels go in units of one position in each group."""
-    return isinstance(layer, nn.Conv2d) and layer.groups > 1 and not _depthwise(layer)
-
-
-def _width(layer: nn.Module) -> int:
-    return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+    return isinstance(layer, nn.Conv2d) and layer.groups > 1 and not is_depthwise(layer)
 
 
 Slot = tuple[str, str, int]  # (module, "out" | "in", channel): norms and depthwise convs have "out" only
@@ -376,7 +341,7 @@ class _ChannelTracer(fx.Interpreter):
         layer = self.modules[name]
         inputs = self._inputs(n)
         source = inputs[0][1] if inputs else []
-        if isinstance(layer, nn.Conv2d) and _depthwise(layer) or isinstance(layer, NORM_TYPES):
+        if isinstance(layer, nn.Conv2d) and is_depthwise(layer) or isinstance(layer, NORM_TYPES):
             for position, slot in enumerate(source):
                 self._tie(slot, (name, "out", position))
             return list(source)
@@ -406,8 +371,7 @@ class _Draft:
 def _draft_groups(module: fx.GraphModule, input_shape: tuple[int, int, int]) -> _Draft:
     modules = dict(module.named_modules())
     tracer = _ChannelTracer(module)
-    with _keep_mode(module), torch.no_grad():
-        module.eval()
+    with inference(module):
         tracer.run(torch.zeros(1, *input_shape))
     sets = tracer.sets
     for name, layer in modules.items():
@@ -480,37 +444,18 @@ def _structure(
         groups[name] = ChannelGroup(name, len(members), layers, consumers, norms, index, inputs)
     order = {name: index for index, name in enumerate(modules)}
     groups = dict(sorted(groups.items(), key=lambda item: (order[item[0].split("#")[0]], item[0])))
-    pixels = _output_pixels(module, input_shape)
+    geometry = {site.name: site.geometry for site in sites(module, input_shape)}
     layers_info: dict[str, Layer] = {}
     norms_info: dict[str, Norm] = {}
     sized = 0
     for name, layer in modules.items():
         outs, ins = tuple(shares.get((name, "out"), ())), tuple(shares.get((name, "in"), ()))
-        if isinstance(layer, nn.Conv2d):
-            kernel = math.prod(layer.kernel_size)
-            info = Layer(
-                name,
-                "conv",
-                layer.in_channels,
-                layer.out_channels,
-                kernel,
-                layer.groups,
-                pixels.get(name, 0),
-                layer.bias is not None,
-                outs,
-                ins,
-            )
-        elif isinstance(layer, nn.Linear):
-            info = Layer(
-                name, "linear", layer.in_features, layer.out_features, 1, 1, 1, layer.bias is not None, outs, ins
-            )
+        if name in geometry:
+            layers_info[name] = Layer(name, geometry[name], *widths(layer), layer.bias is not None, outs, ins)
         elif isinstance(layer, NORM_TYPES):
             norms_info[name] = Norm(name, layer.num_features, layer.affine, outs)
-            sized += sum(p.numel() for p in layer.parameters(recurse=False))
-            continue
         else:
             continue
-        layers_info[name] = info
         sized += sum(p.numel() for p in layer.parameters(recurse=False))
     other = sum(p.numel() for p in module.parameters()) - sized
     left_out = tuple(sorted(excluded.items(), key=lambda item: order.get(item[0], 0)))
@@ -640,7 +585,7 @@ def prune(module: nn.Module, structure: Structure, keep: dict[str, list[int]]) -
     for (name, inputs), channels in gone.items():
         if not inputs:
             layer = pruned.get_submodule(name)
-            width = layer.num_features if isinstance(layer, NORM_TYPES) else _width(layer)
+            width = layer.num_features if isinstance(layer, NORM_TYPES) else widths(layer)[1]
             alive[name] = [c for c in range(width) if c not in channels]
     for name, layer in pruned.named_modules():
         outs = alive.get(name)
@@ -669,9 +614,9 @@ def _cut(name: str, layer: nn.Module, outs: list[int] | None, ins: set[int]) -> 
                 setattr(layer, attr, nn.Parameter(new) if isinstance(value, nn.Parameter) else new)
         return
     weight = layer.weight
-    width_out = _width(layer)
+    width_out = widths(layer)[1]
     outs = list(range(width_out)) if outs is None else outs
-    if isinstance(layer, nn.Conv2d) and _depthwise(layer):
+    if isinstance(layer, nn.Conv2d) and is_depthwise(layer):
         layer.in_channels = layer.out_channels = layer.groups = len(outs)
         layer.weight = nn.Parameter(take(weight, 0, outs))
     elif isinstance(layer, nn.Conv2d) and 1 < layer.groups == layer.in_channels:
@@ -786,8 +731,7 @@ def _rewrite_channel_constants(
     if not any(_channel_indexing(n) or _is_view(n) for n in original.graph.nodes):
         return
     survivors = _Survivors(original, alive)
-    with _keep_mode(original), torch.no_grad():
-        original.eval()
+    with inference(original):
         survivors.run(torch.ones(1, *input_shape))
     nodes = {n.name: n for n in pruned.graph.nodes}
     for name, (source, out) in survivors.views.items():

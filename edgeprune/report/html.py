@@ -21,6 +21,23 @@ code { background: #f3f3f3; padding: 0 0.2rem; }
 """
 
 
+# A run's figures, original vs pruned: (label, key in the summary's "original" / "pruned", format). The
+# terminal's table after `edgeprune run` shows the same rows, so the two never disagree on what a run reports.
+SUMMARY_ROWS = (
+    ("measured latency", "measured_ms", "{:.3f} ms"),
+    ("predicted latency", "predicted_ms", "{:.3f} ms"),
+    ("accuracy", "accuracy", "{:.2%}"),
+    ("FLOPs (MACs)", "flops", "{:,}"),
+    ("parameters", "params", "{:,}"),
+    ("artifact size", "artifact_bytes", "{:,} B"),
+)
+
+
+def summary_cell(value: Any, pattern: str) -> str:
+    """One figure of `SUMMARY_ROWS` as text; '-' where the run has none (a stage that did not run)."""
+    return "-" if value is None else pattern.format(value)
+
+
 def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
         return "-"
@@ -38,17 +55,10 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], pat
     original, pruned = summary.get("original", {}), summary.get("pruned", {})
     verdict = "meets" if summary.get("meets_target") else "misses"
     cls = "ok" if summary.get("meets_target") else "fail"
-    rows = [
-        ("measured latency", "measured_ms", " ms"),
-        ("predicted latency", "predicted_ms", " ms"),
-        ("accuracy", "accuracy", ""),
-        ("FLOPs", "flops", ""),
-        ("parameters", "params", ""),
-        ("artifact size", "artifact_bytes", " B"),
-    ]
     table = "".join(
-        f"<tr><td>{label}</td><td>{_fmt(original.get(key), unit)}</td><td>{_fmt(pruned.get(key), unit)}</td></tr>"
-        for label, key, unit in rows
+        f"<tr><td>{label}</td><td>{html.escape(summary_cell(original.get(key), pattern))}</td>"
+        f"<td>{html.escape(summary_cell(pruned.get(key), pattern))}</td></tr>"
+        for label, key, pattern in SUMMARY_ROWS
     )
     rounds = "".join(
         f"<tr><td>{r.get('round')}</td><td>{_fmt(r.get('predicted_ms'), ' ms')}</td>"
