@@ -86,3 +86,42 @@ def lut_heatmap(
     ax.set_title(f"LUT: {layer}")
     fig.colorbar(image, ax=ax, label="ms")
     return _save(fig, path)
+
+
+def pareto(points: Sequence[dict], path: Path, ort_ms: float | None = None) -> Path:
+    """Accuracy against measured latency for the unpruned model and every target of a sweep.
+
+    The line joins the Pareto front (no other point is both faster and more accurate): the networks worth
+    choosing from. `points`: label, measured_ms, accuracy (a fraction), meets (None for the unpruned model)."""
+    fig, ax = plt.subplots(figsize=(9.0, 5.2))
+    xs = [float(p["measured_ms"]) for p in points]
+    ys = [100.0 * float(p["accuracy"]) for p in points]
+    front = sorted(
+        (x, y)
+        for x, y in zip(xs, ys, strict=True)
+        if not any(a <= x and b > y or a < x and b >= y for a, b in zip(xs, ys, strict=True))
+    )
+    if len(front) > 1:
+        ax.step(
+            *zip(*front, strict=True), where="post", color="#2f6db5", linewidth=1.5, alpha=0.6, label="Pareto front"
+        )
+    styles = {
+        None: ("s", "#444444", "unpruned"),
+        True: ("o", "#1e7b34", "meets its target"),
+        False: ("X", "#b03a2e", "misses its target"),
+    }
+    for meets, (marker, color, label) in styles.items():
+        chosen = [(x, y) for p, x, y in zip(points, xs, ys, strict=True) if p.get("meets") is meets]
+        if chosen:
+            ax.scatter(*zip(*chosen, strict=True), marker=marker, s=70, color=color, zorder=3, label=label)
+    for p, x, y in zip(points, xs, ys, strict=True):
+        ax.annotate(str(p["label"]), (x, y), fontsize=10, xytext=(6, 6), textcoords="offset points")
+    if ort_ms is not None:
+        ax.axvline(ort_ms, color="#8e44ad", linestyle=":", label=f"ONNX Runtime, unpruned ({ort_ms:.3g} ms)")
+    ax.set_xlim(left=0)
+    ax.set_xlabel("measured latency on the device (ms)", fontsize=11)
+    ax.set_ylabel("test accuracy (%)", fontsize=11)
+    ax.set_title("Accuracy vs measured latency", fontsize=13)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
