@@ -142,6 +142,25 @@ def test_a_millisecond_target_the_unpruned_model_meets_is_refused_before_pruning
     assert not (tmp_path / "s" / "target-0.5x").exists()
 
 
+def test_the_api_and_the_cli_have_the_sweep() -> None:
+    import edgeprune as ep
+    import edgeprune.sweeping  # noqa: F401 - the library module must not rebind ep.sweep
+
+    assert callable(ep.sweep) and "sweep" in ep.__all__
+    with pytest.raises(EdgepruneError, match="fine_tune_epochs"):
+        ep.sweep("resnet20", "local", ["0.5x"], fine_tune_epochs=3)
+    with pytest.raises(EdgepruneError, match="targets is empty"):
+        ep.sweep("resnet20", "local", [])
+    shown = subprocess.run([sys.executable, "-m", "edgeprune", "sweep", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "--targets" in shown.stdout and "Pareto" in shown.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "edgeprune", "sweep", "resnet20", "-d", "local", "--targets", "0.5x,2x"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "below 1x" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.slow
 def test_a_real_sweep_measures_every_target_on_the_local_farm(local_farm: Device, tmp_path: Path) -> None:
     args = [

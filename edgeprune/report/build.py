@@ -58,6 +58,25 @@ def _predicted_figure(points: list[dict[str, Any]], folder: Path) -> list[html.F
     return [("Predicted vs measured", "predicted_vs_measured.png", caption)]
 
 
+def _latency_figure(summary: dict[str, Any], ort: dict[str, dict[str, Any]], folder: Path) -> list[html.Figure]:
+    """TVM's measured latency of both networks, and ONNX Runtime's on the same ONNX files when it was measured."""
+    last = summary["round_details"][-1] if summary.get("round_details") else {}
+    bars = [("original, TVM", summary["original"].get("measured_ms"), None)]
+    bars.append(("pruned, TVM", summary["pruned"].get("measured_ms"), last.get("spread_ms")))
+    threads = next((side["ort_threads"] for side in ort.values() if side.get("ort_threads")), None)
+    bars += [
+        (f"{side}, ONNX Runtime ({threads} threads)", ort[side]["ort_ms"], ort[side].get("ort_spread_ms"))
+        for side in ("original", "pruned")
+        if "ort_ms" in ort[side]
+    ]
+    bars = [bar for bar in bars if bar[1] is not None]
+    if not bars:
+        return []
+    plots.latency_bars(bars, folder / "latency.png", summary.get("target_ms"))
+    caption = "median of the device's timing and its spread" + (f"; {html.ort_label(threads)}" if threads else "")
+    return [("Latency", "latency.png", caption)]
+
+
 def write_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = None) -> Path:
     """Write the PNGs and `report.html` into the run folder; returns the report's path."""
     figures: list[html.Figure] = []
@@ -81,6 +100,7 @@ def write_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = 
         "original": ort_timing(_json(folder / "original" / "verify.json")),
         "pruned": ort_timing(_json(folder / last / "artifacts" / "verify.json")),
     }
+    figures[:0] = _latency_figure(summary, ort, folder)
     return html.render(summary, figures, folder / "report.html", ort if any(ort.values()) else None)
 
 

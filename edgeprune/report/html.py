@@ -23,13 +23,15 @@ h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid 
 .verdict.ok { background: #e8f5ec; color: #1e7b34; } .verdict.fail { background: #fbeceb; color: #b03a2e; }
 .ok { color: #1e7b34; } .fail { color: #b03a2e; } .muted { color: #666; }
 table { border-collapse: collapse; margin: 0.8rem 0; font-variant-numeric: tabular-nums; }
-th, td { border-bottom: 1px solid #e2e2e2; padding: 0.4rem 0.9rem; text-align: right; }
+th, td { border-bottom: 1px solid #e2e2e2; padding: 0.4rem 0.7rem; text-align: right; white-space: nowrap; }
+td.note { white-space: normal; text-align: left; }
 th { background: #f5f6f8; border-bottom: 2px solid #ccc; }
 th:first-child, td:first-child { text-align: left; }
 tr.ort td { color: #6c3483; font-style: italic; }
-figure { margin: 1.5rem 0; }
-figure img { width: 100%; max-width: 1000px; border: 1px solid #eee; }
-figcaption { font-size: 0.95rem; color: #555; margin-top: 0.3rem; }
+.figures { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; margin: 1.5rem 0; }
+figure { margin: 0; display: table; }  /* a table: the caption wraps at the image's width */
+figure img { display: block; border: 1px solid #eee; }
+figcaption { display: table-caption; caption-side: bottom; font-size: 0.95rem; color: #555; margin-top: 0.3rem; }
 code { background: #f3f3f3; padding: 0 0.25rem; border-radius: 3px; }
 """
 
@@ -55,9 +57,11 @@ def times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def _row(cells: Sequence[str], cls: str = "") -> str:
+def _row(cells: Sequence[str], cls: str = "", note: str | None = None, span: int = 1) -> str:
+    """A table row; `note`, when given, is one wrapping cell spanning `span` columns after `cells`."""
     attr = f' class="{cls}"' if cls else ""
-    return f"<tr{attr}>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+    last = "" if note is None else f'<td class="note" colspan="{span}">{note}</td>'
+    return f"<tr{attr}>" + "".join(f"<td>{cell}</td>" for cell in cells) + last + "</tr>"
 
 
 def _table(header: Sequence[str], rows: Sequence[str]) -> str:
@@ -65,16 +69,25 @@ def _table(header: Sequence[str], rows: Sequence[str]) -> str:
 
 
 def _figures(figures: Sequence[Figure]) -> str:
-    return "".join(
-        f'<figure><img src="{_text(png)}" alt="{_text(title)}">'
-        f"<figcaption><b>{_text(title)}</b>: {_text(caption)}</figcaption></figure>"
-        for title, png, caption in figures
+    """The plots at their own size (readable as drawn), side by side where the page is wide enough."""
+    return (
+        '<div class="figures">'
+        + "".join(
+            f'<figure><img src="{_text(png)}" alt="{_text(title)}">'
+            f"<figcaption><b>{_text(title)}</b>: {_text(caption)}</figcaption></figure>"
+            for title, png, caption in figures
+        )
+        + "</div>"
     )
 
 
 def ort_label(threads: int | None) -> str:
     """The one wording of an ONNX Runtime measurement, in tables and plots."""
     return f"ONNX Runtime, same ONNX file, {threads if threads is not None else '?'} threads"
+
+
+def _ort_note(timing: dict[str, Any]) -> str:
+    return f"{ort_label(timing.get('ort_threads'))}; spread {ms(timing.get('ort_spread_ms'))}"
 
 
 def _rounds(rounds: Sequence[dict[str, Any]]) -> str:
@@ -178,15 +191,11 @@ def render_sweep(summary: dict[str, Any], figures: Sequence[Figure], path: Path)
         )
     ]
     if original.get("ort_ms") is not None:
-        rows.append(_row([_text(ort_label(original.get("ort_threads"))), "", ms(original["ort_ms"])] + [""] * 6, "ort"))
+        rows.append(_row(["unpruned, ONNX Runtime", "", ms(original["ort_ms"])], "ort", _text(_ort_note(original)), 6))
     for p in points:
         if "unreachable" in p:
-            rows.append(
-                _row(
-                    [_text(p["target"]), ms(p.get("target_ms")), f'<span class="fail">{_text(p["unreachable"])}</span>']
-                    + [""] * 6
-                )
-            )
+            reason = f'<span class="fail">unreachable: {_text(p["unreachable"])}</span>'
+            rows.append(_row([_text(p["target"]), ms(p.get("target_ms"))], note=reason, span=7))
             continue
         meets = '<span class="ok">yes</span>' if p.get("meets_target") else '<span class="fail">no</span>'
         rows.append(
