@@ -75,6 +75,10 @@ class SweepConfig:
             raise EdgepruneError(f"--targets {','.join(self.targets)} names a target twice")
         for target in self.targets:
             self.for_target(target).check()
+        if self.run.latency_scale != 1.0:
+            raise EdgepruneError(
+                "a sweep measures the latency table's factor on the unpruned network: --latency-scale does not apply"
+            )
 
 
 def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> dict[str, Any]:
@@ -98,8 +102,10 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
         _profile(shared, bundle)
         lut = LatencyPredictor(device, bundle, profile_missing=True)
         original = _compile_and_verify(shared, bundle, "original")
+        predicted_ms = lut.predict_ms(bundle.module, bundle.input_shape)
         steps = partial(_RunRounds, bundle=bundle, data=data, lut=lut)
-        points = sweep_targets(shared, config, original["measured_ms"], steps)
+        factor = original["measured_ms"] / predicted_ms
+        points = sweep_targets(shared, config, original["measured_ms"], steps, factor)
     flops, params = measure(bundle.module, bundle.input_shape)
     summary = {
         "sweep_dir": str(folder),
@@ -108,10 +114,11 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
         "timings_are_real": device.timings_are_real,
         "method": config.run.method,
         "search": _search(folder),
+        "lut_factor": factor,
         "original": {
             "measured_ms": original["measured_ms"],
             "spread_ms": original["measured_spread_ms"],
-            "predicted_ms": lut.predict_ms(bundle.module, bundle.input_shape),
+            "predicted_ms": predicted_ms,
             "accuracy": bundle.meta.get("accuracy"),
             "flops": flops,
             "params": params,
@@ -136,16 +143,23 @@ def _check_targets(config: SweepConfig, original_ms: float) -> None:
 
 
 def sweep_targets(
-    shared: Run, config: SweepConfig, original_ms: float, steps: Callable[..., LoopSteps[Any]]
+    shared: Run, config: SweepConfig, original_ms: float, steps: Callable[..., LoopSteps[Any]], factor: float = 1.0
 ) -> list[dict[str, Any]]:
     """Every target through the closed loop, in order, each in its own sub-folder of the sweep folder `shared`;
     `steps(run=..., target_ms=...)` gives a target's rounds (`_RunRounds` on a real device: prune, compile,
-    measure). The first target's first round runs the LeGR search; the others find its file and reuse it."""
+    measure). The first target's first round runs the LeGR search; the others find its file and reuse it.
+
+    Every target's first round scales the latency table by `factor`: what the device measured for the unpruned
+    network over what the table predicts for it. A table profiled under other conditions (another load, a
+    warmer board) is then right for the unpruned network from the start, instead of costing each target a
+    compiled and measured round to learn it; the closed loop corrects what is left."""
     _check_targets(config, original_ms)
-    return [_point(shared, config.for_target(t), original_ms, steps) for t in config.targets]
+    return [_point(shared, config.for_target(t), original_ms, steps, factor) for t in config.targets]
 
 
-def _point(shared: Run, config: RunConfig, original_ms: float, steps: Callable[..., LoopSteps[Any]]) -> dict[str, Any]:
+def _point(
+    shared: Run, config: RunConfig, original_ms: float, steps: Callable[..., LoopSteps[Any]], factor: float
+) -> dict[str, Any]:
     """One target through the closed loop in its own sub-folder; every step already on disk is reused."""
     from edgeprune.pruning.ranking import BudgetUnreachable
     from edgeprune.report.build import ort_timing
@@ -162,7 +176,7 @@ def _point(shared: Run, config: RunConfig, original_ms: float, steps: Callable[.
             original_ms,
             target_ms,
             config.max_rounds,
-            scale=config.latency_scale,
+            scale=factor,
             relative=config.relative_target,
             say=run.say,
         ).rounds

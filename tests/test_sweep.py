@@ -62,6 +62,7 @@ def model() -> ModelBundle:
 def run_sweep(
     folder: Path, device: FakeDevice, model: ModelBundle, digits: Dataset, targets: tuple[str, ...], **changed: object
 ) -> list:
+    factor = changed.pop("factor", 1.0)
     config = settings(device, targets, **changed)
     folder.mkdir(exist_ok=True)
     shared = Run(config.shared, folder, device)
@@ -69,7 +70,7 @@ def run_sweep(
     def steps(run: Run, target_ms: float) -> FakeRounds:
         return FakeRounds(run, model, digits, FakePredictor(device, bias=0.8), target_ms)
 
-    return sweep_targets(shared, config, device.latency_ms(model.module, model.input_shape), steps)
+    return sweep_targets(shared, config, device.latency_ms(model.module, model.input_shape), steps, factor)
 
 
 def test_one_search_serves_every_target_and_a_rerun_resumes(
@@ -102,6 +103,15 @@ def test_one_search_serves_every_target_and_a_rerun_resumes(
     assert (folder / "target-0.6x" / "round-1" / "pruned.pt").is_file()
 
 
+def test_the_factor_measured_on_the_unpruned_network_saves_the_correcting_round(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
+    device = fake_device(tmp_path)
+    # the table predicts 20% too little; the unpruned network measured / predicted = 1 / 0.8 says so up front
+    (point,) = run_sweep(tmp_path / "s", device, model, digits, ("0.6x",), method="global", factor=1 / 0.8)
+    assert len(point["rounds"]) == 1 and point["meets_target"] and point["rounds"][0]["scale"] == 1 / 0.8
+
+
 def test_a_target_folder_refuses_other_settings(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
     device = fake_device(tmp_path)
     folder = tmp_path / "sweep"
@@ -122,6 +132,12 @@ def test_a_target_folder_refuses_other_settings(tmp_path: Path, model: ModelBund
 def test_bad_targets_are_refused_up_front(tmp_path: Path, targets: tuple[str, ...], message: str) -> None:
     config = SweepConfig(RunConfig("resnet20", "local", "0.5x"), targets)
     with pytest.raises(EdgepruneError, match=message):
+        config.check()
+
+
+def test_a_sweep_measures_its_own_latency_factor() -> None:
+    config = SweepConfig(RunConfig("resnet20", "local", "0.5x", latency_scale=2.0), ("0.5x",))
+    with pytest.raises(EdgepruneError, match="--latency-scale does not apply"):
         config.check()
 
 

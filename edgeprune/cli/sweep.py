@@ -7,8 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, console, print_json, set_threads
+from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json, set_threads
 from edgeprune.cli.emulating import timing_label
+from edgeprune.cli.pipeline import (
+    GenerationsOpt,
+    MethodOpt,
+    PopulationOpt,
+    SearchMinutesOpt,
+    TrainEpochsOpt,
+    TrialsOpt,
+    _Bars,
+)
+from edgeprune.cli.pruning import DataOpt, LimitOpt, SeedOpt, ThreadsOpt
 from edgeprune.tvmx.defaults import TRIALS
 
 app = typer.Typer()
@@ -67,69 +77,44 @@ def sweep_cmd(
             "The one LeGR search runs at the first.",
         ),
     ] = "0.8x,0.6x,0.5x,0.4x,0.3x",
-    data: Annotated[
-        str | None, typer.Option("--data", help="digits, fashion-mnist, cifar10:DIR, imagefolder:DIR.")
-    ] = None,
+    data: DataOpt = None,
     sweep_dir: Annotated[
         Path | None, typer.Option("--sweep-dir", help="Sweep folder (default runs/<model>-<device>-sweep).")
     ] = None,
-    input_shape: Annotated[str | None, typer.Option("--input-shape", help="CxHxW for zoo / .py models.")] = None,
-    width: Annotated[float, typer.Option("--width", help="Width multiplier of zoo models.")] = 1.0,
-    method: Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")] = "legr",
-    train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs when MODEL has no weights.")] = 15,
+    input_shape: ShapeOpt = None,
+    width: WidthOpt = 1.0,
+    method: MethodOpt = "legr",
+    train_epochs: TrainEpochsOpt = 15,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Fine-tune epochs per target.")] = 5,
-    search_minutes: Annotated[float, typer.Option("--search-minutes", help="LeGR search time box.")] = 1.5,
-    generations: Annotated[int, typer.Option("--generations", help="LeGR evolution generations.")] = 40,
-    population: Annotated[int, typer.Option("--population", help="LeGR evolution population.")] = 12,
-    trials: Annotated[
-        int, typer.Option("--trials", help="MetaSchedule trials per new task (profile, compile).")
-    ] = TRIALS,
+    search_minutes: SearchMinutesOpt = 1.5,
+    generations: GenerationsOpt = 40,
+    population: PopulationOpt = 12,
+    trials: TrialsOpt = TRIALS,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds per target at most.")] = 3,
-    latency_scale: Annotated[
-        float, typer.Option("--latency-scale", help="Known correction factor of the LUT's predictions.")
-    ] = 1.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
-    limit: Annotated[int | None, typer.Option("--limit", help="Use at most N training images.")] = None,
-    threads: Annotated[int, typer.Option("--threads", help="Torch CPU threads for training and pruning.")] = 1,
+    seed: SeedOpt = 0,
+    limit: LimitOpt = None,
+    threads: ThreadsOpt = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """One LeGR search, then each target pruned, fine-tuned, compiled and measured on the device.
 
-    Each target runs the closed loop of `run` in its own sub-folder of the sweep folder; the report shows a table
-    and the Pareto plot of accuracy against measured latency, the unpruned model included. Re-running with the
-    same --sweep-dir resumes. Exit 0 when every target holds on the device, 1 when one does not, 2 on an error.
+    Each target runs the closed loop of `run` in its own sub-folder of the sweep folder, its first round with the
+    latency table scaled by what the device measured for the unpruned model; the report shows a table and the
+    Pareto plot of accuracy against measured latency, the unpruned model included. Re-running with the same
+    --sweep-dir resumes (a target added later is swept then). Exit 0 when every target holds on the device, 1
+    when one does not, 2 on an error.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from edgeprune.cli.pipeline import _Bars
     from edgeprune.models.io import parse_input_shape
     from edgeprune.pipeline import RunConfig, Stages
     from edgeprune.sweeping import SweepConfig, parse_targets, sweep
 
     wanted = parse_targets(targets)
-    config = SweepConfig(
-        RunConfig(
-            model=model,
-            device=device,
-            target=wanted[0],
-            data=data,
-            input_shape=parse_input_shape(input_shape) if input_shape else None,
-            width=width,
-            train_epochs=train_epochs,
-            method=method,
-            finetune_epochs=finetune_epochs,
-            search_minutes=search_minutes,
-            generations=generations,
-            population=population,
-            trials=trials,
-            max_rounds=max_rounds,
-            latency_scale=latency_scale,
-            seed=seed,
-            limit=limit,
-            threads=threads,
-        ),
-        wanted,
-    )
+    # every option named after a RunConfig field is that field
+    settings = {k: v for k, v in locals().items() if k in RunConfig.__dataclass_fields__}
+    shape = parse_input_shape(input_shape) if input_shape else None
+    config = SweepConfig(RunConfig(**{**settings, "target": wanted[0], "input_shape": shape}), wanted)
     config.check()
     set_threads(threads)
     folder = sweep_dir or Path("runs") / f"{Path(model).stem}-{Path(device).stem}-sweep"
