@@ -112,6 +112,10 @@ def _rounds(rounds: Sequence[dict[str, Any]]) -> str:
     return _table(header, rows)
 
 
+def _took(summary: dict[str, Any]) -> str:
+    return f"This invocation took {summary.get('seconds', '-')} s (a resumed one counts only the work it did)."
+
+
 def _page(title: str, body: str, path: Path) -> Path:
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{_text(title)}</title>
@@ -168,7 +172,7 @@ measures on the device beside the unpruned network; a miss corrects the factor b
 {_rounds(summary.get("round_details", []))}
 <h2>Plots</h2>
 {_figures(figures)}
-<p class="muted">Total time {summary.get("seconds", "-")} s.</p>"""
+<p class="muted">{_took(summary)}</p>"""
     return _page(f"edgeprune run: {summary.get('model', '')}", body, path)
 
 
@@ -234,5 +238,5 @@ Measured: median &plusmn; spread of the device's timing.</p>
 {_figures(figures)}
 <h2>Rounds of the closed loop, per target</h2>
 {loops}
-<p class="muted">Total time {summary.get("seconds", "-")} s.</p>"""
+<p class="muted">{_took(summary)}</p>"""
     return _page(f"edgeprune sweep: {summary.get('model', '')}", body, path)
