@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeprune-installed
 DEV_STAMP := $(VENV)/.edgeprune-dev-installed
-APT_PACKAGES := openssh-server dataset-fashion-mnist g++-aarch64-linux-gnu
+APT_PACKAGES := openssh-server dataset-fashion-mnist g++-aarch64-linux-gnu chromium
 # The emulated aarch64 board: qemu-user through binfmt_misc, and what builds its Debian root filesystem.
 ARM_APT_PACKAGES := qemu-user-static binfmt-support
 ARM_APT_NO_RECOMMENDS := mmdebstrap arch-test
@@ -31,7 +31,8 @@ $(DEV_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,cuda]'
 	touch $@
 
-# System packages the tests use: sshd for deploy tests, Fashion-MNIST, the aarch64 cross compiler.
+# System packages the tests use: sshd for deploy tests, Fashion-MNIST, the aarch64 cross compiler, headless
+# Chromium for the report's screenshot test.
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -1,8 +1,8 @@
 """edgeprune: profile a board once, prune a CNN to a millisecond budget, compile it with TVM, deploy it.
 
 `import edgeprune as ep` gives the stages as functions (`edgeprune.api`): `ep.device`, `ep.profile`,
-`ep.latency_model`, `ep.prune`, `ep.compile`, `ep.verify`, `ep.deploy`. Importing the package loads neither
-torch nor TVM; each function imports what it needs when called.
+`ep.latency_model`, `ep.prune`, `ep.compile`, `ep.verify`, `ep.deploy`, `ep.sweep`. Importing the package
+loads neither torch nor TVM; each function imports what it needs when called.
 """
 
 # The stage packages first: importing a subpackage binds its name on this package once, when it is first
@@ -12,7 +12,18 @@ torch nor TVM; each function imports what it needs when called.
 import edgeprune.compile
 import edgeprune.deploy
 import edgeprune.verify  # noqa: F401 - bound before the API functions, see above
-from edgeprune.api import LatencyModel, PruneResult, compile, deploy, device, latency_model, profile, prune, verify
+from edgeprune.api import (
+    LatencyModel,
+    PruneResult,
+    compile,
+    deploy,
+    device,
+    latency_model,
+    profile,
+    prune,
+    sweep,
+    verify,
+)
 from edgeprune.errors import EdgepruneError
 
 __version__ = "0.1.0"
@@ -27,5 +38,6 @@ __all__ = [
     "latency_model",
     "profile",
     "prune",
+    "sweep",
     "verify",
 ]

@@ -6,6 +6,7 @@
         small, result = ep.prune(model, x, target_ms=2.0, device=dev, finetune=my_finetune, evaluate=my_eval)
         compiled = ep.compile(small, x, dev, "artifacts/")
         print(ep.verify(compiled, dev, target_ms=2.0).measured_ms)
+    ep.sweep("resnet20", "local", ["0.8x", "0.5x", "0.3x"], data="digits")  # one search, many measured targets
 
 Every function calls the library function the CLI calls (one code path); the user's model is traced to the same
 fx graph a MODEL argument becomes. Heavy imports (torch, TVM) happen inside the functions, because the CLI
@@ -15,6 +16,7 @@ imports this package and `edgeprune --help` must stay fast.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -264,3 +266,38 @@ def deploy(
     from edgeprune.deploy.deployment import deploy_artifact
 
     return deploy_artifact(_folder(artifacts), device, name=name, trust_new_host=trust_new_host)
+
+
+def sweep(
+    model: str,
+    device: str,
+    targets: Sequence[str | float],
+    *,
+    data: str | None = None,
+    folder: str | Path | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """One LeGR search, then every target pruned, fine-tuned, compiled and measured on the device
+    (`edgeprune sweep`); resumable in `folder` (default `runs/<model>-<device>-sweep`), whose `report.html`
+    holds the table and the Pareto plot of accuracy against measured latency.
+
+    `model` and `device` are names as the CLI takes them (a sweep folder records them, to resume); `targets`
+    are fractions of the measured unpruned latency ('0.5x') or milliseconds (2.5); the search runs at the first.
+    `settings`: any other field of `edgeprune.pipeline.RunConfig` (finetune_epochs, search_minutes, trials,
+    max_rounds, ...). Returns the summary `sweep.json` holds: `original` and one entry of `points` per target
+    (measured_ms, meets_target, speedup, accuracy, flops, params, rounds).
+    """
+    from edgeprune.pipeline import RunConfig
+    from edgeprune.sweeping import SweepConfig
+    from edgeprune.sweeping import sweep as run_sweep
+
+    wanted = tuple(str(t) for t in targets)
+    if not wanted:
+        raise EdgepruneError("targets is empty", hint="e.g. targets=['0.8x', '0.5x', '0.3x']")
+    try:
+        run = RunConfig(model, device, wanted[0], data=data, input_shape=input_shape, **settings)
+    except TypeError as error:  # an unknown setting: say which fields there are
+        raise EdgepruneError(f"ep.sweep: {error}", hint="settings are fields of edgeprune.pipeline.RunConfig") from None
+    out = Path(folder) if folder is not None else Path("runs") / f"{Path(model).stem}-{Path(device).stem}-sweep"
+    return run_sweep(SweepConfig(run, wanted), out)

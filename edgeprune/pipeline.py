@@ -97,9 +97,15 @@ class Run:
     folder: Path
     device: Device
     stages: Stages = field(default_factory=Stages)
+    shared: Path | None = None  # a sweep's folder: the unpruned network and the LeGR search all its targets use
 
     def path(self, *parts: str) -> Path:
         return self.folder.joinpath(*parts)
+
+    def shared_path(self, *parts: str) -> Path:
+        """Where the compiled unpruned network (`original/`) and the learned search live: a run's own folder, or
+        the sweep's when the run is one target of a sweep."""
+        return (self.shared or self.folder).joinpath(*parts)
 
     def done(self, *parts: str) -> dict[str, Any] | None:
         path = self.path(*parts)
@@ -197,7 +203,7 @@ def _prune_round(run: Run, bundle: Any, data: Any, lut: Any, target_ms: float, s
     cfg = run.config
     run.say(f"round {index}: prune to {target_ms:.3f} ms predicted (LUT x {scale:.3f}) with {cfg.method}")
     predictor = ScaledPredictor(lut, scale)
-    learned = run.path("learned-legr.json")
+    learned = run.shared_path("learned-legr.json")
     settings = PruneSettings(
         method=cfg.method,
         finetune=TrainSettings(epochs=cfg.finetune_epochs),
@@ -236,7 +242,7 @@ class _RunRounds:
 
     def measure(self, index: int, candidate: Any) -> Measured:
         verified = _compile_and_verify(
-            self.run, candidate, f"round-{index}/artifacts", self.target_ms, self.run.path("original")
+            self.run, candidate, f"round-{index}/artifacts", self.target_ms, self.run.shared_path("original")
         )
         return Measured(verified["measured_ms"], verified["measured_spread_ms"], verified["baseline_ms"])
 

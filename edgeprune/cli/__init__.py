@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from edgeprune import __version__
-from edgeprune.cli import compiling, deploying, devices, emulating, pipeline, profiling, pruning
+from edgeprune.cli import compiling, deploying, devices, emulating, pipeline, profiling, pruning, sweep
 from edgeprune.cli.common import EXIT_INTERNAL, EXIT_INTERRUPTED, console, fail
 from edgeprune.errors import EdgepruneError
 
@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(devices.devices_app, name="devices")
 app.add_typer(devices.farm_app, name="farm")
-for stage in (profiling, pruning, compiling, deploying, pipeline):
+for stage in (profiling, pruning, compiling, deploying, pipeline, sweep):
     app.registered_commands.extend(stage.app.registered_commands)
 deploying.board_app.add_typer(emulating.emulate_app, name="emulate")
 app.add_typer(deploying.board_app, name="board")

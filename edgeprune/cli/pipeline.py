@@ -7,12 +7,31 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, TrustOpt, console, print_json, set_threads
+from edgeprune.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    ModelArg,
+    ShapeOpt,
+    TrustOpt,
+    WidthOpt,
+    console,
+    print_json,
+    set_threads,
+)
 from edgeprune.cli.emulating import timing_label
+from edgeprune.cli.pruning import DataOpt, LimitOpt, SeedOpt, ThreadsOpt
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.defaults import TRIALS
 
 app = typer.Typer()
+
+# The options `run` and `sweep` share (data, seed, limit, threads, input shape and width: those of every command).
+MethodOpt = Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")]
+TrainEpochsOpt = Annotated[int, typer.Option("--train-epochs", help="Epochs when MODEL has no weights.")]
+SearchMinutesOpt = Annotated[float, typer.Option("--search-minutes", help="LeGR search time box.")]
+GenerationsOpt = Annotated[int, typer.Option("--generations", help="LeGR evolution generations.")]
+PopulationOpt = Annotated[int, typer.Option("--population", help="LeGR evolution population.")]
+TrialsOpt = Annotated[int, typer.Option("--trials", help="MetaSchedule trials per new task (profile, compile).")]
 
 DEMO_MODEL = "resnet20"
 DEMO_DATA = "digits"
@@ -102,30 +121,26 @@ def run_cmd(
     target: Annotated[
         str | None, typer.Option("--target", help="Budget as a fraction of the measured unpruned latency: 0.5x.")
     ] = None,
-    data: Annotated[
-        str | None, typer.Option("--data", help="digits, fashion-mnist, cifar10:DIR, imagefolder:DIR.")
-    ] = None,
+    data: DataOpt = None,
     run_dir: Annotated[
         Path | None, typer.Option("--run-dir", help="Run folder (default runs/<model>-<device>).")
     ] = None,
-    input_shape: Annotated[str | None, typer.Option("--input-shape", help="CxHxW for zoo / .py models.")] = None,
-    width: Annotated[float, typer.Option("--width", help="Width multiplier of zoo models.")] = 1.0,
-    method: Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")] = "legr",
-    train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs when MODEL has no weights.")] = 15,
+    input_shape: ShapeOpt = None,
+    width: WidthOpt = 1.0,
+    method: MethodOpt = "legr",
+    train_epochs: TrainEpochsOpt = 15,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Fine-tune epochs after pruning.")] = 5,
-    search_minutes: Annotated[float, typer.Option("--search-minutes", help="LeGR search time box.")] = 1.5,
-    generations: Annotated[int, typer.Option("--generations", help="LeGR evolution generations.")] = 40,
-    population: Annotated[int, typer.Option("--population", help="LeGR evolution population.")] = 12,
-    trials: Annotated[
-        int, typer.Option("--trials", help="MetaSchedule trials per new task (profile, compile).")
-    ] = TRIALS,
+    search_minutes: SearchMinutesOpt = 1.5,
+    generations: GenerationsOpt = 40,
+    population: PopulationOpt = 12,
+    trials: TrialsOpt = TRIALS,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds at most.")] = 3,
     latency_scale: Annotated[
         float, typer.Option("--latency-scale", help="Known correction factor of the LUT's predictions.")
     ] = 1.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
-    limit: Annotated[int | None, typer.Option("--limit", help="Use at most N training images.")] = None,
-    threads: Annotated[int, typer.Option("--threads", help="Torch CPU threads for training and pruning.")] = 1,
+    seed: SeedOpt = 0,
+    limit: LimitOpt = None,
+    threads: ThreadsOpt = 1,
     deploy: Annotated[
         bool, typer.Option("--deploy/--no-deploy", help="Deploy over SSH when the budget holds and the device has SSH.")
     ] = True,

@@ -32,9 +32,54 @@ def _lut_grid(lut_file: Path) -> tuple[str, list[int], list[int], list[list[floa
     return family, ins, outs, grid
 
 
+ORT_KEYS = ("ort_ms", "ort_spread_ms", "ort_threads")  # what verify.json holds when ONNX Runtime was measured
+
+
+def ort_timing(verified: dict[str, Any] | None) -> dict[str, Any]:
+    """ONNX Runtime's timing from a verify.json: empty when it was not measured (onnxruntime not installed)."""
+    return {k: verified[k] for k in ORT_KEYS if verified and verified.get(k) is not None}
+
+
+def _lut_figure(lut_file: Path | None, folder: Path) -> list[html.Figure]:
+    grid = _lut_grid(lut_file) if lut_file is not None else None
+    if grid is None:
+        return []
+    family, ins, outs, values = grid
+    plots.lut_heatmap(family, ins, outs, values, folder / "lut_heatmap.png")
+    return [("LUT of one layer", "lut_heatmap.png", f"measured latency over the channel grid: {family}")]
+
+
+def _predicted_figure(points: list[dict[str, Any]], folder: Path) -> list[html.Figure]:
+    points = [p for p in points if p.get("predicted_ms") is not None and p.get("measured_ms") is not None]
+    if not points:
+        return []
+    plots.predicted_vs_measured(points, folder / "predicted_vs_measured.png")
+    caption = "the latency table against the device, per compiled network (the diagonal is a perfect table)"
+    return [("Predicted vs measured", "predicted_vs_measured.png", caption)]
+
+
+def _latency_figure(summary: dict[str, Any], ort: dict[str, dict[str, Any]], folder: Path) -> list[html.Figure]:
+    """TVM's measured latency of both networks, and ONNX Runtime's on the same ONNX files when it was measured."""
+    last = summary["round_details"][-1] if summary.get("round_details") else {}
+    bars = [("original, TVM", summary["original"].get("measured_ms"), None)]
+    bars.append(("pruned, TVM", summary["pruned"].get("measured_ms"), last.get("spread_ms")))
+    threads = next((side["ort_threads"] for side in ort.values() if side.get("ort_threads")), None)
+    bars += [
+        (f"{side}, ONNX Runtime ({threads} threads)", ort[side]["ort_ms"], ort[side].get("ort_spread_ms"))
+        for side in ("original", "pruned")
+        if "ort_ms" in ort[side]
+    ]
+    bars = [bar for bar in bars if bar[1] is not None]
+    if not bars:
+        return []
+    plots.latency_bars(bars, folder / "latency.png", summary.get("target_ms"))
+    caption = "median of the device's timing and its spread" + (f"; {html.ort_label(threads)}" if threads else "")
+    return [("Latency", "latency.png", caption)]
+
+
 def write_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = None) -> Path:
     """Write the PNGs and `report.html` into the run folder; returns the report's path."""
-    figures: list[tuple[str, str, str]] = []
+    figures: list[html.Figure] = []
     last = f"round-{summary['rounds']}"
     prune = _json(folder / last / "prune.json") or {}
     if prune.get("layers"):
@@ -47,22 +92,31 @@ def write_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = 
             ("Search candidates", "candidates.png", "each (alpha, kappa) the evolution tried, pruned to the budget")
         )
     points = [{"label": "original", **summary["original"]}] + [
-        {
-            "label": f"round {r['round']}",
-            "predicted_ms": r["predicted_ms"],
-            "measured_ms": r["measured_ms"],
-        }
+        {"label": f"round {r['round']}", "predicted_ms": r["predicted_ms"], "measured_ms": r["measured_ms"]}
         for r in summary["round_details"]
     ]
-    points = [p for p in points if p.get("predicted_ms") is not None]
-    if points:
-        plots.predicted_vs_measured(points, folder / "predicted_vs_measured.png")
-        figures.append(
-            ("Predicted vs measured", "predicted_vs_measured.png", "the latency model against the device, per network")
-        )
-    grid = _lut_grid(lut_file) if lut_file is not None else None
-    if grid is not None:
-        family, ins, outs, values = grid
-        plots.lut_heatmap(family, ins, outs, values, folder / "lut_heatmap.png")
-        figures.append(("LUT of one layer", "lut_heatmap.png", f"measured latency over the channel grid: {family}"))
-    return html.render(summary, figures, folder / "report.html")
+    figures += _predicted_figure(points, folder) + _lut_figure(lut_file, folder)
+    ort = {
+        "original": ort_timing(_json(folder / "original" / "verify.json")),
+        "pruned": ort_timing(_json(folder / last / "artifacts" / "verify.json")),
+    }
+    figures[:0] = _latency_figure(summary, ort, folder)
+    return html.render(summary, figures, folder / "report.html", ort if any(ort.values()) else None)
+
+
+def write_sweep_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = None) -> Path:
+    """A sweep's PNGs and `report.html`: the Pareto plot of accuracy against measured latency first."""
+    original = summary["original"]
+    measured = [p for p in summary["points"] if "unreachable" not in p]
+    figures: list[html.Figure] = []
+    pareto = [{"label": "unpruned", "meets": None, **original}] + [
+        {"label": p["target"], "meets": p["meets_target"], **p} for p in measured
+    ]
+    pareto = [p for p in pareto if p.get("accuracy") is not None]
+    if pareto:
+        plots.pareto(pareto, folder / "pareto.png", original.get("ort_ms"))
+        caption = "test accuracy against the latency measured on the device; the line joins the Pareto front"
+        figures.append(("Accuracy vs measured latency", "pareto.png", caption))
+    points = [{"label": "unpruned", **original}] + [{"label": p["target"], **p} for p in measured]
+    figures += _predicted_figure(points, folder) + _lut_figure(lut_file, folder)
+    return html.render_sweep(summary, figures, folder / "report.html")

@@ -1,4 +1,8 @@
-"""`report.html`: one page that shows a run at a glance: the verdict, original vs pruned, and the plots."""
+"""`report.html`: one page that shows a run (or a sweep) at a glance: the verdict, the numbers, the plots.
+
+Plain HTML with inline CSS and the PNGs beside it: the folder can be copied, mailed or opened from a board's
+SFTP mount without a server or a network.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,26 @@ from typing import Any
 
 from edgeprune import atomic
 
+Figure = tuple[str, str, str]  # (title, png file name relative to the report, caption)
+
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 980px; color: #222; }
-table { border-collapse: collapse; margin: 1rem 0; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.7rem; text-align: right; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; padding: 0 1.5rem;
+       color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
+.verdict { font-size: 1.25rem; padding: 0.8rem 1rem; border-radius: 6px; margin: 1.2rem 0; }
+.verdict.ok { background: #e8f5ec; color: #1e7b34; } .verdict.fail { background: #fbeceb; color: #b03a2e; }
+.ok { color: #1e7b34; } .fail { color: #b03a2e; } .muted { color: #666; }
+table { border-collapse: collapse; margin: 0.8rem 0; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid #e2e2e2; padding: 0.4rem 0.7rem; text-align: right; white-space: nowrap; }
+td.note { white-space: normal; text-align: left; }
+th { background: #f5f6f8; border-bottom: 2px solid #ccc; }
 th:first-child, td:first-child { text-align: left; }
-.ok { color: #1e7b34; } .fail { color: #b03a2e; }
-figure { display: inline-block; margin: 0.5rem; vertical-align: top; }
-figcaption { font-size: 0.85rem; color: #555; max-width: 480px; }
-code { background: #f3f3f3; padding: 0 0.2rem; }
+tr.ort td { color: #6c3483; font-style: italic; }
+.figures { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; margin: 1.5rem 0; }
+figure { margin: 0; display: table; }  /* a table: the caption wraps at the image's width */
+figure img { display: block; border: 1px solid #eee; }
+figcaption { display: table-caption; caption-side: bottom; font-size: 0.95rem; color: #555; margin-top: 0.3rem; }
+code { background: #f3f3f3; padding: 0 0.25rem; border-radius: 3px; }
 """
 
 
@@ -25,9 +40,9 @@ code { background: #f3f3f3; padding: 0 0.2rem; }
 # terminal's table after `edgeprune run` shows the same rows, so the two never disagree on what a run reports.
 SUMMARY_ROWS = (
     ("measured latency", "measured_ms", "{:.3f} ms"),
-    ("predicted latency", "predicted_ms", "{:.3f} ms"),
+    ("predicted latency (LUT)", "predicted_ms", "{:.3f} ms"),
     ("accuracy", "accuracy", "{:.2%}"),
-    ("FLOPs (MACs)", "flops", "{:,}"),
+    ("MACs", "flops", "{:,}"),
     ("parameters", "params", "{:,}"),
     ("artifact size", "artifact_bytes", "{:,} B"),
 )
@@ -38,53 +53,198 @@ def summary_cell(value: Any, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
 
 
-def _fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        text = f"{value:.4g}"
-    elif isinstance(value, int) and abs(value) >= 10_000:
-        text = f"{value:,}"
-    else:
-        text = str(value)
-    return html.escape(text + unit)
+def _text(value: Any) -> str:
+    return html.escape(str(value))
 
 
-def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], path: Path) -> Path:
-    """`figures`: (title, png file name relative to the report, caption)."""
-    original, pruned = summary.get("original", {}), summary.get("pruned", {})
-    verdict = "meets" if summary.get("meets_target") else "misses"
-    cls = "ok" if summary.get("meets_target") else "fail"
-    table = "".join(
-        f"<tr><td>{label}</td><td>{html.escape(summary_cell(original.get(key), pattern))}</td>"
-        f"<td>{html.escape(summary_cell(pruned.get(key), pattern))}</td></tr>"
-        for label, key, pattern in SUMMARY_ROWS
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} ms"
+
+
+def pct(value: float | None) -> str:
+    """An accuracy (a fraction) as a percentage."""
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _row(cells: Sequence[str], cls: str = "", note: str | None = None, span: int = 1) -> str:
+    """A table row; `note`, when given, is one wrapping cell spanning `span` columns after `cells`."""
+    attr = f' class="{cls}"' if cls else ""
+    last = "" if note is None else f'<td class="note" colspan="{span}">{note}</td>'
+    return f"<tr{attr}>" + "".join(f"<td>{cell}</td>" for cell in cells) + last + "</tr>"
+
+
+def _table(header: Sequence[str], rows: Sequence[str]) -> str:
+    return "<table><tr>" + "".join(f"<th>{_text(h)}</th>" for h in header) + "</tr>" + "".join(rows) + "</table>"
+
+
+def _figures(figures: Sequence[Figure]) -> str:
+    """The plots at their own size (readable as drawn), side by side where the page is wide enough."""
+    return (
+        '<div class="figures">'
+        + "".join(
+            f'<figure><img src="{_text(png)}" alt="{_text(title)}">'
+            f"<figcaption><b>{_text(title)}</b>: {_text(caption)}</figcaption></figure>"
+            for title, png, caption in figures
+        )
+        + "</div>"
     )
-    rounds = "".join(
-        f"<tr><td>{r.get('round')}</td><td>{_fmt(r.get('predicted_ms'), ' ms')}</td>"
-        f"<td>{_fmt(r.get('measured_ms'), ' ms')}</td><td>{_fmt(r.get('correction'))}</td></tr>"
-        for r in summary.get("round_details", [])
-    )
-    images = "".join(
-        f'<figure><img src="{html.escape(png)}" alt="{html.escape(title)}" width="470">'
-        f"<figcaption><b>{html.escape(title)}</b>: {html.escape(caption)}</figcaption></figure>"
-        for title, png, caption in figures
-    )
+
+
+def ort_label(threads: int | None) -> str:
+    """The one wording of an ONNX Runtime measurement, in tables and plots."""
+    return f"ONNX Runtime, same ONNX file, {threads if threads is not None else '?'} threads"
+
+
+def _ort_note(timing: dict[str, Any]) -> str:
+    return f"{ort_label(timing.get('ort_threads'))}; spread {ms(timing.get('ort_spread_ms'))}"
+
+
+def _rounds(rounds: Sequence[dict[str, Any]]) -> str:
+    """The closed loop: what the table predicted, what the device measured, and the correction that followed."""
+    rows = [
+        _row(
+            [
+                _text(r.get("round")),
+                f"x{r.get('scale', 1.0):.3f}",
+                ms(r.get("predicted_ms")),
+                f"{ms(r.get('measured_ms'))} &plusmn; {r.get('spread_ms', 0):.3f}",
+                ms(r.get("baseline_ms")),
+                ms(r.get("target_ms")),
+                '<span class="ok">yes</span>' if r.get("meets_target") else '<span class="fail">no</span>',
+                "-" if r.get("correction") is None else f"x{r['correction']:.3f}",
+                _text(r.get("stopped") or ""),
+            ]
+        )
+        for r in rounds
+    ]
+    header = ("round", "LUT factor", "predicted", "measured", "unpruned now", "target", "meets", "next factor", "")
+    return _table(header, rows)
+
+
+def _took(summary: dict[str, Any]) -> str:
+    return f"This invocation took {summary.get('seconds', '-')} s (a resumed one counts only the work it did)."
+
+
+def _page(title: str, body: str, path: Path) -> Path:
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>edgeprune run: {html.escape(str(summary.get("model", "")))}</title>
+<html><head><meta charset="utf-8"><title>{_text(title)}</title>
 <style>{_STYLE}</style></head><body>
-<h1>edgeprune run</h1>
-<p>Model <code>{html.escape(str(summary.get("model", "")))}</code> on device
-<code>{html.escape(str(summary.get("device", "")))}</code>,
-run folder <code>{html.escape(str(summary.get("run_dir", "")))}</code>.</p>
-<h2 class="{cls}">The pruned model {verdict} the budget: {_fmt(pruned.get("measured_ms"), " ms")} measured
-against a target of {_fmt(summary.get("target_ms"), " ms")}; speedup {_fmt(summary.get("speedup"), "x")}</h2>
-<table><tr><th></th><th>original</th><th>pruned</th></tr>{table}</table>
-<h3>Rounds of the closed loop</h3>
-<table><tr><th>round</th><th>predicted</th><th>measured</th><th>correction applied after</th></tr>{rounds}</table>
-{images}
-<p>Total time {_fmt(summary.get("seconds"), " s")}.</p>
+{body}
 </body></html>
 """
     atomic.write_text(path, page)
     return path
+
+
+def _about(summary: dict[str, Any], folder_key: str) -> str:
+    emulated = "" if summary.get("timings_are_real", True) else " <b>Timings are an emulator's, not a board's.</b>"
+    return (
+        f"<p>Model <code>{_text(summary.get('model', ''))}</code> on device "
+        f"<code>{_text(summary.get('device', ''))}</code>, folder <code>{_text(summary.get(folder_key, ''))}</code>."
+        f"{emulated}</p>"
+    )
+
+
+def render(
+    summary: dict[str, Any], figures: Sequence[Figure], path: Path, ort: dict[str, dict[str, Any]] | None = None
+) -> Path:
+    """A run's page. `ort`: ONNX Runtime's timing of the original and pruned ONNX files (their verify.json keys
+    `ort_ms`, `ort_spread_ms`, `ort_threads`), when it was measured."""
+    original, pruned = summary.get("original", {}), summary.get("pruned", {})
+    ok = bool(summary.get("meets_target"))
+    rows = []
+    for label, key, pattern in SUMMARY_ROWS:
+        rows.append(_row([label, *(_text(summary_cell(side.get(key), pattern)) for side in (original, pruned))]))
+        if key == "predicted_ms" and ort:
+            threads = next((side.get("ort_threads") for side in ort.values() if side), None)
+            sides = [ort.get("original", {}), ort.get("pruned", {})]
+            rows.append(_row([_text(ort_label(threads)), *(ms(s.get("ort_ms")) for s in sides)], "ort"))
+    body = f"""<h1>edgeprune run</h1>
+{_about(summary, "run_dir")}
+<div class="verdict {"ok" if ok else "fail"}">The pruned model {"meets" if ok else "misses"} the target:
+<b>{ms(pruned.get("measured_ms"))}</b> measured against {ms(summary.get("target_ms"))};
+speedup <b>{times(summary.get("speedup"))}</b>; accuracy {pct(original.get("accuracy"))} &rarr;
+{pct(pruned.get("accuracy"))}</div>
+{_table(("", "original", "pruned"), rows)}
+<h2>Rounds of the closed loop</h2>
+<p class="muted">Each round prunes to the target as the latency table (times its factor) predicts it, compiles and
+measures on the device beside the unpruned network; a miss corrects the factor by what was measured.</p>
+{_rounds(summary.get("round_details", []))}
+<h2>Plots</h2>
+{_figures(figures)}
+<p class="muted">{_took(summary)}</p>"""
+    return _page(f"edgeprune run: {summary.get('model', '')}", body, path)
+
+
+def render_sweep(summary: dict[str, Any], figures: Sequence[Figure], path: Path) -> Path:
+    """A sweep's page: one row per target beside the unpruned model, the Pareto plot, each target's rounds."""
+    original, points = summary.get("original", {}), summary.get("points", [])
+    rows = [
+        _row(
+            [
+                "unpruned",
+                "",
+                f"{ms(original.get('measured_ms'))} &plusmn; {original.get('spread_ms', 0):.3f}",
+                "",
+                "1.00x",
+                pct(original.get("accuracy")),
+                count(original.get("flops")),
+                count(original.get("params")),
+                "",
+            ]
+        )
+    ]
+    if original.get("ort_ms") is not None:
+        rows.append(_row(["unpruned, ONNX Runtime", "", ms(original["ort_ms"])], "ort", _text(_ort_note(original)), 6))
+    for p in points:
+        if "unreachable" in p:
+            reason = f'<span class="fail">unreachable: {_text(p["unreachable"])}</span>'
+            rows.append(_row([_text(p["target"]), ms(p.get("target_ms"))], note=reason, span=7))
+            continue
+        meets = '<span class="ok">yes</span>' if p.get("meets_target") else '<span class="fail">no</span>'
+        rows.append(
+            _row(
+                [
+                    _text(p["target"]),
+                    ms(p.get("target_ms")),
+                    f"{ms(p.get('measured_ms'))} &plusmn; {p.get('spread_ms', 0):.3f}",
+                    meets,
+                    times(p.get("speedup")),
+                    pct(p.get("accuracy")),
+                    count(p.get("flops")),
+                    count(p.get("params")),
+                    _text(len(p.get("rounds", []))),
+                ]
+            )
+        )
+    header = ("target", "target ms", "measured", "meets", "speedup", "accuracy", "MACs", "params", "rounds")
+    measured = [p for p in points if "unreachable" not in p]
+    met = sum(1 for p in measured if p.get("meets_target"))
+    search = summary.get("search")
+    searched = (
+        f"One LeGR search ({_text(search.get('evaluations'))} candidates, {_text(search.get('seconds'))} s) "
+        f"at the first target, reused for every other."
+        if search
+        else f"Method {_text(summary.get('method', ''))}: no search to share."
+    )
+    loops = "".join(f"<h3>Target {_text(p['target'])}</h3>{_rounds(p['rounds'])}" for p in measured)
+    body = f"""<h1>edgeprune sweep</h1>
+{_about(summary, "sweep_dir")}
+<div class="verdict {"ok" if met == len(points) else "fail"}">{met} of {len(points)} targets met on the device;
+every point below was compiled and measured there. {searched}</div>
+{_table(header, rows)}
+<p class="muted">Speedup: against the unpruned network measured again in the same session as the point.
+Measured: median &plusmn; spread of the device's timing.</p>
+{_figures(figures)}
+<h2>Rounds of the closed loop, per target</h2>
+{loops}
+<p class="muted">{_took(summary)}</p>"""
+    return _page(f"edgeprune sweep: {summary.get('model', '')}", body, path)

@@ -53,6 +53,25 @@ def candidates(points: Sequence[dict], path: Path, chosen_ms: float | None = Non
     return _save(fig, path)
 
 
+def latency_bars(bars: Sequence[tuple[str, float, float | None]], path: Path, target_ms: float | None) -> Path:
+    """Measured latency per compiled network and runtime: (label, median ms, spread ms), the target as a line."""
+    fig, ax = plt.subplots(figsize=(7.0, 0.55 * len(bars) + 1.4))
+    ys = range(len(bars))
+    colors = ["#8e44ad" if "ONNX" in label else "#2f6db5" for label, _, _ in bars]
+    ax.barh(list(ys), [ms for _, ms, _ in bars], xerr=[s or 0 for _, _, s in bars], color=colors, capsize=3)
+    ax.set_yticks(list(ys), [label for label, _, _ in bars])
+    ax.invert_yaxis()
+    for y, (_, ms, _) in zip(ys, bars, strict=True):
+        ax.annotate(f"{ms:.3f} ms", (ms, y), xytext=(6, -4), textcoords="offset points", fontsize=9)
+    if target_ms is not None:
+        ax.axvline(target_ms, color="#c0392b", linestyle="--", label=f"target {target_ms:.3f} ms")
+        ax.legend(loc="lower right")
+    ax.margins(x=0.18)
+    ax.set_xlabel("measured latency (ms), median and spread")
+    ax.set_title("Latency on the device")
+    return _save(fig, path)
+
+
 def predicted_vs_measured(points: Sequence[dict], path: Path) -> Path:
     """Predicted against measured latency for every compiled network of the run; the diagonal is a perfect model."""
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
@@ -85,4 +104,44 @@ def lut_heatmap(
     ax.set_ylabel("kept input channels")
     ax.set_title(f"LUT: {layer}")
     fig.colorbar(image, ax=ax, label="ms")
+    return _save(fig, path)
+
+
+def pareto(points: Sequence[dict], path: Path, ort_ms: float | None = None) -> Path:
+    """Accuracy against measured latency for the unpruned model and every target of a sweep.
+
+    The line joins the Pareto front (no other point is both faster and more accurate): the networks worth
+    choosing from. `points`: label, measured_ms, accuracy (a fraction), meets (None for the unpruned model)."""
+    fig, ax = plt.subplots(figsize=(9.0, 5.2))
+    xs = [float(p["measured_ms"]) for p in points]
+    ys = [100.0 * float(p["accuracy"]) for p in points]
+    front = sorted(
+        (x, y)
+        for x, y in zip(xs, ys, strict=True)
+        if not any(a <= x and b > y or a < x and b >= y for a, b in zip(xs, ys, strict=True))
+    )
+    if len(front) > 1:
+        ax.step(
+            *zip(*front, strict=True), where="post", color="#2f6db5", linewidth=1.5, alpha=0.6, label="Pareto front"
+        )
+    styles = {
+        None: ("s", "#444444", "unpruned"),
+        True: ("o", "#1e7b34", "meets its target"),
+        False: ("X", "#b03a2e", "misses its target"),
+    }
+    for meets, (marker, color, label) in styles.items():
+        chosen = [(x, y) for p, x, y in zip(points, xs, ys, strict=True) if p.get("meets") is meets]
+        if chosen:
+            ax.scatter(*zip(*chosen, strict=True), marker=marker, s=70, color=color, zorder=3, label=label)
+    for p, x, y in zip(points, xs, ys, strict=True):
+        ax.annotate(str(p["label"]), (x, y), fontsize=10, xytext=(6, 6), textcoords="offset points")
+    if ort_ms is not None:
+        ax.axvline(ort_ms, color="#8e44ad", linestyle=":", label=f"ONNX Runtime, unpruned ({ort_ms:.3g} ms)")
+    ax.margins(x=0.12, y=0.15)  # room for the labels beside the outermost points
+    ax.set_xlim(left=0)
+    ax.set_xlabel("measured latency on the device (ms)", fontsize=11)
+    ax.set_ylabel("test accuracy (%)", fontsize=11)
+    ax.set_title("Accuracy vs measured latency", fontsize=13)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")  # fast and accurate at once is where no network sits: the corner stays empty
     return _save(fig, path)

@@ -1,0 +1,171 @@
+"""The report pages, from synthetic summaries (rendering only: no device, no pruning), and one real browser.
+
+The screenshot test opens a sweep report in headless Chromium (Debian's `chromium`, `make system-packages`) and
+checks that the PNG it takes is a real, non-blank page; it skips without Chromium, except under CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeprune.report.build import write_report, write_sweep_report
+
+ORT = {"ort_ms": 0.41, "ort_spread_ms": 0.02, "ort_threads": 2}
+
+
+def rounds(target_ms: float, measured: list[float]) -> list[dict[str, Any]]:
+    out = []
+    for index, ms in enumerate(measured, 1):
+        meets = ms <= target_ms
+        correction = None if meets else 1.1 * index
+        out.append(
+            {
+                "round": index,
+                "scale": 1.0 if index == 1 else 1.1 * (index - 1),
+                "predicted_ms": ms * 0.9,
+                "measured_ms": ms,
+                "spread_ms": 0.01,
+                "baseline_ms": 2.1,
+                "target_ms": target_ms,
+                "meets_target": meets,
+                "correction": correction,
+                "stopped": None,
+            }
+        )
+    return out
+
+
+def sweep_summary(folder: Path) -> dict[str, Any]:
+    points = []
+    for target, ms, accuracy in (("0.8x", 1.6, 0.991), ("0.6x", 1.22, 0.987), ("0.4x", 0.83, 0.962)):
+        target_ms = float(target[:-1]) * 2.1
+        history = rounds(target_ms, [ms * 1.08, ms] if target == "0.6x" else [ms])
+        points.append(
+            {
+                "target": target,
+                "target_ms": target_ms,
+                "measured_ms": ms,
+                "spread_ms": 0.015,
+                "baseline_ms": 2.1,
+                "meets_target": ms <= target_ms,
+                "speedup": 2.1 / ms,
+                "predicted_ms": ms * 0.9,
+                "accuracy": accuracy,
+                "flops": int(40e6 * ms / 2.1),
+                "params": int(270e3 * ms / 2.1),
+                "artifacts": str(folder / f"target-{target}" / "round-1" / "artifacts"),
+                "rounds": history,
+            }
+        )
+    points.append(
+        {
+            "target": "0.05x",
+            "target_ms": 0.105,
+            "unreachable": "target 0.105 ms is below the smallest reachable 0.31 ms",
+        }
+    )
+    return {
+        "sweep_dir": str(folder),
+        "model": "resnet20",
+        "device": "local",
+        "timings_are_real": True,
+        "method": "legr",
+        "search": {"file": str(folder / "learned-legr.json"), "evaluations": 52, "seconds": 90.2},
+        "original": {
+            "measured_ms": 2.1,
+            "spread_ms": 0.02,
+            "predicted_ms": 2.0,
+            "accuracy": 0.9926,
+            "flops": 40_000_000,
+            "params": 270_000,
+            **ORT,
+        },
+        "points": points,
+        "seconds": 512.3,
+    }
+
+
+def run_summary(folder: Path) -> dict[str, Any]:
+    history = rounds(1.05, [1.2, 1.01])
+    for side, ms in (("original", 2.1), ("round-2/artifacts", 1.01)):
+        (folder / side).mkdir(parents=True)
+        (folder / side / "verify.json").write_text(json.dumps({"measured_ms": ms, **ORT, "ort_ms": ms / 5}))
+    original = {"measured_ms": 2.1, "predicted_ms": 2.0, "accuracy": 0.9926, "flops": 40_000_000, "params": 270_000}
+    return {
+        "run_dir": str(folder),
+        "model": "resnet20",
+        "device": "local",
+        "timings_are_real": True,
+        "target_ms": 1.05,
+        "meets_target": True,
+        "speedup": 2.08,
+        "rounds": 2,
+        "round_details": history,
+        "original": {**original, "artifact_bytes": 400_000},
+        "pruned": {"measured_ms": 1.01, "predicted_ms": 0.9, "accuracy": 0.9907, "flops": 19_000_000,
+                   "params": 120_000, "artifact_bytes": 300_000},
+        "seconds": 301.0,
+    }  # fmt: skip
+
+
+def test_a_run_report_shows_percentages_rounds_and_the_onnx_runtime_line(tmp_path: Path) -> None:
+    page = write_report(tmp_path, run_summary(tmp_path)).read_text()
+    assert "99.26%" in page and "99.07%" in page and "0.9926" not in page
+    assert "ONNX Runtime, same ONNX file, 2 threads" in page and "0.420 ms" in page and "0.202 ms" in page
+    assert "Rounds of the closed loop" in page and page.count("x1.100") >= 1
+    assert "predicted_vs_measured.png" in page and (tmp_path / "predicted_vs_measured.png").stat().st_size > 5000
+
+
+def test_a_run_report_without_onnx_runtime_has_no_such_line(tmp_path: Path) -> None:
+    summary = run_summary(tmp_path)
+    for side in ("original", "round-2/artifacts"):
+        (tmp_path / side / "verify.json").write_text(json.dumps({"measured_ms": 1.0}))
+    assert "ONNX Runtime" not in write_report(tmp_path, summary).read_text()
+
+
+def test_a_sweep_report_has_the_table_and_the_pareto_plot(tmp_path: Path) -> None:
+    page = write_sweep_report(tmp_path, sweep_summary(tmp_path)).read_text()
+    assert "pareto.png" in page and (tmp_path / "pareto.png").stat().st_size > 10_000
+    assert page.index("pareto.png") < page.index("predicted_vs_measured.png")  # the plot people came for first
+    for text in ("99.26%", "96.20%", "0.8x", "0.4x", "smallest reachable", "3 of 4 targets met", "52 candidates"):
+        assert text in page, text
+    assert "ONNX Runtime, same ONNX file, 2 threads" in page
+    assert page.count("<h3>Target") == 3  # the rounds of each measured target
+
+
+def chromium() -> str | None:
+    return next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+
+
+def test_a_sweep_report_renders_in_a_real_browser(tmp_path: Path) -> None:
+    """Headless Chromium takes a screenshot of the page: a real PNG of the window's size, not blank."""
+    from PIL import Image, ImageStat
+
+    browser = chromium()
+    if browser is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but no chromium: `make system-packages` installs it (Debian package chromium)")
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium, or make system-packages as root)")
+    report = write_sweep_report(tmp_path, sweep_summary(tmp_path))
+    shot = tmp_path / "shot.png"
+    # --no-sandbox: Chromium refuses to run as root with its sandbox (containers, CI); the page is our own file
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+         "--window-size=1280,2000", "--virtual-time-budget=5000", report.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    with Image.open(shot) as image:
+        assert image.format == "PNG" and image.size == (1280, 2000)
+        rgb = image.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 20) or []
+        assert len(colours) > 200, f"{len(colours)} colours: a blank or unstyled page"
+        assert max(ImageStat.Stat(rgb).stddev) > 20  # text and plots on white, not one flat colour
+        # the Pareto plot (its blue front, green and grey markers) was drawn: loaded images, not broken icons
+        assert sum(n for n, (r, g, b) in colours if g > 100 and r < 80 and b < 80) > 50
