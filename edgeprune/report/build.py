@@ -35,8 +35,7 @@ def _lut_grid(lut_file: Path) -> tuple[str, list[int], list[int], list[list[floa
 def write_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = None) -> Path:
     """Write the PNGs and `report.html` into the run folder; returns the report's path."""
     figures: list[tuple[str, str, str]] = []
-    last = f"round-{summary['rounds']}"
-    prune = _json(folder / last / "prune.json") or {}
+    prune = _json(folder / f"round-{summary['chosen_round']}" / "prune.json") or {}
     if prune.get("layers"):
         plots.channels(prune["layers"], folder / "channels.png")
         figures.append(("Channels per layer", "channels.png", "output channels of every conv/linear layer"))

@@ -52,7 +52,8 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], pat
     )
     rounds = "".join(
         f"<tr><td>{r.get('round')}</td><td>{_fmt(r.get('predicted_ms'), ' ms')}</td>"
-        f"<td>{_fmt(r.get('measured_ms'), ' ms')}</td><td>{_fmt(r.get('correction'))}</td></tr>"
+        f"<td>{_fmt(r.get('measured_ms'), ' ms')}</td><td>{_fmt(r.get('accuracy'))}</td>"
+        f"<td>{_fmt(r.get('correction'))}</td><td>{'kept' if r.get('chosen') else ''}</td></tr>"
         for r in summary.get("round_details", [])
     )
     images = "".join(
@@ -71,7 +72,9 @@ run folder <code>{html.escape(str(summary.get("run_dir", "")))}</code>.</p>
 against a target of {_fmt(summary.get("target_ms"), " ms")}; speedup {_fmt(summary.get("speedup"), "x")}</h2>
 <table><tr><th></th><th>original</th><th>pruned</th></tr>{table}</table>
 <h3>Rounds of the closed loop</h3>
-<table><tr><th>round</th><th>predicted</th><th>measured</th><th>correction applied after</th></tr>{rounds}</table>
+<table><tr><th>round</th><th>predicted</th><th>measured</th><th>validation accuracy</th>
+<th>correction applied after</th><th></th></tr>{rounds}</table>
+<p>{html.escape(str(summary.get("stopped", "")))}</p>
 {images}
 <p>Total time {_fmt(summary.get("seconds"), " s")}.</p>
 </body></html>
