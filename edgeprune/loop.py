@@ -146,12 +146,16 @@ def next_scale(rounds: list[Round], drift: float, slack: float) -> tuple[float |
         proposal = max(last.scale * (1 + MIN_STEP), proposal)
     elif proposal > last.scale * (1 - MIN_STEP):
         return None, (
-            f"meets using {last.used:.1%} of the target, but the table already predicts what was measured "
-            f"(x{proposal:.3f} against x{last.scale:.3f}, spread margin included): the slack is the pruner's"
+            f"meets using {last.used:.1%} of the target, but the measurement does not show the table over-predicting "
+            f"(it asks for x{proposal:.3f}, drift and spread margin included, against x{last.scale:.3f}): pruning "
+            "less could miss"
         )
     if high is not None and low is not None:
         if high <= low * (1 + 2 * MIN_STEP):
-            return None, f"converged: the factor that met (x{high:.3f}) and the one that missed (x{low:.3f}) meet"
+            return None, (
+                f"converged: the factor that met (x{high:.3f}) and the one that missed (x{low:.3f}) are within "
+                f"{2 * MIN_STEP:.0%}: no other network between them"
+            )
         if not low * (1 + MIN_STEP) <= proposal <= high * (1 - MIN_STEP):
             proposal = math.sqrt(low * high)
     return proposal, ""
