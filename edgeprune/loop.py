@@ -1,23 +1,29 @@
 """The closed loop: prune -> compile -> measure, correcting the latency model by what the device measured, until
-the measured latency meets the target. One function, used by `edgeprune run` and by `tools/bench_pruning.py`,
-so the benchmark's figures come from the loop users get.
+the measured latency meets the target, then using what the target leaves over. One function, used by
+`edgeprune run` and by `tools/bench_pruning.py`, so the benchmark's figures come from the loop users get.
 
-The loop knows nothing of run folders or benchmarks: what a round does is given as `LoopSteps` (prune with a
-latency factor, the table's prediction for a candidate, a measurement beside the unpruned network).
+A miss makes the next round prune more (the table under-predicted); a round that meets with slack (measured
+below `slack` x target) makes the next round prune less (the table over-predicted), and the most accurate
+round that meets is kept. The loop knows nothing of run folders or benchmarks: what a round does is given as
+`LoopSteps` (prune with a latency factor, the table's prediction for a candidate, a measurement beside the
+unpruned network, the candidate's accuracy).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from edgeprune.errors import EdgepruneError
 
-MAX_MARGIN = 0.10  # the safety margin below a missed target, at most
-MIN_STEP = 0.02  # after a miss the factor grows at least this much: the same factor would prune the same network
+if TYPE_CHECKING:  # the CLI imports SLACK for its --help: no torch at its start
+    from torch import nn
+
+MAX_MARGIN = 0.10  # the safety margin below the target after a measurement, at most
+MIN_STEP = 0.02  # the factor moves at least this much between rounds: a smaller change prunes the same network
+SLACK = 0.97  # a round that meets with less than this share of the target measured leaves budget to use
 
 C = TypeVar("C")
 
@@ -45,16 +51,25 @@ class Round:
     baseline_ms: float  # the unpruned network, measured again in the same session
     target_ms: float
     meets_target: bool
-    correction: float | None = None  # the scale the next round uses, when there is one
-    stopped: str | None = None  # why the loop ended here without meeting the target
+    accuracy: float  # what `LoopSteps.accuracy` says of the network: the choice among rounds that meet
+    correction: float | None = None  # the scale the next round uses, when the loop wanted one
+    chosen: bool = False  # the round the loop returns: the most accurate that meets (else the last)
 
     @property
     def speedup(self) -> float:
         return self.baseline_ms / self.measured_ms
 
+    @property
+    def used(self) -> float:
+        """The share of the target the network takes (1.0: all of it)."""
+        return self.measured_ms / self.target_ms
+
 
 class LoopSteps(Protocol[C]):
-    """What one round of the loop does; `prune` raises `BudgetUnreachable` when the target is out of reach."""
+    """What one round of the loop does; `prune` raises `BudgetUnreachable` when the target is out of reach.
+
+    `accuracy` (higher is better) chooses among the rounds that meet; it should come from data the final
+    report does not use (a validation split), so the choice does not fit the test set."""
 
     def prune(self, index: int, scale: float) -> C: ...
 
@@ -62,15 +77,15 @@ class LoopSteps(Protocol[C]):
 
     def measure(self, index: int, candidate: C) -> Measured: ...
 
+    def accuracy(self, index: int, candidate: C) -> float: ...
+
 
 @dataclass
 class LoopResult(Generic[C]):
     rounds: list[Round]
-    candidate: C  # the last round's network (the one that meets the target, when one does)
-
-    @property
-    def final(self) -> Round:
-        return self.rounds[-1]
+    candidate: C  # the chosen round's network
+    chosen: Round  # the most accurate round that meets the target; the last round when none does
+    stopped: str  # why the loop ended where it did
 
 
 class ScaledPredictor:
@@ -101,15 +116,49 @@ class ScaledNetwork:
         return float(self.inner.predict_ms(widths)) * self.scale
 
 
-def corrected_scale(scale: float, lut_ms: float, measured_ms: float, spread_ms: float, drift: float) -> float:
-    """The LUT factor for the next round after a miss: what the device measured over what the LUT predicted.
+def measured_scale(done: Round, drift: float) -> float:
+    """The LUT factor that would have predicted what the device measured, aimed a little below the target.
 
     `drift` is how much slower the unpruned network measures now than at first; dividing by it compares the
-    pruned network as if measured then. The next round aims a little below: by twice the measurement's spread,
-    at most MAX_MARGIN (a busy machine can spread 10-30%, and a margin that size over-prunes or puts the target
-    out of reach). The factor grows by at least MIN_STEP within the loop: a round missed with it already."""
-    margin = 1 + min(2 * spread_ms / measured_ms, MAX_MARGIN)
-    return max(scale * (1 + MIN_STEP), measured_ms / drift / lut_ms * margin)
+    pruned network as if measured then. The aim is below by twice the measurement's spread, at most MAX_MARGIN
+    (a busy machine can spread 10-30%, and a margin that size over-prunes or puts the target out of reach)."""
+    margin = 1 + min(2 * done.spread_ms / done.measured_ms, MAX_MARGIN)
+    return done.measured_ms / drift / done.predicted_ms * margin
+
+
+def next_scale(rounds: list[Round], drift: float, slack: float) -> tuple[float | None, str]:
+    """The factor for the next round after the last of `rounds`, or None and why the loop should end.
+
+    A miss raises the factor (by at least MIN_STEP: the same factor would prune the same network); a meeting
+    round below `slack` of its target lowers it to what was measured. Larger factors prune more, so the
+    smallest factor that met and the largest that missed bracket the answer: a proposal outside the bracket
+    is replaced by its midpoint, and a bracket narrower than two steps ends the loop."""
+    last = rounds[-1]
+    if last.meets_target and last.used >= slack:
+        return None, f"meets the target using {last.used:.1%} of it" + (
+            f" (>= the slack threshold {slack:.0%})" if slack > 0 else " (slack rounds off)"
+        )
+    met = [r.scale for r in rounds if r.meets_target]
+    missed = [r.scale for r in rounds if not r.meets_target]
+    high, low = (min(met) if met else None), (max(missed) if missed else None)
+    proposal = measured_scale(last, drift)
+    if not last.meets_target:
+        proposal = max(last.scale * (1 + MIN_STEP), proposal)
+    elif proposal > last.scale * (1 - MIN_STEP):
+        return None, (
+            f"meets using {last.used:.1%} of the target, but the measurement does not show the table over-predicting "
+            f"(it asks for x{proposal:.3f}, drift and spread margin included, against x{last.scale:.3f}): pruning "
+            "less could miss"
+        )
+    if high is not None and low is not None:
+        if high <= low * (1 + 2 * MIN_STEP):
+            return None, (
+                f"converged: the factor that met (x{high:.3f}) and the one that missed (x{low:.3f}) are within "
+                f"{2 * MIN_STEP:.0%}: no other network between them"
+            )
+        if not low * (1 + MIN_STEP) <= proposal <= high * (1 - MIN_STEP):
+            proposal = math.sqrt(low * high)
+    return proposal, ""
 
 
 def prune_to_measured_target(
@@ -119,46 +168,67 @@ def prune_to_measured_target(
     max_rounds: int,
     scale: float = 1.0,
     relative: float | None = None,
+    slack: float = SLACK,
     say: Callable[[str], None] = lambda _text: None,
 ) -> LoopResult[C]:
-    """Prune, measure; while the device misses the target, correct the latency factor and prune again.
+    """Prune, measure; correct the latency factor and prune again while the device misses the target, or
+    meets it below `slack` x target (0: never); return the most accurate round that meets.
 
     The unpruned network is measured again beside every candidate, so a machine that got slower or faster since
     `original_ms` was measured is not mistaken for an error of the table: the correction compares the candidate's
     time, rescaled to the first measurement's conditions, with the table's prediction. A `relative` target (0.5
     for 0.5x) is checked against that fresh baseline; an absolute one as given. Raises `BudgetUnreachable` when
-    the first round cannot reach the target; a later round that cannot ends the loop with the reason recorded.
+    the first round cannot reach the target; a later round that cannot, or that prunes the same network as an
+    earlier one (same prediction: nothing would change), ends the loop with the reason recorded.
     """
     from edgeprune.pruning.ranking import BudgetUnreachable
 
     if max_rounds < 1:
         raise EdgepruneError(f"--max-rounds must be at least 1, got {max_rounds}")
+    if not 0 <= slack < 1:
+        raise EdgepruneError(f"--slack must be in [0, 1) (0: no slack rounds), got {slack}")
     rounds: list[Round] = []
-    candidate: C | None = None
+    networks: list[C] = []
+    stopped = f"{max_rounds} round(s), the most allowed"
     for index in range(1, max_rounds + 1):
         try:
             pruned = steps.prune(index, scale)
         except BudgetUnreachable as error:
             if not rounds:
                 raise
-            rounds[-1].stopped = f"the corrected target is out of reach: {error.message}"
-            say(f"stop: {rounds[-1].stopped}")
+            stopped = f"round {index}: the corrected target is out of reach: {error.message}"
             break
-        candidate = pruned
-        measured = steps.measure(index, pruned)
         lut_ms = steps.predicted_ms(index, pruned)
-        round_target = relative * measured.baseline_ms if relative else target_ms
-        meets = measured.ms <= round_target
-        rounds.append(
-            Round(index, scale, lut_ms, measured.ms, measured.spread_ms, measured.baseline_ms, round_target, meets)
-        )
-        if meets:
+        if twin := next((r for r in rounds if r.predicted_ms == lut_ms), None):
+            stopped = f"round {index} pruned the same network as round {twin.round} (x{scale:.3f} changes nothing)"
             break
-        scale = corrected_scale(scale, lut_ms, measured.ms, measured.spread_ms, measured.baseline_ms / original_ms)
-        rounds[-1].correction = scale
-        say(
-            f"round {index}: measured {measured.ms:.3f} ms > target {round_target:.3f} ms (unpruned measures "
-            f"{measured.baseline_ms:.3f} ms now); correcting the latency model to x{scale:.3f}"
+        measured = steps.measure(index, pruned)
+        round_target = relative * measured.baseline_ms if relative else target_ms
+        done = Round(
+            index,
+            scale,
+            lut_ms,
+            measured.ms,
+            measured.spread_ms,
+            measured.baseline_ms,
+            round_target,
+            measured.ms <= round_target,
+            steps.accuracy(index, pruned),
         )
-    assert candidate is not None  # the first round either pruned or raised
-    return LoopResult(rounds, candidate)
+        rounds.append(done)
+        networks.append(pruned)
+        proposal, why = next_scale(rounds, measured.baseline_ms / original_ms, slack)
+        if proposal is None:
+            stopped = why
+            break
+        done.correction = scale = proposal
+        verdict = "misses" if not done.meets_target else f"meets using {done.used:.1%} of"
+        say(
+            f"round {index}: measured {measured.ms:.3f} ms {verdict} the target {round_target:.3f} ms (unpruned "
+            f"measures {measured.baseline_ms:.3f} ms now); correcting the latency model to x{scale:.3f}"
+        )
+    say(f"stop: {stopped}")
+    meeting = [r for r in rounds if r.meets_target]
+    chosen = max(meeting, key=lambda r: (r.accuracy, r.measured_ms)) if meeting else rounds[-1]
+    chosen.chosen = True
+    return LoopResult(rounds, networks[chosen.round - 1], chosen, stopped)

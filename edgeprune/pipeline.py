@@ -1,8 +1,9 @@
 """`edgeprune run`: every stage over one run folder, resumable, with the closed loop that makes the budget hold.
 
 profile (only what the LUT lacks) -> train (if the model has no weights) -> compile + verify the original ->
-prune -> compile -> verify, repeated while the measured latency misses the target, each round correcting the
-latency model by what the device measured -> deploy (when the device has SSH settings) -> report.
+prune -> compile -> verify, repeated while the measured latency misses the target or leaves slack under it, each
+round correcting the latency model by what the device measured, keeping the most accurate round that meets ->
+deploy (when the device has SSH settings) -> report.
 Each stage writes its outputs atomically into the run folder; a finished stage is skipped on a re-run, so a
 run interrupted by Ctrl-C or a crash resumes where it stopped.
 """
@@ -20,14 +21,14 @@ from edgeprune import atomic
 from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
-from edgeprune.loop import Measured, ScaledPredictor, prune_to_measured_target
+from edgeprune.loop import SLACK, Measured, ScaledPredictor, prune_to_measured_target
 from edgeprune.tvmx.defaults import TRIALS
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 
 
-RESUMABLE = {"threads", "max_rounds"}  # run settings a resumed run may change
+RESUMABLE = {"threads", "max_rounds", "slack"}  # run settings a resumed run may change: they add rounds at most
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class RunConfig:
     search_steps: int = 10
     trials: int = TRIALS  # the profile's tuning budget: the table models kernels tuned this much
     max_rounds: int = 3
+    slack: float = SLACK  # prune again while the measured latency is below this share of the target (0: never)
     latency_scale: float = 1.0  # a known correction of the LUT for this board (the loop learns its own)
     seed: int = 0
     limit: int | None = None
@@ -75,6 +77,8 @@ class RunConfig:
                 raise EdgepruneError(f"--target {self.target}: a relative target must be below 1x")
         if self.max_rounds < 1 or self.trials < 1 or self.latency_scale <= 0 or self.threads < 1:
             raise EdgepruneError("--max-rounds, --trials and --threads must be >= 1, and --latency-scale > 0")
+        if not 0 <= self.slack < 1:
+            raise EdgepruneError(f"--slack must be in [0, 1) (0: no slack rounds), got {self.slack}")
         from edgeprune.pruning.methods import METHODS
 
         if self.method not in METHODS:  # before hours of training and profiling, not after
@@ -117,7 +121,7 @@ class Run:
 
 def _open_folder(config: RunConfig, folder: Path) -> None:
     """A new folder gets the config; an existing one is resumed only when its config is the same, apart from
-    settings that do not change what was done (--threads; --max-rounds, so a run that missed can go on). A
+    settings that do not change what was done (--threads; --max-rounds and --slack, so a run can go on). A
     folder where nothing finished yet (a run that failed on its input) takes the new config."""
     path = folder / CONFIG
     wanted = json.loads(json.dumps(asdict(config)))
@@ -246,6 +250,12 @@ class _RunRounds:
         )
         return Measured(verified["measured_ms"], verified["measured_spread_ms"], verified["baseline_ms"])
 
+    def accuracy(self, index: int, candidate: Any) -> float:
+        """The fine-tuned round's accuracy on the validation split: the test split stays out of the choice."""
+        from edgeprune.pruning.finetune import evaluate
+
+        return evaluate(candidate.module, self.data, self.data.val)[1]
+
 
 def _artifact_bytes(folder: Path) -> int:
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -284,28 +294,32 @@ def execute(
                 f"the unpruned model already runs in {original['measured_ms']:.3f} ms <= target {target_ms:.3f} ms",
                 hint="nothing to prune; lower the target",
             )
-        rounds = prune_to_measured_target(
+        result = prune_to_measured_target(
             _RunRounds(run, bundle, data, lut, target_ms),
             original["measured_ms"],
             target_ms,
             config.max_rounds,
             scale=config.latency_scale,
             relative=config.relative_target,
+            slack=config.slack,
             say=run.say,
-        ).rounds
-        final = run.path(f"round-{len(rounds)}", "artifacts")
-    prune_summary = run.done(f"round-{len(rounds)}", "prune.json") or {}
+        )
+    chosen = result.chosen
+    final = run.path(f"round-{chosen.round}", "artifacts")
+    prune_summary = run.done(f"round-{chosen.round}", "prune.json") or {}
     flops0, params0 = measure(bundle.module, bundle.input_shape)
     summary = {
         "run_dir": str(folder),
         "model": config.model,
         "device": device.name,
         "timings_are_real": device.timings_are_real,
-        "target_ms": rounds[-1].target_ms,
-        "meets_target": rounds[-1].meets_target,
-        "speedup": rounds[-1].speedup,
-        "rounds": len(rounds),
-        "round_details": [asdict(r) for r in rounds],
+        "target_ms": chosen.target_ms,
+        "meets_target": chosen.meets_target,
+        "speedup": chosen.speedup,
+        "rounds": len(result.rounds),
+        "chosen_round": chosen.round,
+        "stopped": result.stopped,
+        "round_details": [asdict(r) for r in result.rounds],
         "original": {
             "measured_ms": original["measured_ms"],
             "predicted_ms": lut.predict_ms(bundle.module, bundle.input_shape),
@@ -315,8 +329,8 @@ def execute(
             "artifact_bytes": _artifact_bytes(run.path("original")),
         },
         "pruned": {
-            "measured_ms": rounds[-1].measured_ms,
-            "predicted_ms": rounds[-1].predicted_ms,
+            "measured_ms": chosen.measured_ms,
+            "predicted_ms": chosen.predicted_ms,
             "accuracy": prune_summary.get("accuracy_after"),
             "flops": prune_summary.get("flops"),
             "params": prune_summary.get("params"),
@@ -326,7 +340,7 @@ def execute(
         "seconds": round(time.monotonic() - started, 1),
     }
     _write_summary(run, summary)
-    if deploy and rounds[-1].meets_target and device.ssh is not None:
+    if deploy and chosen.meets_target and device.ssh is not None:
         try:
             summary["deploy"] = _deploy(run, final, trust_new_host)
         except EdgepruneError as error:

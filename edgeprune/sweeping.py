@@ -171,22 +171,23 @@ def _point(
     target_ms = original_ms * config.relative_target if config.relative_target else float(config.target)
     run.say(f"target {config.target} ({target_ms:.3f} ms)")
     try:
-        rounds = prune_to_measured_target(
+        result = prune_to_measured_target(
             steps(run=run, target_ms=target_ms),
             original_ms,
             target_ms,
             config.max_rounds,
             scale=factor,
             relative=config.relative_target,
+            slack=config.slack,
             say=run.say,
-        ).rounds
+        )
     except BudgetUnreachable as error:
         point: dict[str, Any] = {"target": config.target, "target_ms": target_ms, "unreachable": error.message}
         atomic.write_json(folder / POINT, point)
         return point
-    last = rounds[-1]
-    pruned = run.done(f"round-{len(rounds)}", "prune.json") or {}
-    verified = run.done(f"round-{len(rounds)}", "artifacts", "verify.json") or {}
+    last = result.chosen  # the most accurate round that meets the target (the last one when none does)
+    pruned = run.done(f"round-{last.round}", "prune.json") or {}
+    verified = run.done(f"round-{last.round}", "artifacts", "verify.json") or {}
     point = {
         "target": config.target,
         "target_ms": last.target_ms,
@@ -199,8 +200,10 @@ def _point(
         "accuracy": pruned.get("accuracy_after"),
         "flops": pruned.get("flops"),
         "params": pruned.get("params"),
-        "artifacts": str(folder / f"round-{len(rounds)}" / "artifacts"),
-        "rounds": [asdict(r) for r in rounds],
+        "artifacts": str(folder / f"round-{last.round}" / "artifacts"),
+        "chosen_round": last.round,
+        "stopped": result.stopped,
+        "rounds": [asdict(r) for r in result.rounds],
         **ort_timing(verified),
     }
     atomic.write_json(folder / POINT, point)

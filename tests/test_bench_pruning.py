@@ -7,6 +7,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 import torch
 
 from edgeprune.models.io import load_model
@@ -55,10 +56,10 @@ def test_a_success_replaces_the_failure_recorded_for_its_row(tmp_path: Path) -> 
     out = tmp_path / "pruning.json"
     runner = bench.Bench.__new__(bench.Bench)  # the bookkeeping only: no device, no farm
     runner.plan, runner.out, runner.rows, runner.failures = bench.QUICK, out, [], []
-    runner.record_failure("resnet20", "pai", 0.3, "budget out of reach")
+    runner.record_failure("resnet20", "pai", 0.3, 0, "budget out of reach")
     assert [f["reason"] for f in bench.read_failures(out)] == ["budget out of reach"]
     assert "pai found no model" in out.with_suffix(".md").read_text()
-    row = {"dataset": bench.QUICK.data, "model": "resnet20", "method": "pai", "target_fraction": 0.3}
+    row = {"dataset": bench.QUICK.data, "model": "resnet20", "method": "pai", "target_fraction": 0.3, "seed": 0}
     row |= {"plan": asdict(bench.QUICK), "baseline_accuracy": 0.9, "accuracy": 0.8, "measured_ms": 0.1}
     row |= {"target_ms": 0.2, "meets_target": True, "flops": 1e6, "params": 1e4, "seconds": 1.0}
     runner.record(row)
@@ -70,3 +71,63 @@ def test_iterative_methods_spend_their_round_epochs_from_the_common_budget() -> 
     bench = _tool()
     assert [bench.iterative_rounds("aiap", b) for b in (1, 2, 3, 5)] == [1, 2, 3, 3]
     assert bench.iterative_rounds("iap", 3) == 3 and bench.iterative_rounds("legr", 3) == 1
+
+
+def seed_rows(bench, method: str, accuracies: list[float], plan=None) -> list[dict]:
+    plan = asdict(plan or bench.QUICK)
+    base = {"dataset": "digits", "model": "resnet20", "method": method, "target_fraction": 0.5, "plan": plan}
+    return [
+        base
+        | {"seed": seed, "accuracy": accuracy, "baseline_accuracy": 0.95, "measured_ms": 0.1 * (1 + seed / 10)}
+        | {"target_ms": 0.11, "meets_target": True, "flops": 1e6, "params": 1e4, "seconds": 5.0}
+        | {"search_seconds": 3.0, "prune_seconds": 4.0, "compile_seconds": 20.0, "finetune_seconds": 1.0}
+        for seed, accuracy in enumerate(accuracies)
+    ]
+
+
+def test_table_gives_mean_and_std_over_seeds_and_paired_margins(tmp_path: Path) -> None:
+    bench = _tool()
+    rows = seed_rows(bench, "legr", [0.90, 0.92, 0.94]) + seed_rows(bench, "torch-pruning", [0.89, 0.90, 0.93])
+    text = bench.markdown(rows, [])
+    legr = next(line for line in text.splitlines() if "| legr |" in line)
+    assert "| 3 | 92.00% ± 2.00 |" in legr and "| 3/3 |" in legr
+    assert "100.0% (min 90.9%)" in legr  # measured / target: 0.10, 0.11, 0.12 ms of 0.11 ms
+    assert "legr vs torch-pruning: +1.33 points (mean of 3 seeds, std 0.58)" in text  # differences 1, 2, 1
+    assert "unpruned test accuracy 95.00% ± 0.00, 3 seed(s)" in text
+    out = tmp_path / "pruning.json"
+    bench.write_report(rows, out, [])
+    assert out.with_suffix(".png").stat().st_size > 1000 and out.with_suffix(".md").read_text() == text
+
+
+def test_a_row_is_done_only_under_the_same_conditions(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    bench = _tool()
+    runner = bench.Bench.__new__(bench.Bench)  # the bookkeeping only: no device, no farm
+    runner.plan, runner.out, runner.failures = bench.QUICK, tmp_path / "pruning.json", []
+    runner.rows = seed_rows(bench, "legr", [0.9, 0.8])
+    assert runner.done("resnet20", "legr", 0.5, 1) and not runner.done("resnet20", "legr", 0.5, 2)
+    runner.plan = replace(bench.QUICK, methods=("legr",), seeds=(0, 1, 2))  # which rows to make: still done
+    assert runner.done("resnet20", "legr", 0.5, 0)
+    runner.plan = replace(bench.QUICK, slack=0.0)  # how they are made: not done, and made again replaces
+    assert not runner.done("resnet20", "legr", 0.5, 0)
+    runner.record(seed_rows(bench, "legr", [0.7], runner.plan)[0])
+    assert sorted((r["seed"], r["accuracy"]) for r in runner.rows) == [(0, 0.7), (1, 0.8)]
+    assert runner.done("resnet20", "legr", 0.5, 0) and not runner.done("resnet20", "legr", 0.5, 1)
+
+
+def test_rows_from_before_seeds_count_as_their_plans_seed() -> None:
+    bench = _tool()
+    assert bench.seed_of({"plan": {"seed": 3}}) == 3 and bench.seed_of({"seed": 2, "plan": {}}) == 2
+    assert bench.seed_of({}) == 0
+
+
+def test_seeds_and_slack_from_the_command_line() -> None:
+    bench = _tool()
+    plan = bench.plan_from(bench.parse_args(["--quick", "--seeds", "2,0,2", "--slack", "0"]))
+    assert plan.seeds == (2, 0) and plan.slack == 0.0 and plan.data == "digits"
+    assert bench.plan_from(bench.parse_args([])).seeds == (0, 1, 2)
+    assert bench.plan_from(bench.parse_args([])).methods == ("legr", "global", "uniform", "torch-pruning")
+    for bad in (["--seeds", "0,x"], ["--seeds", "-1"], ["--slack", "1.0"]):
+        with pytest.raises(SystemExit):
+            bench.plan_from(bench.parse_args(bad))

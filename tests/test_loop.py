@@ -1,5 +1,7 @@
 """The closed loop on the fake device (fast tier): a wrong latency table is corrected by what the device
-measures, a target out of reach stops the loop with the reason, and a new device kind plugs in by registry."""
+measures, both ways (a miss prunes more, slack under the target prunes less), the most accurate round that
+meets is kept, every way the loop ends says why, a loop interrupted mid-round resumes to the same result, and
+a new device kind plugs in by registry."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import pytest
 
 from edgeprune.data import Dataset
 from edgeprune.devices.profile import list_devices, load_profile
-from edgeprune.loop import Measured, ScaledPredictor, prune_to_measured_target
+from edgeprune.errors import EdgepruneError
+from edgeprune.loop import MIN_STEP, Measured, Round, ScaledPredictor, next_scale, prune_to_measured_target
 from edgeprune.models.io import ModelBundle, load_model
 from edgeprune.pruning import PruneSettings, TrainSettings, parse_target, prune_bundle
+from edgeprune.pruning.finetune import evaluate
 from edgeprune.pruning.ranking import BudgetUnreachable
 from tests.fake_device import FakeDevice, FakePredictor, fake_measured
 
@@ -50,7 +54,8 @@ def test_a_new_kind_loads_from_its_profile_by_registry(tmp_path: Path, monkeypat
 
 @dataclass
 class FakeRounds:
-    """The loop's steps over the fake device: prune with `global` (no fine-tuning), measure by formula."""
+    """The loop's steps over the fake device: prune with `global` (no fine-tuning), measure by formula, score on
+    the validation split; each can be bent per round to make the case a test needs."""
 
     device: FakeDevice
     bundle: ModelBundle
@@ -59,12 +64,17 @@ class FakeRounds:
     target_ms: float
     baseline_ms: float
     unreachable_after: int | None = None  # from this round on the table predicts 1000x: no network is fast enough
+    frozen_after: int | None = None  # from this round on prune with round 1's factor: the same network again
+    slower: dict[int, float] = field(default_factory=dict)  # round -> factor on what the device "measures"
+    accuracies: dict[int, float] = field(default_factory=dict)  # round -> the accuracy reported instead
     scales: list[float] = field(default_factory=list)
 
     def prune(self, index: int, scale: float) -> ModelBundle:
         self.scales.append(scale)
         if self.unreachable_after is not None and index > self.unreachable_after:
             scale *= 1000
+        if self.frozen_after is not None and index > self.frozen_after:
+            scale = self.scales[0]
         settings = PruneSettings(method="global", finetune=TrainSettings(epochs=0))
         target = parse_target("ms", self.target_ms)
         pruned, _ = prune_bundle(self.bundle, self.data, target, settings, ScaledPredictor(self.predictor, scale))
@@ -74,7 +84,12 @@ class FakeRounds:
         return self.predictor.predict_ms(candidate.module, candidate.input_shape)
 
     def measure(self, index: int, candidate: ModelBundle) -> Measured:
-        return fake_measured(self.device, candidate.module, candidate.input_shape, self.baseline_ms)
+        measured = fake_measured(self.device, candidate.module, candidate.input_shape, self.baseline_ms)
+        measured.ms *= self.slower.get(index, 1.0)
+        return measured
+
+    def accuracy(self, index: int, candidate: ModelBundle) -> float:
+        return self.accuracies.get(index) or evaluate(candidate.module, self.data, self.data.val)[1]
 
 
 @pytest.fixture(scope="module")
@@ -91,32 +106,34 @@ def rounds_for(tmp_path: Path, model: ModelBundle, digits: Dataset, bias: float,
 def test_a_table_that_predicts_too_little_is_corrected(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
     steps = rounds_for(tmp_path, model, digits, bias=0.6, fraction=0.6)
     result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=3)
-    first, last = result.rounds[0], result.final
+    first, kept = result.rounds[0], result.chosen
     assert not first.meets_target and first.measured_ms > steps.target_ms  # believed the table
     assert first.correction == pytest.approx(first.measured_ms / first.predicted_ms, rel=1e-6)  # no spread
-    assert last.meets_target and last.measured_ms <= steps.target_ms and len(result.rounds) >= 2
-    assert steps.scales[1] == first.correction and result.candidate is not None
+    assert kept.meets_target and kept.measured_ms <= steps.target_ms and len(result.rounds) >= 2
+    assert steps.scales[1] == first.correction and not first.chosen and kept.chosen
 
 
 def test_a_right_table_meets_in_one_round(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
     steps = rounds_for(tmp_path, model, digits, bias=1.0, fraction=0.6)
     result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=3)
-    assert len(result.rounds) == 1 and result.final.meets_target and result.final.correction is None
+    assert len(result.rounds) == 1 and result.chosen.meets_target and result.chosen.correction is None
+    # what slack the round leaves is the pruner's own (the table is exact): a smaller factor would miss
+    assert result.chosen.used >= 0.97 or "does not show the table over-predicting" in result.stopped
 
 
 def test_a_relative_target_follows_the_fresh_baseline(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
     steps = rounds_for(tmp_path, model, digits, bias=1.0, fraction=0.6)
     steps.baseline_ms *= 2  # the machine got twice as slow: a 0.6x target is now twice as many ms
     result = prune_to_measured_target(steps, steps.baseline_ms / 2, steps.target_ms, max_rounds=1, relative=0.6)
-    assert result.final.target_ms == pytest.approx(0.6 * steps.baseline_ms)
+    assert result.chosen.target_ms == pytest.approx(0.6 * steps.baseline_ms)
 
 
 def test_a_target_out_of_reach_stops_with_the_reason(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
     steps = rounds_for(tmp_path, model, digits, bias=0.6, fraction=0.6)
     steps.unreachable_after = 1
     result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=3)
-    assert len(result.rounds) == 1 and not result.final.meets_target
-    assert "out of reach" in (result.final.stopped or "")
+    assert len(result.rounds) == 1 and not result.chosen.meets_target
+    assert "round 2: the corrected target is out of reach" in result.stopped
     steps.unreachable_after = 0
     with pytest.raises(BudgetUnreachable):  # nothing to fall back on in the first round
         prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=3)
@@ -125,4 +142,130 @@ def test_a_target_out_of_reach_stops_with_the_reason(tmp_path: Path, model: Mode
 def test_max_rounds_bounds_the_loop(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
     steps = rounds_for(tmp_path, model, digits, bias=0.3, fraction=0.6)
     result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=1)
-    assert len(result.rounds) == 1 and not result.final.meets_target and result.final.correction is not None
+    assert len(result.rounds) == 1 and not result.chosen.meets_target and result.chosen.correction is not None
+    assert result.stopped == "1 round(s), the most allowed"
+    steps = rounds_for(tmp_path, model, digits, bias=2.0, fraction=0.6)  # meets with slack: would prune again
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=1)
+    assert result.chosen.meets_target and result.chosen.used < 0.97 and result.chosen.correction is not None
+    assert result.stopped == "1 round(s), the most allowed"
+
+
+def test_slack_under_the_target_is_used(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
+    """A table that predicts 50% too much makes round 1 prune far below the target; the measurement corrects it."""
+    steps = rounds_for(tmp_path, model, digits, bias=1.5, fraction=0.6)
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=4)
+    first, second = result.rounds[:2]
+    assert first.meets_target and first.used < 0.75  # the table's 1.5x leaves a third of the budget unused
+    assert first.correction == pytest.approx(first.measured_ms / first.predicted_ms, rel=1e-6) == second.scale
+    assert second.scale < first.scale and second.meets_target and second.used > 0.9 and second.used > first.used
+    # the untrained network scores alike at any width: a tie goes to the round that uses more of the budget
+    kept = max((r for r in result.rounds if r.meets_target), key=lambda r: (r.accuracy, r.measured_ms))
+    assert result.chosen is kept and [r.round for r in result.rounds if r.chosen] == [kept.round]
+    assert result.candidate.meta["accuracy"] is not None and result.stopped
+
+
+def test_slack_zero_stops_at_the_first_round_that_meets(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
+    steps = rounds_for(tmp_path, model, digits, bias=1.5, fraction=0.6)
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=4, slack=0)
+    assert len(result.rounds) == 1 and result.chosen.used < 0.75 and "slack rounds off" in result.stopped
+    with pytest.raises(EdgepruneError, match="--slack must be in"):
+        prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=4, slack=1.0)
+
+
+def test_the_most_accurate_round_that_meets_is_kept(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
+    steps = rounds_for(tmp_path, model, digits, bias=1.5, fraction=0.6)
+    steps.accuracies = {1: 0.9, 2: 0.5, 3: 0.5, 4: 0.5}  # the slack round, though larger, scores worse
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=4)
+    assert len(result.rounds) >= 2 and all(r.meets_target for r in result.rounds[:2])
+    assert result.chosen.round == 1 and result.chosen.accuracy == 0.9
+    chosen_ms = steps.device.latency_ms(result.candidate.module, result.candidate.input_shape)
+    assert chosen_ms == result.rounds[0].measured_ms  # the network returned is round 1's, not the last one
+
+
+def test_a_miss_after_a_meeting_round_does_not_replace_it(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
+    steps = rounds_for(tmp_path, model, digits, bias=1.5, fraction=0.6)
+    steps.slower = {2: 1.5}  # the slack round measures over the target (a noisy machine)
+    steps.accuracies = {1: 0.5, 2: 0.99}  # and would be the most accurate
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=3)
+    first, second, third = result.rounds
+    assert first.meets_target and not second.meets_target and second.scale < first.scale
+    assert second.scale < third.scale < first.scale  # the next factor stays between the one that missed and met
+    assert result.chosen is not second and result.chosen.meets_target
+
+
+def test_the_same_network_twice_ends_the_loop(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
+    steps = rounds_for(tmp_path, model, digits, bias=1.5, fraction=0.6)
+    steps.frozen_after = 1  # the new factor changes nothing the pruner does
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=4)
+    assert len(result.rounds) == 1 and len(steps.scales) == 2  # pruned, recognised, not measured
+    assert "round 2 pruned the same network as round 1" in result.stopped and result.chosen.round == 1
+
+
+def made_round(index: int, scale: float, measured_ms: float, meets: bool) -> Round:
+    return Round(index, scale, 1.0, measured_ms, 0.0, 1.0, 1.0, meets, 0.5)
+
+
+def test_the_factor_stays_in_the_bracket_and_a_narrow_bracket_ends() -> None:
+    met, missed = made_round(1, 1.0, 0.5, True), made_round(2, 0.5, 1.3, False)
+    scale, _ = next_scale([met, missed], drift=1.0, slack=0.97)  # 1.3 would prune more than what already met
+    assert scale == pytest.approx((1.0 * 0.5) ** 0.5)
+    close = made_round(2, 1.0 / (1 + 1.5 * MIN_STEP), 1.01, False)
+    scale, why = next_scale([met, close], drift=1.0, slack=0.97)
+    assert scale is None and why.startswith("converged")
+
+
+def test_the_correction_and_its_margin() -> None:
+    """Twice the spread below the target, at most 10%; a machine 20% slower now is not blamed on the table."""
+    for spread, drift, expected in ((0.012, 1.0, 1.2 * 1.02), (0.36, 1.0, 1.2 * 1.10), (0.0, 1.2, 1.0)):
+        done = Round(1, 0.5, 1.0, 1.2, spread, 1.0, 1.0, False, 0.5)
+        assert next_scale([done], drift, slack=0.97)[0] == pytest.approx(expected)
+    missed = Round(1, 2.0, 1.0, 1.2, 0.0, 1.0, 1.0, False, 0.5)
+    assert next_scale([missed], 1.0, 0.97)[0] == pytest.approx(2.0 * (1 + MIN_STEP))  # a missed factor grows
+
+
+@dataclass
+class Interrupted(Exception):
+    round: int
+
+
+@dataclass
+class CachedRounds:
+    """As a run folder does: each round's network and measurement kept once made, so a rerun reuses them."""
+
+    inner: FakeRounds
+    stop_at: int | None = None  # measuring this round is interrupted (Ctrl-C)
+    pruned: dict[int, ModelBundle] = field(default_factory=dict)
+    measured: dict[int, Measured] = field(default_factory=dict)
+
+    def prune(self, index: int, scale: float) -> ModelBundle:
+        if index not in self.pruned:
+            self.pruned[index] = self.inner.prune(index, scale)
+        return self.pruned[index]
+
+    def predicted_ms(self, index: int, candidate: ModelBundle) -> float:
+        return self.inner.predicted_ms(index, candidate)
+
+    def measure(self, index: int, candidate: ModelBundle) -> Measured:
+        if index == self.stop_at:
+            raise Interrupted(index)
+        if index not in self.measured:
+            self.measured[index] = self.inner.measure(index, candidate)
+        return self.measured[index]
+
+    def accuracy(self, index: int, candidate: ModelBundle) -> float:
+        return self.inner.accuracy(index, candidate)
+
+
+def test_a_loop_interrupted_mid_round_resumes_to_the_same_result(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
+    whole = rounds_for(tmp_path, model, digits, bias=1.5, fraction=0.6)
+    expected = prune_to_measured_target(whole, whole.baseline_ms, whole.target_ms, max_rounds=3)
+    steps = CachedRounds(rounds_for(tmp_path, model, digits, bias=1.5, fraction=0.6), stop_at=2)
+    with pytest.raises(Interrupted):
+        prune_to_measured_target(steps, steps.inner.baseline_ms, steps.inner.target_ms, max_rounds=3)
+    assert sorted(steps.pruned) == [1, 2] and sorted(steps.measured) == [1]
+    steps.stop_at = None
+    resumed = prune_to_measured_target(steps, steps.inner.baseline_ms, steps.inner.target_ms, max_rounds=3)
+    assert len(steps.inner.scales) == len(expected.rounds)  # rounds 1 and 2 were not pruned again
+    assert resumed.rounds == expected.rounds and resumed.stopped == expected.stopped

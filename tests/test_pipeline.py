@@ -47,8 +47,8 @@ def test_every_stage_writes_its_outputs(finished_run: tuple[Path, dict, str]) ->
         manifest = json.loads((run_dir / folder / "manifest.json").read_text())
         assert (run_dir / folder / manifest["library"]).is_file()
         assert json.loads((run_dir / folder / "verify.json").read_text())["outputs_match"] is True
-    last = json.loads((run_dir / f"round-{summary['rounds']}" / "prune.json").read_text())
-    assert last["layers"] and last["accuracy_after"] is not None
+    kept = json.loads((run_dir / f"round-{summary['chosen_round']}" / "prune.json").read_text())
+    assert kept["layers"] and kept["accuracy_after"] == summary["pruned"]["accuracy"]
     report = (run_dir / "report.html").read_text()
     for png in ("channels.png", "predicted_vs_measured.png", "lut_heatmap.png"):
         assert (run_dir / png).stat().st_size > 1000 and png in report
@@ -63,9 +63,13 @@ def test_summary_keys_and_numbers(finished_run: tuple[Path, dict, str]) -> None:
         for key in ("measured_ms", "predicted_ms", "accuracy", "flops", "params", "artifact_bytes"):
             assert summary[side][key] is not None, (side, key)
     assert summary["pruned"]["flops"] < summary["original"]["flops"]
-    last = summary["round_details"][-1]
-    assert summary["speedup"] == pytest.approx(last["baseline_ms"] / last["measured_ms"])
-    assert summary["meets_target"] == (last["measured_ms"] <= last["target_ms"])
+    kept = summary["round_details"][summary["chosen_round"] - 1]
+    assert kept["chosen"] and sum(r["chosen"] for r in summary["round_details"]) == 1 and summary["stopped"]
+    assert summary["speedup"] == pytest.approx(kept["baseline_ms"] / kept["measured_ms"])
+    assert summary["meets_target"] == (kept["measured_ms"] <= kept["target_ms"])
+    assert summary["pruned"]["measured_ms"] == kept["measured_ms"]
+    meeting = [r for r in summary["round_details"] if r["meets_target"]]
+    assert kept["accuracy"] == max(r["accuracy"] for r in meeting)  # validation accuracy chooses
 
 
 def test_closed_loop_corrects_a_wrong_latency_model(finished_run: tuple[Path, dict, str]) -> None:

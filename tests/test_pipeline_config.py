@@ -19,6 +19,8 @@ from edgeprune.pipeline import CONFIG, RunConfig, _open_folder
     [
         ({"method": "legrr"}, "unknown method 'legrr'"),
         ({"trials": 0}, "--trials"),
+        ({"slack": 1.0}, r"--slack must be in \[0, 1\)"),
+        ({"slack": -0.1}, "--slack"),
         ({"target": "1.5x"}, "below 1x"),
         ({"target": "fast"}, "positive number"),
         ({"target": "nan"}, "positive number"),
@@ -63,11 +65,13 @@ def test_folder_with_finished_work_refuses_other_settings(tmp_path: Path) -> Non
     _open_folder(RunConfig(model="resnet20", device="local", target="0.5x", data="digits"), tmp_path)  # resumes
 
 
-def test_threads_and_max_rounds_may_change_when_resuming(tmp_path: Path) -> None:
-    """--max-rounds more lets a run that missed its budget go on; --threads changes no result."""
+def test_threads_max_rounds_and_slack_may_change_when_resuming(tmp_path: Path) -> None:
+    """--max-rounds more or another --slack lets a run go on (they add rounds); --threads changes no result."""
     _open_folder(RunConfig(model="resnet20", device="local", target="0.5x", data="digits"), tmp_path)
     (tmp_path / "round-1").mkdir()
-    more = RunConfig(model="resnet20", device="local", target="0.5x", data="digits", max_rounds=5, threads=2)
+    more = RunConfig(
+        model="resnet20", device="local", target="0.5x", data="digits", max_rounds=5, threads=2, slack=0.99
+    )
     _open_folder(more, tmp_path)
     assert json.loads((tmp_path / CONFIG).read_text())["max_rounds"] == 5
     with pytest.raises(EdgepruneError) as error:
@@ -88,12 +92,3 @@ def test_default_run_folder_is_named_after_a_device_file_not_its_path(tmp_path: 
     )
     assert result.returncode == 2, result.stderr
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["resnet20-my-board"]
-
-
-def test_the_closed_loop_correction_and_its_margin() -> None:
-    from edgeprune.loop import corrected_scale
-
-    assert corrected_scale(0.5, 1.0, 1.2, 0.012, 1.0) == pytest.approx(1.2 * 1.02)  # quiet: twice the spread
-    assert corrected_scale(0.5, 1.0, 1.2, 0.36, 1.0) == pytest.approx(1.2 * 1.10)  # busy: capped at 10%
-    assert corrected_scale(0.5, 1.0, 1.2, 0.0, 1.2) == pytest.approx(1.0)  # 20% slower now than at first
-    assert corrected_scale(2.0, 1.0, 1.2, 0.0, 1.0) == pytest.approx(2.0 * 1.02)  # a missed factor grows by MIN_STEP

@@ -49,7 +49,7 @@ def test_run_writes_its_result_before_deploying_then_deploys_under_its_own_name(
     for skipped in ("> train", "> profile", "> compile", "> measure", "prune to"):
         assert skipped not in deployed.stderr
     result = json.loads(deployed.stdout)
-    final = run_dir / f"round-{result['rounds']}" / "artifacts"
+    final = run_dir / f"round-{result['chosen_round']}" / "artifacts"
     assert result["deploy"]["remote_path"] == str(board.workdir / "lenet5-on-board")
     assert result["deploy"]["smoke"]["matches_reference"] is True
     for name in json.loads((final / "manifest.json").read_text())["files"]:

@@ -36,7 +36,8 @@ def rounds(target_ms: float, measured: list[float]) -> list[dict[str, Any]]:
                 "target_ms": target_ms,
                 "meets_target": meets,
                 "correction": correction,
-                "stopped": None,
+                "accuracy": 0.99 - 0.001 * index,
+                "chosen": index == len(measured),
             }
         )
     return out
@@ -107,6 +108,8 @@ def run_summary(folder: Path) -> dict[str, Any]:
         "meets_target": True,
         "speedup": 2.08,
         "rounds": 2,
+        "chosen_round": 2,
+        "stopped": "round 2 meets the target with 96% of it used",
         "round_details": history,
         "original": {**original, "artifact_bytes": 400_000},
         "pruned": {"measured_ms": 1.01, "predicted_ms": 0.9, "accuracy": 0.9907, "flops": 19_000_000,
@@ -120,6 +123,7 @@ def test_a_run_report_shows_percentages_rounds_and_the_onnx_runtime_line(tmp_pat
     assert "99.26%" in page and "99.07%" in page and "0.9926" not in page
     assert "ONNX Runtime, same ONNX file, 2 threads" in page and "0.420 ms" in page and "0.202 ms" in page
     assert "Rounds of the closed loop" in page and page.count("x1.100") >= 1
+    assert "<b>kept</b>" in page and "98.80%" in page and "Stopped: round 2 meets" in page
     assert "predicted_vs_measured.png" in page and (tmp_path / "predicted_vs_measured.png").stat().st_size > 5000
 
 

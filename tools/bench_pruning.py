@@ -1,12 +1,14 @@
-"""Pruning benchmark (issue #8): edgeprune's methods and Torch-Pruning's MetaPruner at equal measured latency.
+"""Pruning benchmark (issues #8, #14): edgeprune's methods and Torch-Pruning's MetaPruner at equal measured latency.
 
 For each model and latency target (a fraction of the unpruned model's latency measured on `local`), every
 method finds an architecture whose COMPILED latency, measured on `local`, meets the target, then gets the same
 fine-tuning budget (one `edgeprune.pruning.finetune.train` call with the same settings and seed):
 
 - edgeprune methods (legr, global, uniform, iap, aiap, pai) prune to the target through the device's latency
-  table, scaled to the unpruned model's measurement; when the compiled result misses the target, the scale is
-  corrected by what was measured and the method prunes again (as `edgeprune run` does);
+  table, scaled to the unpruned model's measurement, in the closed loop `edgeprune run` uses: when the compiled
+  result misses the target, or meets it with slack (under `slack` x target), the scale is corrected by what was
+  measured and the method prunes again; of the rounds that meet, the one with the best validation accuracy
+  after re-estimating BatchNorm statistics (no training: the fine-tuning budget stays the same) is kept;
 - the peer, Torch-Pruning's MetaPruner (global pruning, GroupMagnitudeImportance, each layer keeping at least
   the same share as edgeprune's min_keep), has its pruning ratio bisected on compiled, measured latency.
 
@@ -17,18 +19,23 @@ with an epoch of fine-tuning between them: those epochs come out of the same bud
 same MetaSchedule trials. A target is met when measured <= fraction x the unpruned model measured in the same
 session, so load that comes and goes on this shared machine hits both alike.
 
+Every seed is a replication of its own: the baseline is trained with it (and its data split drawn with it),
+then pruned and fine-tuned with it; the table gives mean and standard deviation over seeds.
+
 The latency table, tuning database and farm state live under bench/cache/ (ignored by git), on a farm of our
 own on a free port; trained baselines are cached there too (keyed by data, model, width, limit, epochs, seed).
-Rows already in the results file are skipped, so an interrupted run resumes at the next row.
+A row (model, target, method, seed) already in the results file under the same conditions is skipped, so an
+interrupted run resumes at the next row; a row made under other conditions is replaced when it is made again.
 
-    .venv/bin/python tools/bench_pruning.py --quick   # digits 16x16, resnet20, 0.7x: minutes
-    .venv/bin/python tools/bench_pruning.py [--models resnet20] [--targets 0.5 0.7] [--out PATH]
+    .venv/bin/python tools/bench_pruning.py --quick   # digits 16x16, resnet20, 0.7x, seed 0: minutes
+    .venv/bin/python tools/bench_pruning.py [--models resnet20] [--targets 0.5 0.7] [--seeds 0,1,2] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import shutil
@@ -40,15 +47,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from statistics import mean, stdev
 from typing import Any
 
-from edgeprune.loop import Measured
+from edgeprune.loop import SLACK, Measured
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CACHE = ROOT / "bench" / "cache"
 EDGEPRUNE_METHODS = ("legr", "global", "uniform", "iap", "aiap", "pai")
 PEER = "torch-pruning"
+BN_IMAGES = 2048  # training images that re-estimate BatchNorm statistics before a round's validation score
+# Plan fields that choose which rows to make, not how: a row made under a plan that differs only in these is done
+SELECTION = ("models", "targets", "methods", "seeds")
 
 
 @dataclass(frozen=True)
@@ -71,8 +82,9 @@ class Plan:
     search_steps: int
     min_keep: float
     max_rounds: int  # edgeprune methods: prune-compile-measure rounds
+    slack: float  # edgeprune methods: another round while measured < slack x target
     bisect_steps: int  # peer: bisection steps on its pruning ratio
-    seed: int
+    seeds: tuple[int, ...]  # one replication each: baseline training, data split, pruning, fine-tuning
 
 
 QUICK = Plan(
@@ -91,15 +103,16 @@ QUICK = Plan(
     generations=16,
     search_steps=5,
     min_keep=0.1,
-    max_rounds=3,
+    max_rounds=4,
+    slack=SLACK,
     bisect_steps=4,
-    seed=0,
+    seeds=(0,),
 )
 FULL = Plan(
     data="fashion-mnist",
     models=("resnet20", "mobilenetv2"),
-    targets=(0.5, 0.7, 0.3),
-    methods=(*EDGEPRUNE_METHODS, PEER),
+    targets=(0.5, 0.3),  # 0.7 with --targets 0.7 0.5 0.3
+    methods=("legr", "global", "uniform", PEER),  # iap, aiap, pai with --methods
     input_shape=None,
     width=1.0,  # at 0.5 the narrowest layers (8 channels) leave the grid no room below 0.57x
     limit=6000,
@@ -111,9 +124,10 @@ FULL = Plan(
     generations=40,
     search_steps=10,
     min_keep=0.1,
-    max_rounds=3,
+    max_rounds=4,
+    slack=SLACK,
     bisect_steps=5,
-    seed=0,
+    seeds=(0, 1, 2),
 )
 
 
@@ -151,57 +165,54 @@ class Bench:
         self.failures = read_failures(out)
 
     # -- rows ---------------------------------------------------------------------------------------------
-    def key(self, model: str, method: str, fraction: float) -> tuple:
-        return (self.plan.data, self.plan.width, model, method, fraction)
-
-    def done(self, model: str, method: str, fraction: float) -> bool:
-        wanted = self.key(model, method, fraction)
-        return any(
-            (r["dataset"], r["plan"]["width"], r["model"], r["method"], r["target_fraction"]) == wanted
-            for r in self.rows
-        )
+    def done(self, model: str, method: str, fraction: float, seed: int) -> bool:
+        """A row for these under the same conditions is in the results file already."""
+        wanted = {"dataset": self.plan.data, "model": model, "method": method, "target_fraction": fraction}
+        wanted |= {"seed": seed, "plan": {"width": self.plan.width}}
+        plan = conditions(asdict(self.plan))
+        return any(same_row(r, wanted) and conditions(r["plan"]) == plan for r in self.rows)
 
     def record(self, row: dict[str, Any]) -> None:
         from edgeprune import atomic
 
-        self.rows.append(row)
+        self.rows = [r for r in self.rows if not same_row(r, row)] + [row]  # made again: under other conditions
         self.failures = [f for f in self.failures if not same_row(f, row)]
         atomic.write_json(self.out, self.rows)
         atomic.write_json(failures_path(self.out), self.failures)
         write_report(self.rows, self.out, self.failures)
 
-    def record_failure(self, model: str, method: str, fraction: float, reason: str) -> None:
+    def record_failure(self, model: str, method: str, fraction: float, seed: int, reason: str) -> None:
         """A method that found no model for a target is a result too; a later success replaces it."""
         from edgeprune import atomic
 
-        failure = {"model": model, "method": method, "target_fraction": fraction, "reason": reason}
+        failure = {"model": model, "method": method, "target_fraction": fraction, "seed": seed, "reason": reason}
         failure.update(dataset=self.plan.data, plan=asdict(self.plan))
         self.failures = [f for f in self.failures if not same_row(f, failure)] + [failure]
         atomic.write_json(failures_path(self.out), self.failures)
         write_report(self.rows, self.out, self.failures)
 
-    def tag(self, model: str) -> str:
+    def tag(self, model: str, seed: int) -> str:
         """What identifies a baseline (and the work done on it) in the cache."""
         p = self.plan
         shape = "x".join(map(str, p.input_shape)) if p.input_shape else "native"
-        return f"{p.data}-{shape}-{model}-w{p.width}-l{p.limit}-e{p.train_epochs}-s{p.seed}"
+        return f"{p.data}-{shape}-{model}-w{p.width}-l{p.limit}-e{p.train_epochs}-s{seed}"
 
     # -- baseline -----------------------------------------------------------------------------------------
-    def baseline(self, model: str) -> tuple[Any, Any]:
-        """The trained model (cached) and its data."""
+    def baseline(self, model: str, seed: int) -> tuple[Any, Any]:
+        """The model trained with `seed` (cached) and its data, split with `seed`."""
         from edgeprune.models.io import load_saved, save_model
         from edgeprune.pruning import TrainSettings, train_bundle
         from edgeprune.pruning.inputs import model_and_data
 
         p = self.plan
-        bundle, data = model_and_data(model, p.input_shape, p.data, None, p.width, p.seed, None, p.limit)
-        path = self.cache / "baselines" / f"{self.tag(model)}.pt"
+        bundle, data = model_and_data(model, p.input_shape, p.data, None, p.width, seed, None, p.limit)
+        path = self.cache / "baselines" / f"{self.tag(model, seed)}.pt"
         if path.is_file():
             return load_saved(path), data
-        self.say(f"train {model} (width {p.width}) on {data.spec} for {p.train_epochs} epochs")
+        self.say(f"train {model} (width {p.width}, seed {seed}) on {data.spec} for {p.train_epochs} epochs")
         checkpoint = path.with_suffix(".checkpoint.pt")
         path.parent.mkdir(parents=True, exist_ok=True)
-        trained, _ = train_bundle(bundle, data, TrainSettings(epochs=p.train_epochs), p.seed, self.progress, checkpoint)
+        trained, _ = train_bundle(bundle, data, TrainSettings(epochs=p.train_epochs), seed, self.progress, checkpoint)
         save_model(trained, path)
         checkpoint.unlink(missing_ok=True)
         return trained, data
@@ -228,11 +239,14 @@ class Bench:
         original: Path,
         original_ms: float,
         fraction: float,
+        seed: int,
         work: Path,
     ) -> tuple[Any, Measured, dict[str, Any]]:
-        """Prune without fine-tuning, compile, measure; correct the latency table's scale until it meets."""
+        """Prune without fine-tuning, compile, measure, in the product's closed loop: correct the latency
+        table's scale while the target is missed or leaves slack; the most accurate round that meets is kept."""
         from edgeprune.loop import ScaledPredictor, prune_to_measured_target
         from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings, parse_target, prune_bundle
+        from edgeprune.pruning.finetune import evaluate, recalibrate_batchnorm
         from edgeprune.pruning.ranking import BudgetUnreachable
 
         p = self.plan
@@ -243,21 +257,23 @@ class Bench:
             search=SearchSettings.sized(p.population, p.generations, p.search_steps, p.search_minutes),
             rounds=iterative_rounds(method, p.finetune_epochs),
             round_epochs=1,
-            seed=p.seed,
+            seed=seed,
             search_file=work / "learned-legr.json" if method == "legr" else None,
         )
+        calibration = list(itertools.islice(data.batches(data.train, 128), max(1, BN_IMAGES // 128)))
         bench = self
 
         class Rounds:
             """The product's closed loop, each round compiled and measured in the row's work folder."""
 
             def __init__(self) -> None:
-                self.settings, self.summary, self.prune_seconds, self.compile_seconds = settings, {}, 0.0, 0.0
+                self.settings, self.prune_seconds, self.compile_seconds = settings, 0.0, 0.0
+                self.summaries: dict[int, dict[str, Any]] = {}
 
             def prune(self, index: int, scale: float) -> Any:
                 started = time.monotonic()
                 try:
-                    candidate, self.summary = prune_bundle(
+                    candidate, self.summaries[index] = prune_bundle(
                         bundle, data, target, self.settings, ScaledPredictor(lut, scale), bench.progress
                     )
                 finally:
@@ -279,26 +295,36 @@ class Bench:
                 )
                 return measured
 
+            def accuracy(self, index: int, candidate: Any) -> float:
+                """Validation accuracy with fresh BatchNorm statistics, no training: it ranks the rounds'
+                networks without spending any of the fine-tuning budget, and never sees the test split."""
+                module = copy.deepcopy(candidate.module)
+                recalibrate_batchnorm(module, calibration)
+                return evaluate(module, data, data.val)[1]
+
         scale = original_ms / lut.predict_ms(bundle.module, bundle.input_shape)  # the table, fit to the measurement
         target = parse_target("ms", fraction * original_ms)
         rounds = Rounds()
         try:
             result = prune_to_measured_target(
-                rounds, original_ms, target.value, p.max_rounds, scale=scale, relative=fraction, say=self.say
+                rounds, original_ms, target.value, p.max_rounds, scale, fraction, p.slack, self.say
             )
         except BudgetUnreachable as error:
             raise RuntimeError(f"round 1: {error.message}") from error
-        final = result.final
+        chosen, summaries = result.chosen, rounds.summaries.values()
         extra = {
-            "predicted_ms": rounds.summary["predicted_ms"],
+            "predicted_ms": rounds.summaries[chosen.round]["predicted_ms"],
             "rounds": len(result.rounds),
-            "latency_scale": final.scale,
+            "chosen_round": chosen.round,
+            "round_details": [asdict(r) for r in result.rounds],
+            "latency_scale": chosen.scale,
             "prune_seconds": round(rounds.prune_seconds, 2),
+            "search_seconds": round(sum(s["search_seconds"] for s in summaries), 2),
             "compile_seconds": round(rounds.compile_seconds, 2),
-            "search_evaluations": rounds.summary["search_evaluations"],
-            "note": final.stopped,
+            "search_evaluations": sum(s["search_evaluations"] for s in summaries),
+            "note": result.stopped,
         }
-        return result.candidate, Measured(final.measured_ms, final.spread_ms, final.baseline_ms), extra
+        return result.candidate, Measured(chosen.measured_ms, chosen.spread_ms, chosen.baseline_ms), extra
 
     def peer(self, bundle: Any, original: Path, fraction: float, work: Path) -> tuple[Any, Measured, dict[str, Any]]:
         """Torch-Pruning's MetaPruner; its global pruning ratio bisected on compiled, measured latency."""
@@ -338,6 +364,7 @@ class Bench:
             "rounds": len(ratios),
             "pruning_ratio": ratio,
             "prune_seconds": round(prune_seconds, 2),
+            "search_seconds": 0.0,
             "compile_seconds": round(compile_seconds, 2),
             "search_evaluations": 0,
             "note": None,
@@ -345,7 +372,16 @@ class Bench:
         return candidate, measured, extra
 
     def run_row(
-        self, model: str, method: str, fraction: float, bundle: Any, data: Any, lut: Any, original: Path, ms: float
+        self,
+        model: str,
+        method: str,
+        fraction: float,
+        seed: int,
+        bundle: Any,
+        data: Any,
+        lut: Any,
+        original: Path,
+        ms: float,
     ) -> None:
         import torch
 
@@ -354,27 +390,30 @@ class Bench:
         from edgeprune.pruning.finetune import evaluate, train
 
         p = self.plan
-        work = self.cache / "work" / self.tag(model) / f"t{p.trials}-{fraction}x" / method
+        work = self.cache / "work" / self.tag(model, seed) / f"t{p.trials}-{fraction}x" / method
         shutil.rmtree(work, ignore_errors=True)  # a row is the unit of resumption
         work.mkdir(parents=True)
-        self.say(f"{model} {fraction}x: {method}")
+        self.say(f"{model} {fraction}x seed {seed}: {method}")
         started = time.monotonic()
         if method == PEER:
             pruned, measured, extra = self.peer(bundle, original, fraction, work)
         else:
-            pruned, measured, extra = self.edgeprune_method(method, bundle, data, lut, original, ms, fraction, work)
+            pruned, measured, extra = self.edgeprune_method(
+                method, bundle, data, lut, original, ms, fraction, seed, work
+            )
         module = copy.deepcopy(pruned.module)
         tune_started = time.monotonic()
         epochs = p.finetune_epochs - (iterative_rounds(method, p.finetune_epochs) - 1)  # iap/aiap spent the rest
         settings = TrainSettings(epochs=epochs)
         verb = "training from scratch" if method == "pai" else "fine-tuning"
-        train(module, data, settings, torch.Generator().manual_seed(p.seed), self.progress, None, "", verb)
+        train(module, data, settings, torch.Generator().manual_seed(seed), self.progress, None, "", verb)
         finetune_seconds = time.monotonic() - tune_started
         _, accuracy = evaluate(module, data, data.test)
         flops, params = measure(module, bundle.input_shape)
         row = {
             "model": model,
             "method": method,
+            "seed": seed,
             "target_fraction": fraction,
             "target_ms": fraction * measured.baseline_ms,
             "measured_ms": measured.ms,
@@ -400,32 +439,36 @@ class Bench:
         )
 
     def run(self) -> None:
+        """Seed by seed (one whole replication before the next), model by model."""
         from edgeprune.errors import EdgepruneError
         from edgeprune.profiling.profiler import profile_model
         from edgeprune.pruning import LatencyPredictor
 
         p = self.plan
-        for model in p.models:
-            pending = [(f, m) for f in p.targets for m in p.methods if not self.done(model, m, f)]
+        for seed, model in itertools.product(p.seeds, p.models):
+            pending = [(f, m) for f in p.targets for m in p.methods if not self.done(model, m, f, seed)]
             if not pending:
                 continue
-            bundle, data = self.baseline(model)
-            self.say(f"{model}: baseline test accuracy {bundle.meta['accuracy']:.2%}; profiling what the table lacks")
+            bundle, data = self.baseline(model, seed)
+            self.say(
+                f"{model} seed {seed}: baseline test accuracy {bundle.meta['accuracy']:.2%}; profiling what the "
+                "table lacks"
+            )
             # LatencyPredictor(profile_missing=True) cannot start a table that does not exist yet: profile first
             profile_model(bundle, self.device, trials=p.trials)
             lut = LatencyPredictor(self.device, bundle, profile_missing=True)
-            original = self.cache / "work" / self.tag(model) / f"t{p.trials}-original"
+            original = self.cache / "work" / self.tag(model, seed) / f"t{p.trials}-original"
             first = self.measure(bundle, original, None)
             self.say(f"{model}: unpruned {first.ms:.3f} ms measured on local ({p.trials} trials per task)")
             for fraction, method in pending:
                 try:
-                    self.run_row(model, method, fraction, bundle, data, lut, original, first.ms)
+                    self.run_row(model, method, fraction, seed, bundle, data, lut, original, first.ms)
                 except (EdgepruneError, RuntimeError) as error:  # one method failing must not end the benchmark
                     if STOP.is_set():  # TVM turns the SIGTERM handler's SystemExit into a RuntimeError
                         raise SystemExit(143) from error
                     reason = str(getattr(error, "message", error))
-                    self.say(f"  [red]{method} at {fraction}x failed, no row:[/] {reason}")
-                    self.record_failure(model, method, fraction, reason)
+                    self.say(f"  [red]{method} at {fraction}x seed {seed} failed, no row:[/] {reason}")
+                    self.record_failure(model, method, fraction, seed, reason)
 
 
 def iterative_rounds(method: str, budget: int) -> int:
@@ -466,7 +509,18 @@ def read_failures(out: Path) -> list[dict[str, Any]]:
 
 def same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
     fields = ("dataset", "model", "method", "target_fraction")
-    return all(a[f] == b[f] for f in fields) and a["plan"]["width"] == b["plan"]["width"]
+    same = all(a[f] == b[f] for f in fields) and a["plan"]["width"] == b["plan"]["width"]
+    return same and seed_of(a) == seed_of(b)
+
+
+def seed_of(row: dict[str, Any]) -> int:
+    """A row's seed; rows from before seeds were a list name it in their plan (or not at all: seed 0)."""
+    return int(row.get("seed", row.get("plan", {}).get("seed", 0)))
+
+
+def conditions(plan: dict[str, Any]) -> dict[str, Any]:
+    """What a row's result depends on besides its own model, target, method and seed (as JSON holds it)."""
+    return {k: v for k, v in json.loads(json.dumps(plan)).items() if k not in SELECTION}
 
 
 def write_report(rows: list[dict[str, Any]], out: Path, failures: list[dict[str, Any]] | None = None) -> None:
@@ -478,11 +532,13 @@ def write_report(rows: list[dict[str, Any]], out: Path, failures: list[dict[str,
 
 
 def markdown(rows: list[dict[str, Any]], failures: list[dict[str, Any]]) -> str:
-    """A table per data set and model, sorted by target then accuracy; then the methods that found no model."""
+    """A table per data set and model: per target and method the mean and spread over seeds, sorted by target
+    then mean accuracy; legr's margins over the others; then the methods that found no model."""
     lines = ["# Pruning benchmark at equal measured latency (tools/bench_pruning.py)", ""]
     header = (
-        "| model | target | method | accuracy | measured ms | target ms | meets | MACs | params | seconds |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        "| model | target | method | seeds | accuracy (mean ± std) | measured / target | meets | measured ms | "
+        "MACs | search s | prune s | compile s | fine-tune s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     groups = _groups(rows)
     for data, model in {(f["dataset"], f["model"]): None for f in failures}:
@@ -491,17 +547,51 @@ def markdown(rows: list[dict[str, Any]], failures: list[dict[str, Any]]) -> str:
         lines += [f"## {_label(data, model, group)}", ""]
         if group:
             lines.append(header)
-        for row in sorted(group, key=lambda r: (-r["target_fraction"], -r["accuracy"])):
+        cells = sorted(_cells(group).items(), key=lambda c: (-c[0][0], -mean(r["accuracy"] for r in c[1])))
+        for (fraction, method), cell in cells:
+            used = [r["measured_ms"] / r["target_ms"] for r in cell]
+            seconds = [_spent(cell, key) for key in ("search_seconds", "prune_seconds", "compile_seconds")]
             lines.append(
-                f"| {model} | {row['target_fraction']}x | {row['method']} | {row['accuracy']:.2%} | "
-                f"{row['measured_ms']:.3f} | {row['target_ms']:.3f} | {'yes' if row['meets_target'] else 'NO'} | "
-                f"{row['flops'] / 1e6:.2f}M | {row['params'] / 1e3:.1f}k | {row['seconds']:.0f} |"
+                f"| {model} | {fraction}x | {method} | {len(cell)} | {_spread([r['accuracy'] for r in cell])} | "
+                f"{_share(used)} | {sum(r['meets_target'] for r in cell)}/{len(cell)} | "
+                f"{mean(r['measured_ms'] for r in cell):.3f} | {mean(r['flops'] for r in cell) / 1e6:.2f}M | "
+                + " | ".join(seconds)
+                + f" | {_spent(cell, 'finetune_seconds')} |"
             )
         lines += ["", *margins(group)] if group else []
         missing = [f for f in failures if (f["dataset"], f["model"]) == (data, model)]
-        lines += [f"- {f['target_fraction']}x: {f['method']} found no model: {f['reason']}" for f in missing]
+        lines += [
+            f"- {f['target_fraction']}x: {f['method']} found no model (seed {seed_of(f)}): {f['reason']}"
+            for f in missing
+        ]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _cells(group: list[dict[str, Any]]) -> dict[tuple[float, str], list[dict[str, Any]]]:
+    """A group's rows by (target fraction, method): one row per seed."""
+    cells: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for row in group:
+        cells.setdefault((row["target_fraction"], row["method"]), []).append(row)
+    return cells
+
+
+def _spread(values: list[float]) -> str:
+    """Mean and sample standard deviation of accuracies, in percent and points (one value: no spread)."""
+    if len(values) == 1:
+        return f"{values[0]:.2%}"
+    return f"{mean(values):.2%} ± {stdev(values) * 100:.2f}"
+
+
+def _share(used: list[float]) -> str:
+    """The mean share of the target the rows' networks take, and the least one when there are several."""
+    return f"{mean(used):.1%}" + (f" (min {min(used):.1%})" if len(used) > 1 else "")
+
+
+def _spent(cell: list[dict[str, Any]], key: str) -> str:
+    """Mean seconds of one kind over a cell's rows ('-' where rows predate the field)."""
+    values = [r[key] for r in cell if r.get(key) is not None]
+    return f"{mean(values):.0f}" if values else "-"
 
 
 def _label(data: str, model: str, group: list[dict[str, Any]]) -> str:
@@ -509,21 +599,26 @@ def _label(data: str, model: str, group: list[dict[str, Any]]) -> str:
         return f"{model} on {data}"
     plan = group[0].get("plan", {})
     label = f"{model} (width {plan['width']}, {plan['finetune_epochs']} fine-tune epochs)" if plan else model
-    return f"{label} on {data} (unpruned test accuracy {group[0]['baseline_accuracy']:.2%})"
+    baselines = {seed_of(r): r["baseline_accuracy"] for r in group}
+    accuracy = _spread(list(baselines.values()))
+    return f"{label} on {data} (unpruned test accuracy {accuracy}, {len(baselines)} seed(s))"
 
 
 def margins(group: list[dict[str, Any]]) -> list[str]:
-    """legr's accuracy minus the peer's and uniform's, per target, in points."""
+    """legr's accuracy minus each other method's, per target, in points: the mean over the seeds both have (a
+    paired difference: the same baseline and split), with its standard deviation when there are several."""
     out = []
-    for fraction in sorted({r["target_fraction"] for r in group}, reverse=True):
-        by_method = {r["method"]: r for r in group if r["target_fraction"] == fraction}
-        legr = by_method.get("legr")
-        if legr is None:
+    cells = _cells(group)
+    for fraction in sorted({f for f, _ in cells}, reverse=True):
+        legr = {seed_of(r): r["accuracy"] for r in cells.get((fraction, "legr"), [])}
+        if not legr:
             continue
-        for other in (PEER, "uniform"):
-            if other in by_method:
-                delta = (legr["accuracy"] - by_method[other]["accuracy"]) * 100
-                out.append(f"- {fraction}x: legr vs {other}: {delta:+.2f} points")
+        for other in (PEER, "global", "uniform"):
+            theirs = {seed_of(r): r["accuracy"] for r in cells.get((fraction, other), [])}
+            deltas = [(legr[s] - theirs[s]) * 100 for s in sorted(legr.keys() & theirs.keys())]
+            if deltas:
+                spread = f" (mean of {len(deltas)} seeds, std {stdev(deltas):.2f})" if len(deltas) > 1 else ""
+                out.append(f"- {fraction}x: legr vs {other}: {mean(deltas):+.2f} points{spread}")
     return out
 
 
@@ -535,7 +630,8 @@ def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, 
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Accuracy vs measured latency, one panel per data set and model, one marker per method."""
+    """Accuracy vs measured latency, one panel per data set and model, one line per method through its
+    targets: each point the mean over seeds, the bars one standard deviation (both axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -548,12 +644,29 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         return
     figure, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
     for axis, ((data, model), group) in zip(axes[0], groups.items(), strict=True):
+        cells = _cells(group)
         for method in dict.fromkeys(r["method"] for r in group):
-            points = sorted((r["measured_ms"], r["accuracy"] * 100) for r in group if r["method"] == method)
-            axis.plot(*zip(*points, strict=True), marker="o", label=method)
-        for target in sorted({r["target_ms"] for r in group if r["method"] == "legr"}):
+            points = sorted(
+                (
+                    mean(r["measured_ms"] for r in cell),
+                    mean(r["accuracy"] * 100 for r in cell),
+                    _deviation([r["measured_ms"] for r in cell]),
+                    _deviation([r["accuracy"] * 100 for r in cell]),
+                )
+                for (_, name), cell in cells.items()
+                if name == method
+            )
+            x, y, xerr, yerr = zip(*points, strict=True)
+            axis.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=method)
+        for fraction in sorted({f for f, _ in cells}):
+            target = mean(r["target_ms"] for r in group if r["target_fraction"] == fraction)
             axis.axvline(target, color="grey", linewidth=0.6, linestyle=":")
-        axis.set(title=f"{model} on {data}", xlabel="measured latency on local (ms)", ylabel="test accuracy (%)")
+        seeds = len({seed_of(r) for r in group})
+        axis.set(
+            title=f"{model} on {data} (mean ± std over {seeds} seed(s))",
+            xlabel="measured latency on local (ms)",
+            ylabel="test accuracy (%)",
+        )
         axis.legend(fontsize=8)
     figure.tight_layout()
     with atomic.atomic_path(path) as tmp:
@@ -561,12 +674,18 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+def _deviation(values: list[float]) -> float:
+    return stdev(values) if len(values) > 1 else 0.0
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="digits 16x16, resnet20, 0.7x only (minutes)")
+    parser.add_argument("--quick", action="store_true", help="digits 16x16, resnet20, 0.7x, seed 0 (minutes)")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/pruning[-quick].json)")
     parser.add_argument("--models", nargs="+", help="zoo models (default: resnet20 mobilenetv2)")
-    parser.add_argument("--targets", nargs="+", type=float, help="latency fractions (default 0.5 0.7 0.3)")
+    parser.add_argument("--targets", nargs="+", type=float, help="latency fractions (default 0.5 0.3)")
+    parser.add_argument("--seeds", type=_seeds, help="comma-separated seeds, one replication each (default 0,1,2)")
+    parser.add_argument("--slack", type=float, help=f"another round while measured < SLACK x target (default {SLACK})")
     parser.add_argument("--methods", nargs="+", help=f"subset of {', '.join((*EDGEPRUNE_METHODS, PEER))}")
     parser.add_argument("--trials", type=int, help="MetaSchedule trials per task for every compiled model")
     parser.add_argument("--finetune-epochs", type=int, help="the fine-tuning budget every method gets")
@@ -577,12 +696,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(dict.fromkeys(int(part) for part in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes integers joined by commas, like 0,1,2: {text!r}") from None
+    if any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"--seeds must be >= 0: got {text!r}")
+    return seeds
+
+
 def plan_from(args: argparse.Namespace) -> Plan:
     plan = QUICK if args.quick else FULL
     changes = {
         "models": tuple(args.models) if args.models else None,
         "targets": tuple(args.targets) if args.targets else None,
         "methods": tuple(args.methods) if args.methods else None,
+        "seeds": args.seeds,
+        "slack": args.slack,
         "trials": args.trials,
         "finetune_epochs": args.finetune_epochs,
         "limit": args.limit,
@@ -592,6 +723,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
     unknown = set(plan.methods) - {*EDGEPRUNE_METHODS, PEER}
     if unknown or not all(0 < t < 1 for t in plan.targets) or plan.trials < 1 or plan.finetune_epochs < 1:
         sys.exit(f"bad arguments: methods {sorted(unknown)} unknown, or a target not in (0, 1), or trials/epochs < 1")
+    if not 0 <= plan.slack < 1:
+        sys.exit(f"bad arguments: --slack must be in [0, 1) (0: no slack rounds), got {plan.slack}")
     return plan
 
 

@@ -21,6 +21,7 @@ from edgeprune.cli.common import (
 from edgeprune.cli.emulating import timing_label
 from edgeprune.cli.pruning import DataOpt, LimitOpt, SeedOpt, ThreadsOpt
 from edgeprune.errors import EdgepruneError
+from edgeprune.loop import SLACK
 from edgeprune.tvmx.defaults import TRIALS
 
 app = typer.Typer()
@@ -77,7 +78,8 @@ def _table(summary: dict[str, Any]) -> None:
     verdict = "[green]MEETS[/]" if summary["meets_target"] else "[red]MISSES[/]"
     console.print(
         f"{verdict} the budget: {pruned['measured_ms']:.3f} ms measured on {summary['device']} vs target "
-        f"{summary['target_ms']:.3f} ms; speedup {summary['speedup']:.2f}x after {summary['rounds']} round(s); "
+        f"{summary['target_ms']:.3f} ms; speedup {summary['speedup']:.2f}x; round {summary['chosen_round']} of "
+        f"{summary['rounds']} kept ({summary['stopped']}); "
         f"report: {Path(summary['run_dir']) / 'report.html'}" + timing_label(summary["timings_are_real"])
     )
     if summary.get("deploy"):
@@ -135,6 +137,14 @@ def run_cmd(
     population: PopulationOpt = 12,
     trials: TrialsOpt = TRIALS,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds at most.")] = 3,
+    slack: Annotated[
+        float,
+        typer.Option(
+            "--slack",
+            help="Prune again, less, while the measured latency is under this share of the target; the most "
+            "accurate round that meets is kept. 0 turns slack rounds off.",
+        ),
+    ] = SLACK,
     latency_scale: Annotated[
         float, typer.Option("--latency-scale", help="Known correction factor of the LUT's predictions.")
     ] = 1.0,
@@ -150,7 +160,8 @@ def run_cmd(
     """Profile -> train -> prune -> compile -> verify -> deploy, to a millisecond target on a device.
 
     Re-running with the same --run-dir resumes: finished stages are skipped. If the tuned pruned model measures
-    above the target, the latency model is corrected by what the device measured and the model pruned again.
+    above the target, or under --slack of it, the latency model is corrected by what the device measured and the
+    model pruned again; the most accurate round that meets the target (validation accuracy) is the result.
     Exit 0 when the budget holds on the device, 1 when it does not after --max-rounds, 2 on an error (a failed
     deploy included: the summary and report are written first).
     """
@@ -172,6 +183,7 @@ def run_cmd(
         population=population,
         trials=trials,
         max_rounds=max_rounds,
+        slack=slack,
         latency_scale=latency_scale,
         seed=seed,
         limit=limit,

@@ -60,9 +60,9 @@ def _predicted_figure(points: list[dict[str, Any]], folder: Path) -> list[html.F
 
 def _latency_figure(summary: dict[str, Any], ort: dict[str, dict[str, Any]], folder: Path) -> list[html.Figure]:
     """TVM's measured latency of both networks, and ONNX Runtime's on the same ONNX files when it was measured."""
-    last = summary["round_details"][-1] if summary.get("round_details") else {}
+    kept = next((r for r in summary.get("round_details", []) if r.get("chosen")), {})
     bars = [("original, TVM", summary["original"].get("measured_ms"), None)]
-    bars.append(("pruned, TVM", summary["pruned"].get("measured_ms"), last.get("spread_ms")))
+    bars.append(("pruned, TVM", summary["pruned"].get("measured_ms"), kept.get("spread_ms")))
     threads = next((side["ort_threads"] for side in ort.values() if side.get("ort_threads")), None)
     bars += [
         (f"{side}, ONNX Runtime ({threads} threads)", ort[side]["ort_ms"], ort[side].get("ort_spread_ms"))
@@ -80,8 +80,8 @@ def _latency_figure(summary: dict[str, Any], ort: dict[str, dict[str, Any]], fol
 def write_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = None) -> Path:
     """Write the PNGs and `report.html` into the run folder; returns the report's path."""
     figures: list[html.Figure] = []
-    last = f"round-{summary['rounds']}"
-    prune = _json(folder / last / "prune.json") or {}
+    kept = f"round-{summary['chosen_round']}"  # the most accurate round that meets the target
+    prune = _json(folder / kept / "prune.json") or {}
     if prune.get("layers"):
         plots.channels(prune["layers"], folder / "channels.png")
         figures.append(("Channels per layer", "channels.png", "output channels of every conv/linear layer"))
@@ -98,7 +98,7 @@ def write_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = 
     figures += _predicted_figure(points, folder) + _lut_figure(lut_file, folder)
     ort = {
         "original": ort_timing(_json(folder / "original" / "verify.json")),
-        "pruned": ort_timing(_json(folder / last / "artifacts" / "verify.json")),
+        "pruned": ort_timing(_json(folder / kept / "artifacts" / "verify.json")),
     }
     figures[:0] = _latency_figure(summary, ort, folder)
     return html.render(summary, figures, folder / "report.html", ort if any(ort.values()) else None)

@@ -107,8 +107,9 @@ def _ort_note(timing: dict[str, Any]) -> str:
     return f"{ort_label(timing.get('ort_threads'))}; spread {ms(timing.get('ort_spread_ms'))}"
 
 
-def _rounds(rounds: Sequence[dict[str, Any]]) -> str:
-    """The closed loop: what the table predicted, what the device measured, and the correction that followed."""
+def _rounds(rounds: Sequence[dict[str, Any]], stopped: str | None = None) -> str:
+    """The closed loop: what the table predicted, what the device measured, the correction that followed, and
+    which round was kept (the most accurate one that meets the target)."""
     rows = [
         _row(
             [
@@ -119,14 +120,27 @@ def _rounds(rounds: Sequence[dict[str, Any]]) -> str:
                 ms(r.get("baseline_ms")),
                 ms(r.get("target_ms")),
                 '<span class="ok">yes</span>' if r.get("meets_target") else '<span class="fail">no</span>',
+                pct(r.get("accuracy")),
                 "-" if r.get("correction") is None else f"x{r['correction']:.3f}",
-                _text(r.get("stopped") or ""),
+                "<b>kept</b>" if r.get("chosen") else "",
             ]
         )
         for r in rounds
     ]
-    header = ("round", "LUT factor", "predicted", "measured", "unpruned now", "target", "meets", "next factor", "")
-    return _table(header, rows)
+    header = (
+        "round",
+        "LUT factor",
+        "predicted",
+        "measured",
+        "unpruned now",
+        "target",
+        "meets",
+        "validation accuracy",
+        "next factor",
+        "",
+    )
+    why = f'<p class="muted">Stopped: {_text(stopped)}</p>' if stopped else ""
+    return _table(header, rows) + why
 
 
 def _took(summary: dict[str, Any]) -> str:
@@ -176,8 +190,9 @@ speedup <b>{times(summary.get("speedup"))}</b>; accuracy {pct(original.get("accu
 {_table(("", "original", "pruned"), rows)}
 <h2>Rounds of the closed loop</h2>
 <p class="muted">Each round prunes to the target as the latency table (times its factor) predicts it, compiles and
-measures on the device beside the unpruned network; a miss corrects the factor by what was measured.</p>
-{_rounds(summary.get("round_details", []))}
+measures on the device beside the unpruned network; a miss corrects the factor by what was measured, and a round
+well under the target prunes less in the next. The most accurate round that meets the target is kept.</p>
+{_rounds(summary.get("round_details", []), summary.get("stopped"))}
 <h2>Plots</h2>
 {_figures(figures)}
 <p class="muted">{_took(summary)}</p>"""
@@ -235,7 +250,7 @@ def render_sweep(summary: dict[str, Any], figures: Sequence[Figure], path: Path)
         if search
         else f"Method {_text(summary.get('method', ''))}: no search to share."
     )
-    loops = "".join(f"<h3>Target {_text(p['target'])}</h3>{_rounds(p['rounds'])}" for p in measured)
+    loops = "".join(f"<h3>Target {_text(p['target'])}</h3>{_rounds(p['rounds'], p.get('stopped'))}" for p in measured)
     body = f"""<h1>edgeprune sweep</h1>
 {_about(summary, "sweep_dir")}
 <div class="verdict {"ok" if met == len(points) else "fail"}">{met} of {len(points)} targets met on the device;
