@@ -32,6 +32,14 @@ TrainEpochsOpt = Annotated[int, typer.Option("--train-epochs", help="Epochs when
 SearchMinutesOpt = Annotated[float, typer.Option("--search-minutes", help="LeGR search time box.")]
 GenerationsOpt = Annotated[int, typer.Option("--generations", help="LeGR evolution generations.")]
 PopulationOpt = Annotated[int, typer.Option("--population", help="LeGR evolution population.")]
+SlackOpt = Annotated[
+    float,
+    typer.Option(
+        "--slack",
+        help="Prune again, less, while the measured latency is under this share of the target; the most "
+        "accurate round that meets is kept. 0 turns slack rounds off.",
+    ),
+]
 TrialsOpt = Annotated[int, typer.Option("--trials", help="MetaSchedule trials per new task (profile, compile).")]
 
 DEMO_MODEL = "resnet20"
@@ -137,14 +145,7 @@ def run_cmd(
     population: PopulationOpt = 12,
     trials: TrialsOpt = TRIALS,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds at most.")] = 3,
-    slack: Annotated[
-        float,
-        typer.Option(
-            "--slack",
-            help="Prune again, less, while the measured latency is under this share of the target; the most "
-            "accurate round that meets is kept. 0 turns slack rounds off.",
-        ),
-    ] = SLACK,
+    slack: SlackOpt = SLACK,
     latency_scale: Annotated[
         float, typer.Option("--latency-scale", help="Known correction factor of the LUT's predictions.")
     ] = 1.0,

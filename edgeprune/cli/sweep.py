@@ -14,11 +14,13 @@ from edgeprune.cli.pipeline import (
     MethodOpt,
     PopulationOpt,
     SearchMinutesOpt,
+    SlackOpt,
     TrainEpochsOpt,
     TrialsOpt,
     _Bars,
 )
 from edgeprune.cli.pruning import DataOpt, LimitOpt, SeedOpt, ThreadsOpt
+from edgeprune.loop import SLACK
 from edgeprune.tvmx.defaults import TRIALS
 
 app = typer.Typer()
@@ -91,6 +93,7 @@ def sweep_cmd(
     population: PopulationOpt = 12,
     trials: TrialsOpt = TRIALS,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds per target at most.")] = 3,
+    slack: SlackOpt = SLACK,
     seed: SeedOpt = 0,
     limit: LimitOpt = None,
     threads: ThreadsOpt = 1,
