@@ -1,6 +1,6 @@
 """Device profiles: one TOML file per board, plus the built-in `local` device.
 
-A profile is the one place a board's facts live (kind, TVM target, tracker, SSH, timing); loading it gives the
+A profile is the one place a board's facts live (kind, TVM target, tracker, SSH, timing, tuning); loading it gives the
 `Device` of its kind. Loading validates every field and names the file and the field on error, because a typo in
 a profile otherwise surfaces minutes later as an obscure TVM or SSH failure.
 
