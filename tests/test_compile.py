@@ -179,7 +179,8 @@ def test_a_narrower_variant_gets_its_familys_schedules_transplanted(
 ) -> None:
     db = tmp_path / "db"
     shutil.copytree(tuning_db, db)
-    narrower = compile_model(small_model(0.25), local_farm, tmp_path / "narrow", 2, db)
+    config = TuningConfig(trials=2, transplant=True)
+    narrower = compile_model(small_model(0.25), local_farm, tmp_path / "narrow", db_dir=db, tuning=config)
     report = narrower.tuning
     assert report.tasks_transplanted > 0 and report.tasks_reused + report.tasks_transplanted <= report.tasks
     assert report.trials == 2 * (report.tasks - report.tasks_reused - report.tasks_transplanted)
@@ -195,7 +196,7 @@ def test_the_time_budget_stops_tuning_and_keeps_what_it_measured(
     from edgeprune.tvmx import export, tune
 
     mod = export.to_relax(lenet.module, (1, *SHAPE)).mod
-    report = tune.tune(mod, local_farm, 64, tmp_path / "db", config=TuningConfig(minutes=0.01, transplant=False))
+    report = tune.tune(mod, local_farm, 64, tmp_path / "db", config=TuningConfig(minutes=0.01))
     assert report.out_of_time and 0 < report.trials <= 16 * report.tasks  # one round of a batch per task
     assert tune.tune(mod, local_farm, 64, tmp_path / "db").tasks_reused == report.tasks  # its records are kept
 

@@ -88,12 +88,12 @@ def test_tuning_table_overrides_the_defaults_and_commands_override_it(tmp_path: 
     assert load_profile(write(tmp_path, VALID)).tuning == TuningConfig()  # a profile without [tuning] loads as before
     text = VALID + (
         "[tuning]\ntrials = 4\nprofile_trials = 128\nminutes = 30\nstrategy = 'evolutionary'\npopulation = 64\n"
-        "cost_model = 'xgb'\ntask_scheduler = 'gradient'\nops = ['all']\ntransplant = false\n"
+        "cost_model = 'xgb'\ntask_scheduler = 'gradient'\nops = ['all']\ntransplant = true\n"
     )
     tuning = load_profile(write(tmp_path, text, name="deep")).tuning
     assert (tuning.trials, tuning.profile_trials, tuning.minutes, tuning.population) == (4, 128, 30.0, 64)
     assert (tuning.strategy, tuning.cost_model, tuning.task_scheduler) == ("evolutionary", "xgb", "gradient")
-    assert tuning.tunes("fused_mean") and not tuning.transplant and tuning.max_trials is None
+    assert tuning.tunes("fused_mean") and tuning.transplant and tuning.max_trials is None
     profile_run = tuning.for_profile()
     assert profile_run.trials == 128 and not profile_run.transplant and profile_run.strategy == "evolutionary"
     assert tuning.with_changes(trials=8, minutes=None).trials == 8 and tuning.with_changes(trials=8).minutes == 30.0

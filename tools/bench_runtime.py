@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import shutil
 import socket
 import sys
@@ -122,7 +123,8 @@ def compile_pruned(pruned: Variant, device: Any, deep_db: Path, trials: int, con
         ("tvm_reuse", reuse_db, f"the baseline's {deep_db.name} (records, transplants, the rest tuned)"),
         (tuned_label(trials), work / "pruned-own-db", "an empty database"),
     ):
-        result = compile_model(pruned.bundle, device, work / f"pruned-{label}", None, db, tuning=config)
+        tuning = config.with_changes(transplant=label == "tvm_reuse")
+        result = compile_model(pruned.bundle, device, work / f"pruned-{label}", None, db, tuning=tuning)
         report = result.tuning
         pruned.libraries[label] = result.artifact.library
         pruned.tuning[label] = {
@@ -272,7 +274,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
             axis.annotate(f"{tuning['trials_per_task']}/task", (minutes, ratio), fontsize=8)
     axis.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
     axis.set(
-        title=f"{baseline['model']} {baseline['input_shape']}: TVM / ONNX Runtime (loaded 2-core machine)",
+        title=f"{baseline['model']} {baseline['input_shape']}: TVM / ONNX Runtime (load: see runtime.md)",
         xlabel="tuning minutes on the device (from an empty database)",
         ylabel="TVM ms / ORT ms",
     )
@@ -351,7 +353,7 @@ def main() -> None:
     ]
     device = local_device()
     report: dict[str, Any] = {
-        "command": " ".join(["python", "tools/bench_runtime.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "tools/bench_runtime.py", *sys.argv[1:]]),
         "machine": {
             "cpu": cpu_name(),
             "cores": os.cpu_count(),

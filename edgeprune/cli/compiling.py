@@ -57,8 +57,9 @@ def compile_cmd(
         typer.Option(
             "--trials",
             help="MetaSchedule trials per new task, measured on the device; tasks the tuning database already "
-            "holds are reused, new shapes of a tuned layer get its schedule transplanted. 0 builds the untuned "
-            "default schedules. Default: the device's tuning.trials (16 without a [tuning] table).",
+            "holds are reused (with tuning.transplant, new shapes of a tuned layer get its schedule "
+            "transplanted). 0 builds the untuned default schedules. Default: the device's tuning.trials (16 "
+            "without a [tuning] table).",
         ),
     ] = None,
     minutes: MinutesOpt = None,

@@ -101,8 +101,8 @@ def compile_model(
     folder `out`.
 
     Tuning follows `tuning` (default: the device's `[tuning]`), with `trials_per_task` where given: tasks the
-    device's database holds are reused, new shapes of a tuned family get its schedule transplanted, the
-    rest are tuned with that many trials each; 0 builds the untuned default schedules.
+    device's database holds are reused, new shapes of a tuned family get its schedule transplanted where
+    `transplant` is on, the rest are tuned with that many trials each; 0 builds the untuned default schedules.
 
     `source` is the MODEL argument (a saved file is hashed). `on_stage(name)` announces each step;
     `on_tuning_start(tasks, tasks_reused)` and `on_trials(done, total, best_ms)` report tuning (see `tune.tune`).

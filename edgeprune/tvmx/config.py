@@ -35,7 +35,11 @@ class TuningConfig:
     cost_model: str = "random"
     task_scheduler: str = "round-robin"
     ops: tuple[str, ...] = ("conv2d", "matmul", "dense")  # substrings of task names, or "all"
-    transplant: bool = True  # compile: re-apply a tuned family's schedule to new shapes before tuning them
+    # compile: give a new shape its family's tuned schedule (re-applied, measured) instead of tuning it. Off by
+    # default: on resnet20 at width 0.707 (channel counts off the device's grid: 11, 22, 45) the 12 transplants
+    # from a 48-trial database compiled in 43 s instead of 113 s but ran 2.40 ms against 1.58 ms for 16 fresh
+    # trials per task (bench/results/runtime.md). Shapes on the table's grid reuse the profile's records anyway.
+    transplant: bool = False
 
     def __post_init__(self) -> None:
         for name, low in (("trials", 0), ("profile_trials", 1), ("max_trials", 1), ("population", 2)):
