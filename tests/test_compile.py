@@ -17,6 +17,7 @@ from edgeprune.compile.compiler import CompileResult, compile_model
 from edgeprune.devices.profile import Device, load_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle, load_model, save_model
+from edgeprune.tvmx.config import TuningConfig
 
 SHAPE = (1, 8, 8)
 CROSS_COMPILER = "aarch64-linux-gnu-g++"
@@ -150,7 +151,9 @@ def test_tuning_measures_candidates_on_the_device(tuned: CompileResult, tuning_d
         "trials": report.trials,
         "tasks": report.tasks,
         "tasks_reused": 0,
+        "tasks_transplanted": 0,
         "database": str(tuning_db.resolve()),
+        "config": TuningConfig(trials=2).to_json(),
     }
     records = (tuning_db / "database_tuning_record.json").read_text().splitlines()
     assert len(records) >= report.trials - report.failed
@@ -169,6 +172,33 @@ def test_second_compile_reuses_the_tuning_database(
     assert started == [(tuned.tuning.tasks, tuned.tuning.tasks)]
     assert (again.tuning.tasks_reused, again.tuning.trials) == (tuned.tuning.tasks, 0)
     assert again.artifact.manifest["tuning"]["tasks_reused"] == tuned.tuning.tasks
+
+
+def test_a_narrower_variant_gets_its_familys_schedules_transplanted(
+    tuned: CompileResult, tuning_db: Path, local_farm: Device, tmp_path: Path
+) -> None:
+    db = tmp_path / "db"
+    shutil.copytree(tuning_db, db)
+    config = TuningConfig(trials=2, transplant=True)
+    narrower = compile_model(small_model(0.25), local_farm, tmp_path / "narrow", db_dir=db, tuning=config)
+    report = narrower.tuning
+    assert report.tasks_transplanted > 0 and report.tasks_reused + report.tasks_transplanted <= report.tasks
+    assert report.trials == 2 * (report.tasks - report.tasks_reused - report.tasks_transplanted)
+    reference_input, reference_output = narrower.artifact.reference()
+    assert np.allclose(run_on_host(narrower.artifact.library, reference_input), reference_output, atol=1e-5)
+    again = compile_model(small_model(0.25), local_farm, tmp_path / "again", 2, db)  # transplants were committed
+    assert (again.tuning.tasks_reused, again.tuning.trials) == (again.tuning.tasks, 0)
+
+
+def test_the_time_budget_stops_tuning_and_keeps_what_it_measured(
+    lenet: ModelBundle, local_farm: Device, tmp_path: Path
+) -> None:
+    from edgeprune.tvmx import export, tune
+
+    mod = export.to_relax(lenet.module, (1, *SHAPE)).mod
+    report = tune.tune(mod, local_farm, 64, tmp_path / "db", config=TuningConfig(minutes=0.01))
+    assert report.out_of_time and 0 < report.trials <= 16 * report.tasks  # one round of a batch per task
+    assert tune.tune(mod, local_farm, 64, tmp_path / "db").tasks_reused == report.tasks  # its records are kept
 
 
 def test_cli_compile_json_and_replacing_an_artifact(

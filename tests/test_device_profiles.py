@@ -13,6 +13,7 @@ import pytest
 from edgeprune.devices.base import TimingSettings
 from edgeprune.devices.profile import load_device, load_profile, profiles_dir
 from edgeprune.errors import EdgepruneError
+from edgeprune.tvmx.config import TuningConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "edgeprune" / "boards"
 
@@ -83,6 +84,32 @@ def test_kind_and_timing(tmp_path: Path) -> None:
     assert device.timing.with_counts(repeat=9).repeat == 9 and device.timing.with_counts().repeat == 3
 
 
+def test_tuning_table_overrides_the_defaults_and_commands_override_it(tmp_path: Path) -> None:
+    assert load_profile(write(tmp_path, VALID)).tuning == TuningConfig()  # a profile without [tuning] loads as before
+    text = VALID + (
+        "[tuning]\ntrials = 4\nprofile_trials = 128\nminutes = 30\nstrategy = 'evolutionary'\npopulation = 64\n"
+        "cost_model = 'xgb'\ntask_scheduler = 'gradient'\nops = ['all']\ntransplant = true\n"
+    )
+    tuning = load_profile(write(tmp_path, text, name="deep")).tuning
+    assert (tuning.trials, tuning.profile_trials, tuning.minutes, tuning.population) == (4, 128, 30.0, 64)
+    assert (tuning.strategy, tuning.cost_model, tuning.task_scheduler) == ("evolutionary", "xgb", "gradient")
+    assert tuning.tunes("fused_mean") and tuning.transplant and tuning.max_trials is None
+    profile_run = tuning.for_profile()
+    assert profile_run.trials == 128 and not profile_run.transplant and profile_run.strategy == "evolutionary"
+    assert tuning.with_changes(trials=8, minutes=None).trials == 8 and tuning.with_changes(trials=8).minutes == 30.0
+    assert TuningConfig().tunes("fused_conv2d_add_relu") and not TuningConfig().tunes("fused_mean")
+    assert TuningConfig.from_table(TuningConfig().to_json()) == TuningConfig()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"trials": -1}, {"max_trials": 0}, {"minutes": -2.0}, {"population": 1}, {"strategy": "grid"}, {"ops": ()}],
+)
+def test_bad_tuning_settings_are_refused_by_name(changes: dict[str, object]) -> None:
+    with pytest.raises(EdgepruneError, match=f"tuning.{next(iter(changes))}"):
+        TuningConfig().with_changes(**changes)
+
+
 def test_relative_ssh_files_are_beside_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = VALID.replace('key_file = "~/.ssh/id_ed25519"', 'key_file = "keys/board"\nknown_hosts = "known_hosts"')
     (tmp_path / "boards").mkdir()
@@ -116,6 +143,17 @@ def test_relative_ssh_files_are_beside_the_profile(tmp_path: Path, monkeypatch: 
         (lambda t: t + "[timing]\nrepeat = 0\n", "timing"),
         (lambda t: t + "[timing]\nrepeats = 3\n", "timing.repeats"),
         (lambda t: t + '[timing]\ncache_flush = "yes"\n', "timing.cache_flush"),
+        (lambda t: t + "[tuning]\ntrial = 64\n", "tuning.trial"),
+        (lambda t: t + '[tuning]\ntrials = "64"\n', "tuning.trials"),
+        (lambda t: t + "[tuning]\ntrials = true\n", "tuning.trials"),
+        (lambda t: t + "[tuning]\nprofile_trials = 0\n", "tuning"),
+        (lambda t: t + '[tuning]\nstrategy = "genetic"\n', "tuning"),
+        (lambda t: t + '[tuning]\ncost_model = "mlp"\n', "tuning"),
+        (lambda t: t + '[tuning]\ntask_scheduler = "fifo"\n', "tuning"),
+        (lambda t: t + "[tuning]\nminutes = 0\n", "tuning"),
+        (lambda t: t + "[tuning]\nops = []\n", "tuning"),
+        (lambda t: t + "[tuning]\nops = [3]\n", "tuning"),
+        (lambda t: t + '[tuning]\ntransplant = "yes"\n', "tuning.transplant"),
     ],
 )
 def test_malformed_profile_names_file_and_field(tmp_path: Path, edit, field: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from edgeprune.compile.compiler import compile_model
 from edgeprune.devices.profile import Device, load_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model, save_model
+from edgeprune.verify import ort
 from edgeprune.verify.defaults import ATOL
 from edgeprune.verify.verifier import verify_artifact
 
@@ -85,8 +87,24 @@ def test_target_holds_or_not_by_the_measurement(artifact: Path, capsys: pytest.C
 
     code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "local", "--target-ms", str(measured / 5))
     assert code == 1 and "missed" in err and "FAIL" in err
+    assert "ONNX Runtime" in err and "TVM/ORT" in err  # onnxruntime is a dev dependency: the line is there
     saved = json.loads((artifact / "verify.json").read_text())
     assert saved["meets_target"] is False and saved["target_ms"] == pytest.approx(measured / 5)
+
+
+def test_onnx_runtime_is_timed_on_the_same_onnx_in_alternation(artifact: Path, local_farm: Device) -> None:
+    pytest.importorskip("onnxruntime")
+    result = verify_artifact(artifact, local_farm, repeat=3)
+    saved = json.loads((artifact / "verify.json").read_text())
+    assert saved["ort_ms"] == result.ort_timing.median_ms > 0 and saved["ort_spread_ms"] >= 0
+    assert saved["ort_threads"] >= 1 and result.ort_timing.repeats == result.timing.repeats == 3
+    assert result.outputs_match  # the TVM output of the alternating measurement is the one compared
+    assert not {"ort_ms", "ort_spread_ms", "ort_threads"} & set(replace(result, ort_timing=None).to_json())
+
+
+def test_onnx_runtime_is_not_timed_for_a_board() -> None:
+    # ORT would run on this host, not on the board: a comparison that means nothing is left out
+    assert not ort.available(load_device("raspberry-pi-4"))
 
 
 def test_speedup_is_measured_against_the_baseline(artifact: Path, baseline: Path, local_farm: Device) -> None:

@@ -1,17 +1,20 @@
-"""Runtime benchmark on the local device: PyTorch eager, ONNX Runtime, TVM untuned and TVM tuned, same threads.
+"""Runtime benchmark on the local device: PyTorch eager, ONNX Runtime and TVM at growing tuning budgets.
 
-For a zoo model and a pruned version of it (a saved model from `edgeprune prune` with --pruned, else a
-uniformly narrower width with about half the MACs, reported as a stand-in). Goal (issue #5): tuned TVM
-latency <= ONNX Runtime's. Results: bench/results/runtime.json and runtime.md.
+Issue #15: shipped TVM latency / ORT latency against tuning minutes, and what reusing the device's deep
+tuning buys a pruned variant's compile. One run:
 
-Every runtime is timed with one protocol: a warm-up run, then repeats each lasting at least MIN_REPEAT_MS
-(runs per repeat raised until it does), per-run mean of each repeat; median, half the interquartile range and
-minimum reported. TVM runs on the local RPC farm's server through `time_evaluator` (as `verify` measures it);
-PyTorch and ONNX Runtime run in this process. The machine is shared, so the runtimes are measured in
-interleaved rounds: load that comes and goes hits them all alike. Tuning starts from an empty database, so
-the trials reported are all the tuning the kernels got.
+1. the baseline is tuned on the device from an empty database, deepened budget by budget (`--budgets 16 64
+   128` trials per task: replay-trace draws independent samples, so 48 more trials on top of 16 is a
+   64-trial search); after each budget the database is copied and a TVM artifact built from it;
+2. a pruned variant (a saved model, else a uniformly narrower stand-in with about half the MACs) is compiled
+   twice, as `edgeprune compile` does: reusing the deepest baseline database (exact records, the family's
+   schedule transplanted onto new shapes, only the rest tuned), and from an empty database;
+3. every runtime is timed in interleaved rounds at each `--threads` (load that comes and goes hits them all
+   alike): per runtime, the median of the samples, half their interquartile range and the minimum.
 
-    .venv/bin/python tools/bench_runtime.py [--model resnet20] [--trials 8 32] [--threads 1 2] [--pruned FILE]
+Results: bench/results/runtime.json, runtime.md, runtime.png (TVM/ORT against tuning minutes).
+
+    .venv/bin/python tools/bench_runtime.py [--model resnet20] [--budgets 16 64 128] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import shutil
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,8 @@ import numpy as np
 ROUNDS = 5
 REPEATS_PER_ROUND = 3
 MIN_REPEAT_MS = 50
-TVM_NUMBER = 10  # time_evaluator's starting runs per repeat (raised to reach MIN_REPEAT_MS)
-BASE_RUNTIMES = ("pytorch", "onnxruntime", "tvm_untuned")
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+KEPT = "<!-- written by hand below: kept when the benchmark rewrites this file -->"
 
 
 def free_port() -> int:
@@ -52,156 +54,147 @@ def cpu_name() -> str:
     return platform.processor()
 
 
-class LocalRuntime:
-    """A callable timed in this process like `time_evaluator` times on the device."""
-
-    def __init__(self, run: Callable[[], Any]) -> None:
-        self.run = run
-        run()  # warm-up
-        self.number = 1
-        while True:
-            start = time.perf_counter()
-            for _ in range(self.number):
-                run()
-            elapsed_ms = (time.perf_counter() - start) * 1e3
-            if elapsed_ms >= MIN_REPEAT_MS:
-                break
-            self.number = max(self.number * 2, int(self.number * MIN_REPEAT_MS / max(elapsed_ms, 1e-3)) + 1)
-
-    def samples_ms(self) -> list[float]:
-        """`REPEATS_PER_ROUND` samples, as `RemoteTimer.samples_ms` gives for a TVM library."""
-        out = []
-        for _ in range(REPEATS_PER_ROUND):
-            start = time.perf_counter()
-            for _ in range(self.number):
-                self.run()
-            out.append((time.perf_counter() - start) * 1e3 / self.number)
-        return out
-
-
-def tuned_label(trials: int) -> str:
-    return f"tvm_tuned_{trials}"
-
-
 @dataclass
 class Variant:
-    """A model ready to measure: its module, its ONNX, and its TVM artifacts untuned and tuned per budget."""
+    """A model to measure: its module, its ONNX, its TVM libraries by label and how each was tuned."""
 
     name: str
     bundle: Any
     onnx_bytes: bytes
-    libraries: dict[str, Path]
-    tuning: dict[str, dict[str, Any]]
+    libraries: dict[str, Path] = field(default_factory=dict)
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(name: str, bundle: Any, device: Any, budgets: list[int], work: Path, progress: Any) -> Variant:
-    """Compile the untuned artifact and one tuned artifact per trial budget, each tuned from an empty database
-    on the device."""
+def tuned_label(trials: int) -> str:
+    return f"tvm_{trials}"
+
+
+def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work: Path, progress: Any) -> Path:
+    """Tune the baseline budget after budget into one database; an artifact from a copy of it after each.
+    Returns the deepest database."""
     from edgeprune.compile.compiler import compile_model
-    from edgeprune.tvmx.export import to_onnx
+    from edgeprune.tvmx import tune
+    from edgeprune.tvmx.export import to_relax
 
-    step = progress.add_task(f"{name}: compile untuned", total=None)
-    untuned = compile_model(bundle, device, work / f"{name}-untuned", 0)
-    variant = Variant(name, bundle, to_onnx(bundle.module, (1, *bundle.input_shape)), {}, {})
-    variant.libraries["tvm_untuned"] = untuned.artifact.library
+    db = work / "baseline-db"
+    db.mkdir(parents=True)
+    tasks = tune.extract_tasks(to_relax(baseline.bundle.module, (1, *baseline.bundle.input_shape)).mod, device)
+    step = progress.add_task("baseline: tuning", total=None)
+    done, seconds = 0, 0.0
     for trials in budgets:
-        progress.update(step, description=f"{name}: tune {trials}/task on the device", completed=0, total=None)
-
-        def on_trials(done: int, total: int, _best: float | None) -> None:
-            progress.update(step, completed=done, total=total)
-
+        progress.update(step, description=f"baseline: tuning to {trials}/task", completed=0, total=None)
+        start = time.perf_counter()
+        with tune.exclusive(db):
+            tally = tune.run_tuning(
+                tasks,
+                device,
+                config.with_changes(trials=trials - done),
+                db,
+                seed=trials,
+                on_progress=lambda n, total, _b: progress.update(step, completed=n, total=total),
+            )
+        seconds += time.perf_counter() - start
+        done = trials
+        snapshot = work / f"baseline-db-{trials}"
+        shutil.copytree(db, snapshot)
         label = tuned_label(trials)
-        tuned = compile_model(
-            bundle, device, work / f"{name}-{label}", trials, work / f"{name}-db-{trials}", on_trials=on_trials
-        )
-        variant.libraries[label] = tuned.artifact.library
-        report = tuned.tuning
-        variant.tuning[label] = {
+        # trials > 0 applies the database; every task has records there, so nothing is tuned
+        result = compile_model(baseline.bundle, device, work / f"baseline-{label}", 1, snapshot)
+        baseline.libraries[label] = result.artifact.library
+        baseline.tuning[label] = {
             "trials_per_task": trials,
-            "trials": report.trials,
-            "failed": report.failed,
-            "tasks": report.tasks,
-            "seconds": round(report.seconds, 1),
+            "tasks": len(tasks),
+            "failed": tally.failed,
+            "tuning_seconds": round(seconds, 1),
+            "from": "an empty database",
         }
     progress.remove_task(step)
-    return variant
+    return db
+
+
+def compile_pruned(pruned: Variant, device: Any, deep_db: Path, trials: int, config: Any, work: Path) -> None:
+    """The pruned variant compiled as `edgeprune compile` does: reusing the deep database, and from nothing."""
+    from edgeprune.compile.compiler import compile_model
+
+    reuse_db = work / "pruned-reuse-db"
+    shutil.copytree(deep_db, reuse_db)
+    for label, db, source in (
+        ("tvm_reuse", reuse_db, f"the baseline's {deep_db.name} (records, transplants, the rest tuned)"),
+        (tuned_label(trials), work / "pruned-own-db", "an empty database"),
+    ):
+        tuning = config.with_changes(transplant=label == "tvm_reuse")
+        result = compile_model(pruned.bundle, device, work / f"pruned-{label}", None, db, tuning=tuning)
+        report = result.tuning
+        pruned.libraries[label] = result.artifact.library
+        pruned.tuning[label] = {
+            "trials_per_task": trials,
+            "tasks": report.tasks,
+            "tasks_reused": report.tasks_reused,
+            "tasks_transplanted": report.tasks_transplanted,
+            "trials": report.trials,
+            "failed": report.failed,
+            "tuning_seconds": round(report.seconds, 1),
+            "compile_seconds": round(result.seconds, 1),
+            "from": source,
+        }
 
 
 def measure(variants: list[Variant], threads: int, progress: Any) -> None:
     """Every runtime of every variant with `threads` threads, in interleaved rounds; fills `variant.runs`."""
-    import onnxruntime as ort
     import torch
 
     from edgeprune.devices import farm
     from edgeprune.devices.base import TimingSettings
     from edgeprune.devices.profile import local_device
     from edgeprune.devices.timing import RemoteTimer, Timing
-    from edgeprune.tvmx.export import INPUT_NAME
+    from edgeprune.verify import ort
 
     os.environ["TVM_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(threads)  # the farm's server inherits it
     torch.set_num_threads(threads)
     device = local_device()
+    settings = TimingSettings(number=1, repeat=REPEATS_PER_ROUND, min_repeat_ms=MIN_REPEAT_MS)
     farm.up(servers=1, port=device.tracker_port, key=device.key)
     try:
         session = device.request_session()
-        tvm_timing = TimingSettings(number=TVM_NUMBER, repeat=REPEATS_PER_ROUND, min_repeat_ms=MIN_REPEAT_MS)
-        runtimes: dict[tuple[str, str], Any] = {}
-        outputs: dict[tuple[str, str], np.ndarray] = {}
+        timers: dict[tuple[str, str], Any] = {}
         for variant in variants:
             module, x = variant.bundle.module.eval(), variant.bundle.example_input()
             with torch.no_grad():
                 expected = module(x).numpy()
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            ort_session = ort.InferenceSession(variant.onnx_bytes, options, providers=["CPUExecutionProvider"])
-            feed = {INPUT_NAME: x.numpy()}
+            onnx_file = Path(tempfile.mkdtemp()) / "model.onnx"
+            onnx_file.write_bytes(variant.onnx_bytes)
+            ort_session = ort.session(onnx_file, threads)
+            feed = {ort_session.get_inputs()[0].name: x.numpy()}
 
             def eager(module: Any = module, x: Any = x) -> Any:
                 with torch.no_grad():
                     return module(x)
 
-            runtimes[variant.name, "pytorch"] = LocalRuntime(eager)
-            runtimes[variant.name, "onnxruntime"] = LocalRuntime(lambda s=ort_session, f=feed: s.run(None, f))
-            outputs[variant.name, "onnxruntime"] = ort_session.run(None, feed)[0]
+            timers[variant.name, "pytorch"] = ort.HostTimer(eager, settings)
+            timers[variant.name, "onnxruntime"] = ort.HostTimer(lambda s=ort_session, f=feed: s.run(None, f), settings)
+            diffs = {"onnxruntime": float(np.max(np.abs(ort_session.run(None, feed)[0] - expected)))}
             for label, library in variant.libraries.items():
-                remote_name = f"{variant.name}-{label}{library.suffix}"
-                runtimes[variant.name, label] = RemoteTimer(
-                    session, device, library, x.numpy(), tvm_timing, remote_name=remote_name
-                )
-                outputs[variant.name, label] = runtimes[variant.name, label].output
-            variant.runs[str(threads)] = {
-                "max_abs_diff_vs_pytorch": {
-                    label: float(np.max(np.abs(output - expected)))
-                    for (name, label), output in outputs.items()
-                    if name == variant.name
-                }
-            }
-        samples: dict[tuple[str, str], list[float]] = {key: [] for key in runtimes}
+                remote = f"{variant.name}-{label}-{threads}{library.suffix}"
+                timers[variant.name, label] = RemoteTimer(session, device, library, x.numpy(), settings, remote)
+                diffs[label] = float(np.max(np.abs(timers[variant.name, label].output - expected)))
+            variant.runs[str(threads)] = {"max_abs_diff_vs_pytorch": diffs}
+        samples: dict[tuple[str, str], list[float]] = {key: [] for key in timers}
         rounds = progress.add_task(f"{threads} thread(s): interleaved rounds", total=ROUNDS)
         for _ in range(ROUNDS):
-            for key, runtime in runtimes.items():
-                samples[key] += runtime.samples_ms()
+            for key, timer in timers.items():
+                samples[key] += timer.samples_ms()
             progress.advance(rounds)
     finally:
         farm.down(device.tracker_port)
     for variant in variants:
-        labels = [*BASE_RUNTIMES, *variant.tuning]
+        labels = ["pytorch", "onnxruntime", *variant.libraries]
         timings = {label: Timing.from_samples(samples[variant.name, label], 0) for label in labels}
         run = variant.runs[str(threads)]
         run["ms"] = {label: t.median_ms for label, t in timings.items()}
         run["spread_ms"] = {label: t.spread_ms for label, t in timings.items()}
         run["min_ms"] = {label: t.min_ms for label, t in timings.items()}
-        run["tuned_tvm_vs_onnxruntime"] = {
-            label: run["ms"][label] / run["ms"]["onnxruntime"] for label in variant.tuning
-        }
-        met = [
-            variant.tuning[label]["trials_per_task"]
-            for label in variant.tuning
-            if run["tuned_tvm_vs_onnxruntime"][label] <= 1
-        ]
-        run["goal_met"] = bool(met)
-        run["smallest_budget_meeting_goal"] = min(met) if met else None
+        run["tvm_vs_onnxruntime"] = {label: run["ms"][label] / run["ms"]["onnxruntime"] for label in variant.libraries}
 
 
 def to_json(variant: Variant) -> dict[str, Any]:
@@ -229,40 +222,67 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{machine['cpu']} ({machine['cores']} cores, TVM target {machine['target']}); load average "
         f"{machine['load_before']} before, {machine['load_after']} after. Per runtime: median of "
-        f"{ROUNDS * REPEATS_PER_ROUND} repeats (each >= {MIN_REPEAT_MS} ms, {ROUNDS} interleaved rounds) "
-        "+- half the IQR, and the minimum; ms per image, batch 1.",
+        f"{ROUNDS * REPEATS_PER_ROUND} samples (each >= {MIN_REPEAT_MS} ms, {ROUNDS} interleaved rounds) "
+        "+- half the IQR (min); ms per image, batch 1. Tuning: "
+        + report["tuning_config"]["strategy"]
+        + f" + {report['tuning_config']['cost_model']} cost model, {report['tuning_config']['task_scheduler']}.",
+        "",
+        f"Command: `{report['command']}`",
         "",
     ]
-    budgets = report["trials_per_task"]
-    columns = [*BASE_RUNTIMES, *(tuned_label(t) for t in budgets)]
-    headers = ["PyTorch eager", "ONNX Runtime", "TVM untuned", *(f"TVM tuned {t}/task" for t in budgets)]
     for threads in report["threads"]:
+        lines += [f"## {threads} thread(s) for every runtime", ""]
         lines += [
-            f"## {threads} thread(s) for every runtime",
-            "",
-            "| variant | model | MMACs | " + " | ".join(headers) + " | best tuned / ORT |",
-            "|---" * (len(headers) + 4) + "|",
+            "| variant | runtime | tuned from | trials/task | tuning s | compile s | ms | TVM/ORT |",
+            "|---" * 8 + "|",
         ]
         for row in report["variants"]:
             run = row["by_threads"][str(threads)]
-            cells = [f"{run['ms'][k]:.3f} +- {run['spread_ms'][k]:.3f} (min {run['min_ms'][k]:.3f})" for k in columns]
-            smallest = run["smallest_budget_meeting_goal"]
-            verdict = f"goal met from {smallest}/task" if smallest else "goal missed"
-            lines.append(
-                f"| {row['variant']} | {row['source']} width {row['width']} {row['input_shape']} | "
-                f"{row['macs'] / 1e6:.1f} | " + " | ".join(cells) + f" | "
-                f"{min(run['tuned_tvm_vs_onnxruntime'].values()):.2f} ({verdict}) |"
-            )
+            for label, ms in run["ms"].items():
+                tuning = row["tuning"].get(label, {})
+                ratio = run["tvm_vs_onnxruntime"].get(label)
+                lines.append(
+                    f"| {row['variant']} ({row['macs'] / 1e6:.1f} MMACs) | {label} | {tuning.get('from', '')} | "
+                    f"{tuning.get('trials_per_task', '')} | {tuning.get('tuning_seconds', '')} | "
+                    f"{tuning.get('compile_seconds', '')} | {ms:.3f} +- {run['spread_ms'][label]:.3f} "
+                    f"({run['min_ms'][label]:.3f}) | {'' if ratio is None else f'{ratio:.2f}'} |"
+                )
         lines.append("")
-    lines += ["| variant | tuning (MetaSchedule replay-trace, candidates measured on the device) |", "|---|---|"]
-    for row in report["variants"]:
-        for t in row["tuning"].values():
-            lines.append(
-                f"| {row['variant']} | {t['trials']} trials ({t['trials_per_task']} per task x {t['tasks']} tasks, "
-                f"{t['failed']} failed) in {t['seconds']:.0f} s, from an empty database |"
-            )
-    lines += ["", *[f"- {note}" for note in report["notes"]], ""]
+    lines += [*[f"- {note}" for note in report["notes"]], ""]
     return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """TVM/ORT of the baseline against cumulative tuning minutes, one line per thread count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeprune import atomic
+
+    baseline = report["variants"][0]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for threads in report["threads"]:
+        run = baseline["by_threads"][str(threads)]
+        points = [
+            (tuning["tuning_seconds"] / 60, run["tvm_vs_onnxruntime"][label])
+            for label, tuning in baseline["tuning"].items()
+        ]
+        axis.plot(*zip(*points, strict=True), marker="o", label=f"{threads} thread(s)")
+        for (minutes, ratio), tuning in zip(points, baseline["tuning"].values(), strict=True):
+            axis.annotate(f"{tuning['trials_per_task']}/task", (minutes, ratio), fontsize=8)
+    axis.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
+    axis.set(
+        title=f"{baseline['model']} {baseline['input_shape']}: TVM / ONNX Runtime (load: see runtime.md)",
+        xlabel="tuning minutes on the device (from an empty database)",
+        ylabel="TVM ms / ORT ms",
+    )
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
 
 
 def main() -> None:
@@ -271,17 +291,23 @@ def main() -> None:
     parser.add_argument("--input-shape", default="3x32x32")
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier of the baseline")
     parser.add_argument("--pruned", help="a saved pruned model (edgeprune prune -o); default: narrower stand-in")
-    parser.add_argument(
-        "--trials", type=int, nargs="+", default=[8, 32], help="MetaSchedule trials per task: one 'TVM tuned' each"
-    )
-    parser.add_argument("--threads", type=int, nargs="+", default=[2], help="thread counts to measure with")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[16, 64, 128], help="trials per task, ascending")
+    parser.add_argument("--pruned-trials", type=int, default=16, help="compile's trials per new task (pruned)")
+    parser.add_argument("--strategy", default="replay-trace", help="tuning.strategy (replay-trace, evolutionary)")
+    parser.add_argument("--cost-model", default="random", help="tuning.cost_model (random, xgb)")
+    parser.add_argument("--task-scheduler", default="round-robin", help="tuning.task_scheduler")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts to measure with")
     parser.add_argument("--seed", type=int, default=0, help="seed of the zoo models' initial weights")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's notes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.budgets != sorted(set(args.budgets)):
+        parser.error("--budgets must be ascending and distinct")
 
     work = Path(tempfile.mkdtemp(prefix="edgeprune-bench-"))
     os.environ["EDGEPRUNE_LOCAL_PORT"] = str(free_port())
     os.environ["EDGEPRUNE_STATE_DIR"] = str(work / "state")
+    os.environ["EDGEPRUNE_PROFILES_DIR"] = str(work / "profiles")
 
     import torch
     from rich.console import Console
@@ -290,17 +316,25 @@ def main() -> None:
     from edgeprune import atomic
     from edgeprune.devices.profile import local_device
     from edgeprune.models.io import load_model, parse_input_shape
+    from edgeprune.tvmx.config import TuningConfig
+    from edgeprune.tvmx.export import to_onnx
 
+    config = TuningConfig(
+        trials=args.pruned_trials,
+        strategy=args.strategy,
+        cost_model=args.cost_model,
+        task_scheduler=args.task_scheduler,
+    )
     torch.manual_seed(args.seed)  # zoo weights are freshly initialised: seeded, runs compare alike
     shape = parse_input_shape(args.input_shape)
-    baseline = load_model(args.model, shape, None, args.width)
+    baseline_bundle = load_model(args.model, shape, None, args.width)
     if args.pruned:
-        pruned = load_model(args.pruned)
-        summary = pruned.meta.get("pruning") or {}
+        pruned_bundle = load_model(args.pruned)
+        summary = pruned_bundle.meta.get("pruning") or {}
         notes = [f"pruned: {args.pruned} ({summary.get('method')}, target {summary.get('target')})"]
     else:
         stand_in = round(args.width * 0.5**0.5, 3)
-        pruned = load_model(args.model, shape, None, stand_in)
+        pruned_bundle = load_model(args.model, shape, None, stand_in)
         notes = [
             f"pruned: a STAND-IN, not the pruner's output: {args.model} at uniform width {stand_in} (about half "
             f"the MACs of width {args.width}); pass --pruned FILE for a model from `edgeprune prune`"
@@ -309,10 +343,17 @@ def main() -> None:
         "TVM: time_evaluator on the local RPC farm's server (no RPC time included), as `edgeprune verify` "
         "measures; PyTorch and ONNX Runtime in this process with the same protocol; TVM_NUM_THREADS, "
         "torch.set_num_threads and ORT intra_op_num_threads all set to the thread count",
-        "a shared 2-core machine: other jobs ran during the benchmark; compare within a table",
+        "baseline budgets are cumulative: one database deepened (tuning seconds add up), a snapshot per budget",
+        "tuning ran with the farm server at TVM's default threads; candidates measured on the device",
+        *args.note,
+    ]
+    variants = [
+        Variant(name, bundle, to_onnx(bundle.module, (1, *bundle.input_shape)))
+        for name, bundle in (("baseline", baseline_bundle), ("pruned", pruned_bundle))
     ]
     device = local_device()
     report: dict[str, Any] = {
+        "command": shlex.join(["python", "tools/bench_runtime.py", *sys.argv[1:]]),
         "machine": {
             "cpu": cpu_name(),
             "cores": os.cpu_count(),
@@ -320,16 +361,15 @@ def main() -> None:
             "load_before": [round(v, 2) for v in os.getloadavg()],
         },
         "threads": args.threads,
-        "trials_per_task": args.trials,
+        "budgets": args.budgets,
+        "tuning_config": config.to_json(),
     }
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=Console(stderr=True)) as progress:
-            with device.serving():  # tuning: the server runs with TVM's default threads (the target's cores)
-                variants = [
-                    prepare(name, bundle, device, args.trials, work, progress)
-                    for name, bundle in (("baseline", baseline), ("pruned", pruned))
-                ]
+            with device.serving():
+                deep_db = deepen(variants[0], device, args.budgets, config, work, progress)
+                compile_pruned(variants[1], device, deep_db, args.pruned_trials, config, work)
             for threads in args.threads:
                 measure(variants, threads, progress)
     finally:
@@ -347,7 +387,10 @@ def main() -> None:
     report["variants"] = [to_json(v) for v in variants]
     report["notes"] = notes
     atomic.write_json(args.out / "runtime.json", report)
-    atomic.write_text(args.out / "runtime.md", markdown(report))
+    old = args.out / "runtime.md"
+    kept = old.read_text().partition(KEPT)[2] if old.exists() else ""
+    atomic.write_text(old, markdown(report) + "\n" + KEPT + (kept or "\n"))
+    plot(report, args.out / "runtime.png")
     sys.stderr.write(markdown(report))
 
 

@@ -9,7 +9,7 @@ import typer
 
 from edgeprune.cli.common import ClassesOpt, DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json
 from edgeprune.cli.emulating import timing_label
-from edgeprune.tvmx import defaults as tuning_defaults
+from edgeprune.cli.profiling import MinutesOpt
 from edgeprune.verify import defaults as verify_defaults
 
 app = typer.Typer()
@@ -53,13 +53,16 @@ def compile_cmd(
     device: DeviceOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifact folder to write (replaced whole).")],
     trials: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--trials",
-            help="MetaSchedule trials per task, measured on the device; tasks the tuning database already holds "
-            "are reused. 0 builds the untuned default schedules.",
+            help="MetaSchedule trials per new task, measured on the device; tasks the tuning database already "
+            "holds are reused (with tuning.transplant, new shapes of a tuned layer get its schedule "
+            "transplanted). 0 builds the untuned default schedules. Default: the device's tuning.trials (16 "
+            "without a [tuning] table).",
         ),
-    ] = tuning_defaults.TRIALS,
+    ] = None,
+    minutes: MinutesOpt = None,
     tuning_db: Annotated[
         Path | None,
         typer.Option(
@@ -91,6 +94,7 @@ def compile_cmd(
     from edgeprune.models.io import load_model, parse_input_shape
 
     profile = load_device(device)
+    tuning = profile.tuning.with_changes(trials=trials, minutes=minutes)
     bundle = load_model(model, parse_input_shape(input_shape) if input_shape else None, classes, width)
     columns = (
         SpinnerColumn(),
@@ -102,12 +106,12 @@ def compile_cmd(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        display = _CompileProgress(progress, trials)
+        display = _CompileProgress(progress, tuning.trials)
         result = compile_model(
             bundle,
             profile,
             output,
-            trials_per_task=trials,
+            tuning=tuning,
             db_dir=tuning_db,
             source=model,
             on_stage=display.stage,
@@ -118,14 +122,16 @@ def compile_cmd(
         print_json(result.to_json())
         return
     report = result.tuning
-    tuning = (
-        f"{report.trials} trials on {report.tasks - report.tasks_reused} tasks, {report.tasks_reused} reused"
-        if trials > 0
+    summary = (
+        f"{report.trials} trials on {report.tasks - report.tasks_reused - report.tasks_transplanted} tasks, "
+        f"{report.tasks_reused} reused, {report.tasks_transplanted} transplanted"
+        + (", stopped by the time budget" if report.out_of_time else "")
+        if tuning.trials > 0
         else "untuned"
     )
     failed = f", {report.failed} candidates failed" if report.failed else ""
     console.print(
-        f"[green]compiled[/] {bundle.name} for {profile.name} in {result.seconds:.0f} s ({tuning}{failed}); "
+        f"[green]compiled[/] {bundle.name} for {profile.name} in {result.seconds:.0f} s ({summary}{failed}); "
         f"outputs vs PyTorch max |diff| {result.max_abs_diff:.2g}\n  {result.artifact.library}"
     )
 
@@ -150,6 +156,13 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
         table.add_row(
             "baseline",
             f"{result.baseline_timing.median_ms:.4f} ms ({result.baseline}): speedup {result.speedup:.2f}x",
+        )
+    if result.ort_timing is not None:
+        ort_timing = result.ort_timing
+        table.add_row(
+            "ONNX Runtime",
+            f"{ort_timing.median_ms:.4f} ms ± {ort_timing.spread_ms:.4f} on the same model.onnx, {result.ort_threads} "
+            f"thread(s), alternating with the artifact: TVM/ORT {result.measured_ms / ort_timing.median_ms:.2f}",
         )
     if result.predicted_ms is not None:
         table.add_row("predicted", f"{result.predicted_ms:.4f} ms (error {result.prediction_error_pct:+.1f}%)")

@@ -18,16 +18,24 @@ from edgeprune.cli.common import (
     print_json,
 )
 from edgeprune.cli.emulating import timing_label
-from edgeprune.tvmx import defaults as tuning_defaults
 
 app = typer.Typer()
 
 TrialsOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--trials",
         help="MetaSchedule trials per task when tuning (tasks the device's tuning database already holds are "
-        "reused, not tuned again).",
+        "reused, not tuned again); default: the device's [tuning] table (trials, or profile_trials for "
+        "`profile`), 16 without one.",
+    ),
+]
+MinutesOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--tuning-minutes",
+        help="Stop tuning after this many minutes, keeping what was measured; default: the device's "
+        "tuning.minutes (none).",
     ),
 ]
 
@@ -80,7 +88,8 @@ def profile_cmd(
             "device's timing.number.",
         ),
     ] = None,
-    trials: TrialsOpt = tuning_defaults.TRIALS,
+    trials: TrialsOpt = None,
+    minutes: MinutesOpt = None,
     servers_parallel: Annotated[
         bool,
         typer.Option("--servers-parallel", help="Measure on every free RPC server under the device's key at once."),
@@ -109,6 +118,7 @@ def profile_cmd(
             parallel=servers_parallel,
             trials=trials,
             on_progress=_PhaseProgress(progress),
+            tuning=profile.tuning.with_changes(minutes=minutes),
         )
     if as_json:
         print_json({**report.to_json(), "timings_are_real": profile.timings_are_real})
@@ -166,7 +176,7 @@ def estimate_cmd(
     measure: Annotated[
         bool, typer.Option("--measure", help="Also compile the network as `compile` does and measure it.")
     ] = False,
-    trials: TrialsOpt = tuning_defaults.TRIALS,
+    trials: TrialsOpt = None,
     min_keep: MinKeepOpt = 0.1,
     as_json: JsonOpt = False,
 ) -> None:

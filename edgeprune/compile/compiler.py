@@ -22,7 +22,7 @@ from edgeprune.devices.local import host_target
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle, file_sha256
 from edgeprune.tvmx import export, tune
-from edgeprune.tvmx.defaults import TRIALS
+from edgeprune.tvmx.config import TuningConfig
 
 
 @dataclass
@@ -42,6 +42,9 @@ class CompileResult:
             "failed_trials": self.tuning.failed,
             "tasks": self.tuning.tasks,
             "tasks_reused": self.tuning.tasks_reused,
+            "tasks_transplanted": self.tuning.tasks_transplanted,
+            "tuning_seconds": round(self.tuning.seconds, 2),
+            "tuning_out_of_time": self.tuning.out_of_time,
             "database": self.artifact.manifest["tuning"]["database"],
             "max_abs_diff": self.max_abs_diff,
             "seconds": round(self.seconds, 2),
@@ -86,15 +89,20 @@ def compile_model(
     bundle: ModelBundle,
     device: Device,
     out: Path,
-    trials_per_task: int = TRIALS,
+    trials_per_task: int | None = None,
     db_dir: Path | None = None,
     source: str | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_tuning_start: Callable[[int, int], None] | None = None,
     on_trials: Callable[[int, int, float | None], None] | None = None,
+    tuning: TuningConfig | None = None,
 ) -> CompileResult:
-    """Export, check against PyTorch, tune on the device (`trials_per_task` per task the database lacks; 0
-    builds the untuned default schedules), build for the device and write the artifact folder `out`.
+    """Export, check against PyTorch, tune on the device, build for the device and write the artifact
+    folder `out`.
+
+    Tuning follows `tuning` (default: the device's `[tuning]`), with `trials_per_task` where given: tasks the
+    device's database holds are reused, new shapes of a tuned family get its schedule transplanted where
+    `transplant` is on, the rest are tuned with that many trials each; 0 builds the untuned default schedules.
 
     `source` is the MODEL argument (a saved file is hashed). `on_stage(name)` announces each step;
     `on_tuning_start(tasks, tasks_reused)` and `on_trials(done, total, best_ms)` report tuning (see `tune.tune`).
@@ -103,8 +111,9 @@ def compile_model(
 
     start = time.perf_counter()
     stage = on_stage or (lambda _name: None)
-    if trials_per_task < 0:
+    if trials_per_task is not None and trials_per_task < 0:
         raise EdgepruneError(f"--trials must be 0 (untuned) or more, got {trials_per_task}")
+    config = (tuning or device.tuning).with_changes(trials=trials_per_task)
     out = Path(out)
     artifacts.check_output_folder(out)
     device.check_toolchain()
@@ -117,18 +126,18 @@ def compile_model(
     host_lib = _build_for_host(relax_model.mod)
     diff = export.check_against_torch(host_lib, bundle.module, input_shape)
 
-    if trials_per_task > 0:
+    if config.trials > 0:
         stage("tune")
         with device.serving():
             report = tune.tune(
-                relax_model.mod, device, trials_per_task, db_dir, on_progress=on_trials, on_start=on_tuning_start
+                relax_model.mod, device, None, db_dir, on_progress=on_trials, on_start=on_tuning_start, config=config
             )
         stage("build")
         lib = tune.build(relax_model.mod, device, db_dir)
         if device.runs_on_host:
             diff = export.check_against_torch(lib, bundle.module, input_shape)
     else:
-        report = tune.TuneReport(len(tune.extract_tasks(relax_model.mod, device)), 0, 0, 0.0)
+        report = tune.TuneReport(len(tune.extract_tasks(relax_model.mod, device, config)), 0, 0, 0.0)
         stage("build")
         lib = host_lib if device.runs_on_host else tvm.compile(relax_model.mod, target=device.tvm_target())
 
@@ -145,7 +154,9 @@ def compile_model(
             "trials": report.trials,
             "tasks": report.tasks,
             "tasks_reused": report.tasks_reused,
-            "database": str(db_dir.resolve()) if trials_per_task > 0 else "",
+            "tasks_transplanted": report.tasks_transplanted,
+            "database": str(db_dir.resolve()) if config.trials > 0 else "",
+            "config": config.to_json(),
         },
         "source_model": source_model(source, bundle),
         "pruning": pruning,

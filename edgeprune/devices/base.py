@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.tvmx.config import TuningConfig
 
 if TYPE_CHECKING:
     from tvm.rpc import RPCSession
@@ -93,6 +94,7 @@ class Device(ABC):
     remote_workdir: str = "~/edgeprune"
     remote_python: str = "python3"
     timing: TimingSettings = field(default_factory=TimingSettings)
+    tuning: TuningConfig = field(default_factory=TuningConfig)  # the profile's [tuning] table
     source: Path | None = field(default=None, compare=False)
     # the blocks `with device:` entered, innermost last (a frozen dataclass may hold a list and change its items)
     _served: list[contextlib.ExitStack] = field(default_factory=list, init=False, repr=False, compare=False)

@@ -1,6 +1,6 @@
 """Device profiles: one TOML file per board, plus the built-in `local` device.
 
-A profile is the one place a board's facts live (kind, TVM target, tracker, SSH, timing); loading it gives the
+A profile is the one place a board's facts live (kind, TVM target, tracker, SSH, timing, tuning); loading it gives the
 `Device` of its kind. Loading validates every field and names the file and the field on error, because a typo in
 a profile otherwise surfaces minutes later as an obscure TVM or SSH failure.
 
@@ -27,6 +27,7 @@ from edgeprune.devices.cuda import LOCAL_GPU, LOCAL_GPU_DEFAULT_PORT
 from edgeprune.devices.local import LOCAL, LOCAL_DEFAULT_PORT
 from edgeprune.errors import EdgepruneError
 from edgeprune.paths import user_data_dir
+from edgeprune.tvmx.config import TuningConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -114,6 +115,7 @@ _KNOWN_KEYS: dict[str, set[str] | None] = {
     "remote": {"workdir", "python"},
     "kind": None,
     "timing": set(_TIMING_KEYS),
+    "tuning": set(TuningConfig.keys()),
 }
 
 
@@ -162,6 +164,20 @@ def _parse_timing(r: _Reader) -> TimingSettings:
         return TimingSettings(**values)
     except EdgepruneError as exc:
         raise r.fail("timing", exc.message) from None
+
+
+def _parse_tuning(r: _Reader) -> TuningConfig:
+    """The `[tuning]` table: the board's tuning budget and search settings (absent: the defaults)."""
+    if "tuning" not in r.data:
+        return TuningConfig()
+    values = {}
+    for key, types in TuningConfig.keys().items():
+        if key in r.data["tuning"]:
+            values[key] = r.get(f"tuning.{key}", types[0] if len(types) == 1 else types)
+    try:
+        return TuningConfig.from_table(values)
+    except EdgepruneError as exc:
+        raise r.fail("tuning", exc.message) from None
 
 
 def _parse_ssh(r: _Reader) -> SSHConfig | None:
@@ -226,6 +242,7 @@ def load_profile(path: str | os.PathLike[str]) -> Device:
         remote_workdir=r.get("remote.workdir", str, required=False, default="~/edgeprune"),
         remote_python=r.get("remote.python", str, required=False, default="python3"),
         timing=_parse_timing(r),
+        tuning=_parse_tuning(r),
         profiles_root=profiles_dir(),
         source=path,
     )

@@ -26,7 +26,7 @@ from edgeprune.profiling.grid import anchors, plan
 from edgeprune.profiling.lut import LatencyTable, exclusive
 from edgeprune.profiling.signature import LayerExtractor
 from edgeprune.tvmx import tune
-from edgeprune.tvmx.defaults import TRIALS
+from edgeprune.tvmx.config import TuningConfig
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total); phases: "tuning", "network", "entries"
 
@@ -61,17 +61,17 @@ class ProfileReport:
 def measure_network(
     bundle: ModelBundle,
     device: Device,
-    trials: int = TRIALS,
+    trials: int | None = None,
     settings: TimingSettings | None = None,
     relax_model: Any = None,
 ) -> tuple[Timing, tune.TuneReport]:
-    """The network compiled as `compile` compiles it by default (tuning only tasks the device's database
-    lacks, `trials` each), then measured on the device; also what the tuning did."""
+    """The network compiled as `compile` compiles it by default (the device's `[tuning]`, `trials` per new
+    task where given), then measured on the device; also what the tuning did."""
     from edgeprune.tvmx.export import to_relax
 
     with device.serving():
         relax_model = relax_model or to_relax(bundle.module, (1, *bundle.input_shape))
-        tuning = tune.tune(relax_model.mod, device, trials)
+        tuning = tune.tune(relax_model.mod, device, trials)  # None: the device's compile budget
         lib = tune.build(relax_model.mod, device)
         with tempfile.TemporaryDirectory(prefix="edgeprune-net-") as folder:
             path = device.export(lib, Path(folder), stem="network")
@@ -85,19 +85,23 @@ def profile_model(
     grid: int | None = None,
     settings: TimingSettings | None = None,
     parallel: bool = False,
-    trials: int = TRIALS,
+    trials: int | None = None,
     on_progress: Progress | None = None,
+    tuning: TuningConfig | None = None,
 ) -> ProfileReport:
     """Measure the table entries `bundle` needs on `device` (resuming; reusing entries already there).
 
-    For `local`, a farm is started for the duration when none runs. Raises EdgepruneError when the device
-    is lost before the table is complete; everything measured up to then is saved, and running again
-    measures only what is missing.
+    The full-width network is tuned with `tuning` (default: the device's `[tuning]`) at its profile budget
+    (`profile_trials`, or `trials` per task where given): these are the records later compiles reuse and
+    transplant, so this is where a large budget pays. For `local`, a farm is started for the duration when
+    none runs. Raises EdgepruneError when the device is lost before the table is complete; everything
+    measured up to then is saved, and running again measures only what is missing.
     """
     from edgeprune.tvmx.export import to_relax
 
-    if trials < 1:
+    if trials is not None and trials < 1:
         raise EdgepruneError(f"--trials must be at least 1, got {trials}")
+    config = (tuning or device.tuning).for_profile().with_changes(trials=trials)
     settings = settings or device.timing
     if grid is not None and grid < 1:
         raise EdgepruneError(f"--grid must be a positive channel step, got {grid}")
@@ -128,7 +132,10 @@ def profile_model(
                 relax_model = to_relax(bundle.module, (1, *bundle.input_shape))
                 phase_start = time.perf_counter()
                 report.tuning = tune.tune(
-                    relax_model.mod, device, trials, on_progress=lambda n, total, _b: progress("tuning", n, total)
+                    relax_model.mod,
+                    device,
+                    on_progress=lambda n, total, _b: progress("tuning", n, total),
+                    config=config,
                 )
                 report.phase_seconds["tuning"] = time.perf_counter() - phase_start
                 calibration: list[float] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx import tune
+from edgeprune.tvmx.config import TuningConfig
 
 
 class TransplantError(EdgepruneError):
@@ -43,7 +45,7 @@ def adapt_tiles(extent: int, factors: list[int]) -> list[int]:
 
 def task_module(relax_mod: Any, device: Device) -> Any:
     """The single tunable TIR workload of a single-layer network (its MetaSchedule task's module)."""
-    tasks = tune.extract_tasks(relax_mod, device)
+    tasks = tune.extract_tasks(relax_mod, device, TuningConfig())  # conv and dense: one per layer
     if len(tasks) != 1:
         names = [t.task_name for t in tasks]
         raise EdgepruneError(f"expected one tunable kernel in a single-layer network, found {len(tasks)}: {names}")
@@ -107,6 +109,23 @@ class ScheduleStore:
             records = self._db.get_top_k(self._db.commit_workload(workload), 1)
         return records[0] if records else None
 
+    def top_records(self) -> list[Any]:
+        """The best measured record of every workload in the database."""
+        import tvm_ffi
+
+        with self._lock:
+            records = self._db.get_all_tuning_records()
+        best: dict[int, Any] = {}
+        for record in records:
+            secs = [float(s) for s in record.run_secs or []]
+            if not secs or max(secs) >= 1e9:  # MetaSchedule records a failed candidate as 1e10 s
+                continue
+            mean = sum(secs) / len(secs)
+            key = int(tvm_ffi.structural_hash(record.workload.mod))
+            if key not in best or mean < best[key][0]:
+                best[key] = (mean, record)
+        return [record for _, record in best.values()]
+
     def record_for(self, workload: Any, sch: Any, run_ms: float | None = None) -> Any:
         """A tuning record of `sch` for `workload` (not stored)."""
         from tvm.s_tir import meta_schedule as ms
@@ -129,6 +148,58 @@ class ScheduleStore:
             self._db.commit_tuning_record(
                 ms.database.TuningRecord(record.trace, committed, record.run_secs, record.target, record.args_info)
             )
+
+
+def family_key(workload: Any) -> str:
+    """What a kernel is apart from its extents: its TIR with every digit run blanked (extents, and the
+    numbered names a network gives its buffers). Channel-pruned shapes of one layer share it; a different
+    stride, padding or fusion (its index expressions, its blocks) does not."""
+    return re.sub(r"\d+", "N", workload.script())
+
+
+def _extents(workload: Any) -> list[int]:
+    from tvm.s_tir import meta_schedule as ms
+
+    return [int(d) for arg in ms.arg_info.ArgInfo.from_prim_func(workload["main"]) for d in arg.shape]
+
+
+def _distance(a: list[int], b: list[int]) -> float:
+    """How far apart two shapes of one family are (sum of |log ratio| over their extents)."""
+    return sum(abs(math.log(x / y)) for x, y in zip(a, b, strict=True))
+
+
+def transplant_from_families(tasks: list[Any], device: Device, db_dir: Path) -> set[int]:
+    """For each task without a record, the best schedule of its family's nearest tuned shape in the database,
+    transplanted, measured on the device and committed (what `compile` then builds); the indices of the
+    tasks so served. Tasks whose family the database lacks, or whose transplant fails, are left to tuning.
+    The caller holds the database's lock."""
+    store = ScheduleStore(device, db_dir)
+    family_records: dict[str, list[tuple[list[int], Any]]] = {}
+    for record in store.top_records():
+        mod = record.workload.mod
+        family_records.setdefault(family_key(mod), []).append((_extents(mod), record))
+    chosen: dict[int, Any] = {}
+    for index, task in enumerate(tasks):
+        workload = task.dispatched[0]
+        shape = _extents(workload)
+        candidates = sorted(
+            (_distance(shape, extents), n, record)
+            for n, (extents, record) in enumerate(family_records.get(family_key(workload), []))
+            if len(extents) == len(shape)
+        )
+        for _, _, record in candidates[:2]:
+            with contextlib.suppress(TransplantError):
+                chosen[index] = transplant(workload, record.trace, device)
+                break
+    if not chosen:
+        return set()
+    seconds = tune.measure_schedules(device, list(chosen.values()))
+    done = set()
+    for (index, sch), secs in zip(chosen.items(), seconds, strict=True):
+        if secs is not None:
+            store.commit(tasks[index].dispatched[0], sch, secs * 1e3)
+            done.add(index)
+    return done
 
 
 def build_with(relax_mod: Any, record: Any, device: Device) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -22,8 +23,8 @@ from edgeprune import atomic
 from edgeprune.devices import rpc
 from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
+from edgeprune.tvmx.config import TuningConfig
 
-TUNED_OPS = ("conv2d", "matmul", "dense")
 TRIALS_PER_ITER = 16
 
 
@@ -39,6 +40,8 @@ class TuneReport:
     trials: int
     seconds: float
     failed: int = 0  # candidates that did not build or run; their time is not a measurement
+    tasks_transplanted: int = 0  # new shapes given their family's tuned schedule instead of being tuned
+    out_of_time: bool = False  # the time budget stopped tuning before its trials were spent
 
 
 @dataclass
@@ -49,7 +52,9 @@ class _Tally:
     done: int = 0
     failed: int = 0
     first_error: str | None = None
+    out_of_time: bool = False
     best_ms: dict[int, float] = field(default_factory=dict)
+    per_task: dict[int, int] = field(default_factory=dict)  # trials measured, by task
 
     @property
     def network_ms(self) -> float | None:
@@ -131,16 +136,47 @@ def _runner(device: Device, number: int = 3, repeat: int = 1, min_repeat_ms: int
     )
 
 
-def _tally_callback(tally: _Tally, on_batch: Callable[[_Tally], None]) -> Any:
-    """A measure callback that counts each batch's trials and failures and keeps each task's best time."""
+def measure_schedules(device: Device, schedules: list[Any]) -> list[float | None]:
+    """Build and run TIR schedules on the device as MetaSchedule measures its candidates: the mean run time
+    of each in seconds, None where it failed to build or run."""
+    from tvm.s_tir import meta_schedule as ms
+
+    target = device.tvm_target()
+    built = _builder(device).build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
+    inputs = [
+        ms.runner.RunnerInput(b.artifact_path, device.runtime_kind, ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"]))
+        for b, sch in zip(built, schedules, strict=True)
+        if b.error_msg is None
+    ]
+    runner = _runner(device)
+    try:
+        runs = iter([future.result() for future in runner.run(inputs)])
+    finally:
+        runner.pool.shutdown()  # here: left to the collector, it may run in a pool thread that cannot join itself
+        for b in built:
+            if b.artifact_path is not None:
+                shutil.rmtree(Path(b.artifact_path).parent, ignore_errors=True)
+    seconds: list[float | None] = []
+    for b in built:
+        run = next(runs) if b.error_msg is None else None
+        ok = run is not None and run.error_msg is None and run.run_secs
+        seconds.append(sum(float(s) for s in run.run_secs) / len(run.run_secs) if ok else None)
+    return seconds
+
+
+def _tally_callback(tally: _Tally, ids: list[int], on_batch: Callable[[_Tally], None]) -> Any:
+    """A measure callback that counts each batch's trials and failures and keeps each task's best time
+    (`ids[task_id]`: the task's index in the whole run, as a round tunes only some of them)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
     @derived_object
     class Tally(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler: Any, task_id: int, candidates: Any, builds: Any, runs: Any) -> None:
+            task_id = ids[task_id]
             for built, run in zip(builds, runs, strict=True):
                 tally.done += 1
+                tally.per_task[task_id] = tally.per_task.get(task_id, 0) + 1
                 error = built.error_msg or run.error_msg
                 if error is not None or not run.run_secs:
                     tally.failed += 1
@@ -164,12 +200,13 @@ def _require_servers(device: Device) -> None:
         )
 
 
-def extract_tasks(mod: Any, device: Device) -> list[Any]:
-    """The tunable tasks of a legalized Relax module (convolutions and dense layers)."""
+def extract_tasks(mod: Any, device: Device, config: TuningConfig | None = None) -> list[Any]:
+    """The tasks of a legalized Relax module that `config` tunes (default: the device's; convolutions and
+    dense layers unless its `ops` says otherwise)."""
     from tvm.s_tir import meta_schedule as ms
 
-    tasks = ms.relax_integration.extract_tasks(mod, device.tvm_target())
-    return [t for t in tasks if any(op in t.task_name for op in TUNED_OPS)]
+    config = config or device.tuning
+    return [t for t in ms.relax_integration.extract_tasks(mod, device.tvm_target()) if config.tunes(t.task_name)]
 
 
 @contextlib.contextmanager
@@ -202,81 +239,134 @@ def _tuned_workloads(db_dir: Path, tasks: list[Any]) -> set[int]:
     }
 
 
-def _run_tuning(
+def _search_strategy(config: TuningConfig) -> Any:
+    """A fresh search strategy for one task (an evolutionary search keeps per-task state)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if config.strategy == "evolutionary":
+        return ms.search_strategy.EvolutionarySearch(
+            population_size=config.population, genetic_num_iters=2, init_min_unmeasured=config.population // 4
+        )
+    return config.strategy
+
+
+def run_tuning(
     todo: list[Any],
     device: Device,
-    trials_per_task: int,
+    config: TuningConfig,
     db_dir: Path,
     seed: int,
     on_progress: Callable[[int, int, float | None], None] | None,
 ) -> _Tally:
-    """MetaSchedule over the tasks in `todo`: in-process builds, candidates run on the device over RPC."""
+    """MetaSchedule over the tasks in `todo` (extracted tasks), whatever the database already holds for them
+    (`tune` picks the tasks; a benchmark deepens a database with it): in-process builds, candidates run on
+    the device over RPC. The caller holds the database's lock.
+
+    With `config.minutes`, it tunes in rounds of one batch per task and starts no round past the deadline,
+    the first excepted (setting up the search can take a minute on a small machine: a budget spent before
+    any measurement would ship nothing tuned). MetaSchedule has no deadline of its own, and stopping it
+    mid-round would strand measurements in flight; every round's records are in the database, and the cost
+    model carries over between rounds.
+    """
     from tvm.s_tir import meta_schedule as ms
 
-    total = trials_per_task * len(todo)
+    total = min(config.trials * len(todo), config.max_trials or config.trials * len(todo))
+    per_round = min(TRIALS_PER_ITER, config.trials) if config.minutes is not None else config.trials
+    deadline = None if config.minutes is None else time.perf_counter() + config.minutes * 60
     device.prepare_tuning()
     with _quiet_tvm_logs():
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, work_dir=str(db_dir / "logs"), strategy="replay-trace", seed=seed, num_threads=1
-        )
+        contexts, weights = [], []
+        for index, task in enumerate(todo):
+            context, weight = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                [task],
+                work_dir=str(db_dir / "logs"),
+                strategy=_search_strategy(config),
+                seed=seed + index,
+                num_threads=1,
+            )
+            contexts += context
+            weights += weight
         tally = _Tally(weights=[float(w) for w in weights])
         report = on_progress or (lambda _done, _total, _best: None)
-        callbacks = [
-            *ms.measure_callback.MeasureCallback.create("default"),
-            _tally_callback(tally, lambda t: report(t.done, total, t.network_ms)),
-        ]
-        ms.tune_tasks(
-            tasks=contexts,
-            task_weights=weights,
-            work_dir=str(db_dir),
-            max_trials_global=total,
-            max_trials_per_task=trials_per_task,
-            num_trials_per_iter=min(TRIALS_PER_ITER, trials_per_task),
-            builder=_builder(device),
-            runner=_runner(device),
-            database=ms.database.JSONDatabase(work_dir=str(db_dir)),
-            cost_model="random",
-            measure_callbacks=callbacks,
-            task_scheduler="round-robin",
-        )
+        builder, runner = _builder(device), _runner(device)
+        cost_model = ms.cost_model.CostModel.create(config.cost_model, num_tuning_cores=1, tree_method="auto")
+        exhausted: set[int] = set()  # tasks whose search space ran out before their trials
+        while tally.done < total:
+            ids = [i for i in range(len(todo)) if i not in exhausted and tally.per_task.get(i, 0) < config.trials]
+            if not ids or (tally.done and deadline is not None and time.perf_counter() > deadline):
+                tally.out_of_time = bool(ids)
+                break
+            before = dict(tally.per_task)
+            ms.tune_tasks(
+                tasks=[contexts[i] for i in ids],
+                task_weights=[weights[i] for i in ids],
+                work_dir=str(db_dir),
+                max_trials_global=min(total - tally.done, per_round * len(ids)),
+                max_trials_per_task=min(per_round, config.trials),
+                num_trials_per_iter=min(TRIALS_PER_ITER, config.trials),
+                builder=builder,
+                runner=runner,
+                database=ms.database.JSONDatabase(work_dir=str(db_dir)),
+                cost_model=cost_model,
+                measure_callbacks=[
+                    *ms.measure_callback.MeasureCallback.create("default"),
+                    _tally_callback(tally, ids, lambda t: report(t.done, total, t.network_ms)),
+                ],
+                task_scheduler=config.task_scheduler,
+            )
+            exhausted |= {i for i in ids if tally.per_task.get(i, 0) == before.get(i, 0)}
     return tally
 
 
 def tune(
     mod: Any,
     device: Device,
-    trials_per_task: int,
+    trials_per_task: int | None = None,
     db_dir: Path | None = None,
     on_progress: Callable[[int, int, float | None], None] | None = None,
     seed: int = 0,
     on_start: Callable[[int, int], None] | None = None,
+    config: TuningConfig | None = None,
 ) -> TuneReport:
-    """Tune the module's tasks that the database lacks, `trials_per_task` each, on the device over RPC.
+    """Tune the module's tasks that the database lacks on the device over RPC, with `config` (default: the
+    device's `[tuning]`), `trials_per_task` each where given, else `config.trials`.
 
-    `on_start(tasks, tasks_reused)` is called once the tasks are known; `on_progress(trials_done,
-    trials_total, best_ms)` after each measured batch, `best_ms` being the sum of the best kernel time of
-    each task tuned so far times its use count. Raises EdgepruneError when another process tunes into the
-    same database, when no server serves the device, or when every candidate failed (nothing was measured).
+    With `config.transplant`, a new task whose family (same kernel, other shapes) the database holds gets
+    that family's best schedule re-applied and measured first, as the profiler does for its grid; only the
+    tasks left are tuned. `on_start(tasks, tasks_reused)` is called once the tasks are known;
+    `on_progress(trials_done, trials_total, best_ms)` after each measured batch, `best_ms` being the sum of
+    the best kernel time of each task tuned so far times its use count. Raises EdgepruneError when another
+    process tunes into the same database, when no server serves the device, or when every candidate failed
+    (nothing was measured).
     """
+    config = (config or device.tuning).with_changes(trials=trials_per_task)
     start = time.perf_counter()
     db_dir = Path(db_dir or tuning_db_dir(device))
     db_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(db_dir):
-        tasks = extract_tasks(mod, device)
+        tasks = extract_tasks(mod, device, config)
         reused = _tuned_workloads(db_dir, tasks)
         todo = [t for i, t in enumerate(tasks) if i not in reused]
         if on_start is not None:
             on_start(len(tasks), len(reused))
-        if not todo or trials_per_task <= 0:
+        if not todo or config.trials <= 0:
             return TuneReport(len(tasks), len(reused), 0, time.perf_counter() - start)
         _require_servers(device)
-        tally = _run_tuning(todo, device, trials_per_task, db_dir, seed, on_progress)
+        transplanted = 0
+        if config.transplant:
+            from edgeprune.tvmx.transplant import transplant_from_families  # it builds on this module
+
+            done = transplant_from_families(todo, device, db_dir)
+            transplanted = len(done)
+            todo = [t for i, t in enumerate(todo) if i not in done]
+        tally = run_tuning(todo, device, config, db_dir, seed, on_progress) if todo else _Tally([])
     if tally.done and tally.failed == tally.done:
         raise EdgepruneError(
             f"all {tally.done} tuning candidates failed on device '{device.name}': {tally.first_error}",
             hint="check the device with `edgeprune devices check`; --trials 0 compiles untuned",
         )
-    return TuneReport(len(tasks), len(reused), tally.done, time.perf_counter() - start, tally.failed)
+    seconds = time.perf_counter() - start
+    return TuneReport(len(tasks), len(reused), tally.done, seconds, tally.failed, transplanted, tally.out_of_time)
 
 
 def build(mod: Any, device: Device, db_dir: Path | None = None) -> Any:

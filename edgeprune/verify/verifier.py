@@ -17,9 +17,10 @@ import numpy as np
 from edgeprune import atomic
 from edgeprune.compile.artifacts import ELF_MACHINES, VERIFY_FILE, Artifact, elf_machine, load_artifact
 from edgeprune.devices.base import Device
-from edgeprune.devices.timing import Timing, measure_library
+from edgeprune.devices.timing import RemoteTimer, Timing, measure_library
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import parse_target
+from edgeprune.verify import ort
 from edgeprune.verify.defaults import ATOL, RTOL
 
 
@@ -36,6 +37,8 @@ class VerifyResult:
     baseline_timing: Timing | None = None
     predicted_ms: float | None = None
     timings_are_real: bool = True  # False on an emulated board: its times are the emulator's
+    ort_timing: Timing | None = None  # ONNX Runtime on the same model.onnx, same threads (device on this host)
+    ort_threads: int | None = None
 
     @property
     def measured_ms(self) -> float:
@@ -84,6 +87,17 @@ class VerifyResult:
             "timing": self.timing.to_json(),
             "baseline_timing": None if self.baseline_timing is None else self.baseline_timing.to_json(),
             "verified_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **self._ort_json(),
+        }
+
+    def _ort_json(self) -> dict[str, Any]:
+        """The ORT keys, present only when ORT was measured (absent: not comparable here)."""
+        if self.ort_timing is None:
+            return {}
+        return {
+            "ort_ms": self.ort_timing.median_ms,
+            "ort_spread_ms": self.ort_timing.spread_ms,
+            "ort_threads": self.ort_threads,
         }
 
 
@@ -123,6 +137,39 @@ def measure_artifact(artifact: Artifact, device: Device, repeat: int | None = No
     return measure_library(device, artifact.library, reference_input, device.timing.with_counts(repeat=repeat))
 
 
+def measure_with_ort(
+    artifact: Artifact, device: Device, repeat: int | None = None
+) -> tuple[Timing, np.ndarray, Timing, int]:
+    """`measure_artifact`, and ONNX Runtime on the artifact's model.onnx with the TVM server's thread count,
+    sample for sample in alternation (load that comes and goes hits both alike): TVM's timing, its output,
+    ORT's timing and the threads."""
+    settings = device.timing.with_counts(repeat=repeat)
+    one = settings.with_counts(repeat=1)  # one sample of each in turn
+    reference_input, _ = artifact.reference()
+    session = device.request_session()
+    try:
+        tvm_timer = RemoteTimer(session, device, artifact.library, reference_input, one)
+        threads = ort.remote_threads(session)
+        ort_timer = ort.timer(artifact.folder / artifact.manifest["onnx"], reference_input, threads, one)
+        tvm_samples: list[float] = []
+        ort_samples: list[float] = []
+        for _ in range(settings.repeat):
+            tvm_samples += tvm_timer.samples_ms()
+            ort_samples += ort_timer.samples_ms()
+    except EdgepruneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - TVM and ORT surface failures as several types
+        raise EdgepruneError(
+            f"timing {artifact.folder} against ONNX Runtime failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    return (
+        Timing.from_samples(tvm_samples, settings.number),
+        tvm_timer.output,
+        Timing.from_samples(ort_samples, ort_timer.number),
+        threads,
+    )
+
+
 def verify_artifact(
     folder: Path,
     device: Device,
@@ -133,7 +180,9 @@ def verify_artifact(
     """Measure the artifact (and the baseline artifact, same settings) on the device, compare outputs with
     PyTorch's, and write `verify.json` into the artifact folder.
 
-    Without `target_ms` the pruning budget recorded in the manifest is the target, if there is one.
+    Without `target_ms` the pruning budget recorded in the manifest is the target, if there is one. Where
+    ONNX Runtime is importable and the device runs on this host, ORT is timed on the same model.onnx in
+    alternation with the artifact (`ort_ms` in verify.json).
     """
     if target_ms is not None:
         parse_target("ms", target_ms)  # the same check, and message, as every other latency budget
@@ -148,8 +197,12 @@ def verify_artifact(
     if target_ms is None and artifact.pruning_target_ms is not None:
         target_ms, source = artifact.pruning_target_ms, "pruning budget"
 
+    ort_timing = ort_threads = None
     with device.serving():
-        timing, output = measure_artifact(artifact, device, repeat)
+        if ort.available(device):
+            timing, output, ort_timing, ort_threads = measure_with_ort(artifact, device, repeat)
+        else:
+            timing, output = measure_artifact(artifact, device, repeat)
         base_timing = measure_artifact(base, device, repeat)[0] if base is not None else None
 
     _, expected = artifact.reference()
@@ -170,6 +223,8 @@ def verify_artifact(
         baseline_timing=base_timing,
         predicted_ms=artifact.predicted_ms,
         timings_are_real=device.timings_are_real,
+        ort_timing=ort_timing,
+        ort_threads=ort_threads,
     )
     atomic.write_json(artifact.folder / VERIFY_FILE, result.to_json())
     return result

@@ -1,0 +1,98 @@
+"""How MetaSchedule tunes: one typed, validated setting per knob (import-free, so profiles load fast).
+
+A device profile's `[tuning]` table overrides the defaults for its board; a command's flags override the
+profile (`with_changes`). Defaults are what the measurements in bench/results/runtime.md support on a small
+shared x86 machine: replay-trace with random sampling beat evolutionary search + XGBoost at small budgets
+(the cost model needs data before it helps, and a 512 population costs ~20 s of search per round per task).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.tvmx.defaults import TRIALS
+
+STRATEGIES = ("replay-trace", "evolutionary")
+COST_MODELS = ("random", "xgb")
+TASK_SCHEDULERS = ("round-robin", "gradient")
+ALL_OPS = "all"  # in `ops`: tune every kernel the network has, not only the named ones
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """One tuning run's settings. `trials` is what `compile` spends per task the database lacks (and cannot
+    reuse from a family record); `profile_trials` is the profile's deeper budget for the full-width network,
+    whose records every later compile reuses."""
+
+    trials: int = TRIALS  # per new task at compile (0: build untuned)
+    profile_trials: int = TRIALS  # per task at profile time (the anchors every later compile reuses)
+    max_trials: int | None = None  # per tuning run, over all tasks (None: trials x tasks)
+    minutes: float | None = None  # per tuning run: the tuner stops after it and keeps what it measured
+    strategy: str = "replay-trace"
+    population: int = 128  # evolutionary only: 128 searched in ~5 s a round on one thread, 512 in ~20 s
+    cost_model: str = "random"
+    task_scheduler: str = "round-robin"
+    ops: tuple[str, ...] = ("conv2d", "matmul", "dense")  # substrings of task names, or "all"
+    # compile: give a new shape its family's tuned schedule (re-applied, measured) instead of tuning it. Off by
+    # default: on resnet20 at width 0.707 (channel counts off the device's grid: 11, 22, 45) the 12 transplants
+    # from a 48-trial database compiled in 43 s instead of 113 s but ran 2.40 ms against 1.58 ms for 16 fresh
+    # trials per task (bench/results/runtime.md). Shapes on the table's grid reuse the profile's records anyway.
+    transplant: bool = False
+
+    def __post_init__(self) -> None:
+        for name, low in (("trials", 0), ("profile_trials", 1), ("max_trials", 1), ("population", 2)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise EdgepruneError(f"tuning.{name} must be at least {low}, got {value}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise EdgepruneError(f"tuning.minutes must be positive, got {self.minutes}")
+        for name, allowed in (
+            ("strategy", STRATEGIES),
+            ("cost_model", COST_MODELS),
+            ("task_scheduler", TASK_SCHEDULERS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise EdgepruneError(f"tuning.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not self.ops or not all(isinstance(op, str) and op for op in self.ops):
+            raise EdgepruneError(f"tuning.ops must be a non-empty list of op names (or ['all']), got {self.ops!r}")
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> TuningConfig:
+        """From a profile's `[tuning]` table (types checked by the caller, which names the file)."""
+        unknown = set(table) - set(cls.keys())
+        if unknown:
+            raise EdgepruneError(f"unknown tuning key(s) {', '.join(sorted(unknown))}")
+        values = dict(table)
+        if "ops" in values:
+            values["ops"] = tuple(values["ops"])
+        if isinstance(values.get("minutes"), int):
+            values["minutes"] = float(values["minutes"])
+        return cls(**values)
+
+    @classmethod
+    def keys(cls) -> dict[str, tuple[type, ...]]:
+        """The `[tuning]` table's keys and the TOML types each accepts."""
+        counts = ("trials", "profile_trials", "max_trials", "population")
+        types: dict[str, tuple[type, ...]] = {name: (int,) for name in counts}
+        types |= {"minutes": (int, float), "transplant": (bool,), "ops": (list,)}
+        types |= {name: (str,) for name in ("strategy", "cost_model", "task_scheduler")}
+        assert set(types) == {f.name for f in fields(cls)}, "every field has a TOML type"
+        return types
+
+    def with_changes(self, **changes: Any) -> TuningConfig:
+        """This config with a command's flags where given (None: keep the profile's value)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def for_profile(self) -> TuningConfig:
+        """The profile's run: its deeper budget, and every task tuned on its own shape (these records are
+        the anchors later compiles transplant from, so they are not transplants themselves)."""
+        return replace(self, trials=self.profile_trials, transplant=False)
+
+    def tunes(self, task_name: str) -> bool:
+        """Whether a task of this name is tuned (others keep the default schedule)."""
+        return ALL_OPS in self.ops or any(op in task_name for op in self.ops)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ops": list(self.ops)}
