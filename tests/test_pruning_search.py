@@ -22,7 +22,7 @@ from edgeprune.pruning.finetune import TrainSettings, initialize, loss_on, recal
 from edgeprune.pruning.search import (
     ChannelMasks,
     SearchSettings,
-    _adaptive_bn_scorer,
+    adaptive_bn_scorer,
     learned_mismatch,
     load_learned,
     save_learned,
@@ -133,7 +133,7 @@ def test_a_cut_candidate_scores_like_the_masked_network(case, digits) -> None:
     keep = ranking.rank(scores, budget, floor).keep
     rows = torch.randint(0, len(digits.train), (3, 32), generator=torch.Generator().manual_seed(1)).numpy()
     settings = SearchSettings(batch_size=32, calibration=3, val_samples=128)
-    cheap = _adaptive_bn_scorer(module, structure, digits, settings, rows)(keep)
+    cheap = adaptive_bn_scorer(module, structure, digits, settings, rows)(keep)
     masked = copy.deepcopy(module)
     ChannelMasks(masked, structure).set(keep, structure.sizes())
     batches = [(digits.prepare(digits.train.images[torch.from_numpy(r)]), digits.train.labels[r]) for r in rows]

@@ -245,25 +245,37 @@ def _load_checkpoint(path: Path | None, fingerprint: dict) -> dict | None:
     return state
 
 
-def _adaptive_bn_scorer(
+def adaptive_bn_scorer(
     module: nn.Module, structure: Structure, data: Dataset, settings: SearchSettings, train_index: np.ndarray
 ) -> Callable[[dict[str, list[int]]], float]:
     """Validation loss of the cut network after `settings.steps` Adam steps and re-estimated BatchNorm
     statistics. `train_index` holds the training rows: the first `steps` fine-tune, the rest calibrate."""
+
     # Prepared once: the same batches and validation images for every candidate, so differences are the
-    # candidate's, and no candidate pays for decoding, resizing or normalising images again.
+    # candidate's, and no candidate pays for decoding, resizing or normalising images again. The forward-only
+    # passes run channels-last: torch's CPU convolutions take about a fifth (resnet20) to a third (mobilenetv2)
+    # less time on it. (Training stays contiguous: torch 2.13 aborted in a channels-last backward of a cut net.)
+    fast = torch.channels_last
+
+    def prepared(images: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+        return data.prepare(images).contiguous(memory_format=layout)
+
     batches = [
-        (data.prepare(data.train.images[torch.from_numpy(row)]), data.train.labels[torch.from_numpy(row)])
-        for row in train_index
+        (
+            prepared(data.train.images[torch.from_numpy(row)], torch.contiguous_format if i < settings.steps else fast),
+            data.train.labels[torch.from_numpy(row)],
+        )
+        for i, row in enumerate(train_index)
     ]
     steps, calibration = batches[: settings.steps], batches[settings.steps :]
     val_count = min(settings.val_samples, len(data.val))
-    val_inputs, val_labels = data.prepare(data.val.images[:val_count]), data.val.labels[:val_count]
+    val_inputs, val_labels = prepared(data.val.images[:val_count], fast), data.val.labels[:val_count]
 
     def score(keep: dict[str, list[int]]) -> float:
         candidate = prune(module, structure, keep)  # a new module: the input stays untouched
         if steps:
             train_steps(candidate, steps, settings.lr)
+        candidate.to(memory_format=fast)
         recalibrate_batchnorm(candidate, calibration)
         return loss_on(candidate, val_inputs, val_labels)
 
@@ -325,7 +337,7 @@ def search(
     score = (
         _user_scorer(module, structure, data)
         if isinstance(data, UserLoop)
-        else _adaptive_bn_scorer(module, structure, data, settings, train_index)
+        else adaptive_bn_scorer(module, structure, data, settings, train_index)
     )
     seen: dict[tuple[int, ...], float] = {}
     costs: dict[tuple[int, ...], float] = {}
