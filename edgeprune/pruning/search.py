@@ -317,6 +317,7 @@ def search(
 
     With a `Dataset`, candidates are scored as the module docstring says. With a `UserLoop`, each candidate is
     cut for real, fine-tuned by the user's code and scored by minus the user's `evaluate` (lower is better here).
+    `criterion` and `normalize` name how `scores` were made: a checkpoint continues only a search on the same.
     """
     settings.check()
     names = list(structure.groups)
