@@ -293,10 +293,17 @@ def markdown(results: dict[str, Any]) -> str:
         "(the code at 15efe40). New: the cut network, BN statistics re-estimated on cached calibration batches, no "
         "steps, 256 validation images. Median (min-max) seconds per evaluation, interleaved on the same candidates.",
         "",
+        "Measured on a shared machine under other work (load averages below): wall times are inflated by it, CPU "
+        "seconds of the benchmark's own process much less so. Torch at one thread.",
+        "",
     ]
     for model, result in results.items():
         plan = result["plan"]
-        lines += [f"## {model} ({plan['data']} 28x28, width {plan['width']}, {plan['flops']:.0%} FLOPs budget)", ""]
+        lines += [
+            f"## {model} ({plan['data']} 28x28, width {plan['width']}, {plan['flops']:.0%} FLOPs budget, baseline "
+            f"trained {plan['train_epochs']} epoch(s) on {plan['limit']} images)",
+            "",
+        ]
         loads = ", ".join(f"{part} {result[part]['load']}" for part in PARTS if part in result)
         lines += [f"Load average (1 min) at start-end of each part, {os.cpu_count()} shared cores: {loads}.", ""]
         if "speed" in result:
