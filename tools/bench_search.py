@@ -294,7 +294,7 @@ def markdown(results: dict[str, Any]) -> str:
         "steps, 256 validation images. Median (min-max) seconds per evaluation, interleaved on the same candidates.",
         "",
         "Measured on a shared machine under other work (load averages below): wall times are inflated by it, CPU "
-        "seconds of the benchmark's own process much less so. Torch at one thread.",
+        "seconds of the benchmark's own process much less so. Torch at one thread unless a heading says otherwise.",
         "",
     ]
     for model, result in results.items():
@@ -373,7 +373,7 @@ def main() -> None:
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     for model in args.models:
         setup = Setup(plan, model)
-        entry = results.setdefault(model, {})
+        entry = results.setdefault(model if plan.threads == 1 else f"{model}, {plan.threads} threads", {})
         for part in args.parts:
             if part in entry and entry.get("plan") == asdict(plan):
                 continue
