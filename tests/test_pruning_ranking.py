@@ -133,3 +133,20 @@ def test_uniform_cuts_every_group_by_the_same_share(resnet) -> None:
     shares = {name: count / structure.groups[name].size for name, count in plan.counts().items()}
     assert plan.cost <= budget.target
     assert max(shares.values()) - min(shares.values()) <= 1 / 8 + 1e-9  # one channel of the smallest group
+
+
+def test_mean_normalisation_rescales_each_group_and_keeps_its_order(resnet) -> None:
+    module, structure, scores = resnet
+    scaled = {**scores, "layers.6.conv1": scores["layers.6.conv1"] * 0.01}  # a layer of small filters
+    normalised = ranking.normalize(scaled, "mean")
+    for name, values in normalised.items():
+        assert float(values.double().mean()) == pytest.approx(1.0, rel=1e-5)
+        assert torch.equal(torch.argsort(values, stable=True), torch.argsort(scaled[name], stable=True))
+    assert ranking.normalize(scaled, "none") is scaled
+    # raw scores starve the small layer; normalised ones rank it like the others (as the unscaled scores do)
+    budget = bind(parse_target("flops", "50%"), module, structure)
+    floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.1)
+    assert ranking.rank(scaled, budget, floor).counts()["layers.6.conv1"] == floor["layers.6.conv1"]
+    assert ranking.rank(normalised, budget, floor) == ranking.rank(ranking.normalize(scores, "mean"), budget, floor)
+    with pytest.raises(EdgepruneError, match="unknown normalisation 'max'"):
+        ranking.normalize(scores, "max")

@@ -1,5 +1,7 @@
 """LeGR's (alpha, kappa) search: beats the identity where layer compensation matters, is reproducible by
-seed, and a checkpointed search continued piece by piece ends exactly where an uninterrupted one does."""
+seed, and a checkpointed search continued piece by piece ends exactly where an uninterrupted one does. Its
+candidate score (a cut network, BatchNorm re-estimated, validation loss) is checked against the masked network
+it stands for."""
 
 from __future__ import annotations
 
@@ -16,10 +18,18 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model
 from edgeprune.pruning import criteria, groups, ranking
 from edgeprune.pruning.budget import Budget, bind, parse_target
-from edgeprune.pruning.finetune import TrainSettings, initialize, train
-from edgeprune.pruning.search import SearchSettings, learned_mismatch, load_learned, save_learned, search
+from edgeprune.pruning.finetune import TrainSettings, initialize, loss_on, recalibrate_batchnorm, train
+from edgeprune.pruning.search import (
+    ChannelMasks,
+    SearchSettings,
+    adaptive_bn_scorer,
+    learned_mismatch,
+    load_learned,
+    save_learned,
+    search,
+)
 
-TINY = SearchSettings(population=8, sample_size=3, generations=8, steps=5, val_samples=256)
+TINY = SearchSettings(population=8, sample_size=3, generations=8, calibration=2, val_samples=256)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch at 1 thread for the module
@@ -94,17 +104,55 @@ def test_learned_file_is_reused_only_for_its_model(case, digits, tmp_path: Path)
     module, structure, scores, budget, floor = case
     result = _search(case, digits, 0, SearchSettings(population=4, sample_size=2, generations=2, steps=2))
     path = tmp_path / "pruned.legr.json"
-    save_learned(path, result, structure, "l2", budget)
+    save_learned(path, result, structure, "l2", "none", budget)
     assert load_learned(path, structure, "l2") == (result.alpha, result.kappa)
     other = groups.analyze(load_model("resnet20", (1, 8, 8), 10, width=0.25).module, (1, 8, 8))
     assert "different model" in (learned_mismatch(path, other, "l2") or "")
     with pytest.raises(EdgepruneError, match="criterion 'l2', not 'taylor'"):
         load_learned(path, structure, "taylor")
+    with pytest.raises(EdgepruneError, match="normalised 'none', not 'mean'"):
+        load_learned(path, structure, "l2", "mean")  # alpha and kappa were learned on another scale
+
+
+def test_the_population_starts_with_the_identity_and_the_normalised_ranking(case, digits) -> None:
+    module, structure, scores, budget, floor = case
+    result = search(module, structure, scores, budget, floor, digits, TINY, 0, "l2")
+    alpha = {name: 1.0 / float(values.double().mean()) for name, values in scores.items()}
+    normalised = ranking.rank(ranking.normalize(scores, "mean"), budget, floor).counts()
+    assert ranking.rank(scores, budget, floor, alpha).counts() == normalised
+    # the scaled layer is starved by raw norms and not by normalised ones: the second member scores better
+    assert normalised["layers.6.conv1"] > ranking.rank(scores, budget, floor).counts()["layers.6.conv1"]
+    assert result.history[1] < result.history[0] == result.identity_fitness
+
+
+def test_a_cut_candidate_scores_like_the_masked_network(case, digits) -> None:
+    """The score of a cut network equals that of the full network with the channels held at zero (the
+    function the candidate stands for), after the same BatchNorm re-estimation; stale statistics differ."""
+    module, structure, scores, budget, floor = case
+    before = copy.deepcopy(module.state_dict())
+    keep = ranking.rank(scores, budget, floor).keep
+    rows = torch.randint(0, len(digits.train), (3, 32), generator=torch.Generator().manual_seed(1)).numpy()
+    settings = SearchSettings(batch_size=32, calibration=3, val_samples=128)
+    cheap = adaptive_bn_scorer(module, structure, digits, settings, rows)(keep)
+    masked = copy.deepcopy(module)
+    ChannelMasks(masked, structure).set(keep, structure.sizes())
+    batches = [(digits.prepare(digits.train.images[torch.from_numpy(r)]), digits.train.labels[r]) for r in rows]
+    val = digits.prepare(digits.val.images[:128]), digits.val.labels[:128]
+    stale = loss_on(masked, *val)
+    recalibrate_batchnorm(masked, batches)
+    assert cheap == pytest.approx(loss_on(masked, *val), rel=1e-4)
+    assert abs(cheap - stale) > 1e-3
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
-    [({"population": 1}, "--population"), ({"sample_size": 9}, "--sample-size"), ({"minutes": 0}, "minutes")],
+    [
+        ({"population": 1}, "--population"),
+        ({"sample_size": 9}, "--sample-size"),
+        ({"minutes": 0}, "minutes"),
+        ({"calibration": -1}, "calibration"),
+    ],
 )
 def test_bad_search_settings(change: dict, message: str) -> None:
     with pytest.raises(EdgepruneError, match=message):

@@ -12,6 +12,7 @@ from edgeprune.cli.common import (
     MinKeepOpt,
     ModelArg,
     ShapeOpt,
+    WidthOpt,
     check_output,
     console,
     print_json,
@@ -64,15 +65,15 @@ def train_cmd(
     model: ModelArg,
     output: OutputOpt,
     data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    limit: LimitOpt = None,
+    input_shape: ShapeOpt = None,
+    classes: Annotated[int | None, typer.Option("--classes", help="Class count (default: the data set's).")] = None,
+    width: WidthOpt = 1.0,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine decay).")] = 1e-3,
-    input_shape: ShapeOpt = None,
-    classes: Annotated[int | None, typer.Option("--classes", help="Class count (default: the data set's).")] = None,
-    width: Annotated[float, typer.Option("--width", help="Width multiplier of zoo models.")] = 1.0,
     seed: SeedOpt = 0,
-    limit: LimitOpt = None,
-    data_dir: DataDirOpt = None,
     threads: ThreadsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
@@ -191,6 +192,10 @@ def prune_cmd(
     data: Annotated[
         str | None, typer.Option("--data", help="Data set (default: the one the model was trained on).")
     ] = None,
+    data_dir: DataDirOpt = None,
+    limit: LimitOpt = None,
+    input_shape: ShapeOpt = None,
+    width: WidthOpt = 1.0,
     method: Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")] = "legr",
     criterion: Annotated[
         str | None,
@@ -202,9 +207,12 @@ def prune_cmd(
     min_keep: MinKeepOpt = 0.1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Fine-tune learning rate (Adam).")] = 1e-3,
-    population: Annotated[int, typer.Option("--population", help="LeGR: evolution population.")] = 24,
-    sample_size: Annotated[int, typer.Option("--sample-size", help="LeGR: members sampled per generation.")] = 6,
-    generations: Annotated[int, typer.Option("--generations", help="LeGR: generations after the first.")] = 150,
+    normalize: Annotated[
+        str, typer.Option("--normalize", help="Per-layer score normalisation before ranking: none or mean.")
+    ] = "none",
+    population: Annotated[int, typer.Option("--population", help="LeGR: evolution population.")] = 32,
+    sample_size: Annotated[int, typer.Option("--sample-size", help="LeGR: members sampled per generation.")] = 8,
+    generations: Annotated[int, typer.Option("--generations", help="LeGR: generations after the first.")] = 300,
     mutation_share: Annotated[
         float, typer.Option("--mutation-share", help="LeGR: share of layers mutated per child.")
     ] = 0.2,
@@ -212,8 +220,8 @@ def prune_cmd(
         float, typer.Option("--mutation-scale", help="LeGR: initial mutation step (decays).")
     ] = 1.0,
     search_steps: Annotated[
-        int, typer.Option("--search-steps", help="LeGR: fine-tune steps per candidate (tau).")
-    ] = 20,
+        int, typer.Option("--search-steps", help="LeGR: fine-tune steps per candidate before BN re-estimation.")
+    ] = 0,
     search_minutes: Annotated[float, typer.Option("--search-minutes", help="LeGR: time box of the search.")] = 3.0,
     reuse_search: Annotated[
         Path | None, typer.Option("--reuse-search", help="LeGR: learned (alpha, kappa) file to reuse.")
@@ -226,11 +234,7 @@ def prune_cmd(
     profile_missing: Annotated[
         bool, typer.Option("--profile-missing", help="Profile the model on the device if the LUT lacks entries.")
     ] = False,
-    input_shape: ShapeOpt = None,
-    width: Annotated[float, typer.Option("--width", help="Width multiplier when MODEL is a zoo name.")] = 1.0,
     seed: SeedOpt = 0,
-    limit: LimitOpt = None,
-    data_dir: DataDirOpt = None,
     threads: ThreadsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
@@ -263,7 +267,7 @@ def prune_cmd(
         from edgeprune.pruning.search import learned_mismatch
 
         problem = learned_mismatch(
-            learned_file, analyze(bundle.module, bundle.input_shape), criterion or DEFAULT_CRITERION[method]
+            learned_file, analyze(bundle.module, bundle.input_shape), criterion or DEFAULT_CRITERION[method], normalize
         )
         if problem is None:
             reuse = learned_file  # one search, many budgets: the previous search for this output is reused
@@ -274,6 +278,7 @@ def prune_cmd(
         method=method,
         criterion=criterion,
         min_keep=min_keep,
+        normalize=normalize,
         finetune=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr),
         search=SearchSettings(
             population=population,

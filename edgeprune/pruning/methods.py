@@ -51,6 +51,7 @@ class PruneSettings:
     rounds: int = 3
     round_epochs: int = 1
     calibration_batches: int = 4
+    normalize: str = "none"  # per-group score normalisation before ranking: ranking.NORMALIZERS
     seed: int = 0
     reuse_search: Path | None = None  # learned (alpha, kappa) to use instead of searching
     search_file: Path | None = None  # where a new search writes its learned (alpha, kappa)
@@ -68,6 +69,7 @@ class PruneSettings:
             raise EdgepruneError(
                 f"unknown criterion '{self.criterion}'", hint=f"choose one of {', '.join(criteria.CRITERIA)}"
             )
+        ranking.check_normalizer(self.normalize)
         if self.rounds < 1 or self.round_epochs < 0:
             raise EdgepruneError("--rounds must be >= 1 and epoch counts >= 0")
         self.finetune.check()
@@ -110,7 +112,7 @@ class _Pruner:
         self.floor = ranking.minimum_counts(self.structure.sizes(), self.budget.steps, settings.min_keep)
 
     def scores(self, module: nn.Module, structure: Structure) -> dict[str, torch.Tensor]:
-        return criteria.score(
+        raw = criteria.score(
             self.settings.criterion_name,
             module,
             structure,
@@ -119,6 +121,7 @@ class _Pruner:
             batches=self.settings.calibration_batches,
             batch_size=self.settings.finetune.batch_size,
         )
+        return ranking.normalize(raw, self.settings.normalize)
 
     def fine_tune(self, module: nn.Module, epochs: int, description: str, checkpoint: Path | None = None) -> None:
         if isinstance(self.data, UserLoop):
@@ -161,7 +164,7 @@ class _Pruner:
         criterion = self.settings.criterion_name
         if self.settings.reuse_search is not None:
             outcome.reused_search = self.settings.reuse_search
-            return load_learned(self.settings.reuse_search, self.structure, criterion)
+            return load_learned(self.settings.reuse_search, self.structure, criterion, self.settings.normalize)
         result = search(
             self.module,
             self.structure,
@@ -174,10 +177,13 @@ class _Pruner:
             criterion,
             self.settings.search_checkpoint,
             self.progress,
+            normalize=self.settings.normalize,
         )
         outcome.search = result
         if self.settings.search_file is not None:
-            save_learned(self.settings.search_file, result, self.structure, criterion, self.budget)
+            save_learned(
+                self.settings.search_file, result, self.structure, criterion, self.settings.normalize, self.budget
+            )
         if not result.finished:
             outcome.notes.append(
                 f"search stopped by the time box after {result.evaluations} of "
@@ -202,8 +208,7 @@ class _Pruner:
             if self.settings.method == "iap":
                 plan = ranking.uniform(scores, budget, floor)
             else:
-                alpha = {name: 1.0 / max(float(values.mean()), 1e-12) for name, values in scores.items()}
-                plan = ranking.rank(scores, budget, floor, alpha)
+                plan = ranking.rank(ranking.normalize(scores, "mean"), budget, floor)
             module = prune(module, structure, plan.keep)
             last = index == rounds
             epochs = self.settings.finetune.epochs if last else self.settings.round_epochs

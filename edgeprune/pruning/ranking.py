@@ -1,6 +1,9 @@
 """Global ranking to a budget (LeGR): every channel gets alpha_g * score + kappa_g, the network's channels are
 sorted together, and the lowest are removed until the budget holds.
 
+Scores can first be normalised per group (`normalize`): raw filter norms differ in scale from layer to layer
+(depth, fan-in, residual sums), and a global ranking of raw values over-protects the large-valued groups.
+
 Kept counts are rounded up to the budget's channel step, and never go below a per-group minimum (a share of
 the group's original size). The number of removed channels is found by bisection over the global order: each
 probe is a cheap cost evaluation on channel counts, never a surgery.
@@ -19,6 +22,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import Budget
 
 Counts = dict[str, int]
+NORMALIZERS = ("none", "mean")
 
 
 @dataclass
@@ -42,6 +46,29 @@ class BudgetUnreachable(EdgepruneError):
             hint=f"ask for at least {budget.describe(minimum)}, or lower --min-keep",
         )
         self.minimum = minimum
+
+
+def check_normalizer(how: str) -> None:
+    if how not in NORMALIZERS:
+        raise EdgepruneError(f"unknown normalisation '{how}'", hint=f"choose one of {', '.join(NORMALIZERS)}")
+
+
+def normalize(scores: dict[str, torch.Tensor], how: str) -> dict[str, torch.Tensor]:
+    """Per-group normalisation of channel scores before a global ranking.
+
+    'mean' divides each group's scores by their mean (Torch-Pruning's default normaliser; the criteria already
+    average a coupled group's members), so every group's channels compete on relative importance; 'none'
+    leaves the scales to the ranking (LeGR's alpha learns them). The order within a group never changes."""
+    check_normalizer(how)
+    if how == "none":
+        return scores
+    means = group_means(scores)
+    return {name: values / means[name] for name, values in scores.items()}
+
+
+def group_means(scores: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each group's mean score, the 'mean' normaliser (floored, so a group of zeros stays finite)."""
+    return {name: max(float(values.double().mean()), 1e-12) for name, values in scores.items()}
 
 
 def round_up(count: int, size: int, step: int) -> int:

@@ -1,0 +1,393 @@
+"""LeGR search benchmark (issue #14): how fast a candidate is scored, and whether the cheap score ranks
+candidates like the real thing.
+
+Models as in tools/bench_pruning.py's full plan: resnet20 and mobilenetv2 (width 1.0) on Fashion-MNIST at its
+native 28x28, 6,000 training images; the baselines are trained here for `--train-epochs` (cached in
+bench/cache/baselines/ under bench_pruning's naming). Candidates are ranked to a FLOPs budget (`--flops`, a
+share of the unpruned MACs): a latency budget would need the device's table, and what is measured here, the
+scoring, does not depend on the budget's unit.
+
+Three parts per model, each written to bench/results/search.json as soon as it is done (a rerun skips what
+is there, so an interrupted run resumes):
+- speed: the old scorer (the code at 15efe40: a masked full-size network, `--old-steps` Adam steps, BatchNorm
+  statistics recomputed on those batches, loss on 512 validation images) and the new one (the cut network,
+  BatchNorm re-estimated on cached calibration batches, no steps), interleaved pair by pair (order alternating)
+  on the same candidates; wall and CPU seconds per evaluation. On a loaded machine the wall time mostly
+  measures the other processes; the CPU time is what one dedicated core would need.
+- box: the real search (`edgeprune.pruning.search.search`, default settings) for `--minutes`: evaluations done.
+- correlation: `--candidates` candidates (the identity, the mean-normalised ranking, then random members drawn
+  as the search draws them), each scored by the new scorer, by the cut network with stale BatchNorm statistics
+  (what re-estimation buys), optionally by the old scorer, and by the real thing: `--finetune-steps` Adam steps
+  on the cut network, then accuracy on the first `--test-images` test images. Spearman's rho between minus
+  the score and that accuracy: 1 means the cheap score orders candidates exactly as fine-tuning does.
+
+    .venv/bin/python tools/bench_search.py [--models resnet20 mobilenetv2] [--parts speed box correlation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CACHE = ROOT / "bench" / "cache"
+PARTS = ("speed", "box", "correlation")
+Scorer = Callable[[dict[str, list[int]]], float]
+
+
+@dataclass(frozen=True)
+class Plan:
+    data: str = "fashion-mnist"
+    width: float = 1.0
+    limit: int = 6000
+    train_epochs: int = 2
+    flops: float = 0.5
+    pairs: int = 3  # interleaved old/new timing pairs
+    minutes: float = 5.0  # the search's time box (the issue's goal: >= 200 evaluations in 5 minutes)
+    candidates: int = 10
+    finetune_steps: int = 100
+    test_images: int = 2000
+    old_steps: int = 10  # the old scorer's tau, as bench_pruning's full plan ran it
+    old_correlation: bool = True
+    threads: int = 1
+    seed: int = 0
+
+
+def baseline(plan: Plan, model: str) -> tuple[Any, Any]:
+    """The trained model (cached under bench_pruning's naming) and its data."""
+    from edgeprune.models.io import load_saved, save_model
+    from edgeprune.pruning import TrainSettings, train_bundle
+    from edgeprune.pruning.inputs import model_and_data
+
+    bundle, data = model_and_data(model, None, plan.data, None, plan.width, plan.seed, None, plan.limit)
+    tag = f"{plan.data}-native-{model}-w{plan.width}-l{plan.limit}-e{plan.train_epochs}-s{plan.seed}"
+    path = CACHE / "baselines" / f"{tag}.pt"
+    if path.is_file():
+        return load_saved(path), data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = path.with_suffix(".checkpoint.pt")
+    trained, _ = train_bundle(bundle, data, TrainSettings(epochs=plan.train_epochs), plan.seed, None, checkpoint)
+    save_model(trained, path)
+    checkpoint.unlink(missing_ok=True)
+    return trained, data
+
+
+def old_scorer(module: Any, structure: Any, data: Any, steps: int, seed: int) -> Scorer:
+    """The scorer as it was at 15efe40: masks on a full-size copy, `steps` Adam steps, statistics recomputed
+    on those batches, loss on 512 validation images (kept here as the reference the new one is compared to)."""
+    import torch
+
+    from edgeprune.pruning.finetune import loss_on, recalibrate_batchnorm, train_steps
+    from edgeprune.pruning.search import ChannelMasks
+
+    rows = np.random.default_rng(seed).integers(0, len(data.train), size=(steps, 64))
+    batches = [
+        (data.prepare(data.train.images[torch.from_numpy(r)]), data.train.labels[torch.from_numpy(r)]) for r in rows
+    ]
+    val_inputs, val_labels = data.prepare(data.val.images[:512]), data.val.labels[:512]
+    work = copy.deepcopy(module)
+    original = {k: v.clone() for k, v in work.state_dict().items()}
+    masks, sizes = ChannelMasks(work, structure), structure.sizes()
+
+    def score(keep: dict[str, list[int]]) -> float:
+        work.load_state_dict(original)
+        masks.set(keep, sizes)
+        train_steps(work, batches, 1e-3, after_step=masks.apply)
+        recalibrate_batchnorm(work, batches)
+        return loss_on(work, val_inputs, val_labels)
+
+    return score
+
+
+def new_scorer(module: Any, structure: Any, data: Any, seed: int) -> Scorer:
+    """The search's own scorer at its default settings, with training rows drawn as the search draws them."""
+    from edgeprune.pruning.search import SearchSettings, adaptive_bn_scorer
+
+    settings = SearchSettings()
+    rows = np.random.default_rng(seed).integers(
+        0, len(data.train), size=(settings.steps + settings.calibration, settings.batch_size)
+    )
+    return adaptive_bn_scorer(module, structure, data, settings, rows)
+
+
+def stale_scorer(module: Any, structure: Any, data: Any) -> Scorer:
+    """The cut network with the unpruned network's BatchNorm statistics: what re-estimation is measured against."""
+    from edgeprune.pruning.finetune import loss_on
+    from edgeprune.pruning.groups import prune
+    from edgeprune.pruning.search import SearchSettings
+
+    count = SearchSettings().val_samples
+    inputs, labels = data.prepare(data.val.images[:count]), data.val.labels[:count]
+    return lambda keep: loss_on(prune(module, structure, keep), inputs, labels)
+
+
+class Setup:
+    """One model's trained baseline, channel groups, scores, budget and candidates."""
+
+    def __init__(self, plan: Plan, model: str) -> None:
+        from edgeprune.pruning import criteria, groups, ranking
+        from edgeprune.pruning.budget import bind, parse_target
+        from edgeprune.pruning.search import seeds
+
+        self.plan, self.model = plan, model
+        self.bundle, self.data = baseline(plan, model)
+        self.module = self.bundle.module.eval()
+        self.structure = groups.analyze(self.module, self.bundle.input_shape)
+        self.scores = criteria.score("l2", self.module, self.structure)
+        self.budget = bind(parse_target("flops", f"{plan.flops * 100}%"), self.module, self.structure)
+        self.floor = ranking.minimum_counts(self.structure.sizes(), self.budget.steps, 0.1)
+        names = list(self.scores)
+        rng = np.random.default_rng(plan.seed)
+        stds = np.array([float(v.double().std()) for v in self.scores.values()])
+        members = seeds(self.scores)  # then random members, drawn as the search draws them
+        while len(members) < 4 * plan.candidates:
+            members.append(
+                (np.exp(rng.normal(0, 1, len(names))).tolist(), (rng.normal(0, 1, len(names)) * stds).tolist())
+            )
+        self.candidates: list[dict[str, list[int]]] = []
+        seen: set[tuple[int, ...]] = set()
+        for alpha, kappa in members:
+            ranked = ranking.rank(
+                self.scores,
+                self.budget,
+                self.floor,
+                dict(zip(names, alpha, strict=True)),
+                dict(zip(names, kappa, strict=True)),
+            )
+            key = tuple(ranked.counts().values())
+            if key not in seen and len(self.candidates) < plan.candidates:
+                seen.add(key)
+                self.candidates.append(ranked.keep)
+
+
+def timed(scorer: Scorer, keep: dict[str, list[int]]) -> tuple[float, float, float]:
+    """(score, wall seconds, CPU seconds of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = scorer(keep)
+    return value, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def speed(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
+    """Old and new scorer on the same candidates, interleaved, alternating which goes first."""
+    plan = setup.plan
+    scorers = {
+        "old": old_scorer(setup.module, setup.structure, setup.data, plan.old_steps, plan.seed),
+        "new": new_scorer(setup.module, setup.structure, setup.data, plan.seed),
+    }
+    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in scorers}
+    for index in range(plan.pairs):
+        keep = setup.candidates[index % len(setup.candidates)]
+        for name in ("old", "new") if index % 2 == 0 else ("new", "old"):
+            _, wall, cpu = timed(scorers[name], keep)
+            times[name]["wall"].append(wall)
+            times[name]["cpu"].append(cpu)
+            say(f"  {setup.model} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU")
+    result: dict[str, Any] = {}
+    for name, measured in times.items():
+        cpu = statistics.median(measured["cpu"])
+        result[name] = {
+            "wall_s": spread(measured["wall"]),
+            "cpu_s": spread(measured["cpu"]),
+            "per_5_min_wall": 300 / statistics.median(measured["wall"]),
+            "per_5_min_one_core": 300 / cpu,
+        }
+    result["speedup_cpu"] = result["old"]["cpu_s"]["median"] / result["new"]["cpu_s"]["median"]
+    return result
+
+
+def box(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
+    """The real search with its default settings, for the plan's time box."""
+    from edgeprune.pruning.search import SearchSettings, search
+
+    settings = SearchSettings(minutes=setup.plan.minutes)
+    started = time.process_time()
+    result = search(
+        setup.module, setup.structure, setup.scores, setup.budget, setup.floor, setup.data, settings, setup.plan.seed
+    )
+    cpu = time.process_time() - started
+    say(f"  {setup.model} search: {result.evaluations} evaluations in {result.seconds:.0f} s ({cpu:.0f} s CPU)")
+    return {
+        "settings": asdict(settings),
+        "evaluations": result.evaluations,
+        "distinct": len(set(result.history)),  # the rest had a scored candidate's channel counts: cached
+        "seconds": result.seconds,
+        "cpu_seconds": cpu,
+        "fitness": result.fitness,
+        "identity_fitness": result.identity_fitness,
+        "normalised_seed_fitness": result.history[1] if len(result.history) > 1 else None,
+    }
+
+
+def ranks(values: list[float]) -> np.ndarray:
+    """Ranks with ties averaged (for Spearman's rho)."""
+    array = np.asarray(values, dtype=float)
+    order = np.argsort(array, kind="stable")
+    result = np.empty(len(array))
+    result[order] = np.arange(len(array), dtype=float)
+    for value in np.unique(array):
+        tied = array == value
+        result[tied] = result[tied].mean()
+    return result
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def correlation(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
+    """Cheap scores against accuracy after a short real fine-tune, candidate by candidate."""
+    import torch
+
+    from edgeprune.data import Split
+    from edgeprune.pruning.finetune import evaluate, train_steps
+    from edgeprune.pruning.groups import prune
+
+    plan, data = setup.plan, setup.data
+    scorers = {
+        "new": new_scorer(setup.module, setup.structure, data, plan.seed),
+        "stale_bn": stale_scorer(setup.module, setup.structure, data),
+    }
+    if plan.old_correlation:
+        scorers["old"] = old_scorer(setup.module, setup.structure, data, plan.old_steps, plan.seed)
+    generator = torch.Generator().manual_seed(plan.seed + 1)
+    batches = [data.sample(data.train, 64, generator) for _ in range(plan.finetune_steps)]
+    test = Split(data.test.images[: plan.test_images], data.test.labels[: plan.test_images])
+    records = []
+    for index, keep in enumerate(setup.candidates):
+        record: dict[str, Any] = {"counts": [len(k) for k in keep.values()]}
+        for name, scorer in scorers.items():
+            record[name] = scorer(keep)
+        candidate = prune(setup.module, setup.structure, keep)
+        train_steps(candidate, batches, 1e-3)
+        record["accuracy"] = evaluate(candidate, data, test)[1]
+        records.append(record)
+        say(
+            f"  {setup.model} candidate {index + 1}/{len(setup.candidates)}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "counts")
+        )
+    accuracy = [r["accuracy"] for r in records]
+    rho = {name: spearman([-r[name] for r in records], accuracy) for name in scorers}
+    return {"candidates": records, "spearman": rho, "finetune_steps": plan.finetune_steps}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# LeGR search: candidate scoring (tools/bench_search.py)",
+        "",
+        "Old scorer: masked full-size network, Adam steps, BN statistics from those batches, 512 validation images "
+        "(the code at 15efe40). New: the cut network, BN statistics re-estimated on cached calibration batches, no "
+        "steps, 256 validation images. Median (min-max) seconds per evaluation, interleaved on the same candidates.",
+        "",
+        "Measured on a shared machine under other work (load averages below): wall times are inflated by it, CPU "
+        "seconds of the benchmark's own process much less so. Torch at one thread unless a heading says otherwise.",
+        "",
+    ]
+    for model, result in results.items():
+        plan = result["plan"]
+        lines += [
+            f"## {model} ({plan['data']} 28x28, width {plan['width']}, {plan['flops']:.0%} FLOPs budget, baseline "
+            f"trained {plan['train_epochs']} epoch(s) on {plan['limit']} images)",
+            "",
+        ]
+        loads = ", ".join(f"{part} {result[part]['load']}" for part in PARTS if part in result)
+        lines += [f"Load average (1 min) at start-end of each part, {os.cpu_count()} shared cores: {loads}.", ""]
+        if "speed" in result:
+            lines += [
+                "| scorer | wall s / eval | CPU s / eval | evals in 5 min (wall, loaded) | evals in 5 min (one core) |",
+                "|---|---|---|---|---|",
+            ]
+            for name in ("old", "new"):
+                s = result["speed"][name]
+                lines.append(
+                    f"| {name} | {s['wall_s']['median']:.2f} ({s['wall_s']['min']:.2f}-{s['wall_s']['max']:.2f}) | "
+                    f"{s['cpu_s']['median']:.2f} ({s['cpu_s']['min']:.2f}-{s['cpu_s']['max']:.2f}) | "
+                    f"{s['per_5_min_wall']:.0f} | {s['per_5_min_one_core']:.0f} |"
+                )
+            lines += ["", f"CPU speed-up: {result['speed']['speedup_cpu']:.1f}x.", ""]
+        if "box" in result:
+            b = result["box"]
+            lines += [
+                f"Real search, {b['settings']['minutes']:g}-minute box: **{b['evaluations']} evaluations** "
+                f"({b.get('distinct', '?')} distinct channel counts scored, the others cached) in "
+                f"{b['seconds']:.0f} s wall ({b['cpu_seconds']:.0f} s CPU); best val loss {b['fitness']:.4f}, "
+                f"identity {b['identity_fitness']:.4f}, normalised seed {b['normalised_seed_fitness']:.4f}.",
+                "",
+            ]
+        if "correlation" in result:
+            c = result["correlation"]
+            rho = ", ".join(f"{k} {v:+.2f}" for k, v in c["spearman"].items())
+            first = c["candidates"][:2]
+            lines += [
+                f"Ranking quality on {len(c['candidates'])} candidates, against test accuracy after "
+                f"{c['finetune_steps']} Adam steps: Spearman rho {rho}.",
+                f"Identity {first[0]['accuracy']:.2%}, mean-normalised ranking {first[1]['accuracy']:.2%} after "
+                "that fine-tune (one seed: a hint, not a verdict).",
+                "",
+            ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2"])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    for field in ("train_epochs", "pairs", "candidates", "finetune_steps", "test_images", "old_steps", "threads"):
+        parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(Plan, field))
+    parser.add_argument("--minutes", type=float, default=Plan.minutes)
+    parser.add_argument("--flops", type=float, default=Plan.flops)
+    parser.add_argument("--no-old-correlation", action="store_true", help="skip the old scorer in the correlation")
+    parser.add_argument("--out", type=Path, default=RESULTS / "search.json")
+    args = parser.parse_args()
+    import torch
+
+    from edgeprune import atomic
+
+    plan = Plan(
+        train_epochs=args.train_epochs,
+        flops=args.flops,
+        pairs=args.pairs,
+        minutes=args.minutes,
+        candidates=args.candidates,
+        finetune_steps=args.finetune_steps,
+        test_images=args.test_images,
+        old_steps=args.old_steps,
+        old_correlation=not args.no_old_correlation,
+        threads=args.threads,
+    )
+    torch.set_num_threads(plan.threads)
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for model in args.models:
+        setup = Setup(plan, model)
+        entry = results.setdefault(model if plan.threads == 1 else f"{model}, {plan.threads} threads", {})
+        for part in args.parts:
+            if part in entry and entry.get("plan") == asdict(plan):
+                continue
+            if entry.get("plan") != asdict(plan):  # other conditions: start this model's entry again
+                entry.clear()
+            entry["plan"] = asdict(plan)
+            before = os.getloadavg()[0]
+            print(f"{model}: {part}", flush=True)
+            run = {"speed": speed, "box": box, "correlation": correlation}[part]
+            entry[part] = run(setup, lambda text: print(text, flush=True))
+            entry[part]["load"] = f"{before:.1f}-{os.getloadavg()[0]:.1f}"
+            atomic.write_json(args.out, results)
+            atomic.write_text(args.out.with_suffix(".md"), markdown(results))
+
+
+if __name__ == "__main__":
+    main()
