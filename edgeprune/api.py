@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeprune import search_defaults
 from edgeprune.errors import EdgepruneError
 
 if TYPE_CHECKING:
@@ -163,8 +164,8 @@ def prune(
     epochs: int = 5,
     search_epochs: int = 1,
     search_minutes: float = 3.0,
-    population: int = 24,
-    generations: int = 150,
+    population: int = search_defaults.POPULATION,
+    generations: int = search_defaults.GENERATIONS,
     min_keep: float = 0.1,
     seed: int = 0,
 ) -> tuple[nn.Module, PruneResult]:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune import atomic
+from edgeprune import atomic, search_defaults
 from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
@@ -45,9 +45,9 @@ class RunConfig:
     method: str = "legr"
     finetune_epochs: int = 5
     search_minutes: float = 1.5
-    generations: int = 40
-    population: int = 12
-    search_steps: int = 10
+    generations: int = search_defaults.GENERATIONS
+    population: int = search_defaults.POPULATION
+    search_steps: int = search_defaults.STEPS
     trials: int = TRIALS  # the profile's tuning budget: the table models kernels tuned this much
     max_rounds: int = 3
     slack: float = SLACK  # prune again while the measured latency is below this share of the target (0: never)

@@ -50,6 +50,7 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
+from edgeprune import search_defaults
 from edgeprune.loop import SLACK, Measured
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +102,7 @@ QUICK = Plan(
     search_minutes=0.5,
     population=8,
     generations=16,
-    search_steps=5,
+    search_steps=search_defaults.STEPS,
     min_keep=0.1,
     max_rounds=4,
     slack=SLACK,
@@ -119,10 +120,10 @@ FULL = Plan(
     train_epochs=10,
     finetune_epochs=3,
     trials=8,
-    search_minutes=2.0,
-    population=12,
-    generations=40,
-    search_steps=10,
+    search_minutes=5.0,  # the box for >= 200 candidates (bench/results/search.md)
+    population=search_defaults.POPULATION,
+    generations=search_defaults.GENERATIONS,
+    search_steps=search_defaults.STEPS,
     min_keep=0.1,
     max_rounds=4,
     slack=SLACK,

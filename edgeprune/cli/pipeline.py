@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edgeprune import search_defaults
 from edgeprune.cli.common import (
     DeviceOpt,
     JsonOpt,
@@ -141,8 +142,8 @@ def run_cmd(
     train_epochs: TrainEpochsOpt = 15,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Fine-tune epochs after pruning.")] = 5,
     search_minutes: SearchMinutesOpt = 1.5,
-    generations: GenerationsOpt = 40,
-    population: PopulationOpt = 12,
+    generations: GenerationsOpt = search_defaults.GENERATIONS,
+    population: PopulationOpt = search_defaults.POPULATION,
     trials: TrialsOpt = TRIALS,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds at most.")] = 3,
     slack: SlackOpt = SLACK,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edgeprune import search_defaults
 from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json, set_threads
 from edgeprune.cli.emulating import timing_label
 from edgeprune.cli.pipeline import (
@@ -89,8 +90,8 @@ def sweep_cmd(
     train_epochs: TrainEpochsOpt = 15,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Fine-tune epochs per target.")] = 5,
     search_minutes: SearchMinutesOpt = 1.5,
-    generations: GenerationsOpt = 40,
-    population: PopulationOpt = 12,
+    generations: GenerationsOpt = search_defaults.GENERATIONS,
+    population: PopulationOpt = search_defaults.POPULATION,
     trials: TrialsOpt = TRIALS,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds per target at most.")] = 3,
     slack: SlackOpt = SLACK,

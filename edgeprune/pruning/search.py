@@ -32,7 +32,7 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from edgeprune import atomic
+from edgeprune import atomic, search_defaults
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import Budget
@@ -46,12 +46,12 @@ CHECKPOINT_FORMAT = "edgeprune-legr-search"
 
 @dataclass(frozen=True)
 class SearchSettings:
-    population: int = 32
+    population: int = search_defaults.POPULATION
     sample_size: int = 8
-    generations: int = 300
+    generations: int = search_defaults.GENERATIONS
     mutation_share: float = 0.2
     mutation_scale: float = 1.0
-    steps: int = 0  # Adam steps per candidate before scoring (LeGR's tau); 0: BatchNorm re-estimation only
+    steps: int = search_defaults.STEPS
     batch_size: int = 64
     lr: float = 1e-3
     calibration: int = 2  # batches that re-estimate a candidate's BatchNorm statistics
