@@ -228,13 +228,13 @@ def compile(  # shadows the builtin inside this module only: ep.compile reads as
     *,
     trials: int | None = None,
 ) -> CompileResult:
-    """Export, tune on the device (`trials` per task its tuning database lacks; 0: untuned), build, and write
-    the artifact folder `out` (`edgeprune compile`); verify and deploy take the result or the folder."""
+    """Export, tune on the device (`trials` per task its tuning database lacks, by default the device's
+    `[tuning]` setting; 0: untuned), build, and write the artifact folder `out` (`edgeprune compile`); verify
+    and deploy take the result or the folder."""
     from edgeprune.compile.compiler import compile_model
-    from edgeprune.tvmx.defaults import TRIALS
 
     bundle = _bundle(model, example_input)
-    return compile_model(bundle, device, Path(out), TRIALS if trials is None else trials)
+    return compile_model(bundle, device, Path(out), trials)
 
 
 def _folder(artifacts: str | Path | CompileResult) -> Path:
