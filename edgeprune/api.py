@@ -86,10 +86,9 @@ def profile(
     """Measure the latency-table entries `model` needs on `device` (`edgeprune profile`): resumable, and
     entries already measured for other models are reused. Returns what was measured and where it is stored."""
     from edgeprune.profiling.profiler import profile_model
-    from edgeprune.tvmx.defaults import TRIALS
 
     bundle = _bundle(model, example_input)
-    return profile_model(bundle, device, grid=grid, parallel=parallel, trials=TRIALS if trials is None else trials)
+    return profile_model(bundle, device, grid=grid, parallel=parallel, trials=trials)
 
 
 @dataclass

@@ -22,13 +22,12 @@ from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.loop import SLACK, Measured, ScaledPredictor, prune_to_measured_target
-from edgeprune.tvmx.defaults import TRIALS
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 
 
-RESUMABLE = {"threads", "max_rounds", "slack"}  # run settings a resumed run may change: they add rounds at most
+RESUMABLE = frozenset({"threads", "max_rounds", "slack"})  # what a resumed run may change: rounds at most
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,9 @@ class RunConfig:
     generations: int = search_defaults.GENERATIONS
     population: int = search_defaults.POPULATION
     search_steps: int = search_defaults.STEPS
-    trials: int = TRIALS  # the profile's tuning budget: the table models kernels tuned this much
+    # MetaSchedule trials per new task for the profile and every compile, so the table models the kernels that
+    # ship; None: the device's [tuning] (profile_trials when profiling, trials when compiling)
+    trials: int | None = None
     max_rounds: int = 3
     slack: float = SLACK  # prune again while the measured latency is below this share of the target (0: never)
     latency_scale: float = 1.0  # a known correction of the LUT for this board (the loop learns its own)
@@ -75,7 +76,12 @@ class RunConfig:
                 ) from None
             if self.relative_target is not None and self.relative_target >= 1:
                 raise EdgepruneError(f"--target {self.target}: a relative target must be below 1x")
-        if self.max_rounds < 1 or self.trials < 1 or self.latency_scale <= 0 or self.threads < 1:
+        if (
+            self.max_rounds < 1
+            or (self.trials is not None and self.trials < 1)
+            or self.latency_scale <= 0
+            or self.threads < 1
+        ):
             raise EdgepruneError("--max-rounds, --trials and --threads must be >= 1, and --latency-scale > 0")
         if not 0 <= self.slack < 1:
             raise EdgepruneError(f"--slack must be in [0, 1) (0: no slack rounds), got {self.slack}")
@@ -119,10 +125,10 @@ class Run:
         self.stages.announce(text)
 
 
-def _open_folder(config: RunConfig, folder: Path) -> None:
+def _open_folder(config: RunConfig, folder: Path, resumable: frozenset[str] = RESUMABLE) -> None:
     """A new folder gets the config; an existing one is resumed only when its config is the same, apart from
-    settings that do not change what was done (--threads; --max-rounds and --slack, so a run can go on). A
-    folder where nothing finished yet (a run that failed on its input) takes the new config."""
+    `resumable` settings, which do not change what was done (--threads; --max-rounds and --slack, so a run can
+    go on). A folder where nothing finished yet (a run that failed on its input) takes the new config."""
     path = folder / CONFIG
     wanted = json.loads(json.dumps(asdict(config)))
     if path.exists():
@@ -131,7 +137,7 @@ def _open_folder(config: RunConfig, folder: Path) -> None:
         if not changed:
             return
         started = any(p.name != CONFIG and not p.name.startswith(".") for p in folder.iterdir())
-        if started and (fixed := [k for k in changed if k not in RESUMABLE]):
+        if started and (fixed := [k for k in changed if k not in resumable]):
             raise EdgepruneError(
                 f"run folder {folder} holds a run with other settings ({', '.join(fixed)})",
                 hint="use another --run-dir, or delete the folder to start over",
@@ -186,7 +192,8 @@ def _compile_and_verify(
 
     artifacts = run.path(folder)
     if not (artifacts / "manifest.json").exists():
-        run.say(f"compile {folder} for {run.device.name} ({run.config.trials} MetaSchedule trials per new task)")
+        trials = run.device.tuning.trials if run.config.trials is None else run.config.trials
+        run.say(f"compile {folder} for {run.device.name} ({trials} MetaSchedule trials per new task)")
         result = compile_model(bundle, run.device, artifacts, run.config.trials, on_trials=run.stages.trials_progress)
         atomic.write_json(run.path(f"{folder}.compile.json"), result.to_json())
     if (done := run.done(folder, "verify.json")) is not None:
@@ -202,7 +209,7 @@ def _prune_round(run: Run, bundle: Any, data: Any, lut: Any, target_ms: float, s
 
     folder = f"round-{index}"
     model_path = run.path(folder, "pruned.pt")
-    if model_path.exists():
+    if model_path.exists() and run.path(folder, "prune.json").exists():  # both written: the round is done
         return load_saved(model_path)
     cfg = run.config
     run.say(f"round {index}: prune to {target_ms:.3f} ms predicted (LUT x {scale:.3f}) with {cfg.method}")

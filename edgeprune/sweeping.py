@@ -26,6 +26,7 @@ from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.loop import LoopSteps, prune_to_measured_target
 from edgeprune.pipeline import (
+    RESUMABLE,
     Run,
     RunConfig,
     Stages,
@@ -81,6 +82,14 @@ class SweepConfig:
             )
 
 
+def open_sweep_folder(config: SweepConfig, folder: Path) -> None:
+    """Record the sweep's settings in its folder, or check them on resume. The folder's own work (baseline,
+    profile, the unpruned build, the search's file) does not depend on which target comes first, so targets
+    may be reordered or added in front; each target's sub-folder checks its own settings."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _open_folder(config.shared, folder, RESUMABLE | {"target"})
+
+
 def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the summary written to `sweep.json` (one point per target).
 
@@ -94,8 +103,7 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
     started = time.monotonic()
     config.check()
     device = load_device(config.run.device)
-    folder.mkdir(parents=True, exist_ok=True)
-    _open_folder(config.shared, folder)
+    open_sweep_folder(config, folder)
     shared = Run(config.shared, folder, device, stages or Stages())
     with device.serving(1):
         bundle, data = _baseline(shared)

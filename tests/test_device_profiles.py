@@ -110,6 +110,11 @@ def test_bad_tuning_settings_are_refused_by_name(changes: dict[str, object]) -> 
         TuningConfig().with_changes(**changes)
 
 
+def test_a_boolean_is_no_number_in_the_tuning_table(tmp_path: Path) -> None:
+    with pytest.raises(EdgepruneError, match=r"tuning\.minutes.*expected .*got bool True"):
+        load_profile(write(tmp_path, VALID + "\n[tuning]\nminutes = true\n", name="yes"))
+
+
 def test_relative_ssh_files_are_beside_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = VALID.replace('key_file = "~/.ssh/id_ed25519"', 'key_file = "keys/board"\nknown_hosts = "known_hosts"')
     (tmp_path / "boards").mkdir()

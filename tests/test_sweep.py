@@ -20,7 +20,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.loop import Measured
 from edgeprune.models.io import ModelBundle, load_model
 from edgeprune.pipeline import Run, RunConfig, _RunRounds
-from edgeprune.sweeping import SweepConfig, parse_targets, sweep_targets, target_folder
+from edgeprune.sweeping import SweepConfig, open_sweep_folder, parse_targets, sweep_targets, target_folder
 from tests.fake_device import FakeDevice, FakePredictor, fake_measured
 from tests.test_loop import fake_device
 
@@ -110,6 +110,16 @@ def test_the_factor_measured_on_the_unpruned_network_saves_the_correcting_round(
     # the table predicts 20% too little; the unpruned network measured / predicted = 1 / 0.8 says so up front
     (point,) = run_sweep(tmp_path / "s", device, model, digits, ("0.6x",), method="global", factor=1 / 0.8)
     assert len(point["rounds"]) == 1 and point["meets_target"] and point["rounds"][0]["scale"] == 1 / 0.8
+
+
+def test_targets_may_be_reordered_or_added_in_front_but_settings_stay(tmp_path: Path) -> None:
+    device = fake_device(tmp_path)
+    folder = tmp_path / "sweep"
+    open_sweep_folder(settings(device, ("0.7x", "0.5x")), folder)
+    (folder / "baseline").mkdir()  # work done: from here on the recorded settings hold
+    open_sweep_folder(settings(device, ("0.9x", "0.5x", "0.7x")), folder)
+    with pytest.raises(EdgepruneError, match=r"other settings \(finetune_epochs\)"):
+        open_sweep_folder(settings(device, ("0.7x", "0.5x"), finetune_epochs=1), folder)
 
 
 def test_a_target_folder_refuses_other_settings(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:

@@ -102,6 +102,22 @@ def test_onnx_runtime_is_timed_on_the_same_onnx_in_alternation(artifact: Path, l
     assert not {"ort_ms", "ort_spread_ms", "ort_threads"} & set(replace(result, ort_timing=None).to_json())
 
 
+def test_a_model_onnx_runtime_cannot_run_leaves_the_verify_to_tvm(
+    artifact: Path, local_farm: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORT is a side measurement: an op or opset it lacks is recorded, TVM's timing and the check stand."""
+    pytest.importorskip("onnxruntime")
+
+    def refuses(*_args: object) -> None:
+        raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation")
+
+    monkeypatch.setattr(ort, "timer", refuses)
+    result = verify_artifact(artifact, local_farm, repeat=3)
+    saved = json.loads((artifact / "verify.json").read_text())
+    assert result.outputs_match and saved["measured_ms"] > 0 and "ort_ms" not in saved
+    assert saved["ort_error"].startswith("RuntimeError: [ONNXRuntimeError]")
+
+
 def test_onnx_runtime_is_not_timed_for_a_board() -> None:
     # ORT would run on this host, not on the board: a comparison that means nothing is left out
     assert not ort.available(load_device("raspberry-pi-4"))

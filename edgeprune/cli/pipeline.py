@@ -23,7 +23,6 @@ from edgeprune.cli.emulating import timing_label
 from edgeprune.cli.pruning import DataOpt, LimitOpt, SeedOpt, ThreadsOpt
 from edgeprune.errors import EdgepruneError
 from edgeprune.loop import SLACK
-from edgeprune.tvmx.defaults import TRIALS
 
 app = typer.Typer()
 
@@ -41,7 +40,14 @@ SlackOpt = Annotated[
         "accurate round that meets is kept. 0 turns slack rounds off.",
     ),
 ]
-TrialsOpt = Annotated[int, typer.Option("--trials", help="MetaSchedule trials per new task (profile, compile).")]
+TrialsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--trials",
+        help="MetaSchedule trials per new task, for the profile and every compile. Default: the device's [tuning] "
+        "(profile_trials when profiling, trials when compiling; 16 without a [tuning] table).",
+    ),
+]
 
 DEMO_MODEL = "resnet20"
 DEMO_DATA = "digits"
@@ -144,7 +150,7 @@ def run_cmd(
     search_minutes: SearchMinutesOpt = 1.5,
     generations: GenerationsOpt = search_defaults.GENERATIONS,
     population: PopulationOpt = search_defaults.POPULATION,
-    trials: TrialsOpt = TRIALS,
+    trials: TrialsOpt = None,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds at most.")] = 3,
     slack: SlackOpt = SLACK,
     latency_scale: Annotated[

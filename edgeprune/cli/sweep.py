@@ -22,7 +22,6 @@ from edgeprune.cli.pipeline import (
 )
 from edgeprune.cli.pruning import DataOpt, LimitOpt, SeedOpt, ThreadsOpt
 from edgeprune.loop import SLACK
-from edgeprune.tvmx.defaults import TRIALS
 
 app = typer.Typer()
 
@@ -92,7 +91,7 @@ def sweep_cmd(
     search_minutes: SearchMinutesOpt = 1.5,
     generations: GenerationsOpt = search_defaults.GENERATIONS,
     population: PopulationOpt = search_defaults.POPULATION,
-    trials: TrialsOpt = TRIALS,
+    trials: TrialsOpt = None,
     max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds per target at most.")] = 3,
     slack: SlackOpt = SLACK,
     seed: SeedOpt = 0,

@@ -85,7 +85,8 @@ class _Reader:
                     raise self.fail(dotted, "missing")
                 return default
             node = node[part]
-        if kind is int and isinstance(node, bool) or not isinstance(node, kind):
+        wants_bool = kind is bool or (isinstance(kind, tuple) and bool in kind)
+        if isinstance(node, bool) and not wants_bool or not isinstance(node, kind):  # TOML's true is no number
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             raise self.fail(dotted, f"expected {names}, got {type(node).__name__} {node!r}")
         return node

@@ -42,12 +42,18 @@ class TuningConfig:
     transplant: bool = False
 
     def __post_init__(self) -> None:
-        for name, low in (("trials", 0), ("profile_trials", 1), ("max_trials", 1), ("population", 2)):
+        # the same value comes from a profile's [tuning] table or from a command's flag: the error names both
+        for name, low, flag in (
+            ("trials", 0, " (--trials)"),
+            ("profile_trials", 1, ""),
+            ("max_trials", 1, ""),
+            ("population", 2, ""),
+        ):
             value = getattr(self, name)
             if value is not None and value < low:
-                raise EdgepruneError(f"tuning.{name} must be at least {low}, got {value}")
+                raise EdgepruneError(f"tuning.{name}{flag} must be at least {low}, got {value}")
         if self.minutes is not None and not self.minutes > 0:
-            raise EdgepruneError(f"tuning.minutes must be positive, got {self.minutes}")
+            raise EdgepruneError(f"tuning.minutes (--tuning-minutes) must be positive, got {self.minutes}")
         for name, allowed in (
             ("strategy", STRATEGIES),
             ("cost_model", COST_MODELS),

@@ -39,6 +39,7 @@ class VerifyResult:
     timings_are_real: bool = True  # False on an emulated board: its times are the emulator's
     ort_timing: Timing | None = None  # ONNX Runtime on the same model.onnx, same threads (device on this host)
     ort_threads: int | None = None
+    ort_error: str | None = None  # why ONNX Runtime could not be timed beside it (TVM's figures stand anyway)
 
     @property
     def measured_ms(self) -> float:
@@ -93,7 +94,7 @@ class VerifyResult:
     def _ort_json(self) -> dict[str, Any]:
         """The ORT keys, present only when ORT was measured (absent: not comparable here)."""
         if self.ort_timing is None:
-            return {}
+            return {} if self.ort_error is None else {"ort_error": self.ort_error}
         return {
             "ort_ms": self.ort_timing.median_ms,
             "ort_spread_ms": self.ort_timing.spread_ms,
@@ -137,6 +138,10 @@ def measure_artifact(artifact: Artifact, device: Device, repeat: int | None = No
     return measure_library(device, artifact.library, reference_input, device.timing.with_counts(repeat=repeat))
 
 
+class OrtFailed(EdgepruneError):
+    """ONNX Runtime could not run the artifact's model.onnx: the side measurement is skipped, not the verify."""
+
+
 def measure_with_ort(
     artifact: Artifact, device: Device, repeat: int | None = None
 ) -> tuple[Timing, np.ndarray, Timing, int]:
@@ -147,21 +152,18 @@ def measure_with_ort(
     one = settings.with_counts(repeat=1)  # one sample of each in turn
     reference_input, _ = artifact.reference()
     session = device.request_session()
+    tvm_timer = RemoteTimer(session, device, artifact.library, reference_input, one)
     try:
-        tvm_timer = RemoteTimer(session, device, artifact.library, reference_input, one)
         threads = ort.remote_threads(session)
         ort_timer = ort.timer(artifact.folder / artifact.manifest["onnx"], reference_input, threads, one)
-        tvm_samples: list[float] = []
-        ort_samples: list[float] = []
-        for _ in range(settings.repeat):
-            tvm_samples += tvm_timer.samples_ms()
-            ort_samples += ort_timer.samples_ms()
-    except EdgepruneError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - TVM and ORT surface failures as several types
-        raise EdgepruneError(
-            f"timing {artifact.folder} against ONNX Runtime failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        ort_timer.samples_ms()  # a model ORT cannot run fails here, before any of TVM's samples are taken
+    except Exception as exc:  # noqa: BLE001 - ORT reports an op or opset it lacks as several types
+        raise OrtFailed(f"{type(exc).__name__}: {exc}") from exc
+    tvm_samples: list[float] = []
+    ort_samples: list[float] = []
+    for _ in range(settings.repeat):
+        tvm_samples += tvm_timer.samples_ms()
+        ort_samples += ort_timer.samples_ms()
     return (
         Timing.from_samples(tvm_samples, settings.number),
         tvm_timer.output,
@@ -197,11 +199,14 @@ def verify_artifact(
     if target_ms is None and artifact.pruning_target_ms is not None:
         target_ms, source = artifact.pruning_target_ms, "pruning budget"
 
-    ort_timing = ort_threads = None
+    ort_timing = ort_threads = ort_error = None
     with device.serving():
         if ort.available(device):
-            timing, output, ort_timing, ort_threads = measure_with_ort(artifact, device, repeat)
-        else:
+            try:
+                timing, output, ort_timing, ort_threads = measure_with_ort(artifact, device, repeat)
+            except OrtFailed as error:
+                ort_error = error.message
+        if ort_timing is None:
             timing, output = measure_artifact(artifact, device, repeat)
         base_timing = measure_artifact(base, device, repeat)[0] if base is not None else None
 
@@ -225,6 +230,7 @@ def verify_artifact(
         timings_are_real=device.timings_are_real,
         ort_timing=ort_timing,
         ort_threads=ort_threads,
+        ort_error=ort_error,
     )
     atomic.write_json(artifact.folder / VERIFY_FILE, result.to_json())
     return result
