@@ -73,6 +73,12 @@ class LoopSteps(Protocol[C]):
 
     def prune(self, index: int, scale: float) -> C: ...
 
+    def pruned_with(self, index: int, scale: float) -> float:
+        """The factor round `index`'s network was pruned with: `scale`, or the one recorded when a resumed run
+        found the round pruned already (an earlier round measured again may propose another factor; the
+        network is the recorded factor's, and the loop goes on from that, as the interrupted run would have)."""
+        ...
+
     def predicted_ms(self, index: int, candidate: C) -> float: ...
 
     def measure(self, index: int, candidate: C) -> Measured: ...
@@ -198,6 +204,7 @@ def prune_to_measured_target(
                 raise
             stopped = f"round {index}: the corrected target is out of reach: {error.message}"
             break
+        scale = steps.pruned_with(index, scale)
         lut_ms = steps.predicted_ms(index, pruned)
         if twin := next((r for r in rounds if r.predicted_ms == lut_ms), None):
             stopped = f"round {index} pruned the same network as round {twin.round} (x{scale:.3f} changes nothing)"

@@ -248,6 +248,9 @@ class _RunRounds:
     def prune(self, index: int, scale: float) -> Any:
         return _prune_round(self.run, self.bundle, self.data, self.lut, self.target_ms, scale, index)
 
+    def pruned_with(self, index: int, scale: float) -> float:
+        return float(self.run.done(f"round-{index}", "prune.json")["latency_scale"])  # type: ignore[index]
+
     def predicted_ms(self, index: int, candidate: Any) -> float:
         return float(self.run.done(f"round-{index}", "prune.json")["lut_predicted_ms"])  # type: ignore[index]
 

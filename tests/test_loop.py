@@ -80,6 +80,9 @@ class FakeRounds:
         pruned, _ = prune_bundle(self.bundle, self.data, target, settings, ScaledPredictor(self.predictor, scale))
         return pruned
 
+    def pruned_with(self, index: int, scale: float) -> float:
+        return scale
+
     def predicted_ms(self, index: int, candidate: ModelBundle) -> float:
         return self.predictor.predict_ms(candidate.module, candidate.input_shape)
 
@@ -236,11 +239,16 @@ class CachedRounds:
     stop_at: int | None = None  # measuring this round is interrupted (Ctrl-C)
     pruned: dict[int, ModelBundle] = field(default_factory=dict)
     measured: dict[int, Measured] = field(default_factory=dict)
+    scales: dict[int, float] = field(default_factory=dict)
 
     def prune(self, index: int, scale: float) -> ModelBundle:
         if index not in self.pruned:
             self.pruned[index] = self.inner.prune(index, scale)
+            self.scales[index] = scale
         return self.pruned[index]
+
+    def pruned_with(self, index: int, scale: float) -> float:
+        return self.scales[index]
 
     def predicted_ms(self, index: int, candidate: ModelBundle) -> float:
         return self.inner.predicted_ms(index, candidate)
@@ -269,3 +277,22 @@ def test_a_loop_interrupted_mid_round_resumes_to_the_same_result(
     resumed = prune_to_measured_target(steps, steps.inner.baseline_ms, steps.inner.target_ms, max_rounds=3)
     assert len(steps.inner.scales) == len(expected.rounds)  # rounds 1 and 2 were not pruned again
     assert resumed.rounds == expected.rounds and resumed.stopped == expected.stopped
+
+
+def test_an_earlier_round_measured_again_leaves_the_later_rounds_as_they_were(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
+    """Resuming after round 1's measurement was lost: it measures differently now, so the loop would propose
+    another factor for round 2, but round 2 is pruned already; the loop goes on from the factor it was pruned
+    with, and nothing is pruned again."""
+    steps = CachedRounds(rounds_for(tmp_path, model, digits, bias=1.5, fraction=0.6))
+    first = prune_to_measured_target(steps, steps.inner.baseline_ms, steps.inner.target_ms, max_rounds=3)
+    assert len(first.rounds) >= 2
+    pruned = len(steps.inner.scales)
+    del steps.measured[1]
+    steps.inner.slower = {1: 1.1}  # round 1 measures 10% slower this time
+    again = prune_to_measured_target(steps, steps.inner.baseline_ms, steps.inner.target_ms, max_rounds=3)
+    assert len(steps.inner.scales) == pruned  # no round pruned again
+    assert [r.scale for r in again.rounds] == [r.scale for r in first.rounds]
+    assert again.rounds[0].correction != first.rounds[0].correction  # the fresh measurement did propose another
+    assert again.rounds[1:] == first.rounds[1:] and again.stopped == first.stopped

@@ -283,6 +283,9 @@ class Bench:
                     self.settings = replace(self.settings, reuse_search=self.settings.search_file)
                 return candidate
 
+            def pruned_with(self, index: int, scale: float) -> float:
+                return scale  # rounds are pruned afresh: a row is redone whole
+
             def predicted_ms(self, index: int, candidate: Any) -> float:
                 return lut.predict_ms(candidate.module, candidate.input_shape)
 
