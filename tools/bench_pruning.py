@@ -636,12 +636,9 @@ def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Accuracy vs measured latency, one panel per data set and model, one line per method through its
     targets: each point the mean over seeds, the bars one standard deviation (both axes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgeprune import atomic
+    from edgeprune.report.plots import save_png  # sets matplotlib's headless backend
 
     groups = _groups(rows)
     if not groups:  # only failures so far
@@ -673,9 +670,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         )
         axis.legend(fontsize=8)
     figure.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def _deviation(values: list[float]) -> float:

@@ -254,12 +254,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """TVM/ORT of the baseline against cumulative tuning minutes, one line per thread count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgeprune import atomic
+    from edgeprune.report.plots import save_png  # sets matplotlib's headless backend
 
     baseline = report["variants"][0]
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -280,9 +277,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     )
     axis.legend(fontsize=8)
     figure.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def main() -> None:

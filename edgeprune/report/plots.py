@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from edgeprune import atomic  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_png(fig: plt.Figure, path: Path) -> Path:
+    """Write the figure atomically and free it: the one way every report and benchmark plot is saved."""
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -34,7 +35,7 @@ def channels(layers: Sequence[dict], path: Path) -> Path:
     ax.set_ylabel("output channels")
     ax.set_title("Channels per layer")
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def candidates(points: Sequence[dict], path: Path, chosen_ms: float | None = None) -> Path:
@@ -50,7 +51,7 @@ def candidates(points: Sequence[dict], path: Path, chosen_ms: float | None = Non
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("validation accuracy" if key == "accuracy" else "validation loss")
     ax.set_title("Search candidates")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def latency_bars(bars: Sequence[tuple[str, float, float | None]], path: Path, target_ms: float | None) -> Path:
@@ -69,7 +70,7 @@ def latency_bars(bars: Sequence[tuple[str, float, float | None]], path: Path, ta
     ax.margins(x=0.18)
     ax.set_xlabel("measured latency (ms), median and spread")
     ax.set_title("Latency on the device")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def predicted_vs_measured(points: Sequence[dict], path: Path) -> Path:
@@ -89,7 +90,7 @@ def predicted_vs_measured(points: Sequence[dict], path: Path) -> Path:
     ax.set_ylabel("predicted by the LUT (ms)")
     ax.set_title("Predicted vs measured")
     ax.legend(loc="upper left")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def lut_heatmap(
@@ -104,7 +105,7 @@ def lut_heatmap(
     ax.set_ylabel("kept input channels")
     ax.set_title(f"LUT: {layer}")
     fig.colorbar(image, ax=ax, label="ms")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def pareto(points: Sequence[dict], path: Path, ort_ms: float | None = None) -> Path:
@@ -144,4 +145,4 @@ def pareto(points: Sequence[dict], path: Path, ort_ms: float | None = None) -> P
     ax.set_title("Accuracy vs measured latency", fontsize=13)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")  # fast and accurate at once is where no network sits: the corner stays empty
-    return _save(fig, path)
+    return save_png(fig, path)
