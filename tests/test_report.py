@@ -127,6 +127,16 @@ def test_a_run_report_shows_percentages_rounds_and_the_onnx_runtime_line(tmp_pat
     assert "predicted_vs_measured.png" in page and (tmp_path / "predicted_vs_measured.png").stat().st_size > 5000
 
 
+def test_a_run_report_plots_the_search_of_round_one_when_a_later_round_is_kept(tmp_path: Path) -> None:
+    summary = run_summary(tmp_path)  # round 2 kept; only round 1 searched
+    tried = [{"predicted_ms": 0.8 + 0.01 * i, "val_loss": 0.5 - 0.01 * i} for i in range(12)]
+    (tmp_path / "round-1" / "prune.json").parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "round-1" / "prune.json").write_text(json.dumps({"search_candidates": tried}))
+    (tmp_path / "round-2" / "prune.json").write_text(json.dumps({"layers": []}))
+    assert "candidates.png" in write_report(tmp_path, summary).read_text()
+    assert (tmp_path / "candidates.png").stat().st_size > 5000
+
+
 def test_a_run_report_without_onnx_runtime_has_no_such_line(tmp_path: Path) -> None:
     summary = run_summary(tmp_path)
     for side in ("original", "round-2/artifacts"):

@@ -85,7 +85,9 @@ def write_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = 
     if prune.get("layers"):
         plots.channels(prune["layers"], folder / "channels.png")
         figures.append(("Channels per layer", "channels.png", "output channels of every conv/linear layer"))
-    candidates = [c for c in prune.get("search_candidates", []) if c.get("predicted_ms") is not None]
+    # the search runs in the first round only (later rounds reuse its ranking), whichever round is kept
+    searched = _json(folder / "round-1" / "prune.json") or {}
+    candidates = [c for c in searched.get("search_candidates", []) if c.get("predicted_ms") is not None]
     if candidates:
         plots.candidates(candidates, folder / "candidates.png", summary["target_ms"])
         figures.append(
