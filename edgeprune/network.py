@@ -28,7 +28,9 @@ class Geometry:
     """What fixes a conv / linear layer apart from its channel counts.
 
     `height` x `width` is the input feature map (for a linear layer: the map it was flattened from, 1x1 after
-    global pooling). `groups` matters only for GROUPED; depthwise ties groups to the channel count.
+    global pooling). `groups` matters only for GROUPED; depthwise ties groups to the channel count. A channel
+    multiplier (GROUPED with one input channel per group) ties them to its inputs: pruning removes whole groups,
+    each an input and its `multiplier` outputs, so its groups change and its multiplier does not.
     """
 
     kind: str
@@ -39,6 +41,15 @@ class Geometry:
     height: int
     width: int
     groups: int = 1
+    multiplier: int = 1  # outputs per input channel of a channel multiplier (1: not one)
+
+    @property
+    def outputs_per_input(self) -> int | None:
+        """The fixed out/in channel ratio of a layer whose widths move together (depthwise 1, a channel
+        multiplier its multiplier): its entries lie on a line, not a grid. None for the others."""
+        if self.kind == DEPTHWISE:
+            return 1
+        return self.multiplier if self.multiplier > 1 else None
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -58,7 +69,7 @@ class Geometry:
     def _weights_per_output(self, in_width: int) -> int:
         if self.kind == LINEAR:
             return in_width
-        per_channel = 1 if self.kind == DEPTHWISE else in_width // self.groups
+        per_channel = 1 if self.outputs_per_input else in_width // self.groups
         return self.kernel[0] * self.kernel[1] * per_channel
 
     def macs(self, in_width: int, out_width: int) -> int:
@@ -180,12 +191,15 @@ def _padding(padding: Any, kernel: tuple[int, int], dilation: tuple[int, int]) -
 
 
 def _conv_geometry(mod: nn.Conv2d, in_shape: tuple[int, ...]) -> Geometry:
+    multiplier = 1
     if mod.groups == 1:
         kind, groups = CONV, 1
     elif is_depthwise(mod):
         kind, groups = DEPTHWISE, 1
     else:
         kind, groups = GROUPED, mod.groups
+        if mod.groups == mod.in_channels:
+            multiplier = mod.out_channels // mod.in_channels
     kernel, dilation = _pair(mod.kernel_size), _pair(mod.dilation)
     return Geometry(
         kind=kind,
@@ -196,6 +210,7 @@ def _conv_geometry(mod: nn.Conv2d, in_shape: tuple[int, ...]) -> Geometry:
         height=int(in_shape[2]),
         width=int(in_shape[3]),
         groups=groups,
+        multiplier=multiplier,
     )
 
 

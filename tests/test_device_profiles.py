@@ -58,6 +58,20 @@ def test_shipped_profiles_load() -> None:
             assert device.channel_step == 4
 
 
+def test_shipped_profiles_show_a_tuning_example_that_loads(tmp_path: Path) -> None:
+    """Each shipped profile ends with a commented [tuning] example: commented it changes nothing, uncommented
+    it loads as deeper tuning for that board."""
+    for path in sorted(SHIPPED.glob("*.toml")):
+        assert load_profile(path).tuning == TuningConfig()
+        text = path.read_text()
+        head, marker, example = text.partition("\n# [tuning]\n")
+        assert marker and all(line.startswith("# ") for line in example.splitlines()), path.name
+        uncommented = tmp_path / path.name
+        uncommented.write_text(head + "\n[tuning]\n" + example.replace("# ", ""))
+        tuning = load_profile(uncommented).tuning
+        assert tuning.profile_trials > TuningConfig().profile_trials and tuning.minutes, path.name
+
+
 def test_emulated_pi_is_the_pi_4_target_on_loopback_with_this_machines_ssh() -> None:
     """Its user, key and Python are this machine's (not in the profile); everything listens on 127.0.0.1."""
     emulated, pi = (load_profile(SHIPPED / f"{name}.toml") for name in ("emulated-pi", "raspberry-pi-4"))

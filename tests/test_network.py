@@ -27,6 +27,10 @@ from edgeprune.pruning import cost, groups
 
 HERE = Path(__file__).parent
 RECORDED = json.loads((HERE / "network_counts_15efe40.json").read_text())
+# Structure keys changed on purpose since: a channel multiplier's layers are keyed by their multiplier, not by a
+# group count that pruning changes (the old key's entries could not be built below the full width, nor read by a
+# pruned network), so a network with one has a new key; its counts are those recorded.
+RESTRUCTURED = {"CellNet": "326bb41d150ce9bd"}
 CASES = {
     "lenet5": ("lenet5", (1, 16, 16), 0.5),
     "resnet20": ("resnet20", (1, 8, 8), 0.25),
@@ -103,7 +107,7 @@ def test_counts_and_signatures_are_those_of_the_old_counters(name: str) -> None:
         warnings.simplefilter("ignore")
         structure = groups.analyze(bundle.module, shape)
     layers, key = LayerExtractor().extract(bundle.module, shape)
-    assert key == recorded["structure"]
+    assert key == RESTRUCTURED.get(name, recorded["structure"])
     assert [[f"{x.in_channels}x{x.out_channels}", x.macs] for x in layers] == recorded["layers"]
     rng = random.Random(1)
     keep = {n: sorted(rng.sample(range(g.size), rng.randint(1, g.size))) for n, g in structure.groups.items()}

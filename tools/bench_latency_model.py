@@ -284,7 +284,6 @@ def interpolation_phase(
 ) -> None:
     """Off-grid layer shapes measured as entries of their own vs the model's interpolation."""
     from edgeprune.devices.base import TimingSettings
-    from edgeprune.network import DEPTHWISE
     from edgeprune.profiling.entries import measure_entries
     from edgeprune.profiling.grid import PlannedEntry, anchors
     from edgeprune.profiling.latency import LatencyModel
@@ -302,7 +301,9 @@ def interpolation_phase(
         (layer.name, aligned): [
             c
             for c in range(steps[layer.name] + 1, layer.out_channels)
-            if c % steps[layer.name] and (c % half_vector == 0) == aligned
+            if c % steps[layer.name]
+            and (c % half_vector == 0) == aligned
+            and not c % (layer.family.outputs_per_input or 1)
         ]
         for layer in layers
         if layer.name in steps
@@ -314,8 +315,9 @@ def interpolation_phase(
         candidates = [layer for layer in layers if off_grid.get((layer.name, aligned))]
         layer = candidates[int(rng.integers(len(candidates)))]
         cout = int(rng.choice(off_grid[(layer.name, aligned)]))
-        if layer.family.kind == DEPTHWISE:
-            cin = cout
+        ratio = layer.family.outputs_per_input  # depthwise, a channel multiplier: the input follows the output
+        if ratio:
+            cin = cout // ratio
         elif layer.slot.in_fixed:
             cin = layer.in_channels
         else:  # in the upper half of the input width, aligned like cout

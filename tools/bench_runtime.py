@@ -56,11 +56,12 @@ def cpu_name() -> str:
 
 @dataclass
 class Variant:
-    """A model to measure: its module, its ONNX, its TVM libraries by label and how each was tuned."""
+    """A model to measure: its module, its ONNX file (in the run's work folder, removed with it), its TVM
+    libraries by label and how each was tuned."""
 
     name: str
     bundle: Any
-    onnx_bytes: bytes
+    onnx: Path
     libraries: dict[str, Path] = field(default_factory=dict)
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
@@ -162,9 +163,7 @@ def measure(variants: list[Variant], threads: int, progress: Any) -> None:
             module, x = variant.bundle.module.eval(), variant.bundle.example_input()
             with torch.no_grad():
                 expected = module(x).numpy()
-            onnx_file = Path(tempfile.mkdtemp()) / "model.onnx"
-            onnx_file.write_bytes(variant.onnx_bytes)
-            ort_session = ort.session(onnx_file, threads)
+            ort_session = ort.session(variant.onnx, threads)
             feed = {ort_session.get_inputs()[0].name: x.numpy()}
 
             def eager(module: Any = module, x: Any = x) -> Any:
@@ -280,7 +279,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     save_png(figure, path)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet20", help="zoo model (the baseline)")
     parser.add_argument("--input-shape", default="3x32x32")
@@ -295,11 +294,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the zoo models' initial weights")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.budgets != sorted(set(args.budgets)):
         parser.error("--budgets must be ascending and distinct")
+    return args
 
-    work = Path(tempfile.mkdtemp(prefix="edgeprune-bench-"))
+
+def with_onnx(name: str, bundle: Any, work: Path) -> Variant:
+    """A variant with its ONNX export written into the run's work folder."""
+    from edgeprune.tvmx.export import to_onnx
+
+    onnx = work / f"{name}.onnx"
+    onnx.write_bytes(to_onnx(bundle.module, (1, *bundle.input_shape)))
+    return Variant(name, bundle, onnx)
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The whole benchmark with everything it writes (farm state, profiles, ONNX files, tuning databases,
+    artifacts) under `work`; returns the report."""
     os.environ["EDGEPRUNE_LOCAL_PORT"] = str(free_port())
     os.environ["EDGEPRUNE_STATE_DIR"] = str(work / "state")
     os.environ["EDGEPRUNE_PROFILES_DIR"] = str(work / "profiles")
@@ -308,11 +320,9 @@ def main() -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgeprune import atomic
     from edgeprune.devices.profile import local_device
     from edgeprune.models.io import load_model, parse_input_shape
     from edgeprune.tvmx.config import TuningConfig
-    from edgeprune.tvmx.export import to_onnx
 
     config = TuningConfig(
         trials=args.pruned_trials,
@@ -343,8 +353,7 @@ def main() -> None:
         *args.note,
     ]
     variants = [
-        Variant(name, bundle, to_onnx(bundle.module, (1, *bundle.input_shape)))
-        for name, bundle in (("baseline", baseline_bundle), ("pruned", pruned_bundle))
+        with_onnx(name, bundle, work) for name, bundle in (("baseline", baseline_bundle), ("pruned", pruned_bundle))
     ]
     device = local_device()
     report: dict[str, Any] = {
@@ -360,15 +369,12 @@ def main() -> None:
         "tuning_config": config.to_json(),
     }
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=Console(stderr=True)) as progress:
-            with device.serving():
-                deep_db = deepen(variants[0], device, args.budgets, config, work, progress)
-                compile_pruned(variants[1], device, deep_db, args.pruned_trials, config, work)
-            for threads in args.threads:
-                measure(variants, threads, progress)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # artifacts, tuning databases, farm state of this run
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        with device.serving():
+            deep_db = deepen(variants[0], device, args.budgets, config, work, progress)
+            compile_pruned(variants[1], device, deep_db, args.pruned_trials, config, work)
+        for threads in args.threads:
+            measure(variants, threads, progress)
     import onnxruntime
     import tvm
 
@@ -381,6 +387,18 @@ def main() -> None:
     }
     report["variants"] = [to_json(v) for v in variants]
     report["notes"] = notes
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="edgeprune-bench-"))
+    try:
+        report = run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # everything the run wrote but its results
+    from edgeprune import atomic
+
     atomic.write_json(args.out / "runtime.json", report)
     old = args.out / "runtime.md"
     kept = old.read_text().partition(KEPT)[2] if old.exists() else ""

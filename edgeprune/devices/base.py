@@ -81,6 +81,13 @@ class Device(ABC):
     kind: ClassVar[str]
     target_kinds: ClassVar[tuple[str, ...]] = ("llvm",)  # TVM target kinds a profile of this kind may name
     target_keys: ClassVar[dict[str, type]] = {"kind": str, "mtriple": str, "mcpu": str, "mattr": list, "num-cores": int}
+    # measured times are this board's own (False for an emulated board: labelled, never reported)
+    timings_are_real: ClassVar[bool] = True
+    # a library built for this device runs in this process (then it is checked here too)
+    runs_on_host: ClassVar[bool] = False
+    # the device's servers run on this machine's cores, so a build here would disturb a measurement there (the
+    # profiler then never overlaps them)
+    shares_host_cores: ClassVar[bool] = False
 
     name: str
     description: str
@@ -108,11 +115,6 @@ class Device(ABC):
     def lut_dir(self) -> Path:
         """Where this device's latency table and tuning database live."""
         return self.profiles_root / self.name
-
-    @property
-    def timings_are_real(self) -> bool:
-        """Whether measured times are this board's own (False for an emulated board: label, never report)."""
-        return True
 
     def to_json(self) -> dict[str, Any]:
         ssh = None if self.ssh is None else {"host": self.ssh.host, "port": self.ssh.port, "user": self.ssh.user}
@@ -142,17 +144,6 @@ class Device(ABC):
     @abstractmethod
     def channel_step(self) -> int:
         """The channel granularity of tuned kernels (SIMD lanes, a warp): the latency table's grid step."""
-
-    @property
-    def runs_on_host(self) -> bool:
-        """True when a library built for this device runs in this process (then it is checked here too)."""
-        return False
-
-    @property
-    def shares_host_cores(self) -> bool:
-        """True when the device's servers run on this machine's cores, so a build here would disturb a
-        measurement there (the profiler then never overlaps them)."""
-        return False
 
     @property
     def architecture(self) -> str:

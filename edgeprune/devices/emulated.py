@@ -32,6 +32,9 @@ DEFAULT_REMOTE = ("~/edgeprune", "python3")  # what a profile without `[remote]`
 class EmulatedDevice(BoardDevice):
     """An aarch64 Debian user space with TVM's runtime, run through qemu-user on loopback."""
 
+    timings_are_real = False
+    shares_host_cores = True  # qemu runs on this machine's cores: a build here would slow a measurement there
+
     def __post_init__(self) -> None:
         home = emulated_board.BoardHome(self.name)
         if self.ssh is None:
@@ -47,15 +50,6 @@ class EmulatedDevice(BoardDevice):
             object.__setattr__(self, "remote_workdir", str(home.workdir))
         if self.remote_python == DEFAULT_REMOTE[1]:
             object.__setattr__(self, "remote_python", str(emulation.default_rootfs().python))
-
-    @property
-    def timings_are_real(self) -> bool:
-        return False
-
-    @property
-    def shares_host_cores(self) -> bool:
-        """qemu runs on this machine's cores: a build here would slow a measurement there."""
-        return True
 
     def check_toolchain(self) -> None:
         """The cross compiler, then the board itself: its root filesystem must be built before anything runs."""

@@ -22,9 +22,7 @@ LOCAL_DEFAULT_PORT = 9190
 class OnThisMachine(Device):
     """What the built-in devices share: servers on this machine, in a loopback farm edgeprune starts itself."""
 
-    @property
-    def shares_host_cores(self) -> bool:
-        return True
+    shares_host_cores = True
 
     @property
     def needs_cross_link(self) -> bool:
@@ -46,12 +44,10 @@ class OnThisMachine(Device):
 class LocalDevice(OnThisMachine, CPUDevice):
     """This CPU through the loopback farm."""
 
+    runs_on_host = True
+
     def cpu_flags(self) -> set[str]:
         return host_cpu_flags()  # LLVM's CPU name implies them; the target lists none
-
-    @property
-    def runs_on_host(self) -> bool:
-        return True
 
 
 def available_cores() -> int:

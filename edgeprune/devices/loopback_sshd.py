@@ -20,32 +20,24 @@ SSHD = Path("/usr/sbin/sshd")
 HOST = "127.0.0.1"
 
 
+def _in_folder(name: str, doc: str | None = None) -> property:
+    """A read-only `Path` attribute: the file `name` in the sshd's folder."""
+    return property(lambda files: files.folder / name, doc=doc)
+
+
 @dataclass(frozen=True)
 class SSHDFiles:
     """The files of one loopback sshd, all in `folder`."""
 
     folder: Path
 
-    @property
-    def host_key(self) -> Path:
-        return self.folder / "host_ed25519"
-
-    @property
-    def client_key(self) -> Path:
-        """The private key a profile's `ssh.key_file` names: the only key the server accepts."""
-        return self.folder / "client_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.folder / "known_hosts"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "sshd.log"
-
-    @property
-    def config(self) -> Path:
-        return self.folder / "sshd_config"
+    host_key = _in_folder("host_ed25519")
+    client_key = _in_folder("client_ed25519", "The only key the server accepts (a profile's `ssh.key_file`).")
+    authorized_keys = _in_folder("authorized_keys")
+    known_hosts = _in_folder("known_hosts")
+    config = _in_folder("sshd_config")
+    pid = _in_folder("sshd.pid")
+    log = _in_folder("sshd.log")
 
     def fingerprint(self) -> str:
         """The host key's fingerprint as `ssh-keygen -lf` prints it."""
@@ -81,7 +73,7 @@ def prepare(folder: Path) -> SSHDFiles:
     folder.mkdir(parents=True, exist_ok=True)
     _keygen(files.host_key)
     _keygen(files.client_key)
-    shutil.copy(files.client_key.with_suffix(".pub"), folder / "authorized_keys")
+    shutil.copy(files.client_key.with_suffix(".pub"), files.authorized_keys)
     return files
 
 
@@ -96,8 +88,8 @@ def write_config(files: SSHDFiles, port: int, user: str | None = None) -> Path:
         f"""Port {port}
 ListenAddress {HOST}
 HostKey {files.host_key}
-PidFile {files.folder / "sshd.pid"}
-AuthorizedKeysFile {files.folder / "authorized_keys"}
+PidFile {files.pid}
+AuthorizedKeysFile {files.authorized_keys}
 AllowUsers {user or getpass.getuser()}
 PubkeyAuthentication yes
 PasswordAuthentication no

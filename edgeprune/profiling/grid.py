@@ -52,7 +52,13 @@ def plan(layers: list[Layer], lanes: int, step: int | None = None) -> dict[str, 
             if layer.slot.out_fixed
             else grid_values(layer.out_channels, step or default_step(layer.out_channels, lanes))
         )
-        pairs = [(c, c) for c in outs] if layer.family.kind == DEPTHWISE else [(i, o) for i in ins for o in outs]
+        ratio = layer.family.outputs_per_input
+        if layer.family.kind == DEPTHWISE:
+            pairs = [(c, c) for c in outs]
+        elif ratio:  # a channel multiplier: `ratio` outputs per input, whatever the input width
+            pairs = [(c, ratio * c) for c in (ins if not layer.slot.out_fixed else [layer.in_channels])]
+        else:
+            pairs = [(i, o) for i in ins for o in outs]
         for cin, cout in pairs:
             entry = PlannedEntry(layer.family, cin, cout)
             planned.setdefault(entry.key, entry)

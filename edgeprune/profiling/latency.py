@@ -23,7 +23,6 @@ from torch import nn
 
 from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
-from edgeprune.network import DEPTHWISE
 from edgeprune.profiling.lut import LatencyTable, lut_path, remeasure_hint, split_key
 from edgeprune.profiling.signature import Layer, LayerExtractor
 
@@ -107,14 +106,16 @@ class _FamilyGrid:
             return [(x, x)]
         return [(values[lo], values[hi]) for lo in range(at - 1, -1, -1) for hi in range(at, len(values))]
 
-    def time(self, cin: int, cout: int, diagonal: bool) -> tuple[float, bool] | None:
-        """(ms, exact) at the configuration, or None when the grid does not cover it."""
+    def time(self, cin: int, cout: int, per_input: int | None) -> tuple[float, bool] | None:
+        """(ms, exact) at the configuration, or None when the grid does not cover it. `per_input`: the fixed
+        out/in ratio of a layer whose widths move together (`Geometry.outputs_per_input`)."""
         if (cin, cout) in self.points:
             return self.points[(cin, cout)], True
-        if diagonal:  # depthwise: in == out, a 1-D grid
-            for lo, hi in self._brackets(self.outs, cout):
-                if (lo, lo) in self.points and (hi, hi) in self.points:
-                    return _lerp(cout, lo, hi, self.points[(lo, lo)], self.points[(hi, hi)]), False
+        if per_input:  # depthwise, a channel multiplier: the points (c, per_input x c), a 1-D grid
+            for lo, hi in self._brackets(self.ins, cin):
+                low, high = (lo, per_input * lo), (hi, per_input * hi)
+                if low in self.points and high in self.points:
+                    return _lerp(cin, lo, hi, self.points[low], self.points[high]), False
             return None
         for i0, i1 in self._brackets(self.ins, cin):
             for o0, o1 in self._brackets(self.outs, cout):
@@ -162,7 +163,7 @@ class LatencyModel:
         grid = self._grids.get(layer.family.key)
         if grid is None:
             return None
-        return grid.time(layer.in_channels, layer.out_channels, layer.family.kind == DEPTHWISE)
+        return grid.time(layer.in_channels, layer.out_channels, layer.family.outputs_per_input)
 
     def _ratio(self, structure: str, layers: list[Layer]) -> float | None:
         """Measured unpruned network / sum of its entries (None if it was never measured or lacks entries)."""

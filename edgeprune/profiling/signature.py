@@ -49,7 +49,9 @@ class Family(Geometry):
         if self.kind == LINEAR:
             return f"{self.kind}|{self.height}x{self.width}|{epilogue}"
         geometry = "k{}x{}-s{}x{}-p{}x{}-d{}x{}".format(*self.kernel, *self.stride, *self.padding, *self.dilation)
-        kind = f"{self.kind}{self.groups}" if self.kind == GROUPED else self.kind
+        kind = self.kind
+        if self.kind == GROUPED:  # a channel multiplier's groups follow its inputs: its multiplier names it
+            kind = f"multiplier{self.multiplier}" if self.multiplier > 1 else f"{self.kind}{self.groups}"
         return f"{kind}|{geometry}|{self.height}x{self.width}|{epilogue}"
 
     def entry_key(self, in_channels: int, out_channels: int) -> str:

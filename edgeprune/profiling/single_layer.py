@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.network import DEPTHWISE, GROUPED, LINEAR
+from edgeprune.network import GROUPED, LINEAR
 from edgeprune.profiling.signature import Family
 
 
@@ -25,7 +25,8 @@ class SingleLayer(nn.Module):
             self.layer: nn.Module = nn.Linear(in_channels * family.height * family.width, out_channels, bias=bias)
             residual_shape: tuple[int, ...] = (1, out_channels)
         else:
-            groups = in_channels if family.kind == DEPTHWISE else family.groups if family.kind == GROUPED else 1
+            # depthwise and a channel multiplier: one input channel per group, however many there are
+            groups = in_channels if family.outputs_per_input else family.groups if family.kind == GROUPED else 1
             self.layer = nn.Conv2d(
                 in_channels,
                 out_channels,

@@ -151,16 +151,24 @@ class ScheduleStore:
 
 
 def family_key(workload: Any) -> str:
-    """What a kernel is apart from its extents: its TIR with every digit run blanked (extents, and the
-    numbered names a network gives its buffers). Channel-pruned shapes of one layer share it; a different
-    stride, padding or fusion (its index expressions, its blocks) does not."""
-    return re.sub(r"\d+", "N", workload.script())
+    """What a kernel is apart from its channel counts: its TIR with every digit run blanked (extents, and the
+    numbered names a network gives its buffers), and the spatial extents of its 4-D buffers (NCHW feature maps
+    and OIHW weights: input, kernel and output sizes, which fix stride and padding too). Channel-pruned shapes
+    of one layer share it; a different kernel size, stride, padding, feature map or fusion does not (blanked
+    alone, a 3x3 and a 5x5 convolution, or strides 2 and 3, read the same)."""
+    spatial = [shape[2:] for shape in _shapes(workload) if len(shape) == 4]
+    return re.sub(r"\d+", "N", workload.script()) + f"|{spatial}"
+
+
+def _shapes(workload: Any) -> list[list[int]]:
+    """The shapes of the kernel's buffer arguments, in order."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return [[int(d) for d in arg.shape] for arg in ms.arg_info.ArgInfo.from_prim_func(workload["main"])]
 
 
 def _extents(workload: Any) -> list[int]:
-    from tvm.s_tir import meta_schedule as ms
-
-    return [int(d) for arg in ms.arg_info.ArgInfo.from_prim_func(workload["main"]) for d in arg.shape]
+    return [d for shape in _shapes(workload) for d in shape]
 
 
 def _distance(a: list[int], b: list[int]) -> float:

@@ -1,0 +1,72 @@
+"""The runtime benchmark leaves nothing behind in the temp folder: its ONNX files and work folder go with the run."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import pytest
+import torch
+from rich.progress import Progress
+
+from edgeprune.devices import farm, profile
+from edgeprune.errors import EdgepruneError
+from edgeprune.models.io import load_model
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_runtime.py"
+
+
+def _tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_runtime", TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tempfile's folder, empty, and the environment the benchmark sets, restored after the test."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    for name in ("EDGEPRUNE_LOCAL_PORT", "EDGEPRUNE_STATE_DIR", "EDGEPRUNE_PROFILES_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")
+    return root
+
+
+def test_measuring_ort_writes_no_temporary_onnx_folder(
+    temp_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _tool()
+    monkeypatch.setattr(bench, "ROUNDS", 1)
+    monkeypatch.setattr(bench, "MIN_REPEAT_MS", 1)
+    device = SimpleNamespace(tracker_port=0, key="k", request_session=lambda: None)
+    monkeypatch.setattr(profile, "local_device", lambda: device)
+    monkeypatch.setattr(farm, "up", lambda **_: None)
+    monkeypatch.setattr(farm, "down", lambda *_: None)
+    work = tmp_path / "work"
+    work.mkdir()
+    variant = bench.with_onnx("baseline", load_model("lenet5", (1, 16, 16), 10, width=0.5), work)
+    threads = torch.get_num_threads()
+    try:
+        with Progress(disable=True) as progress:
+            bench.measure([variant], 1, progress)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(variant.runs["1"]["ms"]) == {"pytorch", "onnxruntime"}
+    assert variant.onnx.parent == work
+    assert list(temp_root.iterdir()) == []
+
+
+def test_a_run_that_fails_early_still_removes_its_work_folder(temp_root: Path) -> None:
+    bench = _tool()
+    with pytest.raises(EdgepruneError):
+        bench.main(["--model", "no-such-model-here", "--out", str(temp_root.parent / "results")])
+    assert list(temp_root.iterdir()) == []
