@@ -109,38 +109,15 @@ def train_cmd(
         )
 
 
-def _target(target_ms: str | None, target_flops: str | None, target_params: str | None) -> Any:
-    from edgeprune.pruning import parse_target
-
-    given = [(k, v) for k, v in (("ms", target_ms), ("flops", target_flops), ("params", target_params)) if v]
+def _budget(target_ms: str | None, target_flops: str | None, target_params: str | None) -> dict[str, str]:
+    """The one budget flag given, as ep.prune's keyword (which parses it)."""
+    given = {k: v for k, v in (("ms", target_ms), ("flops", target_flops), ("params", target_params)) if v}
     if len(given) != 1:
         raise EdgepruneError(
             "give exactly one budget: --target-ms, --target-flops or --target-params",
             hint="e.g. --target-ms 5 --device local, or --target-flops 50%",
         )
-    return parse_target(*given[0])
-
-
-def _predictor(device_name: str | None, kind: str, bundle: Any, profile_missing: bool, model: str) -> Any:
-    """The device's latency model: required for --target-ms, used for reporting ms when available."""
-    from edgeprune.pruning import LatencyPredictor
-
-    if device_name is None:
-        if kind == "ms":
-            raise EdgepruneError("--target-ms needs --device (the latency table to predict with)")
-        return None
-    from edgeprune.devices.profile import load_device
-
-    device = load_device(device_name)
-    if kind == "ms":
-        return LatencyPredictor(device, bundle, profile_missing, model)
-    try:  # only for reporting: a table that cannot predict this model is a note, not a failure
-        predictor = LatencyPredictor(device, bundle, profile_missing, model)
-        predictor.predict_ms(bundle.module, bundle.input_shape)
-        return predictor
-    except EdgepruneError as error:
-        console.print(f"[yellow]note:[/] no latency prediction: {error.message}", highlight=False)
-        return None
+    return {f"target_{kind}": value for kind, value in given.items()}
 
 
 def _table(summary: dict[str, Any]) -> None:
@@ -239,75 +216,50 @@ def prune_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Prune a model to a latency (ms), FLOPs or params budget with LeGR or another method; fine-tune it."""
-    from edgeprune import atomic
-    from edgeprune.models.io import save_model
-    from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings, prune_bundle
-    from edgeprune.pruning.inputs import model_and_data
-    from edgeprune.pruning.methods import DEFAULT_CRITERION, METHODS
+    import edgeprune as ep
+    from edgeprune.pruning.methods import METHODS
 
-    target = _target(target_ms, target_flops, target_params)
+    budget = _budget(target_ms, target_flops, target_params)
     if method not in METHODS:
         raise EdgepruneError(f"unknown --method '{method}'", hint=f"choose one of {', '.join(METHODS)}")
-    if reuse_search is not None and not reuse_search.is_file():
-        raise EdgepruneError(f"--reuse-search file '{reuse_search}' not found")
-    epochs = finetune_epochs if finetune_epochs is not None else (10 if method == "pai" else 5)
-    TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr).check()
     check_output(output)
     set_threads(threads)
-    bundle, dataset = model_and_data(model, _shape(input_shape), data, None, width, seed, data_dir, limit)
-    data_spec = dataset.spec
-    if not bundle.trained and method != "pai":
-        console.print(f"[yellow]note:[/] {bundle.name} is untrained; train it first for meaningful accuracy")
-    predictor = _predictor(device, target.kind, bundle, profile_missing, model)
-
-    learned_file = _sidecar(output, ".legr.json")
-    reuse = reuse_search
-    if method == "legr" and reuse is None and not new_search and learned_file.is_file():
-        from edgeprune.pruning.groups import analyze
-        from edgeprune.pruning.search import learned_mismatch
-
-        problem = learned_mismatch(
-            learned_file, analyze(bundle.module, bundle.input_shape), criterion or DEFAULT_CRITERION[method], normalize
-        )
-        if problem is None:
-            reuse = learned_file  # one search, many budgets: the previous search for this output is reused
-            console.print(f"reusing the learned (alpha, kappa) in {learned_file} (--new-search to search again)")
-        else:
-            console.print(f"[yellow]note:[/] not reusing {learned_file}: {problem}", highlight=False)
-    settings = PruneSettings(
-        method=method,
-        criterion=criterion,
-        min_keep=min_keep,
-        normalize=normalize,
-        finetune=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr),
-        search=SearchSettings(
+    with _progress() as progress:
+        _, result = ep.prune(
+            model,
+            **budget,
+            device=ep.device(device) if device is not None else None,
+            data=data or True,  # without --data: the data set the model was trained on
+            data_dir=data_dir,
+            limit=limit,
+            input_shape=input_shape,
+            width=width,
+            output=output,
+            method=method,
+            criterion=criterion,
+            epochs=finetune_epochs,
+            min_keep=min_keep,
+            batch_size=batch_size,
+            lr=lr,
+            normalize=normalize,
             population=population,
             sample_size=sample_size,
             generations=generations,
             mutation_share=mutation_share,
             mutation_scale=mutation_scale,
-            steps=search_steps,
-            batch_size=batch_size,
-            minutes=search_minutes,
-        ),
-        rounds=rounds,
-        round_epochs=round_epochs,
-        seed=seed,
-        reuse_search=reuse,
-        search_file=learned_file,
-        search_checkpoint=_sidecar(output, ".search-checkpoint.json"),
-        train_checkpoint=_sidecar(output, ".finetune-checkpoint.pt"),
-    )
-    console.print(f"pruning {bundle.name} to {target.describe()} with {method} on {data_spec}")
-    with _progress() as progress:
-        pruned, summary = prune_bundle(bundle, dataset, target, settings, predictor, progress)
-    save_model(pruned, output)
-    summary_path = _sidecar(output, ".json")
-    summary = {"output": str(output), "summary": str(summary_path), **summary}
-    atomic.write_json(summary_path, summary)
-    settings.train_checkpoint.unlink(missing_ok=True)  # type: ignore[union-attr]
-    if summary["search_finished"]:  # an unfinished (time-boxed) search keeps it: --new-search continues it
-        settings.search_checkpoint.unlink(missing_ok=True)  # type: ignore[union-attr]
+            search_steps=search_steps,
+            search_minutes=search_minutes,
+            reuse_search=reuse_search,
+            new_search=new_search,
+            rounds=rounds,
+            round_epochs=round_epochs,
+            profile_missing=profile_missing,
+            seed=seed,
+            progress=progress,
+            on_stage=lambda text: console.print(text, highlight=False),
+            on_note=lambda text: console.print(f"[yellow]note:[/] {text}", highlight=False),
+        )
+    summary = result.summary
     for note in summary["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     if json_out:
@@ -315,6 +267,6 @@ def prune_cmd(
     else:
         _table(summary)
         state = "unchanged (already within budget)" if summary["unchanged"] else "pruned"
-        console.print(f"[green]saved[/] {output} ({state}); summary in {summary_path}")
+        console.print(f"[green]saved[/] {output} ({state}); summary in {summary['summary']}")
     if not summary["within_budget"]:
         raise typer.Exit(1)
