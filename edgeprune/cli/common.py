@@ -65,6 +65,7 @@ MinutesOpt = Annotated[
         "tuning.minutes (none).",
     ),
 ]
+TargetMsOpt = Annotated[float | None, typer.Option("--target-ms", help="Latency budget in ms on the device.")]
 ArtifactsArg = Annotated[Path, typer.Argument(help="Artifact folder written by `edgeprune compile`.")]
 RepeatOpt = Annotated[
     int | None,

@@ -7,7 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import ArtifactsArg, DeviceOpt, JsonOpt, RepeatOpt, console, emit, with_model, with_tuning
+from edgeprune.cli.common import (
+    ArtifactsArg,
+    DeviceOpt,
+    JsonOpt,
+    RepeatOpt,
+    TargetMsOpt,
+    console,
+    emit,
+    with_model,
+    with_tuning,
+)
 from edgeprune.cli.emulating import timing_label
 from edgeprune.verify import defaults as verify_defaults
 
@@ -157,10 +167,7 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
 def verify_cmd(
     artifacts: ArtifactsArg,
     device: DeviceOpt,
-    target_ms: Annotated[
-        float | None,
-        typer.Option("--target-ms", help="Latency budget (default: the pruning budget in the manifest, if any)."),
-    ] = None,
+    target_ms: TargetMsOpt = None,
     baseline: Annotated[
         Path | None, typer.Option("--baseline", help="Another artifact folder to measure for the speedup.")
     ] = None,
@@ -169,8 +176,9 @@ def verify_cmd(
 ) -> None:
     """Measure a compiled artifact on the device against the budget, a baseline and PyTorch's outputs.
 
-    Exit 0 when the outputs match and the target holds, 1 when not (numbers printed), 2 on an error.
-    Writes verify.json into the artifact folder.
+    Without --target-ms, the pruning budget the manifest records (if any) is the target. Exit 0 when the outputs
+    match and the target holds, 1 when not (numbers printed), 2 on an error. Writes verify.json into the artifact
+    folder.
     """
     import edgeprune as ep
 

@@ -14,6 +14,7 @@ from edgeprune.cli.common import (
     JsonOpt,
     ModelArg,
     ShapeOpt,
+    TargetMsOpt,
     TrialsOpt,
     TrustOpt,
     WidthOpt,
@@ -23,13 +24,21 @@ from edgeprune.cli.common import (
     set_threads,
 )
 from edgeprune.cli.emulating import timing_label
-from edgeprune.cli.pruning import DataOpt, LimitOpt, SeedOpt, ThreadsOpt
+from edgeprune.cli.pruning import (
+    DataOpt,
+    GenerationsOpt,
+    LimitOpt,
+    MethodOpt,
+    PopulationOpt,
+    SearchMinutesOpt,
+    SeedOpt,
+    ThreadsOpt,
+)
 from edgeprune.errors import EdgepruneError
 from edgeprune.loop import SLACK
 
 app = typer.Typer()
 
-MethodOpt = Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")]
 SlackOpt = Annotated[
     float,
     typer.Option(
@@ -104,13 +113,9 @@ def loop_settings(
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", help="Fine-tune epochs after pruning (each target's, in a sweep).")
     ] = 5,
-    search_minutes: Annotated[float, typer.Option("--search-minutes", help="LeGR search time box.")] = 1.5,
-    generations: Annotated[
-        int, typer.Option("--generations", help="LeGR evolution generations.")
-    ] = search_defaults.GENERATIONS,
-    population: Annotated[int, typer.Option("--population", help="LeGR evolution population.")] = (
-        search_defaults.POPULATION
-    ),
+    search_minutes: SearchMinutesOpt = 1.5,
+    generations: GenerationsOpt = search_defaults.GENERATIONS,
+    population: PopulationOpt = search_defaults.POPULATION,
     trials: TrialsOpt = None,
     max_rounds: Annotated[
         int, typer.Option("--max-rounds", help="Closed-loop rounds at most (per target, in a sweep).")
@@ -156,7 +161,7 @@ def _target(target_ms: float | None, target: str | None) -> str:
 @options("settings", loop_settings)
 def run_cmd(
     settings: dict[str, Any],
-    target_ms: Annotated[float | None, typer.Option("--target-ms", help="Latency budget in ms on the device.")] = None,
+    target_ms: TargetMsOpt = None,
     target: Annotated[
         str | None, typer.Option("--target", help="Budget as a fraction of the measured unpruned latency: 0.5x.")
     ] = None,

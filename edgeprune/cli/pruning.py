@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edgeprune import search_defaults
 from edgeprune.cli.common import (
     JsonOpt,
     MinKeepOpt,
@@ -31,6 +32,11 @@ SeedOpt = Annotated[
     int, typer.Option("--seed", help="Seed of every random choice (data split, initial weights, prune's search).")
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use at most N training images (quick runs).")]
+# The pruning options `run` and `sweep` share with `prune`.
+MethodOpt = Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")]
+PopulationOpt = Annotated[int, typer.Option("--population", help="LeGR: evolution population.")]
+GenerationsOpt = Annotated[int, typer.Option("--generations", help="LeGR: evolution generations after the first.")]
+SearchMinutesOpt = Annotated[float, typer.Option("--search-minutes", help="LeGR: time box of the search.")]
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="Torch CPU threads; 1 is fastest on a shared small machine.")
 ]
@@ -173,7 +179,7 @@ def prune_cmd(
     limit: LimitOpt = None,
     input_shape: ShapeOpt = None,
     width: WidthOpt = 1.0,
-    method: Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")] = "legr",
+    method: MethodOpt = "legr",
     criterion: Annotated[
         str | None,
         typer.Option("--criterion", help="l1, l2, taylor, bn, activation, snip, synflow (default per method)."),
@@ -187,9 +193,9 @@ def prune_cmd(
     normalize: Annotated[
         str, typer.Option("--normalize", help="Per-layer score normalisation before ranking: none or mean.")
     ] = "none",
-    population: Annotated[int, typer.Option("--population", help="LeGR: evolution population.")] = 32,
+    population: PopulationOpt = search_defaults.POPULATION,
     sample_size: Annotated[int, typer.Option("--sample-size", help="LeGR: members sampled per generation.")] = 8,
-    generations: Annotated[int, typer.Option("--generations", help="LeGR: generations after the first.")] = 300,
+    generations: GenerationsOpt = search_defaults.GENERATIONS,
     mutation_share: Annotated[
         float, typer.Option("--mutation-share", help="LeGR: share of layers mutated per child.")
     ] = 0.2,
@@ -199,7 +205,7 @@ def prune_cmd(
     search_steps: Annotated[
         int, typer.Option("--search-steps", help="LeGR: fine-tune steps per candidate before BN re-estimation.")
     ] = 0,
-    search_minutes: Annotated[float, typer.Option("--search-minutes", help="LeGR: time box of the search.")] = 3.0,
+    search_minutes: SearchMinutesOpt = 3.0,
     reuse_search: Annotated[
         Path | None, typer.Option("--reuse-search", help="LeGR: learned (alpha, kappa) file to reuse.")
     ] = None,
