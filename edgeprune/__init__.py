@@ -1,7 +1,7 @@
 """edgeprune: profile a board once, prune a CNN to a millisecond budget, compile it with TVM, deploy it.
 
 `import edgeprune as ep` gives the stages as functions (`edgeprune.api`): `ep.device`, `ep.profile`,
-`ep.latency_model`, `ep.prune`, `ep.compile`, `ep.verify`, `ep.deploy`, `ep.run`, `ep.sweep`;
+`ep.latency_model`, `ep.train`, `ep.prune`, `ep.compile`, `ep.verify`, `ep.deploy`, `ep.run`, `ep.sweep`;
 the CLI is a shell over them. Importing the package loads neither torch nor TVM; each function imports what
 it needs when called.
 """
@@ -24,6 +24,7 @@ from edgeprune.api import (
     prune,
     run,
     sweep,
+    train,
     verify,
 )
 from edgeprune.errors import EdgepruneError
@@ -42,5 +43,6 @@ __all__ = [
     "prune",
     "run",
     "sweep",
+    "train",
     "verify",
 ]

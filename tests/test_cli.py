@@ -147,6 +147,12 @@ ROUTES = [  # argv, the ep function, keywords it must get, what it returns
         {"files": {}},
     ),
     (
+        ["train", "resnet20", "-o", "m.pt", "--data", "digits", "--epochs", "2", "--classes", "3"],
+        "train",
+        {"data": "digits", "epochs": 2, "classes": 3, "input_shape": None},
+        {"accuracy": 0.5, "seconds": 1.0},
+    ),
+    (
         ["prune", "m.pt", "-o", "p.pt", "--target-flops", "50%", "--data", "digits", "--population", "4"],
         "prune",
         {"target_flops": "50%", "data": "digits", "output": Path("p.pt"), "population": 4, "device": None},
@@ -193,8 +199,7 @@ def test_each_stage_command_is_a_shell_over_the_api(
         name="fake", timings_are_real=True, tuning=SimpleNamespace(trials=2), timing=SimpleNamespace(min_repeat_ms=1)
     )
     monkeypatch.setattr(ep, "device", lambda _name: device)
-    monkeypatch.setattr("edgeprune.cli.common.set_threads", lambda _threads: None)  # no torch for a parse check
-    monkeypatch.setattr("edgeprune.cli.pruning.set_threads", lambda _threads: None)
+    monkeypatch.setattr("edgeprune.cli.pruning.set_threads", lambda _threads: None)  # no torch for a parse check
     monkeypatch.setattr("edgeprune.cli.pipeline.set_threads", lambda _threads: None)
     stand_in = _Recorder(result)
     monkeypatch.setattr(ep, function, stand_in)

@@ -16,7 +16,7 @@ a module is traced to the same fx graph a MODEL argument becomes. Heavy imports 
 functions, because the CLI imports this package and `edgeprune --help` must stay fast.
 
 models.py (device, the model as stages take it), stages.py (profile, latency_model, compile, verify,
-deploy), pruning.py (prune), loops.py (run, sweep: the closed loop over a resumable folder).
+deploy), training.py (train), pruning.py (prune), loops.py (run, sweep: the closed loop over a resumable folder).
 """
 
 # `name as name`: re-exported; `edgeprune/__init__.py` lists them in its `__all__`
@@ -31,3 +31,4 @@ from edgeprune.api.stages import deploy as deploy
 from edgeprune.api.stages import latency_model as latency_model
 from edgeprune.api.stages import profile as profile
 from edgeprune.api.stages import verify as verify
+from edgeprune.api.training import train as train

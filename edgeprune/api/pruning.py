@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeprune import search_defaults
 from edgeprune.api.models import Shape, bundle, parse_shape
+from edgeprune.api.training import sidecar
 from edgeprune.errors import EdgepruneError
 
 if TYPE_CHECKING:
@@ -60,11 +61,6 @@ def _target(
     return parse_target(kind, value)
 
 
-def _sidecar(output: Path, suffix: str) -> Path:
-    """A file that belongs to the pruned model `output`: pruned.pt -> pruned.legr.json."""
-    return output.with_name(output.stem + suffix)
-
-
 @dataclass(frozen=True)
 class _Says:
     """Where ep.prune reports what it decides on the way (the CLI prints these; a library caller may not care)."""
@@ -108,7 +104,7 @@ def _learned_search(
         return settings.reuse_search
     if settings.method != "legr" or new_search or output is None:
         return None
-    learned = _sidecar(output, ".legr.json")
+    learned = sidecar(output, ".legr.json")
     if not learned.is_file():
         return None
     structure = analyze(net.module, net.input_shape)
@@ -319,20 +315,20 @@ def _prune_with_data(
         settings = replace(
             settings,
             reuse_search=_learned_search(settings, net, output, new_search, says),
-            search_file=_sidecar(output, ".legr.json"),
-            search_checkpoint=_sidecar(output, ".search-checkpoint.json"),
-            train_checkpoint=_sidecar(output, ".finetune-checkpoint.pt"),
+            search_file=sidecar(output, ".legr.json"),
+            search_checkpoint=sidecar(output, ".search-checkpoint.json"),
+            train_checkpoint=sidecar(output, ".finetune-checkpoint.pt"),
         )
     says.stage(f"pruning {net.name} to {target.describe()} with {settings.method} on {dataset.spec}")
     pruned, summary = prune_bundle(net, dataset, target, settings, predictor, progress)
     if output is not None:
         save_model(pruned, output)
-        summary_path = _sidecar(output, ".json")
+        summary_path = sidecar(output, ".json")
         summary = {"output": str(output), "summary": str(summary_path), **summary}
         atomic.write_json(summary_path, summary)
-        _sidecar(output, ".finetune-checkpoint.pt").unlink(missing_ok=True)
+        sidecar(output, ".finetune-checkpoint.pt").unlink(missing_ok=True)
         if summary["search_finished"]:  # an unfinished (time-boxed) search keeps it: --new-search continues it
-            _sidecar(output, ".search-checkpoint.json").unlink(missing_ok=True)
+            sidecar(output, ".search-checkpoint.json").unlink(missing_ok=True)
     keys = ("within_budget", "unchanged", "flops", "params", "original_flops", "original_params")
     result = PruneResult(
         target=summary["target"],

@@ -16,7 +16,8 @@ from edgeprune.cli.common import (
     WidthOpt,
     check_output,
     console,
-    print_json,
+    emit,
+    options,
     set_threads,
 )
 from edgeprune.errors import EdgepruneError
@@ -24,7 +25,14 @@ from edgeprune.errors import EdgepruneError
 app = typer.Typer()
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the model (.pt).")]
-DataOpt = Annotated[str | None, typer.Option("--data", help="digits, fashion-mnist, cifar10:DIR or imagefolder:DIR.")]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Data set: digits, fashion-mnist, cifar10:DIR or imagefolder:DIR (default: the one a saved model was "
+        "trained on).",
+    ),
+]
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Folder of the fashion-mnist IDX files (default: Debian's).")
 ]
@@ -37,9 +45,26 @@ MethodOpt = Annotated[str, typer.Option("--method", help="legr, global, uniform,
 PopulationOpt = Annotated[int, typer.Option("--population", help="LeGR: evolution population.")]
 GenerationsOpt = Annotated[int, typer.Option("--generations", help="LeGR: evolution generations after the first.")]
 SearchMinutesOpt = Annotated[float, typer.Option("--search-minutes", help="LeGR: time box of the search.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine decay).")]
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="Torch CPU threads; 1 is fastest on a shared small machine.")
 ]
+
+
+def data_options(data: DataOpt = None, data_dir: DataDirOpt = None, limit: LimitOpt = None) -> dict[str, Any]:
+    """The data set `train` and `prune` run on, as ep.train's and ep.prune's keywords."""
+    return {"data": data, "data_dir": data_dir, "limit": limit}
+
+
+def fit_options(batch_size: BatchSizeOpt = 64, lr: LrOpt = 1e-3) -> dict[str, Any]:
+    """How `train` and `prune` fit a model, as ep.train's and ep.prune's keywords."""
+    return {"batch_size": batch_size, "lr": lr}
+
+
+def _shown(progress: Any) -> dict[str, Any]:
+    """What ep.train and ep.prune report as they go, drawn here: bars in `progress`, each step a line."""
+    return {"progress": progress, "on_stage": lambda text: console.print(text, highlight=False)}
 
 
 def _progress() -> Any:
@@ -55,64 +80,42 @@ def _progress() -> Any:
     )
 
 
-def _sidecar(output: Path, suffix: str) -> Path:
-    """A file that belongs to `output`: pruned.pt -> pruned.legr.json."""
-    return output.with_name(output.stem + suffix)
-
-
-def _shape(text: str | None) -> tuple[int, int, int] | None:
-    from edgeprune.models.io import parse_input_shape
-
-    return parse_input_shape(text) if text else None
-
-
 @app.command("train")
+@options("source", data_options)
+@options("fit", fit_options)
 def train_cmd(
     model: ModelArg,
     output: OutputOpt,
-    data: DataOpt = None,
-    data_dir: DataDirOpt = None,
-    limit: LimitOpt = None,
+    source: dict[str, Any],
+    fit: dict[str, Any],
     input_shape: ShapeOpt = None,
     classes: Annotated[int | None, typer.Option("--classes", help="Class count (default: the data set's).")] = None,
     width: WidthOpt = 1.0,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine decay).")] = 1e-3,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a baseline model on an offline data set (digits, fashion-mnist, cifar10:DIR, imagefolder:DIR)."""
-    from edgeprune.models.io import save_model
-    from edgeprune.pruning import TrainSettings, train_bundle
-    from edgeprune.pruning.inputs import model_and_data
+    import edgeprune as ep
 
-    if epochs < 1:
-        raise EdgepruneError("--epochs must be >= 1")
-    TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr).check()
     check_output(output)
     set_threads(threads)
-    bundle, dataset = model_and_data(model, _shape(input_shape), data, classes, width, seed, data_dir, limit)
-    data_spec = dataset.spec
-    checkpoint = _sidecar(output, ".train-checkpoint.pt")
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr)
-    console.print(
-        f"training {bundle.name} {list(bundle.input_shape)} on {data_spec} "
-        f"({dataset.sizes['train']} train / {dataset.sizes['val']} val / {dataset.sizes['test']} test images)"
-    )
     with _progress() as progress:
-        trained, report = train_bundle(bundle, dataset, settings, seed, progress, checkpoint)
-    save_model(trained, output)
-    checkpoint.unlink(missing_ok=True)
-    result = {"output": str(output), **report, "dataset": data_spec}
-    if json_out:
-        print_json(result)
-    else:
-        console.print(
-            f"[green]saved[/] {output}: test accuracy {report['accuracy']:.2%} after {epochs} epochs "
-            f"({report['seconds']:.1f} s)"
+        result = ep.train(
+            model,
+            output,
+            **source,
+            input_shape=input_shape,
+            classes=classes,
+            width=width,
+            epochs=epochs,
+            seed=seed,
+            **fit,
+            **_shown(progress),
         )
+    saved = f"[green]saved[/] {output}: test accuracy {result['accuracy']:.2%} after {epochs} epochs "
+    emit(result, json_out, lambda: [saved + f"({result['seconds']:.1f} s)"])
 
 
 def _budget(target_ms: str | None, target_flops: str | None, target_params: str | None) -> dict[str, str]:
@@ -126,7 +129,8 @@ def _budget(target_ms: str | None, target_flops: str | None, target_params: str 
     return {f"target_{kind}": value for kind, value in given.items()}
 
 
-def _table(summary: dict[str, Any]) -> None:
+def _lines(summary: dict[str, Any]) -> list[Any]:
+    """Channels per layer before and after, then the costs, the accuracy and the search, and where it went."""
     from rich.table import Table
 
     from edgeprune.pruning.budget import format_cost
@@ -137,7 +141,6 @@ def _table(summary: dict[str, Any]) -> None:
     for row in summary["layers"]:
         style = "dim" if row["before"] == row["after"] else None
         table.add_row(row["name"], str(row["before"]), str(row["after"]), style=style)
-    console.print(table)
     lines = [
         ("FLOPs", f"{format_cost('flops', summary['original_flops'])} -> {format_cost('flops', summary['flops'])}"),
         (
@@ -156,14 +159,19 @@ def _table(summary: dict[str, Any]) -> None:
                 f"{summary['search_fitness']:.4f} (identity {summary['identity_fitness']:.4f})",
             )
         )
-    for label, text in lines:
-        console.print(f"  {label:<10} {text}", highlight=False)
+    state = "unchanged (already within budget)" if summary["unchanged"] else "pruned"
+    saved = f"[green]saved[/] {summary['output']} ({state}); summary in {summary['summary']}"
+    return [table, *(f"  {label:<10} {text}" for label, text in lines), saved]
 
 
 @app.command("prune")
+@options("source", data_options)
+@options("fit", fit_options)
 def prune_cmd(
     model: Annotated[str, typer.Argument(help="A trained model file (or zoo name, e.g. for --method pai).")],
     output: OutputOpt,
+    source: dict[str, Any],
+    fit: dict[str, Any],
     target_ms: Annotated[str | None, typer.Option("--target-ms", help="Latency budget in ms (needs --device).")] = None,
     target_flops: Annotated[
         str | None, typer.Option("--target-flops", help="FLOPs (MACs) budget: 1.5M, 300k or 50%.")
@@ -172,11 +180,6 @@ def prune_cmd(
     device: Annotated[
         str | None, typer.Option("--device", "-d", help="Device whose latency table predicts ms.")
     ] = None,
-    data: Annotated[
-        str | None, typer.Option("--data", help="Data set (default: the one the model was trained on).")
-    ] = None,
-    data_dir: DataDirOpt = None,
-    limit: LimitOpt = None,
     input_shape: ShapeOpt = None,
     width: WidthOpt = 1.0,
     method: MethodOpt = "legr",
@@ -188,8 +191,6 @@ def prune_cmd(
         int | None, typer.Option("--finetune-epochs", help="Fine-tune epochs (default 5; pai trains 10).")
     ] = None,
     min_keep: MinKeepOpt = 0.1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Fine-tune learning rate (Adam).")] = 1e-3,
     normalize: Annotated[
         str, typer.Option("--normalize", help="Per-layer score normalisation before ranking: none or mean.")
     ] = "none",
@@ -235,9 +236,7 @@ def prune_cmd(
             model,
             **budget,
             device=ep.device(device) if device is not None else None,
-            data=data or True,  # without --data: the data set the model was trained on
-            data_dir=data_dir,
-            limit=limit,
+            **(source | {"data": source["data"] or True}),  # without --data: the data set the model was trained on
             input_shape=input_shape,
             width=width,
             output=output,
@@ -245,8 +244,6 @@ def prune_cmd(
             criterion=criterion,
             epochs=finetune_epochs,
             min_keep=min_keep,
-            batch_size=batch_size,
-            lr=lr,
             normalize=normalize,
             population=population,
             sample_size=sample_size,
@@ -261,18 +258,13 @@ def prune_cmd(
             round_epochs=round_epochs,
             profile_missing=profile_missing,
             seed=seed,
-            progress=progress,
-            on_stage=lambda text: console.print(text, highlight=False),
+            **fit,
+            **_shown(progress),
             on_note=lambda text: console.print(f"[yellow]note:[/] {text}", highlight=False),
         )
     summary = result.summary
     for note in summary["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
-    if json_out:
-        print_json(summary)
-    else:
-        _table(summary)
-        state = "unchanged (already within budget)" if summary["unchanged"] else "pruned"
-        console.print(f"[green]saved[/] {output} ({state}); summary in {summary['summary']}")
+    emit(summary, json_out, lambda: _lines(summary))
     if not summary["within_budget"]:
         raise typer.Exit(1)
