@@ -1,8 +1,9 @@
 """edgeprune: profile a board once, prune a CNN to a millisecond budget, compile it with TVM, deploy it.
 
 `import edgeprune as ep` gives the stages as functions (`edgeprune.api`): `ep.device`, `ep.profile`,
-`ep.latency_model`, `ep.prune`, `ep.compile`, `ep.verify`, `ep.deploy`, `ep.sweep`. Importing the package
-loads neither torch nor TVM; each function imports what it needs when called.
+`ep.latency_model`, `ep.train`, `ep.prune`, `ep.compile`, `ep.verify`, `ep.deploy`, `ep.run`, `ep.sweep`;
+the CLI is a shell over them. Importing the package loads neither torch nor TVM; each function imports what
+it needs when called.
 """
 
 # The stage packages first: importing a subpackage binds its name on this package once, when it is first
@@ -21,7 +22,9 @@ from edgeprune.api import (
     latency_model,
     profile,
     prune,
+    run,
     sweep,
+    train,
     verify,
 )
 from edgeprune.errors import EdgepruneError
@@ -38,6 +41,8 @@ __all__ = [
     "latency_model",
     "profile",
     "prune",
+    "run",
     "sweep",
+    "train",
     "verify",
 ]

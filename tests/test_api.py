@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -121,6 +122,47 @@ def test_prune_arguments_fail_clearly(kwargs: dict, message: str) -> None:
 def test_example_input_must_be_an_image_batch() -> None:
     with pytest.raises(ep.EdgepruneError, match=r"\[N, C, H, W\]"):
         ep.prune(small_net(), torch.randn(1, 8, 8), target_flops="50%", method="global")
+
+
+def test_prune_a_model_string_with_edgeprunes_own_loop_on_a_data_set(tmp_path: Path) -> None:
+    """What `edgeprune prune --data` runs: MODEL as the CLI takes it, fine-tuned and scored on the data set, saved
+    with its summary beside it."""
+    said: list[str] = []
+    output = tmp_path / "small.pt"
+    small, result = ep.prune(
+        "resnet20",
+        input_shape="1x8x8",
+        width=0.25,
+        data="digits",
+        limit=120,
+        target_flops="50%",
+        method="global",
+        epochs=0,
+        output=output,
+        on_note=said.append,
+    )
+    assert result.within_budget and result.flops <= 0.5 * result.original_flops
+    assert result.summary["output"] == str(output) and result.summary["dataset"] == "digits"
+    assert result.metric_before == result.summary["accuracy_before"]  # the test accuracy, on the data set
+    assert output.is_file() and (tmp_path / "small.json").is_file()
+    assert any("untrained" in note for note in said)
+    assert sum(p.numel() for p in small.parameters()) == result.params
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: ep.prune(small_net(), target_flops="50%", method="global"), "needs an example_input"),
+        (lambda: ep.prune("resnet20", target_flops="50%", data="digits", evaluate=len), "not both"),
+        (lambda: ep.prune(small_net(), torch.randn(1, 1, 8, 8), target_flops="50%", output="x.pt"), "output="),
+        (lambda: ep.profile("resnet20", input_shape="1x8x8"), "ep.profile needs a device"),
+        (lambda: ep.latency_model(None, "resnet20", input_shape="3x32"), "is not CxHxW"),
+        (lambda: ep.run("resnet20", "local", "0.5x", fine_tune_epochs=3), "fine_tune_epochs"),
+    ],
+)
+def test_api_arguments_fail_clearly(call: Any, message: str) -> None:
+    with pytest.raises(ep.EdgepruneError, match=message):
+        call()
 
 
 def test_local_device_as_a_context_manager_runs_the_farm(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -43,11 +46,97 @@ ClassesOpt = Annotated[int | None, typer.Option("--classes", help="Number of cla
 WidthOpt = Annotated[float, typer.Option("--width", help="Width multiplier of a zoo model.")]
 MinKeepOpt = Annotated[float, typer.Option("--min-keep", help="Each layer keeps at least this share.")]
 ModelArg = Annotated[str, typer.Argument(help="Zoo name, path/to/file.py:factory, or a saved model file.")]
+# How long tuning may take, for every command that tunes (profile, estimate --measure, compile, run, sweep).
+TrialsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--trials",
+        help="MetaSchedule trials per new task, measured on the device; tasks the device's tuning database already "
+        "holds are reused (with tuning.transplant, a compile transplants a tuned layer's schedule to its new "
+        "shapes). 0 (compile only) builds the untuned default schedules. Default: the device's [tuning] table "
+        "(profile_trials when profiling, trials when compiling; 16 without one).",
+    ),
+]
+MinutesOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--tuning-minutes",
+        help="Stop tuning after this many minutes, keeping what was measured; default: the device's "
+        "tuning.minutes (none).",
+    ),
+]
+TargetMsOpt = Annotated[float | None, typer.Option("--target-ms", help="Latency budget in ms on the device.")]
+ArtifactsArg = Annotated[Path, typer.Argument(help="Artifact folder written by `edgeprune compile`.")]
+RepeatOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--repeat", help="Timed repeats of each measurement (median and spread); default: the device's timing.repeat."
+    ),
+]
+
+
+Command = TypeVar("Command", bound=Callable[..., None])
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def emit(result: Any, as_json: bool, *lines: str | Callable[[], Iterable[Any]]) -> None:
+    """How a command ends: with --json, `result` as JSON on stdout; else `lines` for people (stderr), each a text
+    or a function that renders some (tables, texts from the result), called only then."""
+    if as_json:
+        print_json(result)
+        return
+    for line in lines:
+        for shown in line() if callable(line) else [line]:
+            console.print(shown, highlight=False)
+
+
+def options(name: str, build: Callable[..., Any]) -> Callable[[Command], Command]:
+    """Give a command a group of options declared once, in `build`'s parameters: they join the command's own
+    (parsed and listed in --help where its parameter `name` stands), and the command gets `build(**values)` as
+    `name`.
+
+    Typer reads a command's options from its signature, so options that several commands share would otherwise
+    be listed again, in full, in each of them.
+    """
+    group = inspect.signature(build, eval_str=True).parameters
+
+    def decorate(command: Command) -> Command:
+        own = inspect.signature(command, eval_str=True)
+        merged: list[inspect.Parameter] = []
+        for param in own.parameters.values():
+            merged.extend(group.values() if param.name == name else [param])
+
+        @functools.wraps(command)
+        def parsed(**values: Any) -> None:
+            grouped = {key: values.pop(key) for key in group}
+            command(**values, **{name: build(**grouped)})
+
+        keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in merged]  # typer passes keywords
+        parsed.__signature__ = own.replace(parameters=keyword)  # type: ignore[attr-defined]
+        parsed.__annotations__ = {p.name: p.annotation for p in merged}
+        return parsed  # type: ignore[return-value]
+
+    return decorate
+
+
+def model_options(
+    model: ModelArg, input_shape: ShapeOpt = None, classes: ClassesOpt = None, width: WidthOpt = 1.0
+) -> dict[str, Any]:
+    """MODEL and the options that shape it, as the API's stages take them (`ep.profile(**named, ...)`)."""
+    return {"model": model, "input_shape": input_shape, "classes": classes, "width": width}
+
+
+def tuning_options(trials: TrialsOpt = None, minutes: MinutesOpt = None) -> dict[str, Any]:
+    """How long a stage may tune, as ep.profile and ep.compile take it (`ep.compile(..., **tuning)`)."""
+    return {"trials": trials, "tuning_minutes": minutes}
+
+
+with_model = options("named", model_options)  # a command's parameter `named`: MODEL, --input-shape, ...
+with_tuning = options("tuning", tuning_options)  # a command's parameter `tuning`: --trials, --tuning-minutes
 
 
 def check_output(path: Path) -> None:

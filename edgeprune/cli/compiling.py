@@ -7,12 +7,28 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import ClassesOpt, DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json
+from edgeprune.cli.common import (
+    ArtifactsArg,
+    DeviceOpt,
+    JsonOpt,
+    RepeatOpt,
+    TargetMsOpt,
+    console,
+    emit,
+    with_model,
+    with_tuning,
+)
 from edgeprune.cli.emulating import timing_label
-from edgeprune.cli.profiling import MinutesOpt
 from edgeprune.verify import defaults as verify_defaults
 
 app = typer.Typer()
+
+TuningDbOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tuning-db", help="Tuning database folder (default: PROFILES/<device>/tuning/, see `edgeprune devices`)."
+    ),
+]
 
 STAGES = {
     "export": "exporting to ONNX and TVM Relax",
@@ -47,31 +63,32 @@ class _CompileProgress:
         self.progress.update(self.tuning, completed=done, total=max(total, 1), best=best)
 
 
+def _compile_line(result: Any, model: str, device: Any, per_task: int) -> str:
+    """What `compile` did, in one line: how the tuning went and how close the build is to PyTorch."""
+    report = result.tuning
+    tuned = report.tasks - report.tasks_reused - report.tasks_transplanted
+    summary = (
+        f"{report.trials} trials on {tuned} tasks, {report.tasks_reused} reused, {report.tasks_transplanted} "
+        "transplanted" + (", stopped by the time budget" if report.out_of_time else "")
+        if per_task > 0
+        else "untuned"
+    )
+    failed = f", {report.failed} candidates failed" if report.failed else ""
+    return (
+        f"[green]compiled[/] {model} for {device.name} in {result.seconds:.0f} s ({summary}{failed}); "
+        f"outputs vs PyTorch max |diff| {result.max_abs_diff:.2g}\n  {result.artifact.library}"
+    )
+
+
 @app.command("compile")
+@with_model
+@with_tuning
 def compile_cmd(
-    model: ModelArg,
+    named: dict[str, Any],
     device: DeviceOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifact folder to write (replaced whole).")],
-    trials: Annotated[
-        int | None,
-        typer.Option(
-            "--trials",
-            help="MetaSchedule trials per new task, measured on the device; tasks the tuning database already "
-            "holds are reused (with tuning.transplant, new shapes of a tuned layer get its schedule "
-            "transplanted). 0 builds the untuned default schedules. Default: the device's tuning.trials (16 "
-            "without a [tuning] table).",
-        ),
-    ] = None,
-    minutes: MinutesOpt = None,
-    tuning_db: Annotated[
-        Path | None,
-        typer.Option(
-            "--tuning-db", help="Tuning database folder (default: PROFILES/<device>/tuning/, see `edgeprune devices`)."
-        ),
-    ] = None,
-    input_shape: ShapeOpt = None,
-    classes: ClassesOpt = None,
-    width: WidthOpt = 1.0,
+    tuning: dict[str, Any],
+    tuning_db: TuningDbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export to ONNX, import into TVM Relax, tune with MetaSchedule on the device, write an artifact folder.
@@ -89,13 +106,10 @@ def compile_cmd(
         TimeRemainingColumn,
     )
 
-    from edgeprune.compile.compiler import compile_model
-    from edgeprune.devices.profile import load_device
-    from edgeprune.models.io import load_model, parse_input_shape
+    import edgeprune as ep
 
-    profile = load_device(device)
-    tuning = profile.tuning.with_changes(trials=trials, minutes=minutes)
-    bundle = load_model(model, parse_input_shape(input_shape) if input_shape else None, classes, width)
+    dev = ep.device(device)
+    per_task = dev.tuning.trials if tuning["trials"] is None else tuning["trials"]
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -106,34 +120,10 @@ def compile_cmd(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        display = _CompileProgress(progress, tuning.trials)
-        result = compile_model(
-            bundle,
-            profile,
-            output,
-            tuning=tuning,
-            db_dir=tuning_db,
-            source=model,
-            on_stage=display.stage,
-            on_tuning_start=display.tuning_start,
-            on_trials=display.trials,
-        )
-    if as_json:
-        print_json(result.to_json())
-        return
-    report = result.tuning
-    summary = (
-        f"{report.trials} trials on {report.tasks - report.tasks_reused - report.tasks_transplanted} tasks, "
-        f"{report.tasks_reused} reused, {report.tasks_transplanted} transplanted"
-        + (", stopped by the time budget" if report.out_of_time else "")
-        if tuning.trials > 0
-        else "untuned"
-    )
-    failed = f", {report.failed} candidates failed" if report.failed else ""
-    console.print(
-        f"[green]compiled[/] {bundle.name} for {profile.name} in {result.seconds:.0f} s ({summary}{failed}); "
-        f"outputs vs PyTorch max |diff| {result.max_abs_diff:.2g}\n  {result.artifact.library}"
-    )
+        display = _CompileProgress(progress, per_task)
+        callbacks = {"on_stage": display.stage, "on_tuning_start": display.tuning_start, "on_trials": display.trials}
+        result = ep.compile(**named, device=dev, out=output, tuning_db=tuning_db, **tuning, **callbacks)
+    emit(result.to_json(), as_json, lambda: [_compile_line(result, named["model"], dev, per_task)])
 
 
 def _verify_table(result: Any, min_repeat_ms: int) -> Any:
@@ -175,36 +165,25 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
 
 @app.command("verify")
 def verify_cmd(
-    artifacts: Annotated[Path, typer.Argument(help="Artifact folder written by `edgeprune compile`.")],
+    artifacts: ArtifactsArg,
     device: DeviceOpt,
-    target_ms: Annotated[
-        float | None,
-        typer.Option("--target-ms", help="Latency budget (default: the pruning budget in the manifest, if any)."),
-    ] = None,
+    target_ms: TargetMsOpt = None,
     baseline: Annotated[
         Path | None, typer.Option("--baseline", help="Another artifact folder to measure for the speedup.")
     ] = None,
-    repeat: Annotated[
-        int | None,
-        typer.Option(
-            "--repeat", help="Timed repeats (median and spread are reported); default: the device's timing.repeat."
-        ),
-    ] = None,
+    repeat: RepeatOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure a compiled artifact on the device against the budget, a baseline and PyTorch's outputs.
 
-    Exit 0 when the outputs match and the target holds, 1 when not (numbers printed), 2 on an error.
-    Writes verify.json into the artifact folder.
+    Without --target-ms, the pruning budget the manifest records (if any) is the target. Exit 0 when the outputs
+    match and the target holds, 1 when not (numbers printed), 2 on an error. Writes verify.json into the artifact
+    folder.
     """
-    from edgeprune.devices.profile import load_device
-    from edgeprune.verify.verifier import verify_artifact
+    import edgeprune as ep
 
-    profile = load_device(device)
-    with console.status(f"measuring on {profile.name} through RPC"):
-        result = verify_artifact(artifacts, profile, target_ms, baseline, repeat)
-    if as_json:
-        print_json(result.to_json())
-    else:
-        console.print(_verify_table(result, profile.timing.min_repeat_ms))
+    dev = ep.device(device)
+    with console.status(f"measuring on {dev.name} through RPC"):
+        result = ep.verify(artifacts, dev, target_ms=target_ms, baseline=baseline, repeat=repeat)
+    emit(result.to_json(), as_json, lambda: [_verify_table(result, dev.timing.min_repeat_ms)])
     raise typer.Exit(0 if result.passed else 1)

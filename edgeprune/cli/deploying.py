@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import DeviceOpt, JsonOpt, TrustOpt, console, print_json
+from edgeprune.cli.common import ArtifactsArg, DeviceOpt, JsonOpt, TrustOpt, console, emit
 from edgeprune.cli.emulating import timing_label
 
 app = typer.Typer()
@@ -16,7 +15,7 @@ board_app = typer.Typer(help="Start, stop and inspect the TVM RPC server on a bo
 
 @app.command("deploy")
 def deploy_cmd(
-    artifacts: Annotated[Path, typer.Argument(help="Artifact folder written by `edgeprune compile`.")],
+    artifacts: ArtifactsArg,
     device: DeviceOpt,
     name: Annotated[
         str | None, typer.Option(help="Folder name on the board (default: the artifact folder's name).")
@@ -37,41 +36,42 @@ def deploy_cmd(
     """Upload an artifact folder to the board over SSH (verified, atomic) and run a smoke inference there."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    from edgeprune.deploy.artifact import load_upload
-    from edgeprune.deploy.deployment import deploy_artifact
-    from edgeprune.devices.profile import load_device
+    import edgeprune as ep
 
-    profile = load_device(device)
-    artifact = load_upload(artifacts, name)
+    dev = ep.device(device)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("preparing", total=artifact.total_bytes)
-        result = deploy_artifact(
-            artifact,
-            profile,
+        task = progress.add_task("preparing", total=None)
+        result = ep.deploy(
+            artifacts,
+            dev,
+            name=name,
             trust_new_host=trust_new_host,
             smoke=smoke,
             ignore_device_mismatch=ignore_device_mismatch,
-            on_stage=lambda text: progress.update(task, description=text),
-            on_bytes=lambda n: progress.advance(task, n),
+            on_progress=lambda step, done, total: progress.update(
+                task, description=step, completed=done, total=total or None
+            ),
         )
-    if as_json:
-        print_json(result)
-        return
-    console.print(
+    emit(result, as_json, lambda: _deploy_lines(result))
+
+
+def _deploy_lines(result: dict[str, Any]) -> list[str]:
+    """Where the artifact went, and how its smoke run on the board went."""
+    lines = [
         f"[green]deployed[/] {len(result['files'])} files ({result['bytes'] / 1e6:.2f} MB) to "
         f"{result['host']}:{result['remote_path']}, sha256 verified on the board"
         + (" (replaced the previous deployment)" if result["replaced"] else "")
-    )
-    smoke_result = result["smoke"]
-    if smoke_result:
-        console.print(
-            f"smoke run on the board: output {smoke_result['output_shape']}, "
-            f"{smoke_result['latency_ms']:.3g} ms (median of {len(smoke_result['latency_runs_ms'])}), "
-            f"TVM {smoke_result['tvm']}, reference output "
-            f"{'matches' if smoke_result.get('matches_reference') else 'not checked'}"
+    ]
+    smoke = result["smoke"]
+    if smoke:
+        lines.append(
+            f"smoke run on the board: output {smoke['output_shape']}, "
+            f"{smoke['latency_ms']:.3g} ms (median of {len(smoke['latency_runs_ms'])}), "
+            f"TVM {smoke['tvm']}, reference output {'matches' if smoke.get('matches_reference') else 'not checked'}"
             + timing_label(result["timings_are_real"])
         )
+    return lines
 
 
 def _print_warnings(result: dict[str, Any]) -> None:
@@ -104,14 +104,13 @@ def bootstrap_cmd(
             on_stage=lambda text: spinner.update(text),
         )
     _print_warnings(result)
-    if as_json:
-        print_json(result)
-        return
     verb = "already running" if result["already_running"] else "started"
-    console.print(
+    emit(
+        result,
+        as_json,
         f"[green]{verb}[/] rpc_server pid {result['pid']} on {result['host']} (Python {result['python']}, "
         f"TVM {result['tvm']}, {result['machine']}); tracker {profile.tracker} lists {result['registered']} "
-        f"server(s) under '{result['key']}'"
+        f"server(s) under '{result['key']}'",
     )
 
 
@@ -122,13 +121,12 @@ def stop_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: JsonO
     from edgeprune.devices.profile import load_device
 
     result = board.stop(load_device(device), trust_new_host=trust_new_host)
-    if as_json:
-        print_json(result)
-        return
-    if result["stopped"] is None:
-        console.print(f"nothing to stop on {result['host']}: {result['reason']}")
-    else:
-        console.print(f"[green]stopped[/] rpc_server pid {result['stopped']} on {result['host']}")
+    stopped = (
+        f"nothing to stop on {result['host']}: {result['reason']}"
+        if result["stopped"] is None
+        else f"[green]stopped[/] rpc_server pid {result['stopped']} on {result['host']}"
+    )
+    emit(result, as_json, stopped)
 
 
 @board_app.command("status")
@@ -139,15 +137,12 @@ def status_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: Jso
 
     profile = load_device(device)
     result = board.status(profile, trust_new_host=trust_new_host)
-    if as_json:
-        print_json(result)
-    else:
-        state = f"[green]running[/] pid {result['pid']}" if result["running"] else "[yellow]not running[/]"
-        listed = (
-            f"tracker {profile.tracker} is unreachable"
-            if result["registered"] is None
-            else f"tracker {profile.tracker} lists {result['registered']} server(s) under '{profile.key}'"
-        )
-        console.print(f"{result['host']}: rpc_server {state}; {listed}")
+    state = f"[green]running[/] pid {result['pid']}" if result["running"] else "[yellow]not running[/]"
+    listed = (
+        f"tracker {profile.tracker} is unreachable"
+        if result["registered"] is None
+        else f"tracker {profile.tracker} lists {result['registered']} server(s) under '{profile.key}'"
+    )
+    emit(result, as_json, f"{result['host']}: rpc_server {state}; {listed}")
     if not result["running"]:
         raise typer.Exit(1)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from edgeprune.cli.common import JsonOpt, console, print_json
+from edgeprune.cli.common import JsonOpt, console, emit
 
 emulate_app = typer.Typer(
     help="The emulated aarch64 board: build its root filesystem once, then power it on (tracker + sshd, "
@@ -34,15 +34,13 @@ def build_cmd(as_json: JsonOpt = False) -> None:
     from edgeprune.devices import emulation
 
     info = emulation.build_rootfs(log=lambda text: console.print(f"[dim]{text}[/dim]"))
-    if as_json:
-        print_json(info)
-        return
     verb = "built" if info["built"] else "already built"
-    console.print(
+    took = f"; {info['build_seconds']} s" if info["built"] else ""
+    emit(
+        info,
+        as_json,
         f"root filesystem {verb}: {info['path']} ({info['size_mb']} MB; Python {info['python']}, "
-        f"TVM {info['tvm']}, numpy {info['numpy']} on {info['machine']}"
-        + (f"; {info['build_seconds']} s" if info["built"] else "")
-        + ")"
+        f"TVM {info['tvm']}, numpy {info['numpy']} on {info['machine']}{took})",
     )
 
 
@@ -54,12 +52,13 @@ def up_cmd(device: EmulatedOpt = DEFAULT_EMULATED, as_json: JsonOpt = False) -> 
 
     profile = _emulated(device)
     result = emulated_board.power_on(profile)
-    if as_json:
-        print_json(result)
-        return
     started = ", ".join(result["started"]) or "nothing (all ran already)"
-    console.print(f"{profile.name}: tracker {result['tracker']}, ssh 127.0.0.1:{result['ssh_port']}; started {started}")
-    console.print(f"next: edgeprune board bootstrap --device {profile.name}")
+    emit(
+        result,
+        as_json,
+        f"{profile.name}: tracker {result['tracker']}, ssh 127.0.0.1:{result['ssh_port']}; started {started}",
+        f"next: edgeprune board bootstrap --device {profile.name}",
+    )
 
 
 @emulate_app.command("down")
@@ -68,10 +67,7 @@ def down_cmd(device: EmulatedOpt = DEFAULT_EMULATED, as_json: JsonOpt = False) -
     from edgeprune.devices import emulated_board
 
     stopped = emulated_board.power_off(_emulated(device))
-    if as_json:
-        print_json({"stopped": stopped})
-        return
-    console.print(f"stopped {', '.join(map(str, stopped)) or 'nothing'}")
+    emit({"stopped": stopped}, as_json, f"stopped {', '.join(map(str, stopped)) or 'nothing'}")
 
 
 @emulate_app.command("status")
@@ -80,11 +76,7 @@ def status_cmd(device: EmulatedOpt = DEFAULT_EMULATED, as_json: JsonOpt = False)
     from edgeprune.devices import emulated_board
 
     result = emulated_board.status(_emulated(device))
-    if as_json:
-        print_json(result)
-        return
-    for key, value in result.items():
-        console.print(f"{key}: {value}")
+    emit(result, as_json, *(f"{key}: {value}" for key, value in result.items()))
 
 
 def timing_label(timings_are_real: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,39 +14,37 @@ from edgeprune.cli.common import (
     JsonOpt,
     ModelArg,
     ShapeOpt,
+    TargetMsOpt,
+    TrialsOpt,
     TrustOpt,
     WidthOpt,
     console,
-    print_json,
+    emit,
+    options,
     set_threads,
 )
 from edgeprune.cli.emulating import timing_label
-from edgeprune.cli.pruning import DataOpt, LimitOpt, SeedOpt, ThreadsOpt
+from edgeprune.cli.pruning import (
+    DataOpt,
+    GenerationsOpt,
+    LimitOpt,
+    MethodOpt,
+    PopulationOpt,
+    SearchMinutesOpt,
+    SeedOpt,
+    ThreadsOpt,
+)
 from edgeprune.errors import EdgepruneError
 from edgeprune.loop import SLACK
 
 app = typer.Typer()
 
-# The options `run` and `sweep` share (data, seed, limit, threads, input shape and width: those of every command).
-MethodOpt = Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")]
-TrainEpochsOpt = Annotated[int, typer.Option("--train-epochs", help="Epochs when MODEL has no weights.")]
-SearchMinutesOpt = Annotated[float, typer.Option("--search-minutes", help="LeGR search time box.")]
-GenerationsOpt = Annotated[int, typer.Option("--generations", help="LeGR evolution generations.")]
-PopulationOpt = Annotated[int, typer.Option("--population", help="LeGR evolution population.")]
 SlackOpt = Annotated[
     float,
     typer.Option(
         "--slack",
         help="Prune again, less, while the measured latency is under this share of the target; the most "
         "accurate round that meets is kept. 0 turns slack rounds off.",
-    ),
-]
-TrialsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--trials",
-        help="MetaSchedule trials per new task, for the profile and every compile. Default: the device's [tuning] "
-        "(profile_trials when profiling, trials when compiling; 16 without a [tuning] table).",
     ),
 ]
 
@@ -78,7 +77,8 @@ class _Bars:
         self._bar("tuning trials", done, total)
 
 
-def _table(summary: dict[str, Any]) -> None:
+def _lines(summary: dict[str, Any]) -> list[Any]:
+    """The run's table (original vs pruned), its verdict and where it deployed."""
     from rich.table import Table
 
     from edgeprune.report.html import SUMMARY_ROWS, summary_cell
@@ -89,35 +89,62 @@ def _table(summary: dict[str, Any]) -> None:
         table.add_column(column, justify="right")
     for label, key, pattern in SUMMARY_ROWS:
         table.add_row(label, summary_cell(original.get(key), pattern), summary_cell(pruned.get(key), pattern))
-    console.print(table)
     verdict = "[green]MEETS[/]" if summary["meets_target"] else "[red]MISSES[/]"
-    console.print(
+    lines = [
+        table,
         f"{verdict} the budget: {pruned['measured_ms']:.3f} ms measured on {summary['device']} vs target "
         f"{summary['target_ms']:.3f} ms; speedup {summary['speedup']:.2f}x; round {summary['chosen_round']} of "
         f"{summary['rounds']} kept ({summary['stopped']}); "
-        f"report: {Path(summary['run_dir']) / 'report.html'}" + timing_label(summary["timings_are_real"])
-    )
+        f"report: {Path(summary['run_dir']) / 'report.html'}" + timing_label(summary["timings_are_real"]),
+    ]
     if summary.get("deploy"):
-        console.print(f"deployed to {summary['deploy']['host']}:{summary['deploy']['remote_path']}", highlight=False)
+        lines.append(f"deployed to {summary['deploy']['host']}:{summary['deploy']['remote_path']}")
+    return lines
 
 
-def _execute(config: Any, run_dir: Path, as_json: bool, deploy: bool = True, trust_new_host: bool = False) -> None:
+def loop_settings(
+    model: ModelArg,
+    device: DeviceOpt,
+    data: DataOpt = None,
+    input_shape: ShapeOpt = None,
+    width: WidthOpt = 1.0,
+    method: MethodOpt = "legr",
+    train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs when MODEL has no weights.")] = 15,
+    finetune_epochs: Annotated[
+        int, typer.Option("--finetune-epochs", help="Fine-tune epochs after pruning (each target's, in a sweep).")
+    ] = 5,
+    search_minutes: SearchMinutesOpt = 1.5,
+    generations: GenerationsOpt = search_defaults.GENERATIONS,
+    population: PopulationOpt = search_defaults.POPULATION,
+    trials: TrialsOpt = None,
+    max_rounds: Annotated[
+        int, typer.Option("--max-rounds", help="Closed-loop rounds at most (per target, in a sweep).")
+    ] = 3,
+    slack: SlackOpt = SLACK,
+    seed: SeedOpt = 0,
+    limit: LimitOpt = None,
+    threads: ThreadsOpt = 1,
+) -> dict[str, Any]:
+    """What `run` and `sweep` share: the model, the device and the closed loop's options. Each parameter is a
+    field of `edgeprune.pipeline.RunConfig`, so these are ep.run's and ep.sweep's keywords as they are."""
+    return dict(locals())
+
+
+def closed_loop(call: Callable[..., dict[str, Any]], settings: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """`call` (ep.run or ep.sweep) with the progress display: each stage a line, each long step a bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from edgeprune.pipeline import Stages, execute
-
-    config.check()
-    set_threads(config.threads)
+    set_threads(settings["threads"])
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
     ) as progress:
         bars = _Bars(progress)
-        stages = Stages(bars.announce, progress, bars.profile, bars.trials)
-        summary = execute(config, run_dir, stages, deploy=deploy, trust_new_host=trust_new_host)
-    if as_json:
-        print_json(summary)
-    else:
-        _table(summary)
+        shown = {"on_stage": bars.announce, "progress": progress, "on_profile": bars.profile, "on_trials": bars.trials}
+        return call(**settings, **more, **shown)
+
+
+def _finish(summary: dict[str, Any], as_json: bool) -> None:
+    emit(summary, as_json, lambda: _lines(summary))
     if not summary["meets_target"]:
         raise typer.Exit(1)
 
@@ -131,34 +158,19 @@ def _target(target_ms: float | None, target: str | None) -> str:
 
 
 @app.command("run")
+@options("settings", loop_settings)
 def run_cmd(
-    model: ModelArg,
-    device: DeviceOpt,
-    target_ms: Annotated[float | None, typer.Option("--target-ms", help="Latency budget in ms on the device.")] = None,
+    settings: dict[str, Any],
+    target_ms: TargetMsOpt = None,
     target: Annotated[
         str | None, typer.Option("--target", help="Budget as a fraction of the measured unpruned latency: 0.5x.")
     ] = None,
-    data: DataOpt = None,
     run_dir: Annotated[
         Path | None, typer.Option("--run-dir", help="Run folder (default runs/<model>-<device>).")
     ] = None,
-    input_shape: ShapeOpt = None,
-    width: WidthOpt = 1.0,
-    method: MethodOpt = "legr",
-    train_epochs: TrainEpochsOpt = 15,
-    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Fine-tune epochs after pruning.")] = 5,
-    search_minutes: SearchMinutesOpt = 1.5,
-    generations: GenerationsOpt = search_defaults.GENERATIONS,
-    population: PopulationOpt = search_defaults.POPULATION,
-    trials: TrialsOpt = None,
-    max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds at most.")] = 3,
-    slack: SlackOpt = SLACK,
     latency_scale: Annotated[
         float, typer.Option("--latency-scale", help="Known correction factor of the LUT's predictions.")
     ] = 1.0,
-    seed: SeedOpt = 0,
-    limit: LimitOpt = None,
-    threads: ThreadsOpt = 1,
     deploy: Annotated[
         bool, typer.Option("--deploy/--no-deploy", help="Deploy over SSH when the budget holds and the device has SSH.")
     ] = True,
@@ -173,32 +185,11 @@ def run_cmd(
     Exit 0 when the budget holds on the device, 1 when it does not after --max-rounds, 2 on an error (a failed
     deploy included: the summary and report are written first).
     """
-    from edgeprune.models.io import parse_input_shape
-    from edgeprune.pipeline import RunConfig
+    import edgeprune as ep
 
-    config = RunConfig(
-        model=model,
-        device=device,
-        target=_target(target_ms, target),
-        data=data,
-        input_shape=parse_input_shape(input_shape) if input_shape else None,
-        width=width,
-        train_epochs=train_epochs,
-        method=method,
-        finetune_epochs=finetune_epochs,
-        search_minutes=search_minutes,
-        generations=generations,
-        population=population,
-        trials=trials,
-        max_rounds=max_rounds,
-        slack=slack,
-        latency_scale=latency_scale,
-        seed=seed,
-        limit=limit,
-        threads=threads,
-    )
-    default_dir = Path("runs") / f"{Path(model).stem}-{Path(device).stem}"  # a .toml path: its file name
-    _execute(config, run_dir or default_dir, as_json, deploy, trust_new_host)
+    wanted = _target(target_ms, target)
+    loop = {"folder": run_dir, "latency_scale": latency_scale, "deploy": deploy, "trust_new_host": trust_new_host}
+    _finish(closed_loop(ep.run, settings, target=wanted, **loop), as_json)
 
 
 @app.command("demo")
@@ -208,10 +199,10 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline on the built-in local device: a resnet20 trained on digits, pruned to 0.5x its measured
     latency, tuned and verified through the local RPC farm. Takes about 5 minutes on 2 idle cores."""
+    import edgeprune as ep
     from edgeprune.data import default_input_shape
-    from edgeprune.pipeline import RunConfig
 
     shape = default_input_shape(DEMO_DATA)  # the input `train` and `run` build for digits too
-    config = RunConfig(model=DEMO_MODEL, device="local", target="0.5x", data=DEMO_DATA, input_shape=shape)
     console.print(f"demo: {DEMO_MODEL} on {DEMO_DATA} {list(shape)}, target 0.5x of its measured latency, local")
-    _execute(config, run_dir, as_json)
+    settings = {"model": DEMO_MODEL, "device": "local", "data": DEMO_DATA, "input_shape": shape, "threads": 1}
+    _finish(closed_loop(ep.run, settings, target="0.5x", folder=run_dir), as_json)

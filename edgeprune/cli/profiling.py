@@ -2,48 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import typer
 
 from edgeprune.cli.common import (
-    ClassesOpt,
     DeviceOpt,
     JsonOpt,
     MinKeepOpt,
-    ModelArg,
-    ShapeOpt,
-    WidthOpt,
+    RepeatOpt,
+    TrialsOpt,
     console,
-    print_json,
+    emit,
+    with_model,
+    with_tuning,
 )
 from edgeprune.cli.emulating import timing_label
 
 app = typer.Typer()
-
-TrialsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--trials",
-        help="MetaSchedule trials per task when tuning (tasks the device's tuning database already holds are "
-        "reused, not tuned again); default: the device's [tuning] table (trials, or profile_trials for "
-        "`profile`), 16 without one.",
-    ),
-]
-MinutesOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--tuning-minutes",
-        help="Stop tuning after this many minutes, keeping what was measured; default: the device's "
-        "tuning.minutes (none).",
-    ),
-]
-
-
-def _bundle(model: str, input_shape: str | None, classes: int | None, width: float) -> Any:
-    from edgeprune.models.io import load_model, parse_input_shape
-
-    return load_model(model, parse_input_shape(input_shape) if input_shape else None, classes, width)
 
 
 class _PhaseProgress:
@@ -62,12 +39,12 @@ class _PhaseProgress:
 
 
 @app.command("profile")
+@with_model
+@with_tuning
 def profile_cmd(
-    model: ModelArg,
+    named: dict[str, Any],
     device: DeviceOpt,
-    input_shape: ShapeOpt = None,
-    classes: ClassesOpt = None,
-    width: WidthOpt = 1.0,
+    tuning: dict[str, Any],
     grid: Annotated[
         int | None,
         typer.Option(
@@ -76,10 +53,7 @@ def profile_cmd(
             "coarser for wide layers so each channel dimension has at most 4 points).",
         ),
     ] = None,
-    repeat: Annotated[
-        int | None,
-        typer.Option("--repeat", help="Timed repeats per entry (median, spread); default: the device's timing.repeat."),
-    ] = None,
+    repeat: RepeatOpt = None,
     number: Annotated[
         int | None,
         typer.Option(
@@ -88,8 +62,6 @@ def profile_cmd(
             "device's timing.number.",
         ),
     ] = None,
-    trials: TrialsOpt = None,
-    minutes: MinutesOpt = None,
     servers_parallel: Annotated[
         bool,
         typer.Option("--servers-parallel", help="Measure on every free RPC server under the device's key at once."),
@@ -103,76 +75,84 @@ def profile_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from edgeprune.devices.profile import load_device
-    from edgeprune.profiling.profiler import profile_model
+    import edgeprune as ep
 
-    profile = load_device(device)
-    bundle = _bundle(model, input_shape, classes, width)
+    dev = ep.device(device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        report = profile_model(
-            bundle,
-            profile,
+        report = ep.profile(
+            **named,
+            device=dev,
             grid=grid,
-            settings=profile.timing.with_counts(number=number, repeat=repeat),
+            repeat=repeat,
+            number=number,
             parallel=servers_parallel,
-            trials=trials,
+            **tuning,
             on_progress=_PhaseProgress(progress),
-            tuning=profile.tuning.with_changes(minutes=minutes),
         )
-    if as_json:
-        print_json({**report.to_json(), "timings_are_real": profile.timings_are_real})
-        return
-    network = f", whole network {report.network_ms:.3f} ms" if report.network_ms is not None else ""
-    console.print(
-        f"[green]profiled[/] {bundle.name} on {profile.name}: {report.entries_measured} entries measured, "
-        f"{report.entries_reused} reused of {report.entries_total}{network} in {report.seconds:.0f} s "
-        f"({report.servers or 0} server(s))" + timing_label(profile.timings_are_real) + f"\n  {report.lut}"
+    emit(
+        {**report.to_json(), "timings_are_real": dev.timings_are_real}, as_json, lambda: [_profiled(report, named, dev)]
     )
 
 
-def _estimate_table(bundle: Any, estimate: Any, flops: int, params: int) -> Any:
+def _profiled(report: Any, named: dict[str, Any], device: Any) -> str:
+    """What `profile` measured and reused, and where the table is."""
+    network = f", whole network {report.network_ms:.3f} ms" if report.network_ms is not None else ""
+    return (
+        f"[green]profiled[/] {named['model']} on {device.name}: {report.entries_measured} entries measured, "
+        f"{report.entries_reused} reused of {report.entries_total}{network} in {report.seconds:.0f} s "
+        f"({report.servers or 0} server(s))" + timing_label(device.timings_are_real) + f"\n  {report.lut}"
+    )
+
+
+def _estimate_table(result: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"{bundle.name} {list(bundle.input_shape)}: predicted latency per layer")
+    total = result["predicted_ms"]
+    table = Table(title=f"{result['model']} {result['input_shape']}: predicted latency per layer")
     for column in ("layer", "kind", "in", "out", "ms", "share"):
         table.add_column(column, justify="left" if column in ("layer", "kind") else "right")
-    for row in estimate.layers:
-        mark = "" if row.exact else " ~"
-        table.add_row(
-            row.name,
-            row.kind,
-            str(row.in_channels),
-            str(row.out_channels),
-            f"{row.predicted_ms:.4f}{mark}",
-            f"{row.predicted_ms / estimate.predicted_ms:.1%}",
-        )
-    table.add_row(f"calibration (x{estimate.ratio:.3f})", "", "", "", f"{estimate.calibration_ms:+.4f}", "")
-    table.add_row("[bold]total[/]", "", "", "", f"[bold]{estimate.predicted_ms:.4f}[/]", "")
-    table.caption = f"{flops / 1e6:.2f} M MACs, {params / 1e6:.3f} M params; ~ interpolated between grid points"
+    for row in result["layers"]:
+        mark = "" if row["exact"] else " ~"
+        ms = row["predicted_ms"]
+        cells = (row["name"], row["kind"], str(row["in_channels"]), str(row["out_channels"]), f"{ms:.4f}{mark}")
+        table.add_row(*cells, f"{ms / total:.1%}")
+    ratio, calibration = result["calibration_ratio"], result["calibration_ms"]
+    table.add_row(f"calibration (x{ratio:.3f})", "", "", "", f"{calibration:+.4f}", "")
+    table.add_row("[bold]total[/]", "", "", "", f"[bold]{total:.4f}[/]", "")
+    table.caption = (
+        f"{result['flops'] / 1e6:.2f} M MACs, {result['params'] / 1e6:.3f} M params; ~ interpolated between grid points"
+    )
     return table
 
 
-def _min_reachable_ms(bundle: Any, device: Any, model: str, min_keep: float) -> float:
-    """What `prune` computes before refusing a target: the same budget on the same grid, every layer at its floor."""
-    from edgeprune.pruning.budget import LatencyPredictor, Target, bind
-    from edgeprune.pruning.groups import analyze
-    from edgeprune.pruning.ranking import smallest_reachable
-
-    predictor = LatencyPredictor(device, bundle, model_arg=model)
-    budget = bind(
-        Target("ms", 1.0, relative=True), bundle.module, analyze(bundle.module, bundle.input_shape), predictor
-    )
-    return smallest_reachable(budget, min_keep)
+def _estimate_lines(result: dict[str, Any]) -> list[Any]:
+    """The table, the floor `prune` refuses targets under, and the measurement when there is one."""
+    floor, predicted = result["min_reachable_ms"], result["predicted_ms"]
+    lines = [
+        _estimate_table(result),
+        f"smallest reachable: {floor:.4f} ms ({floor / predicted:.2f}x), every layer at {result['min_keep']:.0%} of "
+        "its channels on the table's grid: `prune --target-ms` refuses a lower target (a finer `profile --grid` or "
+        "a lower --min-keep reaches further)",
+    ]
+    if "measured_ms" in result:
+        lines.append(
+            f"measured {result['measured_ms']:.4f} ms (spread {result['measured_spread_ms']:.4f}), predicted "
+            f"{predicted:.4f} ms: error {result['error_pct']:+.2f}%" + timing_label(result["timings_are_real"])
+        )
+        if result["tasks_tuned"]:
+            lines.append(
+                f"[yellow]note:[/] {result['tasks_tuned']} kernel(s) had no record in the tuning database and were "
+                "tuned for this build: off the table's grid, its prediction is interpolated"
+            )
+    return lines
 
 
 @app.command("estimate")
+@with_model
 def estimate_cmd(
-    model: ModelArg,
+    named: dict[str, Any],
     device: DeviceOpt,
-    input_shape: ShapeOpt = None,
-    classes: ClassesOpt = None,
-    width: WidthOpt = 1.0,
     measure: Annotated[
         bool, typer.Option("--measure", help="Also compile the network as `compile` does and measure it.")
     ] = False,
@@ -182,54 +162,11 @@ def estimate_cmd(
 ) -> None:
     """Predict a model's latency on a device from its LUT, per layer, and the smallest latency pruning can reach
     on the table's grid (every layer at --min-keep); optionally measure it."""
-    from edgeprune.devices.profile import load_device
-    from edgeprune.profiling.latency import LatencyModel
-    from edgeprune.profiling.profiler import measure_network
+    import edgeprune as ep
 
-    profile = load_device(device)
-    bundle = _bundle(model, input_shape, classes, width)
-    latency = LatencyModel.for_device(profile)
-    estimate = latency.estimate(bundle.module, bundle.input_shape)
-    flops = estimate.flops
-    params = sum(p.numel() for p in bundle.module.parameters())
-    result: dict[str, Any] = {
-        "model": bundle.name,
-        "device": profile.name,
-        "timings_are_real": profile.timings_are_real,
-        "predicted_ms": round(estimate.predicted_ms, 6),
-        "min_reachable_ms": round(_min_reachable_ms(bundle, profile, model, min_keep), 6),
-        "min_keep": min_keep,
-        "layer_sum_ms": round(estimate.layer_sum_ms, 6),
-        "calibration_ratio": round(estimate.ratio, 6),
-        "flops": flops,
-        "params": params,
-        "layers": [row.to_json() for row in estimate.layers],
-    }
-    if measure:
-        with console.status(f"compiling {bundle.name} as `compile` does and measuring it on {profile.name}"):
-            timing, tuning = measure_network(bundle, profile, trials)
-        result["measured_ms"] = round(timing.median_ms, 6)
-        result["measured_spread_ms"] = round(timing.spread_ms, 6)
-        result["error_pct"] = round(100.0 * (estimate.predicted_ms - timing.median_ms) / timing.median_ms, 3)
-        result["tasks_tuned"] = tuning.tasks - tuning.tasks_reused
-    if as_json:
-        print_json(result)
-        return
-    console.print(_estimate_table(bundle, estimate, flops, params))
-    console.print(
-        f"smallest reachable: {result['min_reachable_ms']:.4f} ms "
-        f"({result['min_reachable_ms'] / estimate.predicted_ms:.2f}x), every layer at {min_keep:.0%} of its channels "
-        "on the table's grid: `prune --target-ms` refuses a lower target (a finer `profile --grid` or a lower "
-        "--min-keep reaches further)"
-    )
-    if measure:
-        console.print(
-            f"measured {result['measured_ms']:.4f} ms (spread {result['measured_spread_ms']:.4f}), predicted "
-            f"{result['predicted_ms']:.4f} ms: error {result['error_pct']:+.2f}%"
-            + timing_label(profile.timings_are_real)
-        )
-        if result["tasks_tuned"]:
-            console.print(
-                f"[yellow]note:[/] {result['tasks_tuned']} kernel(s) had no record in the tuning database and were "
-                "tuned for this build: off the table's grid, its prediction is interpolated"
-            )
+    dev = ep.device(device)
+    waiting = f"predicting, then compiling as `compile` does and measuring on {dev.name}"
+    with console.status(waiting) if measure else contextlib.nullcontext():
+        latency = ep.latency_model(dev, **named, profile_missing=False)
+        result = latency.estimate(min_keep=min_keep, measure=measure, trials=trials)
+    emit(result, as_json, lambda: _estimate_lines(result))

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edgeprune import search_defaults
 from edgeprune.cli.common import (
     JsonOpt,
     MinKeepOpt,
@@ -15,7 +16,8 @@ from edgeprune.cli.common import (
     WidthOpt,
     check_output,
     console,
-    print_json,
+    emit,
+    options,
     set_threads,
 )
 from edgeprune.errors import EdgepruneError
@@ -23,7 +25,14 @@ from edgeprune.errors import EdgepruneError
 app = typer.Typer()
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the model (.pt).")]
-DataOpt = Annotated[str | None, typer.Option("--data", help="digits, fashion-mnist, cifar10:DIR or imagefolder:DIR.")]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Data set: digits, fashion-mnist, cifar10:DIR or imagefolder:DIR (default: the one a saved model was "
+        "trained on).",
+    ),
+]
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Folder of the fashion-mnist IDX files (default: Debian's).")
 ]
@@ -31,9 +40,31 @@ SeedOpt = Annotated[
     int, typer.Option("--seed", help="Seed of every random choice (data split, initial weights, prune's search).")
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use at most N training images (quick runs).")]
+# The pruning options `run` and `sweep` share with `prune`.
+MethodOpt = Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")]
+PopulationOpt = Annotated[int, typer.Option("--population", help="LeGR: evolution population.")]
+GenerationsOpt = Annotated[int, typer.Option("--generations", help="LeGR: evolution generations after the first.")]
+SearchMinutesOpt = Annotated[float, typer.Option("--search-minutes", help="LeGR: time box of the search.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine decay).")]
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="Torch CPU threads; 1 is fastest on a shared small machine.")
 ]
+
+
+def data_options(data: DataOpt = None, data_dir: DataDirOpt = None, limit: LimitOpt = None) -> dict[str, Any]:
+    """The data set `train` and `prune` run on, as ep.train's and ep.prune's keywords."""
+    return {"data": data, "data_dir": data_dir, "limit": limit}
+
+
+def fit_options(batch_size: BatchSizeOpt = 64, lr: LrOpt = 1e-3) -> dict[str, Any]:
+    """How `train` and `prune` fit a model, as ep.train's and ep.prune's keywords."""
+    return {"batch_size": batch_size, "lr": lr}
+
+
+def _shown(progress: Any) -> dict[str, Any]:
+    """What ep.train and ep.prune report as they go, drawn here: bars in `progress`, each step a line."""
+    return {"progress": progress, "on_stage": lambda text: console.print(text, highlight=False)}
 
 
 def _progress() -> Any:
@@ -49,101 +80,57 @@ def _progress() -> Any:
     )
 
 
-def _sidecar(output: Path, suffix: str) -> Path:
-    """A file that belongs to `output`: pruned.pt -> pruned.legr.json."""
-    return output.with_name(output.stem + suffix)
-
-
-def _shape(text: str | None) -> tuple[int, int, int] | None:
-    from edgeprune.models.io import parse_input_shape
-
-    return parse_input_shape(text) if text else None
-
-
 @app.command("train")
+@options("source", data_options)
+@options("fit", fit_options)
 def train_cmd(
     model: ModelArg,
     output: OutputOpt,
-    data: DataOpt = None,
-    data_dir: DataDirOpt = None,
-    limit: LimitOpt = None,
+    source: dict[str, Any],
+    fit: dict[str, Any],
     input_shape: ShapeOpt = None,
     classes: Annotated[int | None, typer.Option("--classes", help="Class count (default: the data set's).")] = None,
     width: WidthOpt = 1.0,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine decay).")] = 1e-3,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a baseline model on an offline data set (digits, fashion-mnist, cifar10:DIR, imagefolder:DIR)."""
-    from edgeprune.models.io import save_model
-    from edgeprune.pruning import TrainSettings, train_bundle
-    from edgeprune.pruning.inputs import model_and_data
+    import edgeprune as ep
 
-    if epochs < 1:
-        raise EdgepruneError("--epochs must be >= 1")
-    TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr).check()
     check_output(output)
     set_threads(threads)
-    bundle, dataset = model_and_data(model, _shape(input_shape), data, classes, width, seed, data_dir, limit)
-    data_spec = dataset.spec
-    checkpoint = _sidecar(output, ".train-checkpoint.pt")
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr)
-    console.print(
-        f"training {bundle.name} {list(bundle.input_shape)} on {data_spec} "
-        f"({dataset.sizes['train']} train / {dataset.sizes['val']} val / {dataset.sizes['test']} test images)"
-    )
     with _progress() as progress:
-        trained, report = train_bundle(bundle, dataset, settings, seed, progress, checkpoint)
-    save_model(trained, output)
-    checkpoint.unlink(missing_ok=True)
-    result = {"output": str(output), **report, "dataset": data_spec}
-    if json_out:
-        print_json(result)
-    else:
-        console.print(
-            f"[green]saved[/] {output}: test accuracy {report['accuracy']:.2%} after {epochs} epochs "
-            f"({report['seconds']:.1f} s)"
+        result = ep.train(
+            model,
+            output,
+            **source,
+            input_shape=input_shape,
+            classes=classes,
+            width=width,
+            epochs=epochs,
+            seed=seed,
+            **fit,
+            **_shown(progress),
         )
+    saved = f"[green]saved[/] {output}: test accuracy {result['accuracy']:.2%} after {epochs} epochs "
+    emit(result, json_out, lambda: [saved + f"({result['seconds']:.1f} s)"])
 
 
-def _target(target_ms: str | None, target_flops: str | None, target_params: str | None) -> Any:
-    from edgeprune.pruning import parse_target
-
-    given = [(k, v) for k, v in (("ms", target_ms), ("flops", target_flops), ("params", target_params)) if v]
+def _budget(target_ms: str | None, target_flops: str | None, target_params: str | None) -> dict[str, str]:
+    """The one budget flag given, as ep.prune's keyword (which parses it)."""
+    given = {k: v for k, v in (("ms", target_ms), ("flops", target_flops), ("params", target_params)) if v}
     if len(given) != 1:
         raise EdgepruneError(
             "give exactly one budget: --target-ms, --target-flops or --target-params",
             hint="e.g. --target-ms 5 --device local, or --target-flops 50%",
         )
-    return parse_target(*given[0])
+    return {f"target_{kind}": value for kind, value in given.items()}
 
 
-def _predictor(device_name: str | None, kind: str, bundle: Any, profile_missing: bool, model: str) -> Any:
-    """The device's latency model: required for --target-ms, used for reporting ms when available."""
-    from edgeprune.pruning import LatencyPredictor
-
-    if device_name is None:
-        if kind == "ms":
-            raise EdgepruneError("--target-ms needs --device (the latency table to predict with)")
-        return None
-    from edgeprune.devices.profile import load_device
-
-    device = load_device(device_name)
-    if kind == "ms":
-        return LatencyPredictor(device, bundle, profile_missing, model)
-    try:  # only for reporting: a table that cannot predict this model is a note, not a failure
-        predictor = LatencyPredictor(device, bundle, profile_missing, model)
-        predictor.predict_ms(bundle.module, bundle.input_shape)
-        return predictor
-    except EdgepruneError as error:
-        console.print(f"[yellow]note:[/] no latency prediction: {error.message}", highlight=False)
-        return None
-
-
-def _table(summary: dict[str, Any]) -> None:
+def _lines(summary: dict[str, Any]) -> list[Any]:
+    """Channels per layer before and after, then the costs, the accuracy and the search, and where it went."""
     from rich.table import Table
 
     from edgeprune.pruning.budget import format_cost
@@ -154,7 +141,6 @@ def _table(summary: dict[str, Any]) -> None:
     for row in summary["layers"]:
         style = "dim" if row["before"] == row["after"] else None
         table.add_row(row["name"], str(row["before"]), str(row["after"]), style=style)
-    console.print(table)
     lines = [
         ("FLOPs", f"{format_cost('flops', summary['original_flops'])} -> {format_cost('flops', summary['flops'])}"),
         (
@@ -173,14 +159,19 @@ def _table(summary: dict[str, Any]) -> None:
                 f"{summary['search_fitness']:.4f} (identity {summary['identity_fitness']:.4f})",
             )
         )
-    for label, text in lines:
-        console.print(f"  {label:<10} {text}", highlight=False)
+    state = "unchanged (already within budget)" if summary["unchanged"] else "pruned"
+    saved = f"[green]saved[/] {summary['output']} ({state}); summary in {summary['summary']}"
+    return [table, *(f"  {label:<10} {text}" for label, text in lines), saved]
 
 
 @app.command("prune")
+@options("source", data_options)
+@options("fit", fit_options)
 def prune_cmd(
     model: Annotated[str, typer.Argument(help="A trained model file (or zoo name, e.g. for --method pai).")],
     output: OutputOpt,
+    source: dict[str, Any],
+    fit: dict[str, Any],
     target_ms: Annotated[str | None, typer.Option("--target-ms", help="Latency budget in ms (needs --device).")] = None,
     target_flops: Annotated[
         str | None, typer.Option("--target-flops", help="FLOPs (MACs) budget: 1.5M, 300k or 50%.")
@@ -189,14 +180,9 @@ def prune_cmd(
     device: Annotated[
         str | None, typer.Option("--device", "-d", help="Device whose latency table predicts ms.")
     ] = None,
-    data: Annotated[
-        str | None, typer.Option("--data", help="Data set (default: the one the model was trained on).")
-    ] = None,
-    data_dir: DataDirOpt = None,
-    limit: LimitOpt = None,
     input_shape: ShapeOpt = None,
     width: WidthOpt = 1.0,
-    method: Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")] = "legr",
+    method: MethodOpt = "legr",
     criterion: Annotated[
         str | None,
         typer.Option("--criterion", help="l1, l2, taylor, bn, activation, snip, synflow (default per method)."),
@@ -205,14 +191,12 @@ def prune_cmd(
         int | None, typer.Option("--finetune-epochs", help="Fine-tune epochs (default 5; pai trains 10).")
     ] = None,
     min_keep: MinKeepOpt = 0.1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Fine-tune learning rate (Adam).")] = 1e-3,
     normalize: Annotated[
         str, typer.Option("--normalize", help="Per-layer score normalisation before ranking: none or mean.")
     ] = "none",
-    population: Annotated[int, typer.Option("--population", help="LeGR: evolution population.")] = 32,
+    population: PopulationOpt = search_defaults.POPULATION,
     sample_size: Annotated[int, typer.Option("--sample-size", help="LeGR: members sampled per generation.")] = 8,
-    generations: Annotated[int, typer.Option("--generations", help="LeGR: generations after the first.")] = 300,
+    generations: GenerationsOpt = search_defaults.GENERATIONS,
     mutation_share: Annotated[
         float, typer.Option("--mutation-share", help="LeGR: share of layers mutated per child.")
     ] = 0.2,
@@ -222,7 +206,7 @@ def prune_cmd(
     search_steps: Annotated[
         int, typer.Option("--search-steps", help="LeGR: fine-tune steps per candidate before BN re-estimation.")
     ] = 0,
-    search_minutes: Annotated[float, typer.Option("--search-minutes", help="LeGR: time box of the search.")] = 3.0,
+    search_minutes: SearchMinutesOpt = 3.0,
     reuse_search: Annotated[
         Path | None, typer.Option("--reuse-search", help="LeGR: learned (alpha, kappa) file to reuse.")
     ] = None,
@@ -239,82 +223,48 @@ def prune_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Prune a model to a latency (ms), FLOPs or params budget with LeGR or another method; fine-tune it."""
-    from edgeprune import atomic
-    from edgeprune.models.io import save_model
-    from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings, prune_bundle
-    from edgeprune.pruning.inputs import model_and_data
-    from edgeprune.pruning.methods import DEFAULT_CRITERION, METHODS
+    import edgeprune as ep
+    from edgeprune.pruning.methods import METHODS
 
-    target = _target(target_ms, target_flops, target_params)
+    budget = _budget(target_ms, target_flops, target_params)
     if method not in METHODS:
         raise EdgepruneError(f"unknown --method '{method}'", hint=f"choose one of {', '.join(METHODS)}")
-    if reuse_search is not None and not reuse_search.is_file():
-        raise EdgepruneError(f"--reuse-search file '{reuse_search}' not found")
-    epochs = finetune_epochs if finetune_epochs is not None else (10 if method == "pai" else 5)
-    TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr).check()
     check_output(output)
     set_threads(threads)
-    bundle, dataset = model_and_data(model, _shape(input_shape), data, None, width, seed, data_dir, limit)
-    data_spec = dataset.spec
-    if not bundle.trained and method != "pai":
-        console.print(f"[yellow]note:[/] {bundle.name} is untrained; train it first for meaningful accuracy")
-    predictor = _predictor(device, target.kind, bundle, profile_missing, model)
-
-    learned_file = _sidecar(output, ".legr.json")
-    reuse = reuse_search
-    if method == "legr" and reuse is None and not new_search and learned_file.is_file():
-        from edgeprune.pruning.groups import analyze
-        from edgeprune.pruning.search import learned_mismatch
-
-        problem = learned_mismatch(
-            learned_file, analyze(bundle.module, bundle.input_shape), criterion or DEFAULT_CRITERION[method], normalize
-        )
-        if problem is None:
-            reuse = learned_file  # one search, many budgets: the previous search for this output is reused
-            console.print(f"reusing the learned (alpha, kappa) in {learned_file} (--new-search to search again)")
-        else:
-            console.print(f"[yellow]note:[/] not reusing {learned_file}: {problem}", highlight=False)
-    settings = PruneSettings(
-        method=method,
-        criterion=criterion,
-        min_keep=min_keep,
-        normalize=normalize,
-        finetune=TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr),
-        search=SearchSettings(
+    with _progress() as progress:
+        _, result = ep.prune(
+            model,
+            **budget,
+            device=ep.device(device) if device is not None else None,
+            **(source | {"data": source["data"] or True}),  # without --data: the data set the model was trained on
+            input_shape=input_shape,
+            width=width,
+            output=output,
+            method=method,
+            criterion=criterion,
+            epochs=finetune_epochs,
+            min_keep=min_keep,
+            normalize=normalize,
             population=population,
             sample_size=sample_size,
             generations=generations,
             mutation_share=mutation_share,
             mutation_scale=mutation_scale,
-            steps=search_steps,
-            batch_size=batch_size,
-            minutes=search_minutes,
-        ),
-        rounds=rounds,
-        round_epochs=round_epochs,
-        seed=seed,
-        reuse_search=reuse,
-        search_file=learned_file,
-        search_checkpoint=_sidecar(output, ".search-checkpoint.json"),
-        train_checkpoint=_sidecar(output, ".finetune-checkpoint.pt"),
-    )
-    console.print(f"pruning {bundle.name} to {target.describe()} with {method} on {data_spec}")
-    with _progress() as progress:
-        pruned, summary = prune_bundle(bundle, dataset, target, settings, predictor, progress)
-    save_model(pruned, output)
-    summary_path = _sidecar(output, ".json")
-    summary = {"output": str(output), "summary": str(summary_path), **summary}
-    atomic.write_json(summary_path, summary)
-    settings.train_checkpoint.unlink(missing_ok=True)  # type: ignore[union-attr]
-    if summary["search_finished"]:  # an unfinished (time-boxed) search keeps it: --new-search continues it
-        settings.search_checkpoint.unlink(missing_ok=True)  # type: ignore[union-attr]
+            search_steps=search_steps,
+            search_minutes=search_minutes,
+            reuse_search=reuse_search,
+            new_search=new_search,
+            rounds=rounds,
+            round_epochs=round_epochs,
+            profile_missing=profile_missing,
+            seed=seed,
+            **fit,
+            **_shown(progress),
+            on_note=lambda text: console.print(f"[yellow]note:[/] {text}", highlight=False),
+        )
+    summary = result.summary
     for note in summary["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
-    if json_out:
-        print_json(summary)
-    else:
-        _table(summary)
-        state = "unchanged (already within budget)" if summary["unchanged"] else "pruned"
-        console.print(f"[green]saved[/] {output} ({state}); summary in {summary_path}")
+    emit(summary, json_out, lambda: _lines(summary))
     if not summary["within_budget"]:
         raise typer.Exit(1)

@@ -7,26 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune import search_defaults
-from edgeprune.cli.common import DeviceOpt, JsonOpt, ModelArg, ShapeOpt, WidthOpt, console, print_json, set_threads
+from edgeprune.cli.common import JsonOpt, emit, options
 from edgeprune.cli.emulating import timing_label
-from edgeprune.cli.pipeline import (
-    GenerationsOpt,
-    MethodOpt,
-    PopulationOpt,
-    SearchMinutesOpt,
-    SlackOpt,
-    TrainEpochsOpt,
-    TrialsOpt,
-    _Bars,
-)
-from edgeprune.cli.pruning import DataOpt, LimitOpt, SeedOpt, ThreadsOpt
-from edgeprune.loop import SLACK
+from edgeprune.cli.pipeline import closed_loop, loop_settings
 
 app = typer.Typer()
 
 
-def _table(summary: dict[str, Any]) -> None:
+def _lines(summary: dict[str, Any]) -> list[Any]:
+    """The sweep's table (the unpruned model, then one row per target) and where its report is."""
     from rich.table import Table
 
     original = summary["original"]
@@ -59,18 +48,14 @@ def _table(summary: dict[str, Any]) -> None:
             fmt(point["flops"], "{:,}"),
             fmt(point["params"], "{:,}"),
         )
-    console.print(table)
-    console.print(
-        f"{summary['seconds']:.0f} s; report: {Path(summary['sweep_dir']) / 'report.html'}"
-        + timing_label(summary["timings_are_real"]),
-        highlight=False,
-    )
+    report = Path(summary["sweep_dir"]) / "report.html"
+    return [table, f"{summary['seconds']:.0f} s; report: {report}" + timing_label(summary["timings_are_real"])]
 
 
 @app.command("sweep")
+@options("settings", loop_settings)
 def sweep_cmd(
-    model: ModelArg,
-    device: DeviceOpt,
+    settings: dict[str, Any],
     targets: Annotated[
         str,
         typer.Option(
@@ -79,24 +64,9 @@ def sweep_cmd(
             "The one LeGR search runs at the first.",
         ),
     ] = "0.8x,0.6x,0.5x,0.4x,0.3x",
-    data: DataOpt = None,
     sweep_dir: Annotated[
         Path | None, typer.Option("--sweep-dir", help="Sweep folder (default runs/<model>-<device>-sweep).")
     ] = None,
-    input_shape: ShapeOpt = None,
-    width: WidthOpt = 1.0,
-    method: MethodOpt = "legr",
-    train_epochs: TrainEpochsOpt = 15,
-    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Fine-tune epochs per target.")] = 5,
-    search_minutes: SearchMinutesOpt = 1.5,
-    generations: GenerationsOpt = search_defaults.GENERATIONS,
-    population: PopulationOpt = search_defaults.POPULATION,
-    trials: TrialsOpt = None,
-    max_rounds: Annotated[int, typer.Option("--max-rounds", help="Closed-loop rounds per target at most.")] = 3,
-    slack: SlackOpt = SLACK,
-    seed: SeedOpt = 0,
-    limit: LimitOpt = None,
-    threads: ThreadsOpt = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """One LeGR search, then each target pruned, fine-tuned, compiled and measured on the device.
@@ -107,28 +77,10 @@ def sweep_cmd(
     --sweep-dir resumes (a target added later is swept then). Exit 0 when every target holds on the device, 1
     when one does not, 2 on an error.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    import edgeprune as ep
+    from edgeprune.sweeping import parse_targets
 
-    from edgeprune.models.io import parse_input_shape
-    from edgeprune.pipeline import RunConfig, Stages
-    from edgeprune.sweeping import SweepConfig, parse_targets, sweep
-
-    wanted = parse_targets(targets)
-    # every option named after a RunConfig field is that field
-    settings = {k: v for k, v in locals().items() if k in RunConfig.__dataclass_fields__}
-    shape = parse_input_shape(input_shape) if input_shape else None
-    config = SweepConfig(RunConfig(**{**settings, "target": wanted[0], "input_shape": shape}), wanted)
-    config.check()
-    set_threads(threads)
-    folder = sweep_dir or Path("runs") / f"{Path(model).stem}-{Path(device).stem}-sweep"
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    ) as progress:
-        bars = _Bars(progress)
-        summary = sweep(config, folder, Stages(bars.announce, progress, bars.profile, bars.trials))
-    if as_json:
-        print_json(summary)
-    else:
-        _table(summary)
+    summary = closed_loop(ep.sweep, settings, targets=parse_targets(targets), folder=sweep_dir)
+    emit(summary, as_json, lambda: _lines(summary))
     if not all(p.get("meets_target") for p in summary["points"]):
         raise typer.Exit(1)

@@ -121,11 +121,13 @@ def deploy_artifact(
     smoke: bool = True,
     ignore_device_mismatch: bool = False,
     on_stage: Callable[[str], None] = _noop,
+    on_upload: Callable[[int], None] = _noop,
     on_bytes: Callable[[int], None] = _noop,
 ) -> dict[str, Any]:
     """Upload, verify, smoke-run and move into place; returns what `deploy --json` prints.
 
     `folder` may be an already loaded `Upload` (its files were hashed then; `name` is ignored).
+    `on_upload(total_bytes)` is called as the upload starts, so a progress bar knows its length.
     """
     ssh.require_ssh(device)
     artifact = folder if isinstance(folder, Upload) else load_upload(folder, name)
@@ -142,6 +144,7 @@ def deploy_artifact(
         started = time.perf_counter()
         try:
             on_stage(f"uploading {len(artifact.hashes)} files to {conn.label}")
+            on_upload(artifact.total_bytes)
             _upload(conn, artifact, staged, on_bytes)
             uploaded = time.perf_counter()
             on_stage("checking sha256 on the board")
