@@ -91,11 +91,12 @@ def write_board_profile(
     trusted: bool = True,
     python: str = sys.executable,
     target: dict[str, object] | None = None,
+    timing: dict[str, int] | None = None,
 ) -> Board:
     """A device profile for the loopback board; `trusted` pre-records the sshd host key in its known_hosts.
 
     With `tracker_port` and `key` of the local farm and this machine's `target`, the board is this machine's
-    CPU behind both RPC and SSH: a whole `run`, deploy included, on loopback."""
+    CPU behind both RPC and SSH: a whole `run`, deploy included, on loopback. `timing` is its `[timing]` table."""
     folder.mkdir(parents=True, exist_ok=True)
     known_hosts = folder / "known_hosts"
     if trusted:
@@ -129,6 +130,7 @@ known_hosts = "{known_hosts}"
 workdir = "{workdir}"
 python = "{wrapper}"
 """
+        + ("\n[timing]\n" + "".join(f"{k} = {v}\n" for k, v in timing.items()) if timing else "")
     )
     return Board(profile=profile, workdir=workdir, known_hosts=known_hosts, ssh_log=log)
 
