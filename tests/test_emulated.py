@@ -26,7 +26,7 @@ from edgeprune.profiling.lut import lut_path
 from edgeprune.profiling.profiler import profile_model
 from edgeprune.profiling.signature import LayerExtractor
 from tests.loopback_board import EMULATED_PI, edgeprune_cli, write_emulated_profile
-from tests.test_profiling_rpc import FAST, allow_second_tuning, tiny
+from tests.test_profiling_rpc import FAST, allow_second_tuning, narrow_tiny
 
 pytest_plugins = ["tests.emulated_fixtures"]
 pytestmark = pytest.mark.arm
@@ -77,7 +77,7 @@ def test_zoo_model_cross_compiled_tuned_on_the_emulated_board_matches_pytorch(
 
 def test_profile_resumes_after_the_emulated_server_is_killed(emulated_pi: Device) -> None:
     allow_second_tuning()
-    bundle = tiny()
+    bundle = narrow_tiny()
     server = board.status(emulated_pi)
     assert server["running"] is True
 
