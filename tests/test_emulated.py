@@ -52,7 +52,7 @@ def test_zoo_model_cross_compiled_tuned_on_the_emulated_board_matches_pytorch(
 ) -> None:
     out = tmp_path / "lenet"
     compiled = edgeprune_cli(
-        "compile", *ZOO_ARGS, "--device", emulated_pi.name, "--trials", "2", "-o", str(out), "--json", timeout=600
+        "compile", *ZOO_ARGS, "--device", emulated_pi.name, "--trials", "1", "-o", str(out), "--json", timeout=600
     )
     assert compiled.returncode == 0, compiled.stderr[-3000:]
     result = json.loads(compiled.stdout)
