@@ -18,7 +18,7 @@ from edgeprune.devices.base import Device
 RUN_ARGS = [
     "resnet20", "--device", "local", "--data", "digits", "--input-shape", "1x32x32", "--width", "0.5",
     "--target", "0.8x", "--train-epochs", "4", "--finetune-epochs", "1", "--search-minutes", "0.2",
-    "--generations", "3", "--population", "4", "--trials", "1", "--max-rounds", "3", "--latency-scale", "0.5",
+    "--generations", "3", "--population", "4", "--trials", "2", "--max-rounds", "3", "--latency-scale", "0.5",
 ]  # fmt: skip
 
 

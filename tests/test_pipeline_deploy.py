@@ -16,7 +16,7 @@ pytest_plugins = ["tests.board_fixtures"]  # the sshd fixture
 
 RUN_ARGS = [
     "lenet5", "--data", "digits", "--input-shape", "1x16x16", "--method", "global", "--target", "0.8x",
-    "--train-epochs", "2", "--finetune-epochs", "1", "--trials", "1", "--max-rounds", "3", "--json",
+    "--train-epochs", "2", "--finetune-epochs", "1", "--trials", "2", "--max-rounds", "3", "--json",
 ]  # fmt: skip
 # Shorter samples than the default 10 x 50 ms: each of the table's ~50 entries is timed in 0.1 s instead of 0.5 s.
 # A sample still averages hundreds of runs of these 0.1 ms kernels.

@@ -192,7 +192,7 @@ def test_a_real_sweep_measures_every_target_on_the_local_farm(local_farm: Device
     args = [
         "resnet20", "--device", "local", "--data", "digits", "--input-shape", "1x32x32", "--width", "0.5",
         "--targets", "0.7x,0.5x", "--train-epochs", "2", "--finetune-epochs", "1", "--search-minutes", "0.2",
-        "--generations", "2", "--population", "3", "--trials", "1", "--max-rounds", "2", "--limit", "600",
+        "--generations", "2", "--population", "3", "--trials", "2", "--max-rounds", "2", "--limit", "600",
     ]  # fmt: skip
     folder = tmp_path / "sweep"
     result = subprocess.run(
