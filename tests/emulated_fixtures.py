@@ -19,7 +19,7 @@ from edgeprune.devices import emulation, loopback_sshd
 from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
-from tests.loopback_board import edgeprune_cli, write_emulated_profile
+from tests.loopback_board import edgeprune_main, write_emulated_profile
 
 
 def _unavailable(reason: str) -> None:
@@ -51,13 +51,13 @@ def emulated_pi(isolated_env: pytest.MonkeyPatch, emulated_rootfs: emulation.Roo
     """The emulated Pi as a user starts it: `board emulate up`, then `board bootstrap` over SSH; stopped after."""
     profiles = Path(os.environ["EDGEPRUNE_PROFILES_DIR"])
     device = load_device(str(write_emulated_profile(profiles, "emulated-pi-test")))
-    up = edgeprune_cli("board", "emulate", "up", "--device", device.name, "--json")
+    up = edgeprune_main("board", "emulate", "up", "--device", device.name, "--json")
     assert up.returncode == 0, up.stderr
     try:
-        boot = edgeprune_cli("board", "bootstrap", "--device", device.name, "--json", timeout=240)
+        boot = edgeprune_main("board", "bootstrap", "--device", device.name, "--json")
         assert boot.returncode == 0, boot.stderr
         assert json.loads(boot.stdout)["machine"] == "aarch64"
         yield device
     finally:
-        edgeprune_cli("board", "stop", "--device", device.name)
-        edgeprune_cli("board", "emulate", "down", "--device", device.name)
+        edgeprune_main("board", "stop", "--device", device.name)
+        edgeprune_main("board", "emulate", "down", "--device", device.name)

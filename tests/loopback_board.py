@@ -7,8 +7,11 @@ sshd sets that variable only in sessions it serves, so the log proves a command 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import getpass
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -91,11 +94,12 @@ def write_board_profile(
     trusted: bool = True,
     python: str = sys.executable,
     target: dict[str, object] | None = None,
+    timing: dict[str, int] | None = None,
 ) -> Board:
     """A device profile for the loopback board; `trusted` pre-records the sshd host key in its known_hosts.
 
     With `tracker_port` and `key` of the local farm and this machine's `target`, the board is this machine's
-    CPU behind both RPC and SSH: a whole `run`, deploy included, on loopback."""
+    CPU behind both RPC and SSH: a whole `run`, deploy included, on loopback. `timing` is its `[timing]` table."""
     folder.mkdir(parents=True, exist_ok=True)
     known_hosts = folder / "known_hosts"
     if trusted:
@@ -129,6 +133,7 @@ known_hosts = "{known_hosts}"
 workdir = "{workdir}"
 python = "{wrapper}"
 """
+        + ("\n[timing]\n" + "".join(f"{k} = {v}\n" for k, v in timing.items()) if timing else "")
     )
     return Board(profile=profile, workdir=workdir, known_hosts=known_hosts, ssh_log=log)
 
@@ -181,7 +186,8 @@ def build_tiny_artifact(folder: Path) -> Path:
 
 
 def edgeprune_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """The real command line in a child process (inherits the test's isolated environment)."""
+    """The real command line in a child process (inherits the test's isolated environment). For long commands
+    (`run`, `compile`) and those that change process-wide state; `edgeprune_main` for the quick ones."""
     return subprocess.run(
         [sys.executable, "-m", "edgeprune", *args],
         capture_output=True,
@@ -201,3 +207,21 @@ def write_emulated_profile(folder: Path, name: str = EMULATED_PI, port: int | No
     path = folder / f"{name}.toml"
     path.write_text(text)
     return path
+
+
+def edgeprune_main(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line run in this process: the `main` the console script calls, its exit code, what it printed
+    on stdout and stderr. A child process would first spend 4-6 s importing torch and TVM, for commands (status,
+    check, bootstrap, deploy, verify) that take about as long themselves."""
+    from edgeprune.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as done:
+            code = done.code
+    gc.collect()  # an RPC session the command left unreferenced closes now, as at a child's exit: its server is free
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess(["edgeprune", *args], returncode, out.getvalue(), err.getvalue())

@@ -14,7 +14,7 @@ from edgeprune.devices import rpc
 from edgeprune.devices.profile import Device, load_device
 from edgeprune.errors import EdgepruneError
 from tests.conftest import free_port
-from tests.loopback_board import SSHServer, edgeprune_cli, write_board_profile
+from tests.loopback_board import SSHServer, edgeprune_main, write_board_profile
 
 pytest_plugins = ["tests.board_fixtures"]  # the sshd fixture
 
@@ -37,7 +37,7 @@ def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
     device = load_device(profile)
     assert board.registered(device) == 0
 
-    proc = edgeprune_cli("board", "bootstrap", "--device", profile, "--json")
+    proc = edgeprune_main("board", "bootstrap", "--device", profile, "--json")
     assert proc.returncode == 0, proc.stderr
     started = json.loads(proc.stdout)
     pid = started["pid"]
@@ -63,13 +63,13 @@ def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
         assert result["roundtrip_ms"] > 0
         assert board.status(device)["running"] is True
     finally:
-        stopped = edgeprune_cli("board", "stop", "--device", profile, "--json")
+        stopped = edgeprune_main("board", "stop", "--device", profile, "--json")
     assert stopped.returncode == 0, stopped.stderr
     assert json.loads(stopped.stdout)["stopped"] == pid
     assert not _is_rpc_server(pid)
     assert board.registered(device) == 0
 
-    status = edgeprune_cli("board", "status", "--device", profile, "--json")
+    status = edgeprune_main("board", "status", "--device", profile, "--json")
     assert status.returncode == 1  # not running
     assert json.loads(status.stdout)["running"] is False
     assert board.stop(device)["stopped"] is None  # nothing recorded any more: nothing is signalled

@@ -19,7 +19,7 @@ from edgeprune.deploy.deployment import deploy_artifact
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import file_sha256
-from tests.loopback_board import BOARD_NAME, SSHServer, edgeprune_cli, write_board_profile
+from tests.loopback_board import BOARD_NAME, SSHServer, edgeprune_main, write_board_profile
 
 pytest_plugins = ["tests.board_fixtures"]  # the sshd and tiny_artifact fixtures
 
@@ -64,7 +64,7 @@ def test_deploy_cli_uploads_verifies_and_smoke_runs_over_ssh(
     sshd: SSHServer, tiny_artifact: Path, tmp_path: Path
 ) -> None:
     board = write_board_profile(tmp_path, sshd, key_file=sshd.client_key)
-    proc = edgeprune_cli("deploy", str(tiny_artifact), "--device", str(board.profile), "--json")
+    proc = edgeprune_main("deploy", str(tiny_artifact), "--device", str(board.profile), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     manifest = json.loads((tiny_artifact / "manifest.json").read_text())
@@ -120,7 +120,7 @@ def test_deploy_refuses_an_artifact_for_another_device(sshd: SSHServer, tiny_art
     manifest = json.loads((other / "manifest.json").read_text())
     manifest.update(device="raspberry-pi-4", target={"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
     (other / "manifest.json").write_text(json.dumps(manifest))
-    proc = edgeprune_cli("deploy", str(other), "--device", str(board.profile))
+    proc = edgeprune_main("deploy", str(other), "--device", str(board.profile))
     assert proc.returncode == 2
     assert "compiled for device 'raspberry-pi-4'" in proc.stderr
     assert not board.workdir.exists()
@@ -128,7 +128,7 @@ def test_deploy_refuses_an_artifact_for_another_device(sshd: SSHServer, tiny_art
 
 def test_cli_unknown_host_exits_2_and_uploads_nothing(sshd: SSHServer, tiny_artifact: Path, tmp_path: Path) -> None:
     board = write_board_profile(tmp_path, sshd, key_file=sshd.client_key, trusted=False)
-    proc = edgeprune_cli("deploy", str(tiny_artifact), "--device", str(board.profile), "--no-smoke")
+    proc = edgeprune_main("deploy", str(tiny_artifact), "--device", str(board.profile), "--no-smoke")
     assert proc.returncode == 2
     assert sshd.fingerprint in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -229,5 +229,5 @@ def test_device_without_ssh_section_is_refused(tiny_artifact: Path, tmp_path: Pa
     )
     with pytest.raises(EdgepruneError, match="has no ssh settings"):
         deploy_artifact(tiny_artifact, load_device(str(profile)))
-    proc = edgeprune_cli("deploy", str(tiny_artifact), "--device", "local")
+    proc = edgeprune_main("deploy", str(tiny_artifact), "--device", "local")
     assert proc.returncode == 2 and "'local' has no ssh settings" in proc.stderr

@@ -14,6 +14,7 @@ from edgeprune.devices.base import TimingSettings
 from edgeprune.devices.profile import load_device, load_profile, profiles_dir
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.config import TuningConfig
+from tests.loopback_board import edgeprune_main
 
 SHIPPED = Path(__file__).resolve().parents[1] / "edgeprune" / "boards"
 
@@ -204,10 +205,9 @@ def test_unknown_device_lists_known_ones(isolated_env: pytest.MonkeyPatch) -> No
 
 
 def test_devices_json_lists_local_first_and_shipped_boards(isolated_env: pytest.MonkeyPatch) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "edgeprune", "devices", "--json"], capture_output=True, text=True, check=True
-    ).stdout
-    listed = json.loads(out)
+    done = edgeprune_main("devices", "--json")  # in this process: no 4-6 s of imports
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
     assert listed[0]["name"] == "local"
     assert listed[0]["target"]["kind"] == "llvm" and listed[0]["target"]["num-cores"] >= 1
     names = {d["name"] for d in listed}
@@ -221,16 +221,21 @@ def test_devices_json_lists_local_first_and_shipped_boards(isolated_env: pytest.
         assert host and int(port) > 0
 
 
-def test_a_broken_profile_is_listed_with_its_error_beside_the_others(tmp_path: Path) -> None:
+def test_a_broken_profile_is_listed_with_its_error_beside_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(tmp_path, VALID, "good")
     (tmp_path / "bad.toml").write_text("name = [unclosed\n")
     env = {**os.environ, "EDGEPRUNE_PROFILES_DIR": str(tmp_path)}
-    run = [sys.executable, "-m", "edgeprune", "devices"]
-    listed = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True, check=True, env=env).stdout)
+    monkeypatch.setenv("EDGEPRUNE_PROFILES_DIR", str(tmp_path))
+    done = edgeprune_main("devices", "--json")
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
     names = {entry.get("name") for entry in listed}
     assert {"local", "good", "raspberry-pi-4"} <= names  # the user's profile and the shipped boards still load
     broken = [entry for entry in listed if "error" in entry]
     assert [Path(b["source"]).name for b in broken] == ["bad.toml"] and "not valid TOML" in broken[0]["error"]
+    run = [sys.executable, "-m", "edgeprune", "devices"]  # a child: rich takes its width from COLUMNS at start
     table = subprocess.run(run, capture_output=True, text=True, check=True, env={**env, "COLUMNS": "300"}).stderr
     assert "broken" in table and str(tmp_path) in table
 

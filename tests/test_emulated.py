@@ -25,8 +25,8 @@ from edgeprune.profiling.grid import plan
 from edgeprune.profiling.lut import lut_path
 from edgeprune.profiling.profiler import profile_model
 from edgeprune.profiling.signature import LayerExtractor
-from tests.loopback_board import EMULATED_PI, edgeprune_cli, write_emulated_profile
-from tests.test_profiling_rpc import FAST, allow_second_tuning, tiny
+from tests.loopback_board import EMULATED_PI, edgeprune_cli, edgeprune_main, write_emulated_profile
+from tests.test_profiling_rpc import FAST, allow_second_tuning, narrow_tiny
 
 pytest_plugins = ["tests.emulated_fixtures"]
 pytestmark = pytest.mark.arm
@@ -39,7 +39,7 @@ def test_missing_root_filesystem_is_a_clear_error_naming_the_build_command(
 ) -> None:
     isolated_env.setenv("EDGEPRUNE_CACHE_DIR", str(tmp_path / "empty-cache"))
     try:
-        proc = edgeprune_cli("devices", "check", EMULATED_PI, timeout=120)
+        proc = edgeprune_main("devices", "check", EMULATED_PI)
     finally:
         isolated_env.delenv("EDGEPRUNE_CACHE_DIR")
     assert proc.returncode == 2, proc.stderr
@@ -52,23 +52,23 @@ def test_zoo_model_cross_compiled_tuned_on_the_emulated_board_matches_pytorch(
 ) -> None:
     out = tmp_path / "lenet"
     compiled = edgeprune_cli(
-        "compile", *ZOO_ARGS, "--device", emulated_pi.name, "--trials", "2", "-o", str(out), "--json", timeout=600
+        "compile", *ZOO_ARGS, "--device", emulated_pi.name, "--trials", "1", "-o", str(out), "--json", timeout=600
     )
     assert compiled.returncode == 0, compiled.stderr[-3000:]
     result = json.loads(compiled.stdout)
     assert result["trials"] > 0 and result["failed_trials"] == 0  # MetaSchedule measured on the board
     assert (out / "model.so").read_bytes()[:4] == b"\x7fELF" and (out / "model.so").read_bytes()[18] == 0xB7  # aarch64
 
-    verified = edgeprune_cli("verify", str(out), "--device", emulated_pi.name, "--json", timeout=300)
+    verified = edgeprune_main("verify", str(out), "--device", emulated_pi.name, "--json")
     assert verified.returncode == 0, verified.stderr[-3000:]
     report = json.loads(verified.stdout)
     assert report["outputs_match"] is True and report["max_abs_diff"] <= 1e-4
     assert report["timings_are_real"] is False  # stored in verify.json too: never a Pi's latency
     assert json.loads((out / "verify.json").read_text())["timings_are_real"] is False
-    table = edgeprune_cli("verify", str(out), "--device", emulated_pi.name, timeout=300)
+    table = edgeprune_main("verify", str(out), "--device", emulated_pi.name)
     assert "emulated" in table.stderr
 
-    deployed = edgeprune_cli("deploy", str(out), "--device", emulated_pi.name, "--json", timeout=300)
+    deployed = edgeprune_main("deploy", str(out), "--device", emulated_pi.name, "--json")
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     smoke = json.loads(deployed.stdout)["smoke"]
     assert smoke["matches_reference"] is True and smoke["machine"] == "aarch64"
@@ -77,7 +77,7 @@ def test_zoo_model_cross_compiled_tuned_on_the_emulated_board_matches_pytorch(
 
 def test_profile_resumes_after_the_emulated_server_is_killed(emulated_pi: Device) -> None:
     allow_second_tuning()
-    bundle = tiny()
+    bundle = narrow_tiny()
     server = board.status(emulated_pi)
     assert server["running"] is True
 
@@ -93,7 +93,7 @@ def test_profile_resumes_after_the_emulated_server_is_killed(emulated_pi: Device
     assert saved["emulated"] is True  # the table says whose times these are
     assert lut_path(emulated_pi).parent.name == emulated_pi.name  # its own folder, never a real board's
 
-    restarted = edgeprune_cli("board", "bootstrap", "--device", emulated_pi.name, "--json", timeout=240)
+    restarted = edgeprune_main("board", "bootstrap", "--device", emulated_pi.name, "--json")
     assert restarted.returncode == 0, restarted.stderr
     report = profile_model(bundle, emulated_pi, **FAST)
     entries = json.loads(lut_path(emulated_pi).read_text())["entries"]
@@ -132,16 +132,16 @@ workdir = "{tmp_path / "old-tvm-home"}"
 python = "{wrapper}"
 """
     )
-    proc = edgeprune_cli("board", "bootstrap", "--device", str(profile), timeout=240)
+    proc = edgeprune_main("board", "bootstrap", "--device", str(profile))
     assert proc.returncode == 2, proc.stderr
     assert "0.26.0" in proc.stderr and "0.27.0.post1" in proc.stderr
     assert not (tmp_path / "old-tvm-home" / ".edgeprune" / "rpc_server.json").exists()
 
 
 def test_board_status_and_devices_check_label_the_emulation(emulated_pi: Device) -> None:
-    status = edgeprune_cli("board", "status", "--device", emulated_pi.name, "--json")
+    status = edgeprune_main("board", "status", "--device", emulated_pi.name, "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
-    check = edgeprune_cli("devices", "check", emulated_pi.name, timeout=120)
+    check = edgeprune_main("devices", "check", emulated_pi.name)
     assert check.returncode == 0, check.stderr
     assert "emulated" in check.stderr
 

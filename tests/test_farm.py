@@ -18,10 +18,11 @@ from edgeprune.devices import farm, rpc
 from edgeprune.devices.profile import local_device
 from edgeprune.errors import EdgepruneError
 from tests.conftest import free_port
+from tests.loopback_board import edgeprune_main
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgeprune", *args], capture_output=True, text=True, timeout=180)
+    return edgeprune_main(*args)  # the command line in this process: no 4-6 s of imports per command
 
 
 def alive(pid: int) -> bool:

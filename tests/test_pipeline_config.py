@@ -4,14 +4,16 @@ lock its folder."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.pipeline import CONFIG, RunConfig, _open_folder
+from tests.loopback_board import edgeprune_main
 
 
 @pytest.mark.parametrize(
@@ -37,14 +39,20 @@ def test_bad_settings_are_refused_up_front(change: dict, message: str) -> None:
         config.check()
 
 
+def run_in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`edgeprune run ...` in this process (no 4-6 s of imports), from `folder`; torch's threads, which `run` sets,
+    are put back."""
+    threads, cwd = torch.get_num_threads(), Path.cwd()
+    os.chdir(folder)
+    try:
+        return edgeprune_main("run", *args)
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+
+
 def test_run_refuses_a_negative_target_as_a_budget_not_as_a_non_number(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "edgeprune", "run", "lenet5", "--device", "local", "--target-ms", "-1"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    result = run_in(tmp_path, "lenet5", "--device", "local", "--target-ms", "-1")
     assert result.returncode == 2 and "a target must be a positive number of milliseconds" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
 
@@ -83,12 +91,7 @@ def test_default_run_folder_is_named_after_a_device_file_not_its_path(tmp_path: 
     board = tmp_path / "boards" / "my-board.toml"
     board.parent.mkdir()
     board.write_text('name = "my-board"\n[target]\nkind = "llvm"\n[tracker]\nhost = "127.0.0.1"\nport = 9\nkey = "b"\n')
-    result = subprocess.run(  # fails on its input (a zoo model needs --data), after opening the run folder
-        [sys.executable, "-m", "edgeprune", "run", "resnet20", "--device", str(board), "--target", "0.5x"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    # fails on its input (a zoo model needs --data), after opening the run folder
+    result = run_in(tmp_path, "resnet20", "--device", str(board), "--target", "0.5x")
     assert result.returncode == 2, result.stderr
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["resnet20-my-board"]
