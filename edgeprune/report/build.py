@@ -65,7 +65,7 @@ def _latency_figure(summary: dict[str, Any], ort: dict[str, dict[str, Any]], fol
     bars.append(("pruned, TVM", summary["pruned"].get("measured_ms"), kept.get("spread_ms")))
     threads = next((side["ort_threads"] for side in ort.values() if side.get("ort_threads")), None)
     bars += [
-        (f"{side}, ONNX Runtime ({threads} threads)", ort[side]["ort_ms"], ort[side].get("ort_spread_ms"))
+        (f"{side}, ONNX Runtime ({html.thread_count(threads)})", ort[side]["ort_ms"], ort[side].get("ort_spread_ms"))
         for side in ("original", "pruned")
         if "ort_ms" in ort[side]
     ]

@@ -98,9 +98,14 @@ def _figures(figures: Sequence[Figure]) -> str:
     )
 
 
+def thread_count(threads: int | None) -> str:
+    """'1 thread', '2 threads' ('? threads' when unknown)."""
+    return "? threads" if threads is None else f"{threads} thread" + ("" if threads == 1 else "s")
+
+
 def ort_label(threads: int | None) -> str:
     """The one wording of an ONNX Runtime measurement, in tables and plots."""
-    return f"ONNX Runtime, same ONNX file, {threads if threads is not None else '?'} threads"
+    return f"ONNX Runtime, same ONNX file, {thread_count(threads)}"
 
 
 def _ort_note(timing: dict[str, Any]) -> str:
