@@ -122,6 +122,8 @@ def test_prune_arguments_fail_clearly(kwargs: dict, message: str) -> None:
 def test_example_input_must_be_an_image_batch() -> None:
     with pytest.raises(ep.EdgepruneError, match=r"\[N, C, H, W\]"):
         ep.prune(small_net(), torch.randn(1, 8, 8), target_flops="50%", method="global")
+    with pytest.raises(ep.EdgepruneError, match=r"\[N, C, H, W\]"):  # a MODEL string with data= reads it too
+        ep.prune("resnet20", torch.randn(1, 8, 8), target_flops="50%", method="global", data="digits")
 
 
 def test_prune_a_model_string_with_edgeprunes_own_loop_on_a_data_set(tmp_path: Path) -> None:

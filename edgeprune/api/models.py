@@ -38,6 +38,17 @@ def parse_shape(shape: Shape | None) -> tuple[int, int, int] | None:
     return parse_input_shape(shape)
 
 
+def image_shape(example_input: torch.Tensor) -> tuple[int, int, int]:
+    """One image's CxHxW, from an example input batch [N, C, H, W] (refused when it is not one)."""
+    shape = tuple(int(d) for d in getattr(example_input, "shape", ()))
+    if len(shape) != 4:
+        raise EdgepruneError(
+            f"example_input must be an image batch [N, C, H, W], got shape {list(shape)}",
+            hint="e.g. torch.randn(1, 3, 32, 32)",
+        )
+    return shape[1], shape[2], shape[3]
+
+
 def need_device(given: Device | None, stage: str) -> Device:
     """The device a stage cannot run without: positional in the existing signatures, but after an
     `example_input` that a MODEL string does not need, so it may come as `device=`."""
@@ -68,13 +79,7 @@ def bundle(
         if isinstance(model, str):
             return load_model(model, parse_shape(input_shape), classes, width)
         raise EdgepruneError("a module needs an example_input to be traced with", hint="e.g. torch.randn(1, 3, 32, 32)")
-    shape = tuple(int(d) for d in getattr(example_input, "shape", ()))
-    if len(shape) != 4:
-        raise EdgepruneError(
-            f"example_input must be an image batch [N, C, H, W], got shape {list(shape)}",
-            hint="e.g. torch.randn(1, 3, 32, 32)",
-        )
-    image: tuple[int, int, int] = (shape[1], shape[2], shape[3])
+    image = image_shape(example_input)
     if isinstance(model, str):
         return load_model(model, image, classes, width)
     if not isinstance(model, nn.Module):

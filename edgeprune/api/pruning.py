@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeprune import search_defaults
-from edgeprune.api.models import Shape, bundle, parse_shape
+from edgeprune.api.models import Shape, bundle, image_shape, parse_shape
 from edgeprune.api.training import sidecar
 from edgeprune.errors import EdgepruneError
 
@@ -134,7 +134,7 @@ def _with_data(
     spec = data if isinstance(data, str) else None
     if isinstance(model, str):
         if example_input is not None:
-            shape = (int(example_input.shape[1]), int(example_input.shape[2]), int(example_input.shape[3]))
+            shape = image_shape(example_input)
         return model_and_data(model, shape, spec, None, width, seed, data_dir, limit)
     if spec is None:
         raise EdgepruneError("data=True names the data set a saved model records; a module records none")
