@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -70,3 +71,47 @@ def test_a_run_that_fails_early_still_removes_its_work_folder(temp_root: Path) -
     with pytest.raises(EdgepruneError):
         bench.main(["--model", "no-such-model-here", "--out", str(temp_root.parent / "results")])
     assert list(temp_root.iterdir()) == []
+
+
+def _report(model: str, ratio: float) -> dict:
+    """A run's report as `run` returns it, with one baseline budget measured at one thread count."""
+    timing = {"pytorch": 3.0, "onnxruntime": 1.0, "tvm_16": ratio}
+    variant = {
+        "variant": "baseline",
+        "model": model,
+        "width": 1.0,
+        "input_shape": [3, 32, 32],
+        "macs": 4e7,
+        "tuning": {"tvm_16": {"trials_per_task": 16, "tuning_seconds": 60.0, "from": "an empty database"}},
+        "by_threads": {
+            "1": {
+                "ms": timing,
+                "spread_ms": dict.fromkeys(timing, 0.1),
+                "min_ms": timing,
+                "tvm_vs_onnxruntime": {"tvm_16": ratio},
+            }
+        },
+    }
+    return {
+        "command": f"python tools/bench_runtime.py --model {model}",
+        "machine": {"cpu": "cpu", "cores": 2, "target": {}, "load_before": [0.5], "load_after": [0.6]},
+        "threads": [1],
+        "tuning_config": {"strategy": "replay-trace", "cost_model": "random", "task_scheduler": "round-robin"},
+        "variants": [variant],
+        "notes": [],
+    }
+
+
+def test_results_keep_one_run_per_baseline_model(tmp_path: Path) -> None:
+    """Benchmarking a second model adds a section; benchmarking the first again replaces its run."""
+    bench = _tool()
+    path = tmp_path / "runtime.json"
+    for report in (_report("resnet20", 1.5), _report("mobilenetv2", 2.0), _report("resnet20", 1.2)):
+        results = bench.merged(report, path)
+        path.write_text(json.dumps(results))
+    assert [run["variants"][0]["model"] for run in results["runs"]] == ["mobilenetv2", "resnet20"]
+    text = bench.markdown(results)
+    assert "## mobilenetv2 3x32x32 width 1.0" in text and "## resnet20 3x32x32 width 1.0" in text
+    assert "| 1.20 |" in text and "| 1.50 |" not in text
+    bench.plot(results, tmp_path / "runtime.png")
+    assert (tmp_path / "runtime.png").stat().st_size > 0

@@ -12,7 +12,8 @@ tuning buys a pruned variant's compile. One run:
 3. every runtime is timed in interleaved rounds at each `--threads` (load that comes and goes hits them all
    alike): per runtime, the median of the samples, half their interquartile range and the minimum.
 
-Results: bench/results/runtime.json, runtime.md, runtime.png (TVM/ORT against tuning minutes).
+Results: bench/results/runtime.json, runtime.md, runtime.png (TVM/ORT against tuning minutes), one run per
+baseline model: running the tool for another model adds it, a rerun of the same model replaces it.
 
     .venv/bin/python tools/bench_runtime.py [--model resnet20] [--budgets 16 64 128] [--threads 1 2]
 """
@@ -214,67 +215,89 @@ def to_json(variant: Variant) -> dict[str, Any]:
     }
 
 
-def markdown(report: dict[str, Any]) -> str:
-    machine = report["machine"]
+def run_key(report: dict[str, Any]) -> str:
+    """Which baseline a run measured: a rerun of the same one replaces it in the results file."""
+    baseline = report["variants"][0]
+    return f"{baseline['model']} {'x'.join(map(str, baseline['input_shape']))} width {baseline['width']}"
+
+
+def merged(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The results file's runs with this one in place of an earlier run of the same baseline, so one model
+    can be benchmarked at a time (a file from before runs were kept per model is replaced)."""
+    import json
+
+    runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    return {"runs": [*(run for run in runs if run_key(run) != run_key(report)), report]}
+
+
+def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Runtime benchmark (tools/bench_runtime.py)",
         "",
-        f"{machine['cpu']} ({machine['cores']} cores, TVM target {machine['target']}); load average "
-        f"{machine['load_before']} before, {machine['load_after']} after. Per runtime: median of "
-        f"{ROUNDS * REPEATS_PER_ROUND} samples (each >= {MIN_REPEAT_MS} ms, {ROUNDS} interleaved rounds) "
-        "+- half the IQR (min); ms per image, batch 1. Tuning: "
-        + report["tuning_config"]["strategy"]
-        + f" + {report['tuning_config']['cost_model']} cost model, {report['tuning_config']['task_scheduler']}.",
-        "",
-        f"Command: `{report['command']}`",
+        f"Per runtime: median of {ROUNDS * REPEATS_PER_ROUND} samples (each >= {MIN_REPEAT_MS} ms, {ROUNDS} "
+        "interleaved rounds) +- half the IQR (min); ms per image, batch 1. One section per baseline model; "
+        "each is one run of the tool.",
         "",
     ]
-    for threads in report["threads"]:
-        lines += [f"## {threads} thread(s) for every runtime", ""]
+    for report in results["runs"]:
+        machine, tuning = report["machine"], report["tuning_config"]
         lines += [
-            "| variant | runtime | tuned from | trials/task | tuning s | compile s | ms | TVM/ORT |",
-            "|---" * 8 + "|",
+            f"## {run_key(report)}",
+            "",
+            f"{machine['cpu']} ({machine['cores']} cores, TVM target {machine['target']}); load average "
+            f"{machine['load_before']} before, {machine['load_after']} after. Tuning: {tuning['strategy']} + "
+            f"{tuning['cost_model']} cost model, {tuning['task_scheduler']}.",
+            "",
+            f"Command: `{report['command']}`",
+            "",
         ]
-        for row in report["variants"]:
-            run = row["by_threads"][str(threads)]
-            for label, ms in run["ms"].items():
-                tuning = row["tuning"].get(label, {})
-                ratio = run["tvm_vs_onnxruntime"].get(label)
-                lines.append(
-                    f"| {row['variant']} ({row['macs'] / 1e6:.1f} MMACs) | {label} | {tuning.get('from', '')} | "
-                    f"{tuning.get('trials_per_task', '')} | {tuning.get('tuning_seconds', '')} | "
-                    f"{tuning.get('compile_seconds', '')} | {ms:.3f} +- {run['spread_ms'][label]:.3f} "
-                    f"({run['min_ms'][label]:.3f}) | {'' if ratio is None else f'{ratio:.2f}'} |"
-                )
-        lines.append("")
-    lines += [*[f"- {note}" for note in report["notes"]], ""]
+        for threads in report["threads"]:
+            lines += [f"### {threads} thread(s) for every runtime", ""]
+            lines += [
+                "| variant | runtime | tuned from | trials/task | tuning s | compile s | ms | TVM/ORT |",
+                "|---" * 8 + "|",
+            ]
+            for row in report["variants"]:
+                run = row["by_threads"][str(threads)]
+                for label, ms in run["ms"].items():
+                    tuned = row["tuning"].get(label, {})
+                    ratio = run["tvm_vs_onnxruntime"].get(label)
+                    lines.append(
+                        f"| {row['variant']} ({row['macs'] / 1e6:.1f} MMACs) | {label} | {tuned.get('from', '')} | "
+                        f"{tuned.get('trials_per_task', '')} | {tuned.get('tuning_seconds', '')} | "
+                        f"{tuned.get('compile_seconds', '')} | {ms:.3f} +- {run['spread_ms'][label]:.3f} "
+                        f"({run['min_ms'][label]:.3f}) | {'' if ratio is None else f'{ratio:.2f}'} |"
+                    )
+            lines.append("")
+        lines += [*[f"- {note}" for note in report["notes"]], ""]
     return "\n".join(lines)
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
-    """TVM/ORT of the baseline against cumulative tuning minutes, one line per thread count."""
+def plot(results: dict[str, Any], path: Path) -> None:
+    """TVM/ORT of each baseline against cumulative tuning minutes, one line per model and thread count."""
     import matplotlib.pyplot as plt
 
     from edgeprune.report.plots import save_png  # sets matplotlib's headless backend
 
-    baseline = report["variants"][0]
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for threads in report["threads"]:
-        run = baseline["by_threads"][str(threads)]
-        points = [
-            (tuning["tuning_seconds"] / 60, run["tvm_vs_onnxruntime"][label])
-            for label, tuning in baseline["tuning"].items()
-        ]
-        axis.plot(*zip(*points, strict=True), marker="o", label=f"{threads} thread(s)")
-        for (minutes, ratio), tuning in zip(points, baseline["tuning"].values(), strict=True):
-            axis.annotate(f"{tuning['trials_per_task']}/task", (minutes, ratio), fontsize=8)
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for report in results["runs"]:
+        baseline = report["variants"][0]
+        for threads in report["threads"]:
+            run = baseline["by_threads"][str(threads)]
+            points = [
+                (tuning["tuning_seconds"] / 60, run["tvm_vs_onnxruntime"][label])
+                for label, tuning in baseline["tuning"].items()
+            ]
+            axis.plot(*zip(*points, strict=True), marker="o", label=f"{run_key(report)}, {threads} thread(s)")
+            for (minutes, ratio), tuning in zip(points, baseline["tuning"].values(), strict=True):
+                axis.annotate(f"{tuning['trials_per_task']}/task", (minutes, ratio), fontsize=7)
     axis.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
     axis.set(
-        title=f"{baseline['model']} {baseline['input_shape']}: TVM / ONNX Runtime (load: see runtime.md)",
+        title="TVM / ONNX Runtime, unpruned baselines (load: see runtime.md)",
         xlabel="tuning minutes on the device (from an empty database)",
         ylabel="TVM ms / ORT ms",
     )
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7)
     figure.tight_layout()
     save_png(figure, path)
 
@@ -399,12 +422,13 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)  # everything the run wrote but its results
     from edgeprune import atomic
 
-    atomic.write_json(args.out / "runtime.json", report)
+    results = merged(report, args.out / "runtime.json")
+    atomic.write_json(args.out / "runtime.json", results)
     old = args.out / "runtime.md"
     kept = old.read_text().partition(KEPT)[2] if old.exists() else ""
-    atomic.write_text(old, markdown(report) + "\n" + KEPT + (kept or "\n"))
-    plot(report, args.out / "runtime.png")
-    sys.stderr.write(markdown(report))
+    atomic.write_text(old, markdown(results) + "\n" + KEPT + (kept or "\n"))
+    plot(results, args.out / "runtime.png")
+    sys.stderr.write(markdown(results))
 
 
 if __name__ == "__main__":
