@@ -131,6 +131,31 @@ def test_speedup_is_measured_against_the_baseline(artifact: Path, baseline: Path
     assert data["timing"]["repeats"] == data["baseline_timing"]["repeats"]
 
 
+def test_the_baseline_is_timed_in_alternation_with_the_artifact(
+    artifact: Path, baseline: Path, local_farm: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sample for sample in turn (a relative target compares the two: drift between two separate measurements
+    would move it), each library loaded under its own name though both files are model.tar."""
+    from edgeprune.devices import timing
+
+    order: list[str] = []
+    real_init, real_samples = timing.RemoteTimer.__init__, timing.RemoteTimer.samples_ms
+
+    def named(self: timing.RemoteTimer, session: object, device: Device, library: Path, *rest: object) -> None:
+        real_init(self, session, device, library, *rest)  # type: ignore[arg-type]
+        self.folder = Path(library).parent.name  # the artifact's folder: "small" or "baseline"
+
+    def recorded(self: timing.RemoteTimer) -> list[float]:
+        order.append(self.folder)
+        return real_samples(self)
+
+    monkeypatch.setattr(timing.RemoteTimer, "__init__", named)
+    monkeypatch.setattr(timing.RemoteTimer, "samples_ms", recorded)
+    result = verify_artifact(artifact, local_farm, baseline=baseline, repeat=4)
+    assert order == ["small", "baseline"] * 4
+    assert result.timing.repeats == result.baseline_timing.repeats == 4 and result.outputs_match
+
+
 def test_outputs_that_differ_from_pytorch_fail(
     artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from edgeprune import atomic
 from edgeprune.compile.artifacts import ELF_MACHINES, VERIFY_FILE, Artifact, elf_machine, load_artifact
 from edgeprune.devices.base import Device
-from edgeprune.devices.timing import RemoteTimer, Timing, measure_library
+from edgeprune.devices.timing import RemoteTimer, Timing
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import parse_target
 from edgeprune.verify import ort
@@ -131,44 +131,69 @@ def check_compatible(artifact: Artifact, device: Device) -> None:
         )
 
 
-def measure_artifact(artifact: Artifact, device: Device, repeat: int | None = None) -> tuple[Timing, np.ndarray]:
-    """Latency on the device of the artifact's reference input (the device's timing settings, `repeat`
-    samples where given), and the output it computed there."""
-    reference_input, _ = artifact.reference()
-    return measure_library(device, artifact.library, reference_input, device.timing.with_counts(repeat=repeat))
+@dataclass
+class SideBySide:
+    """What one verify measured: the artifact (timing and output), and beside it the baseline artifact and
+    ONNX Runtime where there were any (or why ORT could not run the model)."""
+
+    timing: Timing
+    output: np.ndarray
+    baseline: Timing | None
+    ort: Timing | None
+    ort_threads: int | None
+    ort_error: str | None
 
 
-class OrtFailed(EdgepruneError):
-    """ONNX Runtime could not run the artifact's model.onnx: the side measurement is skipped, not the verify."""
+def measure_side_by_side(
+    artifact: Artifact, device: Device, base: Artifact | None = None, repeat: int | None = None
+) -> SideBySide:
+    """The artifact on the device, and with it the baseline artifact and (where `ort.available`) ONNX Runtime
+    on the artifact's model.onnx with the TVM server's thread count: one sample of each in turn, `repeat`
+    times (the device's timing settings otherwise).
 
-
-def measure_with_ort(
-    artifact: Artifact, device: Device, repeat: int | None = None
-) -> tuple[Timing, np.ndarray, Timing, int]:
-    """`measure_artifact`, and ONNX Runtime on the artifact's model.onnx with the TVM server's thread count,
-    sample for sample in alternation (load that comes and goes hits both alike): TVM's timing, its output,
-    ORT's timing and the threads."""
+    Taken in alternation, load that comes and goes on the device hits all of them alike, so the pruned/baseline
+    ratio a relative target is checked against is steadier than two measurements taken one after the other
+    (taken so, one quiet run's re-measured baseline ranged 2.01-2.46 ms between rounds)."""
     settings = device.timing.with_counts(repeat=repeat)
-    one = settings.with_counts(repeat=1)  # one sample of each in turn
+    one = settings.with_counts(repeat=1)
     reference_input, _ = artifact.reference()
     session = device.request_session()
-    tvm_timer = RemoteTimer(session, device, artifact.library, reference_input, one)
     try:
-        threads = ort.remote_threads(session)
-        ort_timer = ort.timer(artifact.folder / artifact.manifest["onnx"], reference_input, threads, one)
-        ort_timer.samples_ms()  # a model ORT cannot run fails here, before any of TVM's samples are taken
-    except Exception as exc:  # noqa: BLE001 - ORT reports an op or opset it lacks as several types
-        raise OrtFailed(f"{type(exc).__name__}: {exc}") from exc
-    tvm_samples: list[float] = []
-    ort_samples: list[float] = []
+        tvm_timer = RemoteTimer(session, device, artifact.library, reference_input, one)
+        timers: dict[str, RemoteTimer | ort.HostTimer] = {"artifact": tvm_timer}
+        if base is not None:
+            # its own name on the device: a session keeps what it loaded, and both may be called model.tar
+            timers["baseline"] = RemoteTimer(
+                session, device, base.library, base.reference()[0], one, f"baseline-{base.library.name}"
+            )
+    except Exception as exc:  # noqa: BLE001 - TVM surfaces remote failures as several types
+        raise EdgepruneError(
+            f"running {artifact.library.name} on device '{device.name}' failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    ort_threads = ort_error = None
+    if ort.available(device):
+        try:
+            ort_threads = ort.remote_threads(session)
+            ort_timer = ort.timer(artifact.folder / artifact.manifest["onnx"], reference_input, ort_threads, one)
+            ort_timer.samples_ms()  # a model ORT cannot run fails here, before any of TVM's samples are taken
+            timers["ort"] = ort_timer
+        except Exception as exc:  # noqa: BLE001 - ORT reports an op or opset it lacks as several types
+            ort_threads, ort_error = None, f"{type(exc).__name__}: {exc}"
+    samples: dict[str, list[float]] = {name: [] for name in timers}
     for _ in range(settings.repeat):
-        tvm_samples += tvm_timer.samples_ms()
-        ort_samples += ort_timer.samples_ms()
-    return (
-        Timing.from_samples(tvm_samples, settings.number),
+        for name, timer in timers.items():
+            samples[name] += timer.samples_ms()
+    timings = {
+        name: Timing.from_samples(samples[name], timer.number if isinstance(timer, ort.HostTimer) else settings.number)
+        for name, timer in timers.items()
+    }
+    return SideBySide(
+        timings["artifact"],
         tvm_timer.output,
-        Timing.from_samples(ort_samples, ort_timer.number),
-        threads,
+        timings.get("baseline"),
+        timings.get("ort"),
+        ort_threads,
+        ort_error,
     )
 
 
@@ -179,12 +204,12 @@ def verify_artifact(
     baseline: Path | None = None,
     repeat: int | None = None,
 ) -> VerifyResult:
-    """Measure the artifact (and the baseline artifact, same settings) on the device, compare outputs with
-    PyTorch's, and write `verify.json` into the artifact folder.
+    """Measure the artifact on the device (with the baseline artifact in alternation, same settings), compare
+    outputs with PyTorch's, and write `verify.json` into the artifact folder.
 
     Without `target_ms` the pruning budget recorded in the manifest is the target, if there is one. Where
-    ONNX Runtime is importable and the device runs on this host, ORT is timed on the same model.onnx in
-    alternation with the artifact (`ort_ms` in verify.json).
+    ONNX Runtime is importable and the device runs on this host, ORT is timed on the same model.onnx in the
+    same alternation (`ort_ms` in verify.json).
     """
     if target_ms is not None:
         parse_target("ms", target_ms)  # the same check, and message, as every other latency budget
@@ -199,19 +224,11 @@ def verify_artifact(
     if target_ms is None and artifact.pruning_target_ms is not None:
         target_ms, source = artifact.pruning_target_ms, "pruning budget"
 
-    ort_timing = ort_threads = ort_error = None
     with device.serving():
-        if ort.available(device):
-            try:
-                timing, output, ort_timing, ort_threads = measure_with_ort(artifact, device, repeat)
-            except OrtFailed as error:
-                ort_error = error.message
-        if ort_timing is None:
-            timing, output = measure_artifact(artifact, device, repeat)
-        base_timing = measure_artifact(base, device, repeat)[0] if base is not None else None
+        measured = measure_side_by_side(artifact, device, base, repeat)
 
     _, expected = artifact.reference()
-    output = np.asarray(output)
+    output = np.asarray(measured.output)
     if output.shape != expected.shape:
         raise EdgepruneError(
             f"the device returned an output of shape {list(output.shape)}; PyTorch's was {list(expected.shape)}"
@@ -219,18 +236,18 @@ def verify_artifact(
     result = VerifyResult(
         artifact=artifact.folder,
         device=device.name,
-        timing=timing,
+        timing=measured.timing,
         max_abs_diff=float(np.max(np.abs(output - expected))),
         outputs_match=bool(np.allclose(output, expected, rtol=RTOL, atol=ATOL)),
         target_ms=target_ms,
         target_source=source,
         baseline=None if base is None else base.folder,
-        baseline_timing=base_timing,
+        baseline_timing=measured.baseline,
         predicted_ms=artifact.predicted_ms,
         timings_are_real=device.timings_are_real,
-        ort_timing=ort_timing,
-        ort_threads=ort_threads,
-        ort_error=ort_error,
+        ort_timing=measured.ort,
+        ort_threads=measured.ort_threads,
+        ort_error=measured.ort_error,
     )
     atomic.write_json(artifact.folder / VERIFY_FILE, result.to_json())
     return result
