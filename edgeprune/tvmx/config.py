@@ -36,9 +36,11 @@ class TuningConfig:
     task_scheduler: str = "round-robin"
     ops: tuple[str, ...] = ("conv2d", "matmul", "dense")  # substrings of task names, or "all"
     # compile: give a new shape its family's tuned schedule (re-applied, measured) instead of tuning it. Off by
-    # default: on resnet20 at width 0.707 (channel counts off the device's grid: 11, 22, 45) the 12 transplants
-    # from a 48-trial database compiled in 43 s instead of 113 s but ran 2.40 ms against 1.58 ms for 16 fresh
-    # trials per task (bench/results/runtime.md). Shapes on the table's grid reuse the profile's records anyway.
+    # default, the evidence being split (transplanted vs 16 fresh trials per task): resnet20 stand-in at width
+    # 0.707 (channels off the device's grid), 48-trial database, loaded machine: 2.40 vs 1.58 ms; on a quiet one
+    # (bench/results/runtime.md) resnet20 pruned by `run`, 128-trial database: 0.355 vs 0.516 ms, but the
+    # mobilenetv2 stand-in, 64-trial database: 46.1 vs 34.4 ms. Shapes on the table's grid reuse the profile's
+    # records anyway.
     transplant: bool = False
 
     def __post_init__(self) -> None:
