@@ -21,6 +21,7 @@ baseline model: running the tool for another model adds it, a rerun of the same 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -224,8 +225,6 @@ def run_key(report: dict[str, Any]) -> str:
 def merged(report: dict[str, Any], path: Path) -> dict[str, Any]:
     """The results file's runs with this one in place of an earlier run of the same baseline, so one model
     can be benchmarked at a time (a file from before runs were kept per model is replaced)."""
-    import json
-
     runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
     return {"runs": [*(run for run in runs if run_key(run) != run_key(report)), report]}
 

@@ -8,9 +8,11 @@ was taken the same way.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from edgeprune.devices.base import Device
 
 CACHE_FLUSH = "cache_flush_cpu_non_first_arg"  # TVM's pre-processing hook that flushes CPU caches per sample
+K = TypeVar("K")
 
 
 @dataclass
@@ -86,6 +89,7 @@ class RemoteTimer:
         for _ in range(settings.warmup - 1):
             vm["main"](self.data)
         self.settings = settings
+        self.number = settings.number
         self._timer = vm.time_evaluator(
             "main",
             dev,
@@ -108,6 +112,25 @@ def run_remote(
     return Timing.from_samples(timer.samples_ms(), settings.number), timer.output
 
 
+class Sampler(Protocol):
+    """Anything timed like `time_evaluator`: each call gives samples, each the mean of `number` runs (a
+    `RemoteTimer` on the device, ONNX Runtime's `HostTimer` in this process)."""
+
+    number: int
+
+    def samples_ms(self) -> list[float]: ...
+
+
+def sample_in_turn(timers: Mapping[K, Sampler], rounds: int) -> dict[K, list[list[float]]]:
+    """One call of each timer in turn, `rounds` times over; per timer, the ms samples of each round. A slow
+    change in the device's load then affects all of them alike."""
+    samples: dict[K, list[list[float]]] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            samples[name].append(timer.samples_ms())
+    return samples
+
+
 def time_alternating(
     session: RPCSession,
     device: Device,
@@ -115,15 +138,24 @@ def time_alternating(
     rounds: int,
     settings: TimingSettings,
 ) -> dict[str, list[list[float]]]:
-    """Time several libraries on one session in alternation, `rounds` times over; per library, the ms samples of
-    each round. A slow change in the device's load then affects all of them alike. Each library is uploaded
-    once (a second upload under the same name would crash the server)."""
+    """Time several libraries on one session in alternation (`sample_in_turn`). Each library is uploaded once
+    (a second upload under the same name would crash the server)."""
     timers = {name: RemoteTimer(session, device, path, inputs, settings) for name, path, inputs in items}
-    samples: dict[str, list[list[float]]] = {name: [] for name in timers}
-    for _ in range(rounds):
-        for name, timer in timers.items():
-            samples[name].append(timer.samples_ms())
-    return samples
+    return sample_in_turn(timers, rounds)
+
+
+@contextmanager
+def clear_remote_errors(device: Device, library: Path) -> Iterator[None]:
+    """TVM surfaces a failure on the device as several types: each becomes one error naming the library and
+    the device."""
+    try:
+        yield
+    except EdgepruneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - TVM surfaces remote failures as several types
+        raise EdgepruneError(
+            f"running {Path(library).name} on device '{device.name}' failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def measure_library(
@@ -137,11 +169,5 @@ def measure_library(
     if not Path(library).exists():
         raise EdgepruneError(f"library {library} not found")
     session = device.request_session(timeout=timeout)
-    try:
+    with clear_remote_errors(device, library):
         return run_remote(session, device, Path(library), inputs, settings or device.timing)
-    except EdgepruneError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - TVM surfaces remote failures as several types
-        raise EdgepruneError(
-            f"running {Path(library).name} on device '{device.name}' failed: {type(exc).__name__}: {exc}"
-        ) from exc
