@@ -25,11 +25,14 @@ from edgeprune.pruning.search import (
     adaptive_bn_scorer,
     learned_mismatch,
     load_learned,
+    probe_layer,
     save_learned,
     search,
+    training_rows,
 )
 
 TINY = SearchSettings(population=8, sample_size=3, generations=8, calibration=2, val_samples=256)
+PLAIN = SearchSettings(batch_size=32, calibration=3, val_samples=128)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch at 1 thread for the module
@@ -132,8 +135,7 @@ def test_a_cut_candidate_scores_like_the_masked_network(case, digits) -> None:
     before = copy.deepcopy(module.state_dict())
     keep = ranking.rank(scores, budget, floor).keep
     rows = torch.randint(0, len(digits.train), (3, 32), generator=torch.Generator().manual_seed(1)).numpy()
-    settings = SearchSettings(batch_size=32, calibration=3, val_samples=128)
-    cheap = adaptive_bn_scorer(module, structure, digits, settings, rows)(keep)
+    cheap = adaptive_bn_scorer(module, structure, digits, PLAIN, rows)(keep)
     masked = copy.deepcopy(module)
     ChannelMasks(masked, structure).set(keep, structure.sizes())
     batches = [(digits.prepare(digits.train.images[torch.from_numpy(r)]), digits.train.labels[r]) for r in rows]
@@ -145,6 +147,53 @@ def test_a_cut_candidate_scores_like_the_masked_network(case, digits) -> None:
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
 
 
+def test_the_probe_judges_what_the_features_hold_not_the_old_classifier(case, digits) -> None:
+    """With the classifier's rows swapped (every class read off another class's weights), the features are as
+    good as before: the plain loss says the network is ruined, the probe's refit classifier says it is not."""
+    module, structure, scores, budget, floor = case
+    keep = {name: list(range(size)) for name, size in structure.sizes().items()}  # all of it: features intact
+    layer = probe_layer(module, structure)
+    assert layer is not None
+    probing = SearchSettings(**{**PLAIN.__dict__, "fitness": "probe", "probe_samples": 192})
+    rows = torch.randint(0, len(digits.train), (training_rows(probing, True), 32)).numpy()
+    swapped = copy.deepcopy(module)
+    with torch.no_grad():
+        swapped.get_submodule(layer).weight.copy_(swapped.get_submodule(layer).weight.roll(1, dims=0))
+        swapped.get_submodule(layer).bias.copy_(swapped.get_submodule(layer).bias.roll(1, dims=0))
+    plain = {m: adaptive_bn_scorer(m, structure, digits, PLAIN, rows[:3])(keep) for m in (module, swapped)}
+    probed = {m: adaptive_bn_scorer(m, structure, digits, probing, rows, layer)(keep) for m in (module, swapped)}
+    assert plain[swapped] > 2 * plain[module]
+    assert probed[swapped] < plain[swapped] / 2
+    assert probed[swapped] == pytest.approx(probed[module], abs=0.1)
+
+
+def test_a_head_the_probe_cannot_refit_falls_back_to_plain_loss(digits) -> None:
+    """A convolutional head (no linear classifier fed a vector): the search scores by plain loss and says so."""
+    head = torch.fx.symbolic_trace(
+        nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 10, 1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+    )
+    structure = groups.analyze(head, (1, 8, 8))
+    assert probe_layer(head, structure) is None
+    scores = criteria.score("l2", head, structure)
+    budget = bind(parse_target("flops", "50%"), head, structure)
+    floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.1)
+    tiny = SearchSettings(population=2, sample_size=1, generations=1, calibration=1, val_samples=64, fitness="probe")
+    assert search(head, structure, scores, budget, floor, digits, tiny, 0).scored_by == "loss"
+
+
+def test_the_case_model_is_probed_when_asked(case, digits) -> None:
+    asked = SearchSettings(population=2, sample_size=1, generations=0, fitness="probe")
+    assert _search(case, digits, 0, asked).scored_by == "probe"
+    assert _search(case, digits, 0, SearchSettings(population=2, sample_size=1, generations=0)).scored_by == "loss"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -152,6 +201,7 @@ def test_a_cut_candidate_scores_like_the_masked_network(case, digits) -> None:
         ({"sample_size": 9}, "--sample-size"),
         ({"minutes": 0}, "minutes"),
         ({"calibration": -1}, "calibration"),
+        ({"fitness": "accuracy"}, "unknown search fitness"),
     ],
 )
 def test_bad_search_settings(change: dict, message: str) -> None:

@@ -326,6 +326,7 @@ class Bench:
             "search_seconds": round(sum(s["search_seconds"] for s in summaries), 2),
             "compile_seconds": round(rounds.compile_seconds, 2),
             "search_evaluations": sum(s["search_evaluations"] for s in summaries),
+            "search_scored_by": next((s["search_scored_by"] for s in summaries if s.get("search_scored_by")), None),
             "note": result.stopped,
         }
         return result.candidate, Measured(chosen.measured_ms, chosen.spread_ms, chosen.baseline_ms), extra
@@ -617,7 +618,8 @@ def margins(group: list[dict[str, Any]]) -> list[str]:
         legr = {seed_of(r): r["accuracy"] for r in cells.get((fraction, "legr"), [])}
         if not legr:
             continue
-        for other in (PEER, "global", "uniform"):
+        others = dict.fromkeys(method for f, method in cells if f == fraction and method != "legr")
+        for other in sorted(others, key=lambda m: (m != PEER, m)):  # the peer first: the comparison
             theirs = {seed_of(r): r["accuracy"] for r in cells.get((fraction, other), [])}
             deltas = [(legr[s] - theirs[s]) * 100 for s in sorted(legr.keys() & theirs.keys())]
             if deltas:

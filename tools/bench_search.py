@@ -7,16 +7,17 @@ bench/cache/baselines/ under bench_pruning's naming). Candidates are ranked to a
 share of the unpruned MACs): a latency budget would need the device's table, and what is measured here, the
 scoring, does not depend on the budget's unit.
 
-Three parts per model, each written to bench/results/search.json as soon as it is done (a rerun skips what
-is there, so an interrupted run resumes):
+Three parts per model, each written to bench/results/search.json (or `--out`) as soon as it is done (a rerun
+skips what is there, so an interrupted run resumes; a non-default `--threads` or `--flops` is its own entry):
 - speed: the old scorer (the code at 15efe40: a masked full-size network, `--old-steps` Adam steps, BatchNorm
-  statistics recomputed on those batches, loss on 512 validation images) and the new one (the cut network,
-  BatchNorm re-estimated on cached calibration batches, no steps), interleaved pair by pair (order alternating)
-  on the same candidates; wall and CPU seconds per evaluation. On a loaded machine the wall time mostly
-  measures the other processes; the CPU time is what one dedicated core would need.
+  statistics recomputed on those batches, loss on 512 validation images) and the search's two fitnesses (the
+  cut network, BatchNorm re-estimated on cached calibration batches, no steps; "loss", the default, scores by
+  the network's own classifier, "probe" by its classifier refit to the cut features), interleaved on the same
+  candidates with the order turning; wall and CPU seconds per evaluation. On a loaded machine the wall time
+  mostly measures the other processes; the CPU time is what one dedicated core would need.
 - box: the real search (`edgeprune.pruning.search.search`, default settings) for `--minutes`: evaluations done.
 - correlation: `--candidates` candidates (the identity, the mean-normalised ranking, then random members drawn
-  as the search draws them), each scored by the new scorer, by the cut network with stale BatchNorm statistics
+  as the search draws them), each scored by both fitnesses, by the cut network with stale BatchNorm statistics
   (what re-estimation buys), optionally by the old scorer, and by the real thing: `--finetune-steps` Adam steps
   on the cut network, then accuracy on the first `--test-images` test images. Spearman's rho between minus
   the score and that accuracy: 1 means the cheap score orders candidates exactly as fine-tuning does.
@@ -110,15 +111,17 @@ def old_scorer(module: Any, structure: Any, data: Any, steps: int, seed: int) ->
     return score
 
 
-def new_scorer(module: Any, structure: Any, data: Any, seed: int) -> Scorer:
-    """The search's own scorer at its default settings, with training rows drawn as the search draws them."""
-    from edgeprune.pruning.search import SearchSettings, adaptive_bn_scorer
+def new_scorer(module: Any, structure: Any, data: Any, seed: int, fitness: str = "loss") -> Scorer:
+    """The search's own scorer with `fitness` ("probe": the classifier refit; "loss": adaptive BN only), with
+    training rows drawn as the search draws them."""
+    from edgeprune.pruning.search import SearchSettings, adaptive_bn_scorer, probe_layer, training_rows
 
-    settings = SearchSettings()
+    settings = SearchSettings(fitness=fitness)
+    probe = probe_layer(module, structure) if fitness == "probe" else None
     rows = np.random.default_rng(seed).integers(
-        0, len(data.train), size=(settings.steps + settings.calibration, settings.batch_size)
+        0, len(data.train), size=(training_rows(settings, probe is not None), settings.batch_size)
     )
-    return adaptive_bn_scorer(module, structure, data, settings, rows)
+    return adaptive_bn_scorer(module, structure, data, settings, rows, probe)
 
 
 def stale_scorer(module: Any, structure: Any, data: Any) -> Scorer:
@@ -183,16 +186,19 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def speed(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
-    """Old and new scorer on the same candidates, interleaved, alternating which goes first."""
+    """The old scorer and the search's two fitnesses on the same candidates, interleaved, the order turning."""
     plan = setup.plan
     scorers = {
         "old": old_scorer(setup.module, setup.structure, setup.data, plan.old_steps, plan.seed),
-        "new": new_scorer(setup.module, setup.structure, setup.data, plan.seed),
+        "loss": new_scorer(setup.module, setup.structure, setup.data, plan.seed, "loss"),
+        "probe": new_scorer(setup.module, setup.structure, setup.data, plan.seed, "probe"),
     }
     times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in scorers}
+    names = list(scorers)
     for index in range(plan.pairs):
         keep = setup.candidates[index % len(setup.candidates)]
-        for name in ("old", "new") if index % 2 == 0 else ("new", "old"):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
             _, wall, cpu = timed(scorers[name], keep)
             times[name]["wall"].append(wall)
             times[name]["cpu"].append(cpu)
@@ -206,7 +212,7 @@ def speed(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
             "per_5_min_wall": 300 / statistics.median(measured["wall"]),
             "per_5_min_one_core": 300 / cpu,
         }
-    result["speedup_cpu"] = result["old"]["cpu_s"]["median"] / result["new"]["cpu_s"]["median"]
+    result["speedup_cpu"] = result["old"]["cpu_s"]["median"] / result["loss"]["cpu_s"]["median"]
     return result
 
 
@@ -228,6 +234,7 @@ def box(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
         "seconds": result.seconds,
         "cpu_seconds": cpu,
         "fitness": result.fitness,
+        "scored_by": result.scored_by,
         "identity_fitness": result.identity_fitness,
         "normalised_seed_fitness": result.history[1] if len(result.history) > 1 else None,
     }
@@ -259,7 +266,8 @@ def correlation(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
 
     plan, data = setup.plan, setup.data
     scorers = {
-        "new": new_scorer(setup.module, setup.structure, data, plan.seed),
+        "probe": new_scorer(setup.module, setup.structure, data, plan.seed, "probe"),
+        "loss": new_scorer(setup.module, setup.structure, data, plan.seed, "loss"),
         "stale_bn": stale_scorer(setup.module, setup.structure, data),
     }
     if plan.old_correlation:
@@ -290,8 +298,10 @@ def markdown(results: dict[str, Any]) -> str:
         "# LeGR search: candidate scoring (tools/bench_search.py)",
         "",
         "Old scorer: masked full-size network, Adam steps, BN statistics from those batches, 512 validation images "
-        "(the code at 15efe40). New: the cut network, BN statistics re-estimated on cached calibration batches, no "
-        "steps, 256 validation images. Median (min-max) seconds per evaluation, interleaved on the same candidates.",
+        "(the code at 15efe40). New (`new` in entries measured before the probe, `loss` since): the cut network, BN "
+        "statistics re-estimated on cached calibration batches, no steps, 256 validation images. `probe`: the same, "
+        "then the classifier refit to the cut features on 256 training images (an option of the search). "
+        "Median (min-max) seconds per evaluation, interleaved on the same candidates.",
         "",
         "Measured on a shared machine under other work (load averages below): wall times are inflated by it, CPU "
         "seconds of the benchmark's own process much less so. Torch at one thread unless a heading says otherwise.",
@@ -311,20 +321,25 @@ def markdown(results: dict[str, Any]) -> str:
                 "| scorer | wall s / eval | CPU s / eval | evals in 5 min (wall, loaded) | evals in 5 min (one core) |",
                 "|---|---|---|---|---|",
             ]
-            for name in ("old", "new"):
+            for name in [k for k in result["speed"] if k != "speedup_cpu" and k != "load"]:
                 s = result["speed"][name]
                 lines.append(
                     f"| {name} | {s['wall_s']['median']:.2f} ({s['wall_s']['min']:.2f}-{s['wall_s']['max']:.2f}) | "
                     f"{s['cpu_s']['median']:.2f} ({s['cpu_s']['min']:.2f}-{s['cpu_s']['max']:.2f}) | "
                     f"{s['per_5_min_wall']:.0f} | {s['per_5_min_one_core']:.0f} |"
                 )
-            lines += ["", f"CPU speed-up: {result['speed']['speedup_cpu']:.1f}x.", ""]
+            lines += [
+                "",
+                f"CPU speed-up of the default scorer over the old: {result['speed']['speedup_cpu']:.1f}x.",
+                "",
+            ]
         if "box" in result:
             b = result["box"]
             lines += [
                 f"Real search, {b['settings']['minutes']:g}-minute box: **{b['evaluations']} evaluations** "
                 f"({b.get('distinct', '?')} distinct channel counts scored, the others cached) in "
-                f"{b['seconds']:.0f} s wall ({b['cpu_seconds']:.0f} s CPU); best val loss {b['fitness']:.4f}, "
+                f"{b['seconds']:.0f} s wall ({b['cpu_seconds']:.0f} s CPU); best {b.get('scored_by', 'loss')} fitness "
+                f"{b['fitness']:.4f}, "
                 f"identity {b['identity_fitness']:.4f}, normalised seed {b['normalised_seed_fitness']:.4f}.",
                 "",
             ]
@@ -373,7 +388,9 @@ def main() -> None:
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     for model in args.models:
         setup = Setup(plan, model)
-        entry = results.setdefault(model if plan.threads == 1 else f"{model}, {plan.threads} threads", {})
+        key = model + (f", {plan.threads} threads" if plan.threads != 1 else "")
+        key += f", {plan.flops:.0%} FLOPs" if plan.flops != Plan.flops else ""
+        entry = results.setdefault(key, {})
         for part in args.parts:
             if part in entry and entry.get("plan") == asdict(plan):
                 continue

@@ -52,6 +52,10 @@ ThreadsOpt = Annotated[
 ]
 
 
+# what a search summary's fitness is, by `SearchResult.scored_by`
+SCORED_BY = {"probe": "probe val loss", "loss": "val loss", "metric": "minus your metric"}
+
+
 def data_options(data: DataOpt = None, data_dir: DataDirOpt = None, limit: LimitOpt = None) -> dict[str, Any]:
     """The data set `train` and `prune` run on, as ep.train's and ep.prune's keywords."""
     return {"data": data, "data_dir": data_dir, "limit": limit}
@@ -155,7 +159,8 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
         lines.append(
             (
                 "search",
-                f"{summary['search_evaluations']} candidates in {summary['search_seconds']:.1f} s, val loss "
+                f"{summary['search_evaluations']} candidates in {summary['search_seconds']:.1f} s, "
+                f"{SCORED_BY.get(summary.get('search_scored_by'), 'val loss')} "
                 f"{summary['search_fitness']:.4f} (identity {summary['identity_fitness']:.4f})",
             )
         )

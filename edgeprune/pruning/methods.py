@@ -180,6 +180,11 @@ class _Pruner:
             normalize=self.settings.normalize,
         )
         outcome.search = result
+        if self.settings.search.fitness == "probe" and result.scored_by == "loss":
+            outcome.notes.append(
+                "the search scored candidates by plain validation loss, not the probe asked for: the model has no "
+                "single linear classifier fed a vector to refit"
+            )
         if self.settings.search_file is not None:
             save_learned(
                 self.settings.search_file, result, self.structure, criterion, self.settings.normalize, self.budget

@@ -137,6 +137,7 @@ def prune_bundle(
         "search_evaluations": outcome.search.evaluations if outcome.search else 0,
         "search_finished": outcome.search.finished if outcome.search else False,
         "search_fitness": outcome.search.fitness if outcome.search else None,
+        "search_scored_by": outcome.search.scored_by if outcome.search else None,
         "search_candidates": [
             {f"predicted_{target.kind}": cost, "val_loss": loss}
             for loss, cost in zip(outcome.search.history, outcome.search.costs, strict=False)

@@ -14,6 +14,15 @@ images are drawn and prepared once for the whole search, so candidates are compa
 candidate is cut physically: at a budget well below the unpruned cost its forward passes cost a fraction of a
 masked full-size network's, and a cut costs far less than the passes it saves.
 
+Well below the unpruned cost this score misleads: on resnet20 at 22% of its MACs it ranked 12 random
+candidates *against* their accuracy after a 3-epoch fine-tune (Spearman -0.85, bench/results/search-fitness.md),
+because the old classifier reads the cut features as noise and the loss says how confidently it is wrong.
+`fitness="probe"` scores by the loss of the classifier refit to the cut network's features instead (a few
+L-BFGS iterations on `probe_samples` training images, pulled towards its old weights). It stays an option,
+not the default: at 256 images it ranked the same candidates barely better than chance (+0.11), and searched
+to the end it found less accurate networks after the fine-tune (resnet20, 3 seeds, 0.3x: -1.45 points,
+bench/results/pruning-3seeds.md, `legr-probe`).
+
 All randomness comes from the one numpy Generator passed in; its state, the population and the history are
 checkpointed as JSON after every evaluation, so an interrupted or time-boxed search continues where it
 stopped and reaches the same result as an uninterrupted one.
@@ -29,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
@@ -37,10 +47,11 @@ from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import Budget
 from edgeprune.pruning.finetune import UserLoop, loss_on, recalibrate_batchnorm, train_steps
-from edgeprune.pruning.groups import Structure, prune
+from edgeprune.pruning.groups import Structure, classifier_layers, prune
 from edgeprune.pruning.ranking import Counts, group_means, rank
 
 LEARNED_FORMAT = "edgeprune-legr"
+FITNESS = ("loss", "probe")  # what a candidate is scored by (the module docstring)
 CHECKPOINT_FORMAT = "edgeprune-legr-search"
 
 
@@ -56,6 +67,8 @@ class SearchSettings:
     lr: float = 1e-3
     calibration: int = 2  # batches that re-estimate a candidate's BatchNorm statistics
     val_samples: int = 256
+    fitness: str = "loss"  # FITNESS
+    probe_samples: int = 256  # training images the probe refits the classifier on
     minutes: float = 3.0
 
     @classmethod
@@ -79,6 +92,10 @@ class SearchSettings:
             problems.append("--search-steps and calibration batches >= 0, batch size and validation samples >= 1")
         if self.minutes <= 0:
             problems.append("--search-minutes must be positive")
+        if self.fitness not in FITNESS:
+            problems.append(f"unknown search fitness '{self.fitness}' (choose one of {', '.join(FITNESS)})")
+        if self.probe_samples < 1:
+            problems.append("probe samples must be >= 1")
         if problems:
             raise EdgepruneError("; ".join(problems))
 
@@ -103,6 +120,7 @@ class SearchResult:
     finished: bool
     history: list[float] = field(default_factory=list)
     costs: list[float | None] = field(default_factory=list)  # each candidate's cost in the budget's unit
+    scored_by: str = "loss"  # FITNESS, or "metric" (the user's loop): what `fitness` is
 
 
 class ChannelMasks:
@@ -245,11 +263,77 @@ def _load_checkpoint(path: Path | None, fingerprint: dict) -> dict | None:
     return state
 
 
+def training_rows(settings: SearchSettings, probes: bool) -> int:
+    """Batches of training rows a search draws: its Adam steps, its calibration and (probe) the refit set."""
+    probe = -(-settings.probe_samples // settings.batch_size) if probes else 0
+    return settings.steps + settings.calibration + probe
+
+
+def probe_layer(module: nn.Module, structure: Structure) -> str | None:
+    """The classifier the probe refits: the model's one output layer, if it is a linear layer fed a batch of
+    vectors; None otherwise (a convolutional head, several outputs), and the search scores by plain loss."""
+    names = classifier_layers(module)
+    if len(names) != 1 or not isinstance(module.get_submodule(names[0]), nn.Linear):
+        return None
+    was_training = module.training
+    try:
+        fed = _features(module, names[0], torch.zeros(1, *structure.input_shape))
+    finally:
+        module.train(was_training)
+    return names[0] if fed.dim() == 2 else None
+
+
+def _features(module: nn.Module, layer: str, inputs: torch.Tensor) -> torch.Tensor:
+    """What `layer` is fed when `module` (in eval mode) sees `inputs`."""
+    captured: list[torch.Tensor] = []
+    hook = module.get_submodule(layer).register_forward_hook(lambda _m, i, _o: captured.append(i[0].detach()))
+    try:
+        with torch.no_grad():
+            module.eval()(inputs)
+    finally:
+        hook.remove()
+    return captured[0]
+
+
+def refit_loss(
+    layer: nn.Linear,
+    fit: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    iterations: int = 20,
+    pull: float = 1e-3,
+) -> float:
+    """Validation loss of `layer` refit on features `fit` (L-BFGS, from its own weights, with a pull of `pull`
+    x the squared distance back to them, so a few hundred images cannot overfit a wide head); `layer` stays."""
+    start_weight = layer.weight.detach()
+    start_bias = layer.bias.detach() if layer.bias is not None else torch.zeros(layer.out_features)
+    weight, bias = start_weight.clone().requires_grad_(), start_bias.clone().requires_grad_()
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=iterations, line_search_fn="strong_wolfe")
+    features, labels = fit
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(F.linear(features, weight, bias), labels) + pull * (weight - start_weight).pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return float(F.cross_entropy(F.linear(val[0], weight, bias), val[1]))
+
+
 def adaptive_bn_scorer(
-    module: nn.Module, structure: Structure, data: Dataset, settings: SearchSettings, train_index: np.ndarray
+    module: nn.Module,
+    structure: Structure,
+    data: Dataset,
+    settings: SearchSettings,
+    train_index: np.ndarray,
+    probe: str | None = None,
 ) -> Callable[[dict[str, list[int]]], float]:
     """Validation loss of the cut network after `settings.steps` Adam steps and re-estimated BatchNorm
-    statistics. `train_index` holds the training rows: the first `steps` fine-tune, the rest calibrate."""
+    statistics; with `probe` (the classifier's name), the loss of that classifier refit to the cut network's
+    features. `train_index` holds the training rows (`training_rows` batches): the first `steps` fine-tune,
+    the next `calibration` re-estimate BatchNorm, the rest are the probe's refit set."""
 
     # Prepared once: the same batches and validation images for every candidate, so differences are the
     # candidate's, and no candidate pays for decoding, resizing or normalising images again. The forward-only
@@ -267,9 +351,13 @@ def adaptive_bn_scorer(
         )
         for i, row in enumerate(train_index)
     ]
-    steps, calibration = batches[: settings.steps], batches[settings.steps :]
+    calibrated = settings.steps + settings.calibration
+    steps, calibration, refit = batches[: settings.steps], batches[settings.steps : calibrated], batches[calibrated:]
     val_count = min(settings.val_samples, len(data.val))
     val_inputs, val_labels = prepared(data.val.images[:val_count], fast), data.val.labels[:val_count]
+    if probe is not None and refit:
+        refit_inputs = torch.cat([x for x, _ in refit])[: settings.probe_samples]
+        refit_labels = torch.cat([y for _, y in refit])[: settings.probe_samples]
 
     def score(keep: dict[str, list[int]]) -> float:
         candidate = prune(module, structure, keep)  # a new module: the input stays untouched
@@ -277,7 +365,10 @@ def adaptive_bn_scorer(
             train_steps(candidate, steps, settings.lr)
         candidate.to(memory_format=fast)
         recalibrate_batchnorm(candidate, calibration)
-        return loss_on(candidate, val_inputs, val_labels)
+        if probe is None or not refit:
+            return loss_on(candidate, val_inputs, val_labels)
+        fit = _features(candidate, probe, refit_inputs), refit_labels
+        return refit_loss(candidate.get_submodule(probe), fit, (_features(candidate, probe, val_inputs), val_labels))
 
     return score
 
@@ -321,6 +412,7 @@ def search(
     """
     settings.check()
     names = list(structure.groups)
+    probe = probe_layer(module, structure) if settings.fitness == "probe" and isinstance(data, Dataset) else None
     rng = np.random.default_rng(seed)
     evolution = _Evolution(scores, settings, rng)
     fingerprint = _fingerprint(structure, budget, criterion, normalize, settings, seed)
@@ -332,17 +424,17 @@ def search(
     elif isinstance(data, UserLoop):
         train_index, spent = np.zeros((0, settings.batch_size), dtype=np.int64), 0.0  # the user's code draws data
     else:
-        rows = settings.steps + settings.calibration
+        rows = training_rows(settings, probe is not None)
         train_index = rng.integers(0, len(data.train), size=(rows, settings.batch_size))
         spent = 0.0
     score = (
         _user_scorer(module, structure, data)
         if isinstance(data, UserLoop)
-        else adaptive_bn_scorer(module, structure, data, settings, train_index)
+        else adaptive_bn_scorer(module, structure, data, settings, train_index, probe)
     )
     seen: dict[tuple[int, ...], float] = {}
     costs: dict[tuple[int, ...], float] = {}
-    fitness_name = "-metric" if isinstance(data, UserLoop) else "val loss"
+    fitness_name = "-metric" if isinstance(data, UserLoop) else "probe val loss" if probe else "val loss"
     resumed_at = len(evolution.history)
     started = time.monotonic()
     task = progress.add_task("LeGR search", total=evolution.total) if progress is not None else None
@@ -393,6 +485,7 @@ def search(
         finished=evolution.done,
         history=[c.fitness for c in evolution.history],
         costs=[c.cost for c in evolution.history],
+        scored_by="metric" if isinstance(data, UserLoop) else "probe" if probe else "loss",
     )
 
 
