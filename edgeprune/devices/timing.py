@@ -67,7 +67,8 @@ def load_remote(session: RPCSession, library: Path, remote_name: str | None = No
 class RemoteTimer:
     """One library loaded on a session, warmed up, ready to be timed again and again.
 
-    `output` is the first run's result (what is compared with PyTorch)."""
+    `output` is the first run's result (what is compared with PyTorch). A failure on the device, while loading
+    or timing, is an `EdgepruneError` naming this library: several timers run in turn, and the error says whose."""
 
     def __init__(
         self,
@@ -81,27 +82,30 @@ class RemoteTimer:
         import tvm
         from tvm import relax
 
-        dev = device.runtime_device(session)
-        vm = relax.VirtualMachine(load_remote(session, Path(library), remote_name), dev)
-        self.data = tvm.runtime.tensor(np.ascontiguousarray(inputs, dtype="float32"), dev)
-        result = vm["main"](self.data)
-        self.output = result.numpy() if hasattr(result, "numpy") else np.asarray(result[0].numpy())
-        for _ in range(settings.warmup - 1):
-            vm["main"](self.data)
+        self.device, self.library = device, Path(library)
+        with clear_remote_errors(device, self.library):
+            dev = device.runtime_device(session)
+            vm = relax.VirtualMachine(load_remote(session, self.library, remote_name), dev)
+            self.data = tvm.runtime.tensor(np.ascontiguousarray(inputs, dtype="float32"), dev)
+            result = vm["main"](self.data)
+            self.output = result.numpy() if hasattr(result, "numpy") else np.asarray(result[0].numpy())
+            for _ in range(settings.warmup - 1):
+                vm["main"](self.data)
+            self._timer = vm.time_evaluator(
+                "main",
+                dev,
+                number=settings.number,
+                repeat=settings.repeat,
+                min_repeat_ms=settings.min_repeat_ms,
+                f_preproc=CACHE_FLUSH if settings.cache_flush else "",
+            )
         self.settings = settings
         self.number = settings.number
-        self._timer = vm.time_evaluator(
-            "main",
-            dev,
-            number=settings.number,
-            repeat=settings.repeat,
-            min_repeat_ms=settings.min_repeat_ms,
-            f_preproc=CACHE_FLUSH if settings.cache_flush else "",
-        )
 
     def samples_ms(self) -> list[float]:
         """One call of the evaluator: `repeat` samples in ms."""
-        return [float(s) * 1e3 for s in self._timer(self.data).results]
+        with clear_remote_errors(self.device, self.library):
+            return [float(s) * 1e3 for s in self._timer(self.data).results]
 
 
 def run_remote(
@@ -165,9 +169,8 @@ def measure_library(
     settings: TimingSettings | None = None,
     timeout: float = 30.0,
 ) -> tuple[Timing, np.ndarray]:
-    """Request a session on the device, then `run_remote`; RPC failures become clear errors."""
+    """Request a session on the device, then `run_remote` (whose timer turns RPC failures into clear errors)."""
     if not Path(library).exists():
         raise EdgepruneError(f"library {library} not found")
     session = device.request_session(timeout=timeout)
-    with clear_remote_errors(device, library):
-        return run_remote(session, device, Path(library), inputs, settings or device.timing)
+    return run_remote(session, device, Path(library), inputs, settings or device.timing)

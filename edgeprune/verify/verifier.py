@@ -17,7 +17,7 @@ import numpy as np
 from edgeprune import atomic
 from edgeprune.compile.artifacts import ELF_MACHINES, VERIFY_FILE, Artifact, elf_machine, load_artifact
 from edgeprune.devices.base import Device
-from edgeprune.devices.timing import RemoteTimer, Sampler, Timing, clear_remote_errors, sample_in_turn
+from edgeprune.devices.timing import RemoteTimer, Sampler, Timing, sample_in_turn
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import parse_target
 from edgeprune.verify import ort
@@ -158,15 +158,13 @@ def measure_side_by_side(
     one = settings.with_counts(repeat=1)
     reference_input, _ = artifact.reference()
     session = device.request_session()
-    with clear_remote_errors(device, artifact.library):
-        tvm_timer = RemoteTimer(session, device, artifact.library, reference_input, one)
+    tvm_timer = RemoteTimer(session, device, artifact.library, reference_input, one)
     timers: dict[str, Sampler] = {"artifact": tvm_timer}
     if base is not None:
-        with clear_remote_errors(device, base.library):
-            # its own name on the device: a session keeps what it loaded, and both may be called model.tar
-            timers["baseline"] = RemoteTimer(
-                session, device, base.library, base.reference()[0], one, f"baseline-{base.library.name}"
-            )
+        # its own name on the device: a session keeps what it loaded, and both may be called model.tar
+        timers["baseline"] = RemoteTimer(
+            session, device, base.library, base.reference()[0], one, f"baseline-{base.library.name}"
+        )
     ort_threads = ort_error = None
     if ort.available(device):
         try:
@@ -176,8 +174,7 @@ def measure_side_by_side(
             timers["ort"] = ort_timer
         except Exception as exc:  # noqa: BLE001 - ORT reports an op or opset it lacks as several types
             ort_threads, ort_error = None, f"{type(exc).__name__}: {exc}"
-    with clear_remote_errors(device, artifact.library):
-        rounds = sample_in_turn(timers, settings.repeat)
+    rounds = sample_in_turn(timers, settings.repeat)  # a remote failure names its own library (RemoteTimer)
     timings = {name: Timing.from_samples(sum(rounds[name], []), timer.number) for name, timer in timers.items()}
     return SideBySide(
         timings["artifact"],
