@@ -131,3 +131,26 @@ def test_seeds_and_slack_from_the_command_line() -> None:
     for bad in (["--seeds", "0,x"], ["--seeds", "-1"], ["--slack", "1.0"]):
         with pytest.raises(SystemExit):
             bench.plan_from(bench.parse_args(bad))
+
+
+def test_legr_variants_are_methods_of_their_own() -> None:
+    bench = _tool()
+    assert bench.search_variant("legr-steps10") == ("legr", {"steps": 10})
+    assert bench.search_variant("legr-probe") == ("legr", {"fitness": "probe"})
+    assert bench.search_variant("global") == ("global", {})
+    plan = bench.plan_from(bench.parse_args(["--methods", "legr-steps3", "legr-probe"]))
+    assert plan.methods == ("legr-steps3", "legr-probe")
+    for bad in (["--methods", "legr-stepsx"], ["--methods", "legr-fast"]):
+        with pytest.raises(SystemExit):
+            bench.plan_from(bench.parse_args(bad))
+
+
+def test_a_new_search_default_redoes_legr_rows_only(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    bench = _tool()
+    runner = bench.Bench.__new__(bench.Bench)  # the bookkeeping only: no device, no farm
+    runner.plan, runner.out, runner.failures = bench.QUICK, tmp_path / "pruning.json", []
+    runner.rows = seed_rows(bench, "legr", [0.9]) + seed_rows(bench, "global", [0.9])
+    runner.plan = replace(bench.QUICK, search_steps=bench.QUICK.search_steps + 3)
+    assert runner.done("resnet20", "global", 0.5, 0) and not runner.done("resnet20", "legr", 0.5, 0)

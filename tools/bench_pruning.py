@@ -10,7 +10,9 @@ fine-tuning budget (one `edgeprune.pruning.finetune.train` call with the same se
   measured and the method prunes again; of the rounds that meet, the one with the best validation accuracy
   after re-estimating BatchNorm statistics (no training: the fine-tuning budget stays the same) is kept;
 - the peer, Torch-Pruning's MetaPruner (global pruning, GroupMagnitudeImportance, each layer keeping at least
-  the same share as edgeprune's min_keep), has its pruning ratio bisected on compiled, measured latency.
+  the same share as edgeprune's min_keep), has its pruning ratio bisected on compiled, measured latency;
+- legr's search variants, rows of their own: `legr-probe` (the probe fitness) and `legr-steps<N>` (N Adam steps
+  before a candidate is scored), e.g. `--methods legr-steps10`.
 
 Architectures are searched without fine-tuning (latency depends on shapes only), so no method gets extra
 training; pai's "fine-tune" is its training from scratch with the same budget. iap and aiap prune in rounds
@@ -38,6 +40,7 @@ import copy
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -61,6 +64,17 @@ PEER = "torch-pruning"
 BN_IMAGES = 2048  # training images that re-estimate BatchNorm statistics before a round's validation score
 # Plan fields that choose which rows to make, not how: a row made under a plan that differs only in these is done
 SELECTION = ("models", "targets", "methods", "seeds")
+# Plan fields only legr's search reads: another method's row does not depend on them
+SEARCH = ("search_minutes", "population", "generations", "search_steps")
+
+
+def search_variant(method: str) -> tuple[str, dict[str, Any]]:
+    """The method a benchmark method name runs, and the SearchSettings it changes: "legr-probe" is legr with
+    the probe fitness, "legr-steps<N>" legr with N Adam steps per candidate; other names are themselves."""
+    if method == "legr-probe":
+        return "legr", {"fitness": "probe"}
+    steps = re.fullmatch(r"legr-steps(\d+)", method)
+    return ("legr", {"steps": int(steps[1])}) if steps else (method, {})
 
 
 @dataclass(frozen=True)
@@ -170,8 +184,8 @@ class Bench:
         """A row for these under the same conditions is in the results file already."""
         wanted = {"dataset": self.plan.data, "model": model, "method": method, "target_fraction": fraction}
         wanted |= {"seed": seed, "plan": {"width": self.plan.width}}
-        plan = conditions(asdict(self.plan))
-        return any(same_row(r, wanted) and conditions(r["plan"]) == plan for r in self.rows)
+        plan = conditions(asdict(self.plan), method)
+        return any(same_row(r, wanted) and conditions(r["plan"], method) == plan for r in self.rows)
 
     def record(self, row: dict[str, Any]) -> None:
         from edgeprune import atomic
@@ -251,15 +265,17 @@ class Bench:
         from edgeprune.pruning.ranking import BudgetUnreachable
 
         p = self.plan
+        base, variant = search_variant(method)
+        search = SearchSettings.sized(p.population, p.generations, p.search_steps, p.search_minutes)
         settings = PruneSettings(
-            method=method,
+            method=base,
             min_keep=p.min_keep,
             finetune=TrainSettings(epochs=0),  # the common fine-tune follows, for every method alike
-            search=SearchSettings.sized(p.population, p.generations, p.search_steps, p.search_minutes),
-            rounds=iterative_rounds(method, p.finetune_epochs),
+            search=replace(search, **variant),
+            rounds=iterative_rounds(base, p.finetune_epochs),
             round_epochs=1,
             seed=seed,
-            search_file=work / "learned-legr.json" if method == "legr" else None,
+            search_file=work / "learned-legr.json" if base == "legr" else None,
         )
         calibration = list(itertools.islice(data.batches(data.train, 128), max(1, BN_IMAGES // 128)))
         bench = self
@@ -279,7 +295,7 @@ class Bench:
                     )
                 finally:
                     self.prune_seconds += time.monotonic() - started
-                if method == "legr" and self.settings.reuse_search is None:  # one search, every round
+                if base == "legr" and self.settings.reuse_search is None:  # one search, every round
                     self.settings = replace(self.settings, reuse_search=self.settings.search_file)
                 return candidate
 
@@ -523,9 +539,11 @@ def seed_of(row: dict[str, Any]) -> int:
     return int(row.get("seed", row.get("plan", {}).get("seed", 0)))
 
 
-def conditions(plan: dict[str, Any]) -> dict[str, Any]:
-    """What a row's result depends on besides its own model, target, method and seed (as JSON holds it)."""
-    return {k: v for k, v in json.loads(json.dumps(plan)).items() if k not in SELECTION}
+def conditions(plan: dict[str, Any], method: str) -> dict[str, Any]:
+    """What a row of `method` depends on besides its own model, target, method and seed (as JSON holds it): a
+    new search default redoes legr's rows, not the others'."""
+    ignored = SELECTION if search_variant(method)[0] == "legr" else SELECTION + SEARCH
+    return {k: v for k, v in json.loads(json.dumps(plan)).items() if k not in ignored}
 
 
 def write_report(rows: list[dict[str, Any]], out: Path, failures: list[dict[str, Any]] | None = None) -> None:
@@ -687,7 +705,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--targets", nargs="+", type=float, help="latency fractions (default 0.5 0.3)")
     parser.add_argument("--seeds", type=_seeds, help="comma-separated seeds, one replication each (default 0,1,2)")
     parser.add_argument("--slack", type=float, help=f"another round while measured < SLACK x target (default {SLACK})")
-    parser.add_argument("--methods", nargs="+", help=f"subset of {', '.join((*EDGEPRUNE_METHODS, PEER))}")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        help=f"subset of {', '.join((*EDGEPRUNE_METHODS, PEER))}, or legr's variants legr-probe, legr-steps<N>",
+    )
     parser.add_argument("--trials", type=int, help="MetaSchedule trials per task for every compiled model")
     parser.add_argument("--finetune-epochs", type=int, help="the fine-tuning budget every method gets")
     parser.add_argument("--limit", type=int, help="training images (fashion-mnist)")
@@ -721,7 +743,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "width": args.width,
     }
     plan = replace(plan, **{k: v for k, v in changes.items() if v is not None})
-    unknown = set(plan.methods) - {*EDGEPRUNE_METHODS, PEER}
+    unknown = {m for m in plan.methods if search_variant(m)[0] not in {*EDGEPRUNE_METHODS, PEER}}
     if unknown or not all(0 < t < 1 for t in plan.targets) or plan.trials < 1 or plan.finetune_epochs < 1:
         sys.exit(f"bad arguments: methods {sorted(unknown)} unknown, or a target not in (0, 1), or trials/epochs < 1")
     if not 0 <= plan.slack < 1:

@@ -61,6 +61,7 @@ class Plan:
     test_images: int = 2000
     old_steps: int = 10  # the old scorer's tau, as bench_pruning's full plan ran it
     old_correlation: bool = True
+    step_scorers: tuple[int, ...] = ()  # the loss fitness after this many Adam steps (`steps` in SearchSettings)
     threads: int = 1
     seed: int = 0
 
@@ -111,17 +112,25 @@ def old_scorer(module: Any, structure: Any, data: Any, steps: int, seed: int) ->
     return score
 
 
-def new_scorer(module: Any, structure: Any, data: Any, seed: int, fitness: str = "loss") -> Scorer:
-    """The search's own scorer with `fitness` ("probe": the classifier refit; "loss": adaptive BN only), with
-    training rows drawn as the search draws them."""
+def new_scorer(module: Any, structure: Any, data: Any, seed: int, fitness: str = "loss", steps: int = 0) -> Scorer:
+    """The search's own scorer with `fitness` ("probe": the classifier refit; "loss": adaptive BN only) after
+    `steps` Adam steps, with training rows drawn as the search draws them."""
     from edgeprune.pruning.search import SearchSettings, adaptive_bn_scorer, probe_layer, training_rows
 
-    settings = SearchSettings(fitness=fitness)
+    settings = SearchSettings(fitness=fitness, steps=steps)
     probe = probe_layer(module, structure) if fitness == "probe" else None
     rows = np.random.default_rng(seed).integers(
         0, len(data.train), size=(training_rows(settings, probe is not None), settings.batch_size)
     )
     return adaptive_bn_scorer(module, structure, data, settings, rows, probe)
+
+
+def step_scorers(setup: Setup) -> dict[str, Scorer]:
+    """The loss fitness after each of the plan's `step_scorers` Adam steps, named "steps<N>"."""
+    return {
+        f"steps{n}": new_scorer(setup.module, setup.structure, setup.data, setup.plan.seed, "loss", n)
+        for n in setup.plan.step_scorers
+    }
 
 
 def stale_scorer(module: Any, structure: Any, data: Any) -> Scorer:
@@ -192,6 +201,7 @@ def speed(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
         "old": old_scorer(setup.module, setup.structure, setup.data, plan.old_steps, plan.seed),
         "loss": new_scorer(setup.module, setup.structure, setup.data, plan.seed, "loss"),
         "probe": new_scorer(setup.module, setup.structure, setup.data, plan.seed, "probe"),
+        **step_scorers(setup),
     }
     times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in scorers}
     names = list(scorers)
@@ -269,6 +279,7 @@ def correlation(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
         "probe": new_scorer(setup.module, setup.structure, data, plan.seed, "probe"),
         "loss": new_scorer(setup.module, setup.structure, data, plan.seed, "loss"),
         "stale_bn": stale_scorer(setup.module, setup.structure, data),
+        **step_scorers(setup),
     }
     if plan.old_correlation:
         scorers["old"] = old_scorer(setup.module, setup.structure, data, plan.old_steps, plan.seed)
@@ -301,6 +312,7 @@ def markdown(results: dict[str, Any]) -> str:
         "(the code at 15efe40). New (`new` in entries measured before the probe, `loss` since): the cut network, BN "
         "statistics re-estimated on cached calibration batches, no steps, 256 validation images. `probe`: the same, "
         "then the classifier refit to the cut features on 256 training images (an option of the search). "
+        "`steps<N>`: `loss` after N Adam steps on the cut network (the search's `steps`). "
         "Median (min-max) seconds per evaluation, interleaved on the same candidates.",
         "",
         "Measured on a shared machine under other work (load averages below): wall times are inflated by it, CPU "
@@ -365,6 +377,9 @@ def main() -> None:
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(Plan, field))
     parser.add_argument("--minutes", type=float, default=Plan.minutes)
     parser.add_argument("--flops", type=float, default=Plan.flops)
+    parser.add_argument(
+        "--step-scorers", nargs="*", type=int, default=[], help="also score by the loss fitness after N Adam steps"
+    )
     parser.add_argument("--no-old-correlation", action="store_true", help="skip the old scorer in the correlation")
     parser.add_argument("--out", type=Path, default=RESULTS / "search.json")
     args = parser.parse_args()
@@ -382,6 +397,7 @@ def main() -> None:
         test_images=args.test_images,
         old_steps=args.old_steps,
         old_correlation=not args.no_old_correlation,
+        step_scorers=tuple(args.step_scorers),
         threads=args.threads,
     )
     torch.set_num_threads(plan.threads)
@@ -391,12 +407,13 @@ def main() -> None:
         key = model + (f", {plan.threads} threads" if plan.threads != 1 else "")
         key += f", {plan.flops:.0%} FLOPs" if plan.flops != Plan.flops else ""
         entry = results.setdefault(key, {})
+        conditions = json.loads(json.dumps(asdict(plan)))  # as the file holds them (tuples become lists)
         for part in args.parts:
-            if part in entry and entry.get("plan") == asdict(plan):
+            if part in entry and entry.get("plan") == conditions:
                 continue
-            if entry.get("plan") != asdict(plan):  # other conditions: start this model's entry again
+            if entry.get("plan") != conditions:  # other conditions: start this model's entry again
                 entry.clear()
-            entry["plan"] = asdict(plan)
+            entry["plan"] = conditions
             before = os.getloadavg()[0]
             print(f"{model}: {part}", flush=True)
             run = {"speed": speed, "box": box, "correlation": correlation}[part]

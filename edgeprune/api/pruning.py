@@ -173,7 +173,7 @@ def prune(
     sample_size: int | None = None,
     mutation_share: float = 0.2,
     mutation_scale: float = 1.0,
-    search_steps: int = 0,
+    search_steps: int = search_defaults.STEPS,
     reuse_search: str | Path | None = None,
     new_search: bool = False,
     rounds: int = 3,

@@ -210,7 +210,7 @@ def prune_cmd(
     ] = 1.0,
     search_steps: Annotated[
         int, typer.Option("--search-steps", help="LeGR: fine-tune steps per candidate before BN re-estimation.")
-    ] = 0,
+    ] = search_defaults.STEPS,
     search_minutes: SearchMinutesOpt = 3.0,
     reuse_search: Annotated[
         Path | None, typer.Option("--reuse-search", help="LeGR: learned (alpha, kappa) file to reuse.")
