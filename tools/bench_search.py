@@ -22,6 +22,9 @@ skips what is there, so an interrupted run resumes; a non-default `--threads` or
   on the cut network, then accuracy on the first `--test-images` test images. Spearman's rho between minus
   the score and that accuracy: 1 means the cheap score orders candidates exactly as fine-tuning does.
 
+`--step-scorers 3 10` adds the loss fitness after 3 and after 10 Adam steps per candidate (the search's `steps`,
+scorers "steps3", "steps10") to the speed and correlation parts.
+
     .venv/bin/python tools/bench_search.py [--models resnet20 mobilenetv2] [--parts speed box correlation]
 """
 
