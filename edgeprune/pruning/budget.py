@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +154,9 @@ class Budget:
     module: nn.Module | None = None
     predictor: LatencyPredictor | None = None
     network: Any = None  # the predictor bound to `module`: predicts from layer widths
+    # seconds spent filling the table's missing entries on the device: the table's work, not the caller's (a
+    # search's time box leaves it out, or one profiling run can use up the box before a second candidate)
+    profiling_seconds: float = 0.0
     _cache: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
 
     def cost(self, counts: dict[str, int]) -> float:
@@ -173,8 +177,12 @@ class Budget:
             return float(self.network.predict_ms(layer_widths(self.structure, counts)))
         except MissingEntries:
             pass  # the module path profiles what is missing (or says how), then the model is bound anew
-        value = self.predictor.predict_ms(skeleton(self.module, self.structure, counts), self.structure.input_shape)
-        self.network = self.predictor.network(self.module, self.structure.input_shape)
+        started = time.monotonic()
+        try:
+            value = self.predictor.predict_ms(skeleton(self.module, self.structure, counts), self.structure.input_shape)
+            self.network = self.predictor.network(self.module, self.structure.input_shape)
+        finally:
+            self.profiling_seconds += time.monotonic() - started
         return value
 
     def full(self) -> float:

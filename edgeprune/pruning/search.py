@@ -411,6 +411,8 @@ def search(
     With a `Dataset`, candidates are scored as the module docstring says. With a `UserLoop`, each candidate is
     cut for real, fine-tuned by the user's code and scored by minus the user's `evaluate` (lower is better here).
     `criterion` and `normalize` name how `scores` were made: a checkpoint continues only a search on the same.
+    The time box (`settings.minutes`) leaves out the time `budget` spends measuring the latency table's missing
+    entries on the device (`Budget.profiling_seconds`): that is the table's work, kept for every later search.
     """
     settings.check()
     names = list(structure.groups)
@@ -438,11 +440,12 @@ def search(
     costs: dict[tuple[int, ...], float] = {}
     fitness_name = "-metric" if isinstance(data, UserLoop) else "probe val loss" if probe else "val loss"
     resumed_at = len(evolution.history)
-    started = time.monotonic()
+    started, profiled = time.monotonic(), budget.profiling_seconds
     task = progress.add_task("LeGR search", total=evolution.total) if progress is not None else None
     try:
         while not evolution.done:
-            if time.monotonic() - started >= settings.minutes * 60 and len(evolution.history) > resumed_at:
+            boxed = time.monotonic() - started - (budget.profiling_seconds - profiled)  # the table's work excluded
+            if boxed >= settings.minutes * 60 and len(evolution.history) > resumed_at:
                 break  # the time box is up; every run evaluates at least one candidate, so reruns progress
             alpha, kappa = evolution.propose()
             plan = rank(
