@@ -336,7 +336,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "| scorer | wall s / eval | CPU s / eval | evals in 5 min (wall, loaded) | evals in 5 min (one core) |",
                 "|---|---|---|---|---|",
             ]
-            for name in [k for k in result["speed"] if k != "speedup_cpu" and k != "load"]:
+            for name in [k for k in result["speed"] if k not in ("speedup_cpu", "load")]:
                 s = result["speed"][name]
                 lines.append(
                     f"| {name} | {s['wall_s']['median']:.2f} ({s['wall_s']['min']:.2f}-{s['wall_s']['max']:.2f}) | "

@@ -438,7 +438,8 @@ def search(
     )
     seen: dict[tuple[int, ...], float] = {}
     costs: dict[tuple[int, ...], float] = {}
-    fitness_name = "-metric" if isinstance(data, UserLoop) else "probe val loss" if probe else "val loss"
+    scored_by = "metric" if isinstance(data, UserLoop) else "probe" if probe else "loss"
+    fitness_name = {"metric": "-metric", "probe": "probe val loss", "loss": "val loss"}[scored_by]
     resumed_at = len(evolution.history)
     started, profiled = time.monotonic(), budget.profiling_seconds
     task = progress.add_task("LeGR search", total=evolution.total) if progress is not None else None
@@ -490,7 +491,7 @@ def search(
         finished=evolution.done,
         history=[c.fitness for c in evolution.history],
         costs=[c.cost for c in evolution.history],
-        scored_by="metric" if isinstance(data, UserLoop) else "probe" if probe else "loss",
+        scored_by=scored_by,
     )
 
 
