@@ -116,6 +116,37 @@ def test_a_row_is_done_only_under_the_same_conditions(tmp_path: Path) -> None:
     assert runner.done("resnet20", "legr", 0.5, 0) and not runner.done("resnet20", "legr", 0.5, 1)
 
 
+def test_a_row_from_before_a_plan_field_existed_counts_as_made_without_it(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    bench = _tool()
+    runner = bench.Bench.__new__(bench.Bench)
+    runner.plan, runner.out, runner.failures = bench.QUICK, tmp_path / "pruning.json", []
+    runner.rows = seed_rows(bench, bench.PEER, [0.9])
+    del runner.rows[0]["plan"]["peer_window"]  # recorded before the field
+    assert runner.done("resnet20", bench.PEER, 0.5, 0)
+    runner.plan = replace(bench.QUICK, peer_window=0.1)
+    assert not runner.done("resnet20", bench.PEER, 0.5, 0)
+
+
+def test_the_peers_ratio_predicted_by_the_table_is_the_smallest_that_fits() -> None:
+    from edgeprune.pruning.cost import measure
+
+    class MacsTable:  # a stand-in table: latency proportional to MACs
+        def predict_ms(self, module: torch.nn.Module, shape: tuple[int, int, int]) -> float:
+            return measure(module, shape)[0] / 1e6
+
+    bench = _tool()
+    runner = bench.Bench.__new__(bench.Bench)
+    runner.plan = bench.QUICK
+    bundle = load_model("resnet20", (1, 8, 8), 10, width=0.25)
+    table, shape = MacsTable(), bundle.input_shape
+    full = table.predict_ms(bundle.module, shape)
+    ratio = runner.predicted_peer_ratio(bundle, table, 2 * full, 0.5)  # measured twice the table: the same share
+    assert table.predict_ms(bench.metapruner(bundle, ratio, 0.1), shape) <= 0.5 * full
+    assert table.predict_ms(bench.metapruner(bundle, ratio - 0.01, 0.1), shape) > 0.5 * full
+
+
 def test_rows_from_before_seeds_count_as_their_plans_seed() -> None:
     bench = _tool()
     assert bench.seed_of({"plan": {"seed": 3}}) == 3 and bench.seed_of({"seed": 2, "plan": {}}) == 2
@@ -133,11 +164,16 @@ def test_seeds_and_slack_from_the_command_line() -> None:
             bench.plan_from(bench.parse_args(bad))
 
 
-def test_legr_variants_are_methods_of_their_own() -> None:
+def test_method_variants_are_methods_of_their_own() -> None:
     bench = _tool()
-    assert bench.search_variant("legr-steps10") == ("legr", {"steps": 10})
-    assert bench.search_variant("legr-probe") == ("legr", {"fitness": "probe"})
-    assert bench.search_variant("global") == ("global", {})
+    assert bench.method_variant("legr-steps10") == ("legr", {"steps": 10}, {})
+    assert bench.method_variant("legr-probe") == ("legr", {"fitness": "probe"}, {})
+    assert bench.method_variant("global") == ("global", {}, {})
+    assert bench.method_variant("global-mean-grid1") == ("global", {}, {"normalize": "mean", "channel_step": 1})
+    assert bench.method_variant("legr-grid4-steps3") == ("legr", {"steps": 3}, {"channel_step": 4})
+    assert bench.method_variant(bench.PEER) == (bench.PEER, {}, {})
+    for unknown in ("global-steps3", "uniform-grid0", "legr-fast", "magnitude-mean"):
+        assert bench.method_variant(unknown) == (unknown, {}, {})
     plan = bench.plan_from(bench.parse_args(["--methods", "legr-steps3", "legr-probe"]))
     assert plan.methods == ("legr-steps3", "legr-probe")
     for bad in (["--methods", "legr-stepsx"], ["--methods", "legr-fast"]):

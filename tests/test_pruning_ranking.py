@@ -110,6 +110,21 @@ def test_latency_budget_keeps_counts_on_the_table_grid(resnet) -> None:
     assert plan.cost <= budget.target
 
 
+def test_a_channel_step_of_its_own_replaces_the_table_grid(resnet) -> None:
+    module, structure, scores = resnet
+    predictor = StandInLatency()
+    fine = bind(Target("ms", 0.5, relative=True), module, structure, predictor, channel_step=1)
+    assert set(fine.steps.values()) == {1}
+    plan = ranking.rank(scores, fine, ranking.minimum_counts(structure.sizes(), fine.steps, 0.1))
+    assert plan.cost <= fine.target
+    assert any(count % 4 for count in plan.counts().values())  # off the table's grid of 4: finer choices
+    coarse = bind(parse_target("flops", "50%"), module, structure, channel_step=3)
+    plan = ranking.rank(scores, coarse, ranking.minimum_counts(structure.sizes(), coarse.steps, 0.1))
+    assert all(c % 3 == 0 or c == structure.groups[n].size for n, c in plan.counts().items())
+    with pytest.raises(EdgepruneError, match="--channel-step must be >= 1"):
+        bind(parse_target("flops", "50%"), module, structure, channel_step=0)
+
+
 def test_unreachable_and_already_met_targets(resnet) -> None:
     module, structure, scores = resnet
     floor_ratio = 0.25

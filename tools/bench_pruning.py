@@ -11,8 +11,10 @@ fine-tuning budget (one `edgeprune.pruning.finetune.train` call with the same se
   after re-estimating BatchNorm statistics (no training: the fine-tuning budget stays the same) is kept;
 - the peer, Torch-Pruning's MetaPruner (global pruning, GroupMagnitudeImportance, each layer keeping at least
   the same share as edgeprune's min_keep), has its pruning ratio bisected on compiled, measured latency;
-- legr's search variants, rows of their own: `legr-probe` (the probe fitness) and `legr-steps<N>` (N Adam steps
-  before a candidate is scored), e.g. `--methods legr-steps10`.
+- variants, rows of their own, named by suffixes: legr's `-probe` (the probe fitness) and `-steps<N>` (N Adam
+  steps before a candidate is scored), and for any edgeprune method `-mean` (mean-normalised scores) and
+  `-grid<N>` (kept counts multiples of N, predicted by interpolating the table, where by default they sit on
+  its grid), e.g. `--methods legr-steps10 global-mean-grid1`.
 
 Architectures are searched without fine-tuning (latency depends on shapes only), so no method gets extra
 training; pai's "fine-tune" is its training from scratch with the same budget. iap and aiap prune in rounds
@@ -68,13 +70,29 @@ SELECTION = ("models", "targets", "methods", "seeds")
 SEARCH = ("search_minutes", "population", "generations", "search_steps")
 
 
-def search_variant(method: str) -> tuple[str, dict[str, Any]]:
-    """The method a benchmark method name runs, and the SearchSettings it changes: "legr-probe" is legr with
-    the probe fitness, "legr-steps<N>" legr with N Adam steps per candidate; other names are themselves."""
-    if method == "legr-probe":
-        return "legr", {"fitness": "probe"}
-    steps = re.fullmatch(r"legr-steps(\d+)", method)
-    return ("legr", {"steps": int(steps[1])}) if steps else (method, {})
+def method_variant(method: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(the method a benchmark method name runs, its SearchSettings changes, its PruneSettings changes). Suffixes
+    after an edgeprune method's name, in any order: "-probe" (legr: the probe fitness), "-steps<N>" (legr: N Adam
+    steps per candidate), "-mean" (mean-normalised scores), "-grid<N>" (kept counts multiples of N, not the
+    latency table's grid). A name with a suffix it cannot read comes back whole (and is then unknown)."""
+    base, *suffixes = method.split("-")
+    if method == PEER or base not in EDGEPRUNE_METHODS:
+        return method, {}, {}
+    search: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    for suffix in suffixes:
+        steps, grid = re.fullmatch(r"steps(\d+)", suffix), re.fullmatch(r"grid(\d+)", suffix)
+        if suffix == "probe" and base == "legr":
+            search["fitness"] = "probe"
+        elif steps and base == "legr":
+            search["steps"] = int(steps[1])
+        elif suffix == "mean":
+            settings["normalize"] = "mean"
+        elif grid and int(grid[1]) >= 1:
+            settings["channel_step"] = int(grid[1])
+        else:
+            return method, {}, {}
+    return base, search, settings
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,9 @@ class Plan:
     slack: float  # edgeprune methods: another round while measured < slack x target
     bisect_steps: int  # peer: bisection steps on its pruning ratio
     seeds: tuple[int, ...]  # one replication each: baseline training, data split, pruning, fine-tuning
+    # peer: bisect within +- this of the ratio the latency table predicts meets the target (None: over the whole
+    # range; a compiled mobilenetv2 costs minutes of tuning at the peer's widths, a prediction milliseconds)
+    peer_window: float | None = None
 
 
 QUICK = Plan(
@@ -265,17 +286,18 @@ class Bench:
         from edgeprune.pruning.ranking import BudgetUnreachable
 
         p = self.plan
-        base, variant = search_variant(method)
+        base, search_changes, changes = method_variant(method)
         search = SearchSettings.sized(p.population, p.generations, p.search_steps, p.search_minutes)
         settings = PruneSettings(
             method=base,
             min_keep=p.min_keep,
             finetune=TrainSettings(epochs=0),  # the common fine-tune follows, for every method alike
-            search=replace(search, **variant),
+            search=replace(search, **search_changes),
             rounds=iterative_rounds(base, p.finetune_epochs),
             round_epochs=1,
             seed=seed,
             search_file=work / "learned-legr.json" if base == "legr" else None,
+            **changes,
         )
         calibration = list(itertools.islice(data.batches(data.train, 128), max(1, BN_IMAGES // 128)))
         bench = self
@@ -347,19 +369,30 @@ class Bench:
         }
         return result.candidate, Measured(chosen.measured_ms, chosen.spread_ms, chosen.baseline_ms), extra
 
-    def peer(self, bundle: Any, original: Path, fraction: float, work: Path) -> tuple[Any, Measured, dict[str, Any]]:
-        """Torch-Pruning's MetaPruner; its global pruning ratio bisected on compiled, measured latency."""
+    def peer(
+        self, bundle: Any, lut: Any, original: Path, original_ms: float, fraction: float, work: Path
+    ) -> tuple[Any, Measured, dict[str, Any]]:
+        """Torch-Pruning's MetaPruner; its global pruning ratio bisected on compiled, measured latency (within
+        `peer_window` of the ratio the latency table, fit to the unpruned measurement, predicts)."""
         from edgeprune.models.io import ModelBundle
 
-        low, high = 0.0, 1.0 - self.plan.min_keep
-        best: tuple[float, Any, Measured] | None = None
+        most = 1.0 - self.plan.min_keep
+        low, high, predicted_ratio = 0.0, most, None
         prune_seconds = compile_seconds = 0.0
+        if self.plan.peer_window is not None:
+            started = time.monotonic()
+            predicted_ratio = self.predicted_peer_ratio(bundle, lut, original_ms, fraction)
+            prune_seconds += time.monotonic() - started
+            self.say(f"  {PEER}: the latency table predicts ratio {predicted_ratio:.3f} meets the target")
+            low = max(0.0, predicted_ratio - self.plan.peer_window)
+            high = min(most, predicted_ratio + self.plan.peer_window)
+        best: tuple[float, Any, Measured] | None = None
         ratios: list[float] = []
         for step in range(self.plan.bisect_steps + 1):
             last = step == self.plan.bisect_steps
             if last and best is not None:
                 break
-            ratio = high if last else (low + high) / 2  # the last try: the most the peer may prune
+            ratio = most if last else (low + high) / 2  # the last try: the most the peer may prune
             ratios.append(ratio)
             started = time.monotonic()
             module = metapruner(bundle, ratio, self.plan.min_keep)
@@ -378,12 +411,13 @@ class Bench:
             else:
                 low = ratio
         if best is None:
-            raise RuntimeError(f"no pruning ratio up to {high:.2f} met the target")
+            raise RuntimeError(f"no pruning ratio up to {most:.2f} met the target")
         ratio, candidate, measured = best
         extra = {
-            "predicted_ms": None,
+            "predicted_ms": lut.predict_ms(candidate.module, candidate.input_shape),
             "rounds": len(ratios),
             "pruning_ratio": ratio,
+            "predicted_ratio": predicted_ratio,
             "prune_seconds": round(prune_seconds, 2),
             "search_seconds": 0.0,
             "compile_seconds": round(compile_seconds, 2),
@@ -391,6 +425,20 @@ class Bench:
             "note": None,
         }
         return candidate, measured, extra
+
+    def predicted_peer_ratio(self, bundle: Any, lut: Any, original_ms: float, fraction: float) -> float:
+        """The smallest MetaPruner ratio whose network the table, scaled to the unpruned measurement, predicts
+        within the target (bisected to 0.002; the most the peer may prune when none is)."""
+        scale = original_ms / lut.predict_ms(bundle.module, bundle.input_shape)
+        low, high = 0.0, 1.0 - self.plan.min_keep
+        while high - low > 0.002:
+            middle = (low + high) / 2
+            module = metapruner(bundle, middle, self.plan.min_keep)
+            if scale * lut.predict_ms(module, bundle.input_shape) <= fraction * original_ms:
+                high = middle
+            else:
+                low = middle
+        return high
 
     def run_row(
         self,
@@ -417,16 +465,17 @@ class Bench:
         self.say(f"{model} {fraction}x seed {seed}: {method}")
         started = time.monotonic()
         if method == PEER:
-            pruned, measured, extra = self.peer(bundle, original, fraction, work)
+            pruned, measured, extra = self.peer(bundle, lut, original, ms, fraction, work)
         else:
             pruned, measured, extra = self.edgeprune_method(
                 method, bundle, data, lut, original, ms, fraction, seed, work
             )
         module = copy.deepcopy(pruned.module)
         tune_started = time.monotonic()
-        epochs = p.finetune_epochs - (iterative_rounds(method, p.finetune_epochs) - 1)  # iap/aiap spent the rest
+        base = method_variant(method)[0]
+        epochs = p.finetune_epochs - (iterative_rounds(base, p.finetune_epochs) - 1)  # iap/aiap spent the rest
         settings = TrainSettings(epochs=epochs)
-        verb = "training from scratch" if method == "pai" else "fine-tuning"
+        verb = "training from scratch" if base == "pai" else "fine-tuning"
         train(module, data, settings, torch.Generator().manual_seed(seed), self.progress, None, "", verb)
         finetune_seconds = time.monotonic() - tune_started
         _, accuracy = evaluate(module, data, data.test)
@@ -542,8 +591,9 @@ def seed_of(row: dict[str, Any]) -> int:
 def conditions(plan: dict[str, Any], method: str) -> dict[str, Any]:
     """What a row of `method` depends on besides its own model, target, method and seed (as JSON holds it): a
     new search default redoes legr's rows, not the others'."""
-    ignored = SELECTION if search_variant(method)[0] == "legr" else SELECTION + SEARCH
-    return {k: v for k, v in json.loads(json.dumps(plan)).items() if k not in ignored}
+    ignored = SELECTION if method_variant(method)[0] == "legr" else SELECTION + SEARCH
+    # a field at None is how rows ran before it existed (rows from then lack it)
+    return {k: v for k, v in json.loads(json.dumps(plan)).items() if k not in ignored and v is not None}
 
 
 def write_report(rows: list[dict[str, Any]], out: Path, failures: list[dict[str, Any]] | None = None) -> None:
@@ -708,9 +758,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         nargs="+",
-        help=f"subset of {', '.join((*EDGEPRUNE_METHODS, PEER))}, or legr's variants legr-probe, legr-steps<N>",
+        help=f"subset of {', '.join((*EDGEPRUNE_METHODS, PEER))}; an edgeprune method may carry suffixes: -mean "
+        "(mean-normalised scores), -grid<N> (counts multiples of N), legr's -probe and -steps<N> (e.g. legr-grid1)",
     )
     parser.add_argument("--trials", type=int, help="MetaSchedule trials per task for every compiled model")
+    parser.add_argument(
+        "--peer-window",
+        type=float,
+        help="bisect the peer's ratio within +- this of the one the latency table predicts (default: 0 to 0.9)",
+    )
     parser.add_argument("--finetune-epochs", type=int, help="the fine-tuning budget every method gets")
     parser.add_argument("--limit", type=int, help="training images (fashion-mnist)")
     parser.add_argument("--width", type=float, help="zoo width multiplier (default 1.0; --quick 0.5)")
@@ -741,11 +797,14 @@ def plan_from(args: argparse.Namespace) -> Plan:
         "finetune_epochs": args.finetune_epochs,
         "limit": args.limit,
         "width": args.width,
+        "peer_window": args.peer_window,
     }
     plan = replace(plan, **{k: v for k, v in changes.items() if v is not None})
-    unknown = {m for m in plan.methods if search_variant(m)[0] not in {*EDGEPRUNE_METHODS, PEER}}
+    unknown = {m for m in plan.methods if method_variant(m)[0] not in {*EDGEPRUNE_METHODS, PEER}}
     if unknown or not all(0 < t < 1 for t in plan.targets) or plan.trials < 1 or plan.finetune_epochs < 1:
         sys.exit(f"bad arguments: methods {sorted(unknown)} unknown, or a target not in (0, 1), or trials/epochs < 1")
+    if plan.peer_window is not None and not 0 < plan.peer_window < 1:
+        sys.exit(f"bad arguments: --peer-window must be in (0, 1), got {plan.peer_window}")
     if not 0 <= plan.slack < 1:
         sys.exit(f"bad arguments: --slack must be in [0, 1) (0: no slack rounds), got {plan.slack}")
     return plan

@@ -170,6 +170,7 @@ def prune(
     batch_size: int = 64,
     lr: float = 1e-3,
     normalize: str = "none",
+    channel_step: int | None = None,
     sample_size: int | None = None,
     mutation_share: float = 0.2,
     mutation_scale: float = 1.0,
@@ -202,7 +203,9 @@ def prune(
     `target_ms` needs a `device` (its latency table, measured where it lacks entries when `profile_missing`;
     other targets use a given device only to report milliseconds); FLOPs and parameter targets take a number or
     a share of the original ('50%'). `epochs` defaults to 5 (10 for 'pai', which trains from scratch);
-    `criterion=None` is the method's default. `on_stage(text)` and `on_note(text)` say what it does and what it
+    `criterion=None` is the method's default. Kept channel counts sit on the latency table's grid for a
+    `target_ms` (each prediction a measured point) unless `channel_step` sets a step of its own (1: any count,
+    predicted by interpolating the table). `on_stage(text)` and `on_note(text)` say what it does and what it
     noticed; `progress` (a rich Progress) draws its training and search bars.
     """
     from edgeprune.pruning.finetune import TrainSettings
@@ -229,6 +232,7 @@ def prune(
         criterion=criterion,
         min_keep=min_keep,
         normalize=normalize,
+        channel_step=channel_step,
         finetune=train,
         # the tournament is the CLI's default size, or the whole population when that is smaller
         search=SearchSettings(

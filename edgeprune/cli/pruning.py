@@ -199,6 +199,14 @@ def prune_cmd(
     normalize: Annotated[
         str, typer.Option("--normalize", help="Per-layer score normalisation before ranking: none or mean.")
     ] = "none",
+    channel_step: Annotated[
+        int | None,
+        typer.Option(
+            "--channel-step",
+            help="Keep channel counts multiples of this (1: any count). Default: the latency table's grid for "
+            "--target-ms (each prediction a measured point), any count otherwise.",
+        ),
+    ] = None,
     population: PopulationOpt = search_defaults.POPULATION,
     sample_size: Annotated[int, typer.Option("--sample-size", help="LeGR: members sampled per generation.")] = 8,
     generations: GenerationsOpt = search_defaults.GENERATIONS,
@@ -250,6 +258,7 @@ def prune_cmd(
             epochs=finetune_epochs,
             min_keep=min_keep,
             normalize=normalize,
+            channel_step=channel_step,
             population=population,
             sample_size=sample_size,
             generations=generations,

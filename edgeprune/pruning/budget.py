@@ -1,8 +1,10 @@
 """Budgets: what a channel configuration costs (ms on the device, FLOPs or params) and the grid it lives on.
 
 FLOPs and params are predicted from channel counts (exact, see `cost`), with a channel step of 1.
-Milliseconds come from the device's latency table through `edgeprune.profiling.latency.LatencyModel`; its
-channel steps put every kept count on the table's grid, so a predicted latency is a measured point.
+Milliseconds come from the device's latency table through `edgeprune.profiling.latency.LatencyModel`; by default
+its channel steps put every kept count on the table's grid, so a predicted latency is a measured point. A
+`channel_step` of its own (1: any count) trades that for finer choices, predicted by interpolating the table:
+a 16-channel layer on an 8-lane grid can then keep 12, not only 8 or 16.
 """
 
 from __future__ import annotations
@@ -212,17 +214,25 @@ def bind(
     structure: Structure,
     predictor: LatencyPredictor | None = None,
     original: float | None = None,
+    channel_step: int | None = None,
 ) -> Budget:
-    """A budget for `module`; relative targets resolve against `original` (default: this module's cost)."""
+    """A budget for `module`; relative targets resolve against `original` (default: this module's cost).
+    `channel_step`: kept channel counts are multiples of it (or a layer's full width); None: the latency table's
+    grid for ms, any count for FLOPs and params."""
     if target.kind not in KINDS:
         raise EdgepruneError(f"unknown budget kind '{target.kind}'")
+    if channel_step is not None and channel_step < 1:
+        raise EdgepruneError(f"--channel-step must be >= 1, got {channel_step}")
     if target.kind == "ms":
         if predictor is None:
             raise EdgepruneError("a latency target needs a device with a latency table", hint="pass --device")
-        steps = group_steps(structure, predictor.channel_steps(module, structure.input_shape))
+        layer_steps = predictor.channel_steps(module, structure.input_shape)  # also: does the table cover it
+        if channel_step is not None:
+            layer_steps = dict.fromkeys(layer_steps, channel_step)
         network = predictor.network(module, structure.input_shape)
-        budget = Budget("ms", 0.0, structure, steps, module, predictor, network)
+        budget = Budget("ms", 0.0, structure, group_steps(structure, layer_steps), module, predictor, network)
     else:
-        budget = Budget(target.kind, 0.0, structure, {name: 1 for name in structure.groups})
+        layer_steps = {layer: channel_step or 1 for group in structure.groups.values() for layer in group.layers}
+        budget = Budget(target.kind, 0.0, structure, group_steps(structure, layer_steps))
     budget.target = target.resolve(original if original is not None else budget.full())
     return budget

@@ -52,6 +52,7 @@ class PruneSettings:
     round_epochs: int = 1
     calibration_batches: int = 4
     normalize: str = "none"  # per-group score normalisation before ranking: ranking.NORMALIZERS
+    channel_step: int | None = None  # kept counts are multiples of it; None: the latency table's grid (budget.bind)
     seed: int = 0
     reuse_search: Path | None = None  # learned (alpha, kappa) to use instead of searching
     search_file: Path | None = None  # where a new search writes its learned (alpha, kappa)
@@ -70,6 +71,8 @@ class PruneSettings:
                 f"unknown criterion '{self.criterion}'", hint=f"choose one of {', '.join(criteria.CRITERIA)}"
             )
         ranking.check_normalizer(self.normalize)
+        if self.channel_step is not None and self.channel_step < 1:
+            raise EdgepruneError(f"--channel-step must be >= 1, got {self.channel_step}")
         if self.rounds < 1 or self.round_epochs < 0:
             raise EdgepruneError("--rounds must be >= 1 and epoch counts >= 0")
         self.finetune.check()
@@ -108,7 +111,7 @@ class _Pruner:
         self.input_shape = input_shape
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.structure = _analyze(module, self.input_shape)
-        self.budget = bind(target, module, self.structure, predictor)
+        self.budget = bind(target, module, self.structure, predictor, channel_step=settings.channel_step)
         self.floor = ranking.minimum_counts(self.structure.sizes(), self.budget.steps, settings.min_keep)
 
     def scores(self, module: nn.Module, structure: Structure) -> dict[str, torch.Tensor]:
@@ -205,7 +208,8 @@ class _Pruner:
         for index in range(1, rounds + 1):
             structure = _analyze(module, self.input_shape)
             step_target = goal if index == rounds else start * (goal / start) ** (index / rounds)
-            budget = bind(Target(self.budget.kind, step_target), module, structure, self.predictor)
+            step = Target(self.budget.kind, step_target)
+            budget = bind(step, module, structure, self.predictor, channel_step=self.settings.channel_step)
             if budget.full() <= budget.target:
                 continue
             floor = ranking.minimum_counts(structure.sizes(), budget.steps, self.settings.min_keep, original_sizes)

@@ -244,6 +244,7 @@ def _fingerprint(
     return {
         "groups": structure.signature(),
         "budget": [budget.kind, round(budget.target, 9)],
+        "steps": budget.steps,  # the channel grid candidates are ranked on
         "criterion": criterion,
         "normalize": normalize,
         "settings": tuning,
