@@ -97,9 +97,6 @@ def test_prune_to_milliseconds_on_the_local_device(
     for row in summary["layers"]:  # every kept width is a measured grid point of the table
         if row["name"] in steps:
             assert row["after"] == row["before"] or row["after"] % steps[row["name"]] == 0, row
-    code, out, err = run(capsys, *args, "--target-ms", f"{target:.6f}", "--finetune-epochs", "0", "--channel-step", "1")
-    assert code == 0, err  # any count, predicted between the table's points
-    assert json.loads(out)["predicted_ms"] <= target
 
     other = tmp_path / "vgg.pt"
     code, _, _ = run(capsys, "train", "vgg11", "--data", "digits", "--input-shape", "1x8x8", "--width", "0.125",
