@@ -208,6 +208,11 @@ def group_steps(structure: Structure, layer_steps: dict[str, int]) -> dict[str, 
     return steps
 
 
+def check_channel_step(step: int | None) -> None:
+    if step is not None and step < 1:
+        raise EdgepruneError(f"--channel-step must be >= 1, got {step}")
+
+
 def bind(
     target: Target,
     module: nn.Module,
@@ -221,8 +226,7 @@ def bind(
     grid for ms, any count for FLOPs and params."""
     if target.kind not in KINDS:
         raise EdgepruneError(f"unknown budget kind '{target.kind}'")
-    if channel_step is not None and channel_step < 1:
-        raise EdgepruneError(f"--channel-step must be >= 1, got {channel_step}")
+    check_channel_step(channel_step)
     if target.kind == "ms":
         if predictor is None:
             raise EdgepruneError("a latency target needs a device with a latency table", hint="pass --device")

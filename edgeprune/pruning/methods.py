@@ -25,7 +25,7 @@ from torch import nn
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning import criteria, ranking
-from edgeprune.pruning.budget import Budget, LatencyPredictor, Target, bind
+from edgeprune.pruning.budget import Budget, LatencyPredictor, Target, bind, check_channel_step
 from edgeprune.pruning.finetune import TrainSettings, UserLoop, initialize, train
 from edgeprune.pruning.groups import Structure, analyze, prune
 from edgeprune.pruning.search import SearchResult, SearchSettings, load_learned, save_learned, search
@@ -71,8 +71,7 @@ class PruneSettings:
                 f"unknown criterion '{self.criterion}'", hint=f"choose one of {', '.join(criteria.CRITERIA)}"
             )
         ranking.check_normalizer(self.normalize)
-        if self.channel_step is not None and self.channel_step < 1:
-            raise EdgepruneError(f"--channel-step must be >= 1, got {self.channel_step}")
+        check_channel_step(self.channel_step)
         if self.rounds < 1 or self.round_epochs < 0:
             raise EdgepruneError("--rounds must be >= 1 and epoch counts >= 0")
         self.finetune.check()
