@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from edgeprune.data import Dataset, load_dataset
+from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle, load_model, load_saved, save_model
 from edgeprune.pruning import METHODS, PruneSettings, SearchSettings, TrainSettings, cost, parse_target, prune_bundle
 from edgeprune.pruning.methods import prune_module
@@ -46,6 +47,19 @@ def test_every_method_meets_its_budget(method: str, trained: ModelBundle, digits
     assert pruned.meta["pruning"]["method"] == method
     assert (tmp_path / "learned.json").is_file() == (method == "legr")
     assert (summary["search_evaluations"] == 6) == (method == "legr")
+    assert summary["normalize"] == ("mean" if method == "global" else "none")  # each method's default
+
+
+def test_global_ranks_mean_normalised_scores_unless_told_otherwise(trained: ModelBundle, digits: Dataset) -> None:
+    def counts(**normalize: str) -> list[int]:
+        settings = PruneSettings(method="global", **{**QUICK, "finetune": TrainSettings(epochs=0)}, **normalize)
+        _, summary = prune_bundle(trained, digits, parse_target("flops", "40%"), settings)
+        return [row["after"] for row in summary["layers"]]
+
+    assert counts() == counts(normalize="mean") != counts(normalize="none")
+    assert PruneSettings(method="legr").normalizer == "none" and PruneSettings(normalize="mean").normalizer == "mean"
+    with pytest.raises(EdgepruneError, match="unknown normalisation 'max'"):
+        PruneSettings(method="global", normalize="max").check()
 
 
 @pytest.mark.parametrize(

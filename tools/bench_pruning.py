@@ -12,9 +12,10 @@ fine-tuning budget (one `edgeprune.pruning.finetune.train` call with the same se
 - the peer, Torch-Pruning's MetaPruner (global pruning, GroupMagnitudeImportance, each layer keeping at least
   the same share as edgeprune's min_keep), has its pruning ratio bisected on compiled, measured latency;
 - variants, rows of their own, named by suffixes: legr's `-probe` (the probe fitness) and `-steps<N>` (N Adam
-  steps before a candidate is scored), and for any edgeprune method `-mean` (mean-normalised scores) and
-  `-grid<N>` (kept counts multiples of N, predicted by interpolating the table, where by default they sit on
-  its grid), e.g. `--methods legr-steps10 global-mean-grid1`.
+  steps before a candidate is scored), and for any edgeprune method `-mean` (mean-normalised scores; a name
+  without it ranks raw scores, whatever the product's default: `edgeprune prune --method global` is the
+  `global-mean` row) and `-grid<N>` (kept counts multiples of N, predicted by interpolating the table, where by
+  default they sit on its grid), e.g. `--methods legr-steps10 global-mean-grid1`.
 
 Architectures are searched without fine-tuning (latency depends on shapes only), so no method gets extra
 training; pai's "fine-tune" is its training from scratch with the same budget. iap and aiap prune in rounds
@@ -297,7 +298,7 @@ class Bench:
             round_epochs=1,
             seed=seed,
             search_file=work / "learned-legr.json" if base == "legr" else None,
-            **changes,
+            **({"normalize": "none"} | changes),  # a row's name says its normalisation, not the product's default
         )
         calibration = list(itertools.islice(data.batches(data.train, 128), max(1, BN_IMAGES // 128)))
         bench = self

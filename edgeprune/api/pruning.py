@@ -108,7 +108,7 @@ def _learned_search(
     if not learned.is_file():
         return None
     structure = analyze(net.module, net.input_shape)
-    problem = learned_mismatch(learned, structure, settings.criterion_name, settings.normalize)
+    problem = learned_mismatch(learned, structure, settings.criterion_name, settings.normalizer)
     if problem is not None:
         says.note(f"not reusing {learned}: {problem}")
         return None
@@ -169,7 +169,7 @@ def prune(
     output: str | Path | None = None,
     batch_size: int = 64,
     lr: float = 1e-3,
-    normalize: str = "none",
+    normalize: str | None = None,
     channel_step: int | None = None,
     sample_size: int | None = None,
     mutation_share: float = 0.2,
@@ -203,7 +203,8 @@ def prune(
     `target_ms` needs a `device` (its latency table, measured where it lacks entries when `profile_missing`;
     other targets use a given device only to report milliseconds); FLOPs and parameter targets take a number or
     a share of the original ('50%'). `epochs` defaults to 5 (10 for 'pai', which trains from scratch);
-    `criterion=None` is the method's default. Kept channel counts sit on the latency table's grid for a
+    `criterion=None` and `normalize=None` are the method's defaults (scores normalised by their layer's mean
+    for 'global', raw for the others). Kept channel counts sit on the latency table's grid for a
     `target_ms` (each prediction a measured point) unless `channel_step` sets a step of its own (1: any count,
     predicted by interpolating the table). `on_stage(text)` and `on_note(text)` say what it does and what it
     noticed; `progress` (a rich Progress) draws its training and search bars.

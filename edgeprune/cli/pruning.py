@@ -197,8 +197,13 @@ def prune_cmd(
     ] = None,
     min_keep: MinKeepOpt = 0.1,
     normalize: Annotated[
-        str, typer.Option("--normalize", help="Per-layer score normalisation before ranking: none or mean.")
-    ] = "none",
+        str | None,
+        typer.Option(
+            "--normalize",
+            help="Per-layer score normalisation before ranking: none or mean (default per method: mean for "
+            "global, none for legr, whose search learns the layers' scales, and the others).",
+        ),
+    ] = None,
     channel_step: Annotated[
         int | None,
         typer.Option(

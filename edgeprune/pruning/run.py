@@ -128,6 +128,7 @@ def prune_bundle(
     summary: dict[str, Any] = {
         "method": settings.method,
         "criterion": settings.criterion_name,
+        "normalize": settings.normalizer,
         f"target_{target.kind}": outcome.budget.target,
         "target": target.describe(),
         **measured,
