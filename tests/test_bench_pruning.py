@@ -168,6 +168,7 @@ def test_method_variants_are_methods_of_their_own() -> None:
     bench = _tool()
     assert bench.method_variant("legr-steps10") == ("legr", {"steps": 10}, {})
     assert bench.method_variant("legr-probe") == ("legr", {"fitness": "probe"}, {})
+    assert bench.method_variant("legr-final4-mean") == ("legr", {"finalists": 4}, {"normalize": "mean"})
     assert bench.method_variant("global") == ("global", {}, {})
     assert bench.method_variant("global-mean-grid1") == ("global", {}, {"normalize": "mean", "channel_step": 1})
     assert bench.method_variant("legr-grid4-steps3") == ("legr", {"steps": 3}, {"channel_step": 4})

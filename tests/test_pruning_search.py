@@ -103,6 +103,27 @@ def test_an_interrupted_search_continues_to_the_same_result(case, digits, tmp_pa
     assert result.history == whole.history and result.alpha == whole.alpha
 
 
+def test_finalists_choose_the_answer_after_a_short_fine_tune(case, digits, tmp_path: Path) -> None:
+    """The finalists are the two seeds and the best distinct candidates; the evolution is the one a plain search
+    makes, only the answer changes; their losses come from training and are kept by the checkpoint."""
+    plain = _search(case, digits, 3)
+    judged_settings = SearchSettings(**{**TINY.__dict__, "finalists": 2, "finalist_steps": 5, "finalist_samples": 128})
+    checkpoint = tmp_path / "search.json"
+    judged = _search(case, digits, 3, judged_settings, checkpoint)
+    assert judged.history == plain.history and not plain.finalists
+    finals = judged.finalists
+    assert [f.born for f in finals[:2]] == [0, 1] and len(finals) == 4  # the seeds, then the 2 best
+    # equal scores are equal channels (each distinct plan is scored once), so the seeds' scores stand for theirs
+    others = sorted(set(plain.history) - set(plain.history[:2]))
+    assert [f.fitness for f in finals[2:]] == others[:2]
+    assert judged.fitness == min(finals, key=lambda f: f.loss).fitness
+    untrained = _search(case, digits, 3, SearchSettings(**{**judged_settings.__dict__, "finalist_steps": 0}))
+    assert [f.loss for f in untrained.finalists] != [f.loss for f in finals]  # the steps train the finalists
+    assert len(json.loads(checkpoint.read_text())["finals"]) == 4
+    again = _search(case, digits, 3, judged_settings, checkpoint)  # finished: the checkpoint holds the losses
+    assert again.finalists == finals and again.alpha == judged.alpha
+
+
 def test_learned_file_is_reused_only_for_its_model(case, digits, tmp_path: Path) -> None:
     module, structure, scores, budget, floor = case
     result = _search(case, digits, 0, SearchSettings(population=4, sample_size=2, generations=2, steps=2))
@@ -202,6 +223,7 @@ def test_the_case_model_is_probed_when_asked(case, digits) -> None:
         ({"minutes": 0}, "minutes"),
         ({"calibration": -1}, "calibration"),
         ({"fitness": "accuracy"}, "unknown search fitness"),
+        ({"finalists": -1}, "finalists"),
     ],
 )
 def test_bad_search_settings(change: dict, message: str) -> None:

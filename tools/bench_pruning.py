@@ -11,8 +11,9 @@ fine-tuning budget (one `edgeprune.pruning.finetune.train` call with the same se
   after re-estimating BatchNorm statistics (no training: the fine-tuning budget stays the same) is kept;
 - the peer, Torch-Pruning's MetaPruner (global pruning, GroupMagnitudeImportance, each layer keeping at least
   the same share as edgeprune's min_keep), has its pruning ratio bisected on compiled, measured latency;
-- variants, rows of their own, named by suffixes: legr's `-probe` (the probe fitness) and `-steps<N>` (N Adam
-  steps before a candidate is scored), and for any edgeprune method `-mean` (mean-normalised scores; a name
+- variants, rows of their own, named by suffixes: legr's `-probe` (the probe fitness), `-steps<N>` (N Adam
+  steps before a candidate is scored) and `-final<K>` (the K best candidates and the two seeds re-judged after
+  a short fine-tune, `SearchSettings.finalists`), and for any edgeprune method `-mean` (mean-normalised scores; a name
   without it ranks raw scores, whatever the product's default: `edgeprune prune --method global` is the
   `global-mean` row) and `-grid<N>` (kept counts multiples of N, predicted by interpolating the table, where by
   default they sit on its grid), e.g. `--methods legr-steps10 global-mean-grid1`.
@@ -74,8 +75,9 @@ SEARCH = ("search_minutes", "population", "generations", "search_steps")
 def method_variant(method: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(the method a benchmark method name runs, its SearchSettings changes, its PruneSettings changes). Suffixes
     after an edgeprune method's name, in any order: "-probe" (legr: the probe fitness), "-steps<N>" (legr: N Adam
-    steps per candidate), "-mean" (mean-normalised scores), "-grid<N>" (kept counts multiples of N, not the
-    latency table's grid). A name with a suffix it cannot read comes back whole (and is then unknown)."""
+    steps per candidate), "-final<K>" (legr: K finalists), "-mean" (mean-normalised scores), "-grid<N>" (kept
+    counts multiples of N, not the latency table's grid). A name with a suffix it cannot read comes back whole (and
+    is then unknown)."""
     base, *suffixes = method.split("-")
     if method == PEER or base not in EDGEPRUNE_METHODS:
         return method, {}, {}
@@ -83,10 +85,13 @@ def method_variant(method: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     settings: dict[str, Any] = {}
     for suffix in suffixes:
         steps, grid = re.fullmatch(r"steps(\d+)", suffix), re.fullmatch(r"grid(\d+)", suffix)
+        final = re.fullmatch(r"final(\d+)", suffix)
         if suffix == "probe" and base == "legr":
             search["fitness"] = "probe"
         elif steps and base == "legr":
             search["steps"] = int(steps[1])
+        elif final and base == "legr":
+            search["finalists"] = int(final[1])
         elif suffix == "mean":
             settings["normalize"] = "mean"
         elif grid and int(grid[1]) >= 1:
@@ -366,6 +371,7 @@ class Bench:
             "compile_seconds": round(rounds.compile_seconds, 2),
             "search_evaluations": sum(s["search_evaluations"] for s in summaries),
             "search_scored_by": next((s["search_scored_by"] for s in summaries if s.get("search_scored_by")), None),
+            "search_finalists": next((s["search_finalists"] for s in summaries if s.get("search_finalists")), []),
             "note": result.stopped,
         }
         return result.candidate, Measured(chosen.measured_ms, chosen.spread_ms, chosen.baseline_ms), extra

@@ -164,6 +164,16 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
                 f"{summary['search_fitness']:.4f} (identity {summary['identity_fitness']:.4f})",
             )
         )
+    if summary.get("search_finalists"):
+        finalists = summary["search_finalists"]
+        answer = min(finalists, key=lambda f: f["loss"])
+        lines.append(
+            (
+                "finalists",
+                f"{len(finalists)} re-judged after a short fine-tune; the answer is candidate {answer['born']} "
+                f"(val loss {answer['loss']:.4f})",
+            )
+        )
     state = "unchanged (already within budget)" if summary["unchanged"] else "pruned"
     saved = f"[green]saved[/] {summary['output']} ({state}); summary in {summary['summary']}"
     return [table, *(f"  {label:<10} {text}" for label, text in lines), saved]

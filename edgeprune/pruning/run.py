@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -147,6 +148,8 @@ def prune_bundle(
         if outcome.search
         else [],
         "identity_fitness": outcome.search.identity_fitness if outcome.search else None,
+        # each re-judged candidate: its index in the search, its search score, its loss after a short fine-tune
+        "search_finalists": [asdict(f) for f in outcome.search.finalists] if outcome.search else [],
         "reused_search": str(outcome.reused_search) if outcome.reused_search else None,
         "finetune_epochs": 0 if outcome.unchanged else settings.finetune.epochs,
         "dataset": data.spec,

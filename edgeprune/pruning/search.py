@@ -25,16 +25,24 @@ bench/results/pruning-3seeds.md, `legr-probe`). Three Adam steps per candidate (
 rank those 12 candidates well (+0.87), but searched to the end they found no better networks either (-0.28 and
 -0.77 points at 0.5x and 0.3x, `legr-steps3`, inside the seeds' spread), so the default stays at no steps.
 
-All randomness comes from the one numpy Generator passed in; its state, the population and the history are
-checkpointed as JSON after every evaluation, so an interrupted or time-boxed search continues where it
-stopped and reaches the same result as an uninterrupted one.
+`finalists=K` re-judges the end of the search at a higher price: the population's two seeds (the identity and
+the normalised ranking, which `global` prunes with) and the K best distinct candidates by the search's score are
+each cut, fine-tuned `finalist_steps` Adam steps, BatchNorm-recalibrated and scored by their loss on
+`finalist_samples` validation images; the lowest is the answer. A cheap score still picks hundreds of candidates
+down to a few, and the answer can no longer be a network the cheap score liked and training does not, nor worse
+than the plain rankings it started from, as far as a short fine-tune tells.
+
+All randomness comes from the one numpy Generator passed in (the finalists' batches from one of their own, see
+`finalist_rows`); its state, the population, the history and the finalists' losses are checkpointed as JSON after
+every evaluation, so an interrupted or time-boxed search continues where it stopped and reaches the same result as
+an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +58,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import Budget
 from edgeprune.pruning.finetune import UserLoop, loss_on, recalibrate_batchnorm, train_steps
 from edgeprune.pruning.groups import Structure, classifier_layers, prune
-from edgeprune.pruning.ranking import Counts, group_means, rank
+from edgeprune.pruning.ranking import Counts, Plan, group_means, rank
 
 LEARNED_FORMAT = "edgeprune-legr"
 FITNESS = ("loss", "probe")  # what a candidate is scored by (the module docstring)
@@ -71,6 +79,9 @@ class SearchSettings:
     val_samples: int = 256
     fitness: str = "loss"  # FITNESS
     probe_samples: int = 256  # training images the probe refits the classifier on
+    finalists: int = 0  # best distinct candidates re-judged after a short fine-tune (module docstring); 0: none
+    finalist_steps: int = 50  # Adam steps each finalist gets before it is scored
+    finalist_samples: int = 2048  # validation images a finalist is scored on
     minutes: float = 3.0
 
     @classmethod
@@ -98,6 +109,8 @@ class SearchSettings:
             problems.append(f"unknown search fitness '{self.fitness}' (choose one of {', '.join(FITNESS)})")
         if self.probe_samples < 1:
             problems.append("probe samples must be >= 1")
+        if self.finalists < 0 or self.finalist_steps < 0 or self.finalist_samples < 1:
+            problems.append("finalists and their steps must be >= 0, their validation samples >= 1")
         if problems:
             raise EdgepruneError("; ".join(problems))
 
@@ -112,6 +125,16 @@ class Candidate:
 
 
 @dataclass
+class Finalist:
+    """A candidate re-judged at the end of the search: its search score and its loss after a short fine-tune."""
+
+    born: int  # its index in the search's history
+    fitness: float
+    loss: float
+    cost: float | None
+
+
+@dataclass
 class SearchResult:
     alpha: dict[str, float]
     kappa: dict[str, float]
@@ -123,6 +146,7 @@ class SearchResult:
     history: list[float] = field(default_factory=list)
     costs: list[float | None] = field(default_factory=list)  # each candidate's cost in the budget's unit
     scored_by: str = "loss"  # FITNESS, or "metric" (the user's loop): what `fitness` is
+    finalists: list[Finalist] = field(default_factory=list)  # the answer is the one of lowest loss, when any
 
 
 class ChannelMasks:
@@ -393,6 +417,31 @@ def _user_scorer(module: nn.Module, structure: Structure, loop: UserLoop) -> Cal
     return score
 
 
+def finalist_rows(settings: SearchSettings, seed: int, train_size: int) -> np.ndarray:
+    """The finalists' training rows (their Adam steps, then their calibration batches), drawn from a generator
+    of their own seeded by the search's seed: the evolution draws the same numbers with finalists as without,
+    so the finalists change only which candidate is the answer."""
+    rng = np.random.default_rng([seed, 1])
+    return rng.integers(0, train_size, size=(settings.finalist_steps + settings.calibration, settings.batch_size))
+
+
+def finalists(evolution: _Evolution, count: int, channels: Callable[[Candidate], tuple[int, ...]]) -> list[Candidate]:
+    """The population's seeds (the identity and the normalised ranking, what `global` prunes with) and the
+    `count` best candidates by the search's score, one per distinct set of kept channel counts."""
+    seeded = evolution.history[: len(evolution.seeds)]
+    ranked = sorted(evolution.history, key=lambda c: (c.fitness, c.born))
+    chosen: list[Candidate] = []
+    kept: set[tuple[int, ...]] = set()
+    for candidate in (*seeded, *ranked):
+        if len(chosen) >= len(seeded) + count:
+            break
+        key = channels(candidate)
+        if key not in kept:
+            kept.add(key)
+            chosen.append(candidate)
+    return chosen
+
+
 def search(
     module: nn.Module,
     structure: Structure,
@@ -439,6 +488,26 @@ def search(
     )
     seen: dict[tuple[int, ...], float] = {}
     costs: dict[tuple[int, ...], float] = {}
+    final_losses: dict[str, float] = dict(saved.get("finals", {})) if saved is not None else {}
+
+    def plan_of(candidate: Candidate) -> Plan:
+        alpha, kappa = dict(zip(names, candidate.alpha, strict=True)), dict(zip(names, candidate.kappa, strict=True))
+        return rank(scores, budget, floor, alpha, kappa)
+
+    def save() -> None:
+        if checkpoint is not None:
+            atomic.write_json(
+                checkpoint,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "fingerprint": fingerprint,
+                    "train_index": train_index.tolist(),
+                    "seconds": spent + time.monotonic() - started,
+                    "evolution": evolution.state(),
+                    "finals": final_losses,
+                },
+            )
+
     scored_by = "metric" if isinstance(data, UserLoop) else "probe" if probe else "loss"
     fitness_name = {"metric": "-metric", "probe": "probe val loss", "loss": "val loss"}[scored_by]
     resumed_at = len(evolution.history)
@@ -450,26 +519,14 @@ def search(
             if boxed >= settings.minutes * 60 and len(evolution.history) > resumed_at:
                 break  # the time box is up; every run evaluates at least one candidate, so reruns progress
             alpha, kappa = evolution.propose()
-            plan = rank(
-                scores, budget, floor, dict(zip(names, alpha, strict=True)), dict(zip(names, kappa, strict=True))
-            )
+            plan = plan_of(Candidate(alpha, kappa, 0.0, 0))
             key = tuple(plan.counts().values())
             if key not in seen:  # other (alpha, kappa), same channels: same score, no need to train again
                 seen[key] = score(plan.keep)
                 costs[key] = budget.cost(plan.counts())
             fitness = seen[key]
             evolution.add(alpha, kappa, fitness if np.isfinite(fitness) else float("inf"), costs[key])
-            if checkpoint is not None:
-                atomic.write_json(
-                    checkpoint,
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "fingerprint": fingerprint,
-                        "train_index": train_index.tolist(),
-                        "seconds": spent + time.monotonic() - started,
-                        "evolution": evolution.state(),
-                    },
-                )
+            save()
             if progress is not None and task is not None:
                 best = evolution.best().fitness
                 identity = evolution.history[0].fitness
@@ -481,7 +538,34 @@ def search(
     finally:
         if progress is not None and task is not None:
             progress.remove_task(task)
-    best = evolution.best()
+    best, finals = evolution.best(), []
+    if settings.finalists and isinstance(data, Dataset):
+        judge = adaptive_bn_scorer(
+            module,
+            structure,
+            data,
+            replace(settings, steps=settings.finalist_steps, val_samples=settings.finalist_samples),
+            finalist_rows(settings, seed, len(data.train)),
+        )
+        chosen = finalists(evolution, settings.finalists, lambda c: tuple(plan_of(c).counts().values()))
+        task = progress.add_task("LeGR finalists", total=len(chosen)) if progress is not None else None
+        try:
+            for candidate in chosen:
+                plan = plan_of(candidate)
+                key = ",".join(str(count) for count in plan.counts().values())
+                if key not in final_losses:
+                    loss = judge(plan.keep)
+                    final_losses[key] = loss if np.isfinite(loss) else float("inf")
+                    save()
+                finals.append(Finalist(candidate.born, candidate.fitness, final_losses[key], candidate.cost))
+                if progress is not None and task is not None:
+                    progress.update(
+                        task, advance=1, description=f"LeGR finalists: fine-tuned val loss {final_losses[key]:.4f}"
+                    )
+        finally:
+            if progress is not None and task is not None:
+                progress.remove_task(task)
+        best = evolution.history[min(finals, key=lambda f: f.loss).born]
     return SearchResult(
         alpha=dict(zip(names, best.alpha, strict=True)),
         kappa=dict(zip(names, best.kappa, strict=True)),
@@ -493,6 +577,7 @@ def search(
         history=[c.fitness for c in evolution.history],
         costs=[c.cost for c in evolution.history],
         scored_by=scored_by,
+        finalists=finals,
     )
 
 
