@@ -44,13 +44,28 @@ def test_prune_to_flops_then_reuse_the_search_for_another_budget(
     baseline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / "pruned.pt"
-    args = ("prune", str(baseline), "-o", str(output), "--finetune-epochs", "1", *TINY_SEARCH, "--json")
+    args = (
+        "prune",
+        str(baseline),
+        "-o",
+        str(output),
+        "--finetune-epochs",
+        "1",
+        *TINY_SEARCH,
+        "--finalists",
+        "1",
+        "--json",
+    )
     code, out, err = run(capsys, *args, "--target-flops", "50%")
     assert code == 0, err
     summary = json.loads(out)
     assert PRUNE_KEYS | {"target_flops"} <= set(summary) and summary["method"] == "legr"
     assert summary["flops"] <= summary["target_flops"] == pytest.approx(summary["original_flops"] / 2)
     assert summary["predicted_ms"] is None and summary["search_evaluations"] == 7
+    finalists = summary["search_finalists"]  # the two seeds (one, if they keep the same channels) and the best
+    assert 2 <= len(finalists) <= 3 and finalists[0]["born"] == 0 and summary["normalize"] == "none"
+    answer = min(finalists, key=lambda f: f["loss"])
+    assert summary["search_fitness"] == answer["fitness"]
     assert json.loads((tmp_path / "pruned.json").read_text()) == summary
     assert (tmp_path / "pruned.legr.json").is_file()
     pruned = load_saved(output)
@@ -62,6 +77,7 @@ def test_prune_to_flops_then_reuse_the_search_for_another_budget(
     assert code == 0, err
     second = json.loads(out)
     assert second["reused_search"] == str(tmp_path / "pruned.legr.json") and second["search_evaluations"] == 0
+    assert second["search_finalists"] == []
     assert "reusing the learned" in err and second["flops"] <= second["target_flops"] < summary["flops"]
 
 

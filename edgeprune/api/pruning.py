@@ -175,6 +175,7 @@ def prune(
     mutation_share: float = 0.2,
     mutation_scale: float = 1.0,
     search_steps: int = search_defaults.STEPS,
+    finalists: int = search_defaults.FINALISTS,
     reuse_search: str | Path | None = None,
     new_search: bool = False,
     rounds: int = 3,
@@ -196,9 +197,10 @@ def prune(
 
     With `data` (a data set spec: digits, fashion-mnist, cifar10:DIR, imagefolder:DIR; or True for the one a
     saved model records), edgeprune's own loop does that on the data set instead, as `edgeprune prune --data`
-    does, with `batch_size`, `lr`, `search_steps` per candidate and every criterion; `output` then saves the
-    pruned model with its summary (`<stem>.json`), its learned search (`<stem>.legr.json`, reused by the next
-    budget unless `new_search`) and resumable checkpoints.
+    does, with `batch_size`, `lr`, `search_steps` per candidate, `finalists` (the search's K best and its seeds
+    re-judged after a short fine-tune) and every criterion; `output` then saves the pruned model with its summary
+    (`<stem>.json`), its learned search (`<stem>.legr.json`, reused by the next budget unless `new_search`) and
+    resumable checkpoints.
 
     `target_ms` needs a `device` (its latency table, measured where it lacks entries when `profile_missing`;
     other targets use a given device only to report milliseconds); FLOPs and parameter targets take a number or
@@ -243,6 +245,7 @@ def prune(
             mutation_share=mutation_share,
             mutation_scale=mutation_scale,
             steps=search_steps,
+            finalists=finalists,
             batch_size=batch_size,
             minutes=search_minutes,
         ),

@@ -234,6 +234,14 @@ def prune_cmd(
     search_steps: Annotated[
         int, typer.Option("--search-steps", help="LeGR: fine-tune steps per candidate before BN re-estimation.")
     ] = search_defaults.STEPS,
+    finalists: Annotated[
+        int,
+        typer.Option(
+            "--finalists",
+            help="LeGR: re-judge the search's K best candidates and its two seeds after a short fine-tune "
+            "(50 Adam steps each); the lowest validation loss is the answer. 0: the search's best.",
+        ),
+    ] = search_defaults.FINALISTS,
     search_minutes: SearchMinutesOpt = 3.0,
     reuse_search: Annotated[
         Path | None, typer.Option("--reuse-search", help="LeGR: learned (alpha, kappa) file to reuse.")
@@ -280,6 +288,7 @@ def prune_cmd(
             mutation_share=mutation_share,
             mutation_scale=mutation_scale,
             search_steps=search_steps,
+            finalists=finalists,
             search_minutes=search_minutes,
             reuse_search=reuse_search,
             new_search=new_search,

@@ -79,7 +79,7 @@ class SearchSettings:
     val_samples: int = 256
     fitness: str = "loss"  # FITNESS
     probe_samples: int = 256  # training images the probe refits the classifier on
-    finalists: int = 0  # best distinct candidates re-judged after a short fine-tune (module docstring); 0: none
+    finalists: int = search_defaults.FINALISTS  # best distinct candidates re-judged after a short fine-tune
     finalist_steps: int = 50  # Adam steps each finalist gets before it is scored
     finalist_samples: int = 2048  # validation images a finalist is scored on
     minutes: float = 3.0
