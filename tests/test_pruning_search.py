@@ -28,6 +28,7 @@ from edgeprune.pruning.search import (
     probe_layer,
     save_learned,
     search,
+    search_fingerprint,
     training_rows,
 )
 
@@ -122,6 +123,27 @@ def test_finalists_choose_the_answer_after_a_short_fine_tune(case, digits, tmp_p
     assert len(json.loads(checkpoint.read_text())["finals"]) == 4
     again = _search(case, digits, 3, judged_settings, checkpoint)  # finished: the checkpoint holds the losses
     assert again.finalists == finals and again.alpha == judged.alpha
+    # time-boxed to one candidate a call, with finalists judged at the end of each, it ends where the whole did
+    boxed, pieces, result = (
+        SearchSettings(**{**judged_settings.__dict__, "minutes": 1e-9}),
+        tmp_path / "boxed.json",
+        None,
+    )
+    while result is None or not result.finished:
+        result = _search(case, digits, 3, boxed, pieces)
+    assert result.finalists == finals and result.alpha == judged.alpha
+
+
+def test_finalists_neither_restart_the_evolution_nor_count_a_repeated_seed_twice(case, digits) -> None:
+    module, structure, scores, budget, floor = case
+    with_finalists = SearchSettings(**{**TINY.__dict__, "finalists": 3, "finalist_steps": 2})
+    assert search_fingerprint(structure, budget, "l2", "none", with_finalists, 0) == search_fingerprint(
+        structure, budget, "l2", "none", TINY, 0
+    )  # a checkpointed search continues when only its finalists change
+    normalised = ranking.normalize(scores, "mean")  # the two seeds keep the same channels: one finalist
+    result = search(module, structure, normalised, budget, floor, digits, with_finalists, 0, normalize="mean")
+    assert len(result.finalists) == 1 + 3 and result.finalists[0].born == 0
+    assert 1 not in [f.born for f in result.finalists]
 
 
 def test_learned_file_is_reused_only_for_its_model(case, digits, tmp_path: Path) -> None:

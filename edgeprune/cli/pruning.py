@@ -238,8 +238,9 @@ def prune_cmd(
         int,
         typer.Option(
             "--finalists",
-            help="LeGR: re-judge the search's K best candidates and its two seeds after a short fine-tune "
-            "(50 Adam steps each); the lowest validation loss is the answer. 0: the search's best.",
+            help="LeGR: after the search (outside its time box), re-judge its K best candidates and its seeds "
+            "(the identity and the normalised ranking) after a short fine-tune of 50 Adam steps each; the lowest "
+            "validation loss is the answer. 0: the search's best.",
         ),
     ] = search_defaults.FINALISTS,
     search_minutes: SearchMinutesOpt = 3.0,

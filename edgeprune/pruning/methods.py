@@ -192,6 +192,11 @@ class _Pruner:
             normalize=self.settings.normalizer,
         )
         outcome.search = result
+        if self.settings.search.finalists and isinstance(self.data, UserLoop):
+            outcome.notes.append(
+                "no finalists were re-judged: with your own training loop every candidate is already fine-tuned "
+                "and scored by your metric"
+            )
         if self.settings.search.fitness == "probe" and result.scored_by == "loss":
             outcome.notes.append(
                 "the search scored candidates by plain validation loss, not the probe asked for: the model has no "

@@ -261,10 +261,12 @@ class _Evolution:
         self.population = [self.history[i] for i in state["population"]]
 
 
-def _fingerprint(
+def search_fingerprint(
     structure: Structure, budget: Budget, criterion: str, normalize: str, settings: SearchSettings, seed: int
 ) -> dict:
-    tuning = {k: v for k, v in asdict(settings).items() if k != "minutes"}
+    """What a checkpoint must match to be continued. The time box and the finalists do not change the evolution,
+    so a search continues across changes to them (the finalists' losses are kept by how they were judged)."""
+    tuning = {k: v for k, v in asdict(settings).items() if k != "minutes" and not k.startswith("finalist")}
     return {
         "groups": structure.signature(),
         "budget": [budget.kind, round(budget.target, 9)],
@@ -432,8 +434,9 @@ def finalists(evolution: _Evolution, count: int, channels: Callable[[Candidate],
     ranked = sorted(evolution.history, key=lambda c: (c.fitness, c.born))
     chosen: list[Candidate] = []
     kept: set[tuple[int, ...]] = set()
+    wanted = len({channels(c) for c in seeded}) + count  # seeds that keep the same channels are one finalist
     for candidate in (*seeded, *ranked):
-        if len(chosen) >= len(seeded) + count:
+        if len(chosen) >= wanted:
             break
         key = channels(candidate)
         if key not in kept:
@@ -469,7 +472,7 @@ def search(
     probe = probe_layer(module, structure) if settings.fitness == "probe" and isinstance(data, Dataset) else None
     rng = np.random.default_rng(seed)
     evolution = _Evolution(scores, settings, rng)
-    fingerprint = _fingerprint(structure, budget, criterion, normalize, settings, seed)
+    fingerprint = search_fingerprint(structure, budget, criterion, normalize, settings, seed)
     saved = _load_checkpoint(checkpoint, fingerprint)
     if saved is not None:
         evolution.restore(saved["evolution"])
@@ -552,7 +555,9 @@ def search(
         try:
             for candidate in chosen:
                 plan = plan_of(candidate)
-                key = ",".join(str(count) for count in plan.counts().values())
+                # a finalist's loss depends on how it was judged as well as on its channels
+                judged_by = f"{settings.finalist_steps} steps, {settings.finalist_samples} images"
+                key = f"{judged_by}: {','.join(str(count) for count in plan.counts().values())}"
                 if key not in final_losses:
                     loss = judge(plan.keep)
                     final_losses[key] = loss if np.isfinite(loss) else float("inf")
