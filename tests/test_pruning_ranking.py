@@ -117,6 +117,8 @@ def test_the_plan_leaves_no_grid_step_that_would_still_fit(resnet, share: float)
         plan = ranking.rank(scores, budget, floor, alpha)
         counts = plan.counts()
         assert plan.cost <= budget.target and all(counts[g] >= floor[g] for g in counts)
+        unfilled = ranking.rank(scores, budget, floor, alpha, fill=False)  # the fill only gives channels back
+        assert all(counts[g] >= count for g, count in unfilled.counts().items()) and unfilled.cost <= plan.cost
         for name, count in counts.items():
             size = structure.groups[name].size
             if count < size:

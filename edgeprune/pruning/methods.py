@@ -39,7 +39,7 @@ DEFAULT_CRITERION = {
     "aiap": "activation",
     "pai": "snip",
 }
-# Per-group score normalisation by method (ranking.NORMALIZERS), from bench/results/pruning-3seeds.md: mean
+# Per-group score normalisation by method (ranking.NORMALIZERS), from bench/results/pruning-before-fill.md: mean
 # normalisation lifted `global` over raw scores in every seed (+0.33 points at 0.5x, +0.92 at 0.3x of resnet20's
 # measured latency) and lowered `legr` (-0.96, -1.45: the search learns the layers' scales itself); uniform
 # keeps a share per layer, so no scale reaches it, and iap, aiap and pai were not measured either way.

@@ -170,8 +170,10 @@ def rank(
     floor: Counts,
     alpha: dict[str, float] | None = None,
     kappa: dict[str, float] | None = None,
+    fill: bool = True,
 ) -> Plan:
-    """LeGR's global ranking; alpha = 1, kappa = 0 (the defaults) is plain global ranking of the scores."""
+    """LeGR's global ranking; alpha = 1, kappa = 0 (the defaults) is plain global ranking of the scores. Without
+    `fill`, the plan is the first prefix of the global order that fits (tools/bench_budget_use.py compares)."""
     names = list(scores)
     sizes = {name: len(scores[name]) for name in names}
     values, owners = [], []
@@ -192,7 +194,7 @@ def rank(
         }
 
     removed = _first_within(len(sequence), counts_at, budget)
-    return _plan(scores, _fill(sequence[:removed], names, sizes, budget), budget)
+    return _plan(scores, _fill(sequence[:removed], names, sizes, budget) if fill else counts_at(removed), budget)
 
 
 def uniform(scores: dict[str, torch.Tensor], budget: Budget, floor: Counts, resolution: int = 1000) -> Plan:

@@ -21,7 +21,7 @@ because the old classifier reads the cut features as noise and the loss says how
 L-BFGS iterations on `probe_samples` training images, pulled towards its old weights). It stays an option,
 not the default: at 256 images it ranked the same candidates barely better than chance (+0.11), and searched
 to the end it found less accurate networks after the fine-tune (resnet20, 3 seeds, 0.3x: -1.45 points,
-bench/results/pruning-3seeds.md, `legr-probe`). Three Adam steps per candidate (`steps=3`, about 2.5x the cost)
+bench/results/pruning-before-fill.md, `legr-probe`). Three Adam steps per candidate (`steps=3`, about 2.5x the cost)
 rank those 12 candidates well (+0.87), but searched to the end they found no better networks either (-0.28 and
 -0.77 points at 0.5x and 0.3x, `legr-steps3`, inside the seeds' spread), so the default stays at no steps.
 
