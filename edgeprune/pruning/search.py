@@ -30,7 +30,10 @@ the normalised ranking, which `global` prunes with) and the K best distinct cand
 each cut, fine-tuned `finalist_steps` Adam steps, BatchNorm-recalibrated and scored by their loss on
 `finalist_samples` validation images; the lowest is the answer. A cheap score still picks hundreds of candidates
 down to a few, and the answer can no longer be a network the cheap score liked and training does not, nor worse
-than the plain rankings it started from, as far as a short fine-tune tells.
+than the plain rankings it started from, as far as a short fine-tune tells. Measured, it did not pay: on resnet20
+(K = 4, 2 seeds, 0.5x and 0.3x of the measured latency) it chose the normalised seed in 3 of 4 searches, and the
+networks came out 0.1-1.0 points below plain legr's after the common fine-tune in all 4 (bench/results/pruning.md,
+`legr-final4`), so it is off by default.
 
 All randomness comes from the one numpy Generator passed in (the finalists' batches from one of their own, see
 `finalist_rows`); its state, the population, the history and the finalists' losses are checkpointed as JSON after
