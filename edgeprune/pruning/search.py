@@ -430,22 +430,24 @@ def finalist_rows(settings: SearchSettings, seed: int, train_size: int) -> np.nd
     return rng.integers(0, train_size, size=(settings.finalist_steps + settings.calibration, settings.batch_size))
 
 
-def finalists(evolution: _Evolution, count: int, channels: Callable[[Candidate], tuple[int, ...]]) -> list[Candidate]:
+def finalists(
+    evolution: _Evolution, count: int, plan_of: Callable[[list[float], list[float]], Plan]
+) -> list[tuple[Candidate, Plan]]:
     """The population's seeds (the identity and the normalised ranking, what `global` prunes with) and the
-    `count` best candidates by the search's score, one per distinct set of kept channel counts."""
+    `count` best candidates by the search's score, one per distinct set of kept channel counts, with their plans.
+    Seeds that keep the same channels are one finalist."""
     seeded = evolution.history[: len(evolution.seeds)]
     ranked = sorted(evolution.history, key=lambda c: (c.fitness, c.born))
-    chosen: list[Candidate] = []
-    kept: set[tuple[int, ...]] = set()
-    wanted = len({channels(c) for c in seeded}) + count  # seeds that keep the same channels are one finalist
-    for candidate in (*seeded, *ranked):
-        if len(chosen) >= wanted:
+    chosen: dict[tuple[int, ...], tuple[Candidate, Plan]] = {}
+    wanted = None
+    for index, candidate in enumerate((*seeded, *ranked)):
+        if index == len(seeded):
+            wanted = len(chosen) + count
+        if wanted is not None and len(chosen) >= wanted:
             break
-        key = channels(candidate)
-        if key not in kept:
-            kept.add(key)
-            chosen.append(candidate)
-    return chosen
+        plan = plan_of(candidate.alpha, candidate.kappa)
+        chosen.setdefault(tuple(plan.counts().values()), (candidate, plan))
+    return list(chosen.values())
 
 
 def search(
@@ -496,9 +498,8 @@ def search(
     costs: dict[tuple[int, ...], float] = {}
     final_losses: dict[str, float] = dict(saved.get("finals", {})) if saved is not None else {}
 
-    def plan_of(candidate: Candidate) -> Plan:
-        alpha, kappa = dict(zip(names, candidate.alpha, strict=True)), dict(zip(names, candidate.kappa, strict=True))
-        return rank(scores, budget, floor, alpha, kappa)
+    def plan_of(alpha: list[float], kappa: list[float]) -> Plan:
+        return rank(scores, budget, floor, dict(zip(names, alpha, strict=True)), dict(zip(names, kappa, strict=True)))
 
     def save() -> None:
         if checkpoint is not None:
@@ -525,7 +526,7 @@ def search(
             if boxed >= settings.minutes * 60 and len(evolution.history) > resumed_at:
                 break  # the time box is up; every run evaluates at least one candidate, so reruns progress
             alpha, kappa = evolution.propose()
-            plan = plan_of(Candidate(alpha, kappa, 0.0, 0))
+            plan = plan_of(alpha, kappa)
             key = tuple(plan.counts().values())
             if key not in seen:  # other (alpha, kappa), same channels: same score, no need to train again
                 seen[key] = score(plan.keep)
@@ -553,11 +554,10 @@ def search(
             replace(settings, steps=settings.finalist_steps, val_samples=settings.finalist_samples),
             finalist_rows(settings, seed, len(data.train)),
         )
-        chosen = finalists(evolution, settings.finalists, lambda c: tuple(plan_of(c).counts().values()))
+        chosen = finalists(evolution, settings.finalists, plan_of)
         task = progress.add_task("LeGR finalists", total=len(chosen)) if progress is not None else None
         try:
-            for candidate in chosen:
-                plan = plan_of(candidate)
+            for candidate, plan in chosen:
                 # a finalist's loss depends on how it was judged as well as on its channels
                 judged_by = f"{settings.finalist_steps} steps, {settings.finalist_samples} images"
                 key = f"{judged_by}: {','.join(str(count) for count in plan.counts().values())}"
