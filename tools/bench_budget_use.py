@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "bench" / "cache"
-RESULTS = ROOT / "bench" / "results"
+from bench_pruning import CACHE, FULL, RESULTS
+
 FRACTIONS = [round(0.26 + 0.02 * i, 2) for i in range(18)]
 
 
@@ -34,7 +32,7 @@ def use(model: str, seed: int) -> list[dict]:
     from edgeprune.pruning.budget import LatencyPredictor, bind, parse_target
     from edgeprune.pruning.groups import analyze
 
-    path = CACHE / "baselines" / f"fashion-mnist-native-{model}-w1.0-l6000-e10-s{seed}.pt"
+    path = CACHE / "baselines" / f"{FULL.tag(model, seed)}.pt"
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run tools/bench_pruning.py --models {model} --seeds {seed} first")
     bundle = load_saved(path)

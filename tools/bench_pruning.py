@@ -128,6 +128,11 @@ class Plan:
     # range; a compiled mobilenetv2 costs minutes of tuning at the peer's widths, a prediction milliseconds)
     peer_window: float | None = None
 
+    def tag(self, model: str, seed: int) -> str:
+        """What identifies a baseline (and the work done on it) in the cache."""
+        shape = "x".join(map(str, self.input_shape)) if self.input_shape else "native"
+        return f"{self.data}-{shape}-{model}-w{self.width}-l{self.limit}-e{self.train_epochs}-s{seed}"
+
 
 QUICK = Plan(
     data="digits",
@@ -233,12 +238,6 @@ class Bench:
         atomic.write_json(failures_path(self.out), self.failures)
         write_report(self.rows, self.out, self.failures)
 
-    def tag(self, model: str, seed: int) -> str:
-        """What identifies a baseline (and the work done on it) in the cache."""
-        p = self.plan
-        shape = "x".join(map(str, p.input_shape)) if p.input_shape else "native"
-        return f"{p.data}-{shape}-{model}-w{p.width}-l{p.limit}-e{p.train_epochs}-s{seed}"
-
     # -- baseline -----------------------------------------------------------------------------------------
     def baseline(self, model: str, seed: int) -> tuple[Any, Any]:
         """The model trained with `seed` (cached) and its data, split with `seed`."""
@@ -248,7 +247,7 @@ class Bench:
 
         p = self.plan
         bundle, data = model_and_data(model, p.input_shape, p.data, None, p.width, seed, None, p.limit)
-        path = self.cache / "baselines" / f"{self.tag(model, seed)}.pt"
+        path = self.cache / "baselines" / f"{self.plan.tag(model, seed)}.pt"
         if path.is_file():
             return load_saved(path), data
         self.say(f"train {model} (width {p.width}, seed {seed}) on {data.spec} for {p.train_epochs} epochs")
@@ -466,7 +465,7 @@ class Bench:
         from edgeprune.pruning.finetune import evaluate, train
 
         p = self.plan
-        work = self.cache / "work" / self.tag(model, seed) / f"t{p.trials}-{fraction}x" / method
+        work = self.cache / "work" / self.plan.tag(model, seed) / f"t{p.trials}-{fraction}x" / method
         shutil.rmtree(work, ignore_errors=True)  # a row is the unit of resumption
         work.mkdir(parents=True)
         self.say(f"{model} {fraction}x seed {seed}: {method}")
@@ -534,7 +533,7 @@ class Bench:
             # LatencyPredictor(profile_missing=True) cannot start a table that does not exist yet: profile first
             profile_model(bundle, self.device, trials=p.trials)
             lut = LatencyPredictor(self.device, bundle, profile_missing=True)
-            original = self.cache / "work" / self.tag(model, seed) / f"t{p.trials}-original"
+            original = self.cache / "work" / self.plan.tag(model, seed) / f"t{p.trials}-original"
             first = self.measure(bundle, original, None)
             self.say(f"{model}: unpruned {first.ms:.3f} ms measured on local ({p.trials} trials per task)")
             for fraction, method in pending:
