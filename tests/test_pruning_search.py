@@ -198,7 +198,8 @@ def test_the_probe_judges_what_the_features_hold_not_the_old_classifier(case, di
     layer = probe_layer(module, structure)
     assert layer is not None
     probing = SearchSettings(**{**PLAIN.__dict__, "fitness": "probe", "probe_samples": 192})
-    rows = torch.randint(0, len(digits.train), (training_rows(probing, True), 32)).numpy()
+    shape = (training_rows(probing, True), 32)
+    rows = torch.randint(0, len(digits.train), shape, generator=torch.Generator().manual_seed(1)).numpy()
     swapped = copy.deepcopy(module)
     with torch.no_grad():
         swapped.get_submodule(layer).weight.copy_(swapped.get_submodule(layer).weight.roll(1, dims=0))
