@@ -724,10 +724,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     groups = _groups(rows)
     if not groups:  # only failures so far
         return
+    # one colour per method in every panel: the same method is the same line on both models
+    colours = {method: f"C{i % 10}" for i, method in enumerate(sorted({r["method"] for r in rows}))}
     figure, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
     for axis, ((data, model), group) in zip(axes[0], groups.items(), strict=True):
         cells = _cells(group)
-        for method in dict.fromkeys(r["method"] for r in group):
+        for method in sorted({r["method"] for r in group}):
             points = sorted(
                 (
                     mean(r["measured_ms"] for r in cell),
@@ -739,7 +741,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 if name == method
             )
             x, y, xerr, yerr = zip(*points, strict=True)
-            axis.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=method)
+            axis.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, label=method, color=colours[method])
         for fraction in sorted({f for f, _ in cells}):
             target = mean(r["target_ms"] for r in group if r["target_fraction"] == fraction)
             axis.axvline(target, color="grey", linewidth=0.6, linestyle=":")
