@@ -84,7 +84,7 @@ def test_one_search_serves_every_target_and_a_rerun_resumes(
     first, second, third = points
     # the search ran once, in the first target's first round; the second reused its file
     prune1 = json.loads((folder / "target-0.7x" / "round-1" / "prune.json").read_text())
-    prune2 = json.loads((folder / "target-0.5x" / "round-1" / "prune.json").read_text())
+    prune2 = json.loads((folder / "target-0.6x" / "round-1" / "prune.json").read_text())
     assert prune1["search_evaluations"] > 0 and prune1["reused_search"] is None
     assert prune2["search_evaluations"] == 0 and prune2["reused_search"] == str(folder / "learned-legr.json")
     # a table predicting 20% too little is corrected per target by the fake device's 'measurement'
@@ -191,9 +191,11 @@ def test_the_api_and_the_cli_have_the_sweep() -> None:
 def test_a_real_sweep_measures_every_target_on_the_local_farm(local_farm: Device, tmp_path: Path) -> None:
     args = [
         "resnet20", "--device", "local", "--data", "digits", "--input-shape", "1x32x32", "--width", "0.5",
-        "--targets", "0.7x,0.5x", "--train-epochs", "2", "--finetune-epochs", "1", "--search-minutes", "0.2",
+        "--targets", "0.8x,0.6x", "--train-epochs", "2", "--finetune-epochs", "1", "--search-minutes", "0.2",
         "--generations", "2", "--population", "3", "--trials", "2", "--max-rounds", "2", "--limit", "600",
     ]  # fmt: skip
+    # not 0.5x: at this size fixed costs put the 10% floor near it (on a loaded machine the table's smallest
+    # reachable was 0.617 ms against 0.5x = 0.589 ms: that point was recorded unreachable, rightly, with no network)
     folder = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, "-m", "edgeprune", "sweep", *args, "--sweep-dir", str(folder), "--json"],
@@ -203,13 +205,13 @@ def test_a_real_sweep_measures_every_target_on_the_local_farm(local_farm: Device
     )
     assert result.returncode in (0, 1), result.stderr[-3000:]
     summary = json.loads(result.stdout)
-    assert [p["target"] for p in summary["points"]] == ["0.7x", "0.5x"]
+    assert [p["target"] for p in summary["points"]] == ["0.8x", "0.6x"]
     for point in summary["points"]:
         verified = json.loads((Path(point["artifacts"]) / "verify.json").read_text())
         assert verified["outputs_match"] and verified["measured_ms"] == point["measured_ms"]  # measured there
         assert point["flops"] < summary["original"]["flops"] and 0 <= point["accuracy"] <= 1
     assert summary["search"]["evaluations"] > 0
-    reused = json.loads((folder / "target-0.5x" / "round-1" / "prune.json").read_text())["reused_search"]
+    reused = json.loads((folder / "target-0.6x" / "round-1" / "prune.json").read_text())["reused_search"]
     assert reused == str(folder / "learned-legr.json")
     report = (folder / "report.html").read_text()
     assert "pareto.png" in report and (folder / "pareto.png").stat().st_size > 5000
