@@ -247,7 +247,7 @@ class Bench:
 
         p = self.plan
         bundle, data = model_and_data(model, p.input_shape, p.data, None, p.width, seed, None, p.limit)
-        path = self.cache / "baselines" / f"{self.plan.tag(model, seed)}.pt"
+        path = self.cache / "baselines" / f"{p.tag(model, seed)}.pt"
         if path.is_file():
             return load_saved(path), data
         self.say(f"train {model} (width {p.width}, seed {seed}) on {data.spec} for {p.train_epochs} epochs")
@@ -465,7 +465,7 @@ class Bench:
         from edgeprune.pruning.finetune import evaluate, train
 
         p = self.plan
-        work = self.cache / "work" / self.plan.tag(model, seed) / f"t{p.trials}-{fraction}x" / method
+        work = self.cache / "work" / p.tag(model, seed) / f"t{p.trials}-{fraction}x" / method
         shutil.rmtree(work, ignore_errors=True)  # a row is the unit of resumption
         work.mkdir(parents=True)
         self.say(f"{model} {fraction}x seed {seed}: {method}")
@@ -533,7 +533,7 @@ class Bench:
             # LatencyPredictor(profile_missing=True) cannot start a table that does not exist yet: profile first
             profile_model(bundle, self.device, trials=p.trials)
             lut = LatencyPredictor(self.device, bundle, profile_missing=True)
-            original = self.cache / "work" / self.plan.tag(model, seed) / f"t{p.trials}-original"
+            original = self.cache / "work" / p.tag(model, seed) / f"t{p.trials}-original"
             first = self.measure(bundle, original, None)
             self.say(f"{model}: unpruned {first.ms:.3f} ms measured on local ({p.trials} trials per task)")
             for fraction, method in pending:

@@ -439,14 +439,18 @@ def finalists(
     seeded = evolution.history[: len(evolution.seeds)]
     ranked = sorted(evolution.history, key=lambda c: (c.fitness, c.born))
     chosen: dict[tuple[int, ...], tuple[Candidate, Plan]] = {}
-    wanted = None
-    for index, candidate in enumerate((*seeded, *ranked)):
-        if index == len(seeded):
-            wanted = len(chosen) + count
-        if wanted is not None and len(chosen) >= wanted:
-            break
+
+    def add(candidate: Candidate) -> None:
         plan = plan_of(candidate.alpha, candidate.kappa)
         chosen.setdefault(tuple(plan.counts().values()), (candidate, plan))
+
+    for candidate in seeded:
+        add(candidate)
+    wanted = len(chosen) + count
+    for candidate in ranked:
+        if len(chosen) >= wanted:
+            break
+        add(candidate)
     return list(chosen.values())
 
 
