@@ -84,7 +84,7 @@ def test_one_search_serves_every_target_and_a_rerun_resumes(
     first, second, third = points
     # the search ran once, in the first target's first round; the second reused its file
     prune1 = json.loads((folder / "target-0.7x" / "round-1" / "prune.json").read_text())
-    prune2 = json.loads((folder / "target-0.6x" / "round-1" / "prune.json").read_text())
+    prune2 = json.loads((folder / "target-0.5x" / "round-1" / "prune.json").read_text())
     assert prune1["search_evaluations"] > 0 and prune1["reused_search"] is None
     assert prune2["search_evaluations"] == 0 and prune2["reused_search"] == str(folder / "learned-legr.json")
     # a table predicting 20% too little is corrected per target by the fake device's 'measurement'
