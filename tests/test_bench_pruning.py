@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -191,3 +192,14 @@ def test_a_new_search_default_redoes_legr_rows_only(tmp_path: Path) -> None:
     runner.rows = seed_rows(bench, "legr", [0.9]) + seed_rows(bench, "global", [0.9])
     runner.plan = replace(bench.QUICK, search_steps=bench.QUICK.search_steps + 3)
     assert runner.done("resnet20", "global", 0.5, 0) and not runner.done("resnet20", "legr", 0.5, 0)
+
+
+def test_train_only_caches_the_baselines_and_times_nothing(tmp_path: Path) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "pruning.json"
+    args = ["--quick", "--train-only", "--cache", str(cache), "--out", str(out)]
+    done = subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "baseline test accuracy" in done.stderr  # rich's console writes to stderr
+    bench = _tool()
+    assert [p.name for p in (cache / "baselines").iterdir()] == [f"{bench.QUICK.tag('resnet20', 0)}.pt"]
+    assert not out.exists() and not (cache / "farm").exists()  # no rows, no farm: nothing was measured

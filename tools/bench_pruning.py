@@ -514,6 +514,12 @@ class Bench:
             f"{flops / 1e6:.2f}M MACs, {params / 1e3:.1f}k params, {row['seconds']:.0f} s"
         )
 
+    def train(self) -> None:
+        """Only the baselines the plan needs, in the order `run` needs them."""
+        for seed, model in itertools.product(self.plan.seeds, self.plan.models):
+            bundle, _ = self.baseline(model, seed)
+            self.say(f"{model} seed {seed}: baseline test accuracy {bundle.meta['accuracy']:.2%}")
+
     def run(self) -> None:
         """Seed by seed (one whole replication before the next), model by model."""
         from edgeprune.errors import EdgepruneError
@@ -785,6 +791,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--width", type=float, help="zoo width multiplier (default 1.0; --quick 0.5)")
     parser.add_argument("--cache", type=Path, default=CACHE, help="baselines, latency table, tuning, work folders")
     parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the results file")
+    parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train and cache the baselines of --models and --seeds, then stop: no farm, nothing timed (training "
+        "is one thread, so a second bench can train on a free core while the first one measures)",
+    )
     return parser.parse_args(argv)
 
 
@@ -842,6 +854,9 @@ def main(argv: list[str] | None = None) -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bench = Bench(plan, out, args.cache.resolve(), progress, lambda text: console.print(text, highlight=False))
+        if args.train_only:
+            bench.train()
+            return
         with bench.device.serving(1):
             bench.run()
     console.print(f"results: {out} ({len(bench.rows)} rows), {out.with_suffix('.md')}, {out.with_suffix('.png')}")
