@@ -795,7 +795,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--train-only",
         action="store_true",
         help="train and cache the baselines of --models and --seeds, then stop: no farm, nothing timed (training "
-        "is one thread, so a second bench can train on a free core while the first one measures)",
+        "is one thread: it can use a free core beside untimed work such as the tests, never beside a bench that "
+        "is measuring, whose timings it would disturb)",
     )
     return parser.parse_args(argv)
 
