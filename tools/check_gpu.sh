@@ -1,64 +1,34 @@
 #!/usr/bin/env bash
-# The GPU check: on a machine with an NVIDIA GPU, run the whole job on the built-in `local-gpu` device (this GPU
-# behind a loopback RPC farm): profile the layers (tuned), prune to a budget, compile with tuning, verify and
-# measure, all through RPC. Writes bench/results/gpu.md (GPU, profile entries, prediction error, measured
-# speedup vs budget). Meant to finish within 10 minutes on a borrowed machine; fails at once, saying why, where
-# there is no GPU or TVM cannot use it.
+# The GPU check: the one prepared command for a borrowed machine with an NVIDIA GPU (H100/H200, sm_90), which
+# has Python 3.12, numpy and PyTorch but no TVM. It runs the runtime-only bundle that tools/gpu_bundle.py built
+# on a machine with edgeprune's venv: resnet20 and mobilenetv2 compiled for the `h100-sm90` profile (TVM's
+# default GPU schedules, SASS + PTX for sm_90), TVM's runtime libraries without its compiler, tvm_ffi for
+# cp312. For each model: the output on cuda(0) against PyTorch's (max abs diff), and TVM's latency against
+# PyTorch eager on the same GPU, interleaved. Writes bench/results/gpu.md and gpu.json (and copies both into
+# $OUT when it is set, where the device tool returns files from). Fails at once, saying why, where there is no
+# bundle, no GPU, or TVM's CUDA runtime cannot load.
 #
-#   PYTHON=python3 tools/check_gpu.sh          # edgeprune's dependencies (apache-tvm etc.) importable there
-#   MODEL=vgg11 WIDTH=0.25 TRIALS=4 TARGET=0.7x tools/check_gpu.sh
+# Here (edgeprune's venv; build/ is git-ignored, so the binaries never reach git):
+#   .venv/bin/python tools/gpu_bundle.py              # writes build/gpu-bundle (about 33 MiB; refused over 60)
+# then on the GPU machine, with build/gpu-bundle carried beside the working tree:
+#   tools/check_gpu.sh                                # BUNDLE=build/gpu-bundle PYTHON=python3 ROUNDS=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-MODEL=${MODEL:-vgg11} WIDTH=${WIDTH:-0.25} TRIALS=${TRIALS:-4} TARGET=${TARGET:-0.7x}
-PORT=${EDGEPRUNE_LOCAL_GPU_PORT:-9290}
-RUN_DIR=${RUN_DIR:-runs/check-gpu}
-REPORT=bench/results/gpu.md
+BUNDLE=${BUNDLE:-build/gpu-bundle}
+ROUNDS=${ROUNDS:-5}
+RESULTS=bench/results
 die() { echo "check_gpu: $*" >&2; exit 1; }
 
+[ -f "$BUNDLE/run.py" ] && [ -f "$BUNDLE/bundle.json" ] \
+  || die "no bundle at $BUNDLE: build it where edgeprune's venv is (.venv/bin/python tools/gpu_bundle.py) and carry that folder here"
 command -v nvidia-smi >/dev/null || die "no NVIDIA driver here (nvidia-smi not found): run this on a machine with a GPU"
-GPU=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1) || true
-[ -n "$GPU" ] || die "nvidia-smi sees no GPU"
-"$PY" -c "import tvm, torch, onnxsim, torch_pruning" 2>/dev/null \
-  || die "$PY cannot import edgeprune's dependencies (pip install -e '.[cuda]', or carry the wheels)"
-# TVM's CUDA runtime (libtvm_runtime_cuda.so) links libcudart.so.13: put the first one found on the loader's path.
-CANDIDATES=$("$PY" -c 'import nvidia, os; print(" ".join(os.path.join(p, "cu13", "lib") for p in nvidia.__path__))' \
-  2>/dev/null || true)
-for dir in ${CUDA_PATH:+$CUDA_PATH/lib64} /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib $CANDIDATES; do
-  if [ -e "$dir/libcudart.so.13" ]; then export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; break; fi
-done
-"$PY" -c "import sys, tvm; sys.exit(0 if tvm.cuda(0).exist else 1)" 2>/dev/null \
-  || die "TVM does not see the GPU ($GPU): its CUDA runtime needs libcudart.so.13 and a CUDA 13 driver"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -n1 | grep -q . || die "nvidia-smi sees no GPU"
 
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" EDGEPRUNE_LOCAL_GPU_PORT=$PORT
-"$PY" -m edgeprune farm up --servers 1 --port "$PORT" --key local-gpu
-trap '"$PY" -m edgeprune farm down --port "$PORT" >/dev/null 2>&1 || true' EXIT
-"$PY" -m edgeprune devices check local-gpu
-rm -rf "$RUN_DIR" && mkdir -p "$(dirname "$RUN_DIR")"
+mkdir -p "$RESULTS"
 set +e
-timeout 540 "$PY" -m edgeprune run "$MODEL" --device local-gpu --width "$WIDTH" --data digits --target "$TARGET" \
-  --trials "$TRIALS" --train-epochs 1 --finetune-epochs 1 --search-minutes 0.3 --generations 5 --max-rounds 2 \
-  --no-deploy --run-dir "$RUN_DIR" --json >"$RUN_DIR.json"
+"$PY" "$BUNDLE/run.py" --out "$RESULTS" --name gpu --rounds "$ROUNDS" 2> >(grep -v "Warning: Scope Loaded" >&2)
 status=$?
 set -e
-[ "$status" -le 1 ] || die "edgeprune run failed (exit $status); see $RUN_DIR"
-
-mkdir -p "$(dirname "$REPORT")"
-GPU="$GPU" "$PY" - "$RUN_DIR" "$RUN_DIR.json" >"$REPORT" <<'EOF'
-import json, os, sys
-from pathlib import Path
-run_dir, summary = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
-profile = json.loads((run_dir / "profile.json").read_text())
-print(f"# edgeprune on a GPU: {summary['model']} on local-gpu\n\nGPU: {os.environ['GPU']}\n")
-print(f"Profile: {profile['entries_total']} entries ({profile['entries_measured']} measured, "
-      f"{profile['tuning_trials']} tuning trials) in {profile['seconds']} s; LUT {profile['lut']}\n")
-print("| round | predicted ms | measured ms | prediction error | baseline ms | target ms | speedup | meets |")
-print("|---|---|---|---|---|---|---|---|")
-for r in summary["round_details"]:
-    error = (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"]  # the latency table's own error
-    print(f"| {r['round']} | {r['predicted_ms']:.4f} | {r['measured_ms']:.4f} | {error:+.1%} | {r['baseline_ms']:.4f} "
-          f"| {r['target_ms']:.4f} | {r['baseline_ms'] / r['measured_ms']:.2f}x | {r['meets_target']} |")
-print(f"\nBudget {summary['target_ms']:.4f} ms: {'met' if summary['meets_target'] else 'missed'}, "
-      f"speedup {summary['speedup']:.2f}x, {summary['seconds']} s in all.")
-EOF
-cat "$REPORT"
+if [ -n "${OUT:-}" ] && [ -f "$RESULTS/gpu.md" ]; then cp "$RESULTS/gpu.md" "$RESULTS/gpu.json" "$OUT/"; fi
+[ "$status" -eq 0 ] || die "the bundle's run.py failed (exit $status; 2: outputs differ from PyTorch's)"
