@@ -199,3 +199,40 @@ def test_gpu_bundle_without_a_gpu_says_so(gpu_bundle: Path, fresh_python: Path, 
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "CUDA" in done.stderr and not list(tmp_path.iterdir())
+
+
+LOAD_SM90 = """
+import ctypes, os, sys
+bundle = sys.argv[1]
+sys.path.insert(0, os.path.join(bundle, "site"))
+os.environ["TVM_USE_RUNTIME_LIB"] = "1"
+import tvm
+ctypes.CDLL(os.path.join(bundle, "site", "tvm", "lib", "libtvm_runtime_cuda.so"), mode=ctypes.RTLD_GLOBAL)
+lib = tvm.runtime.load_module(os.path.join(bundle, "models", "lenet5", "model.so"))
+print(lib.kind, [m.kind for m in lib.imports], [m.kind for m in lib.imports[0].imports], tvm.base._RUNTIME_ONLY)
+"""
+
+
+def test_gpu_library_loads_in_runtime_only_tvm(gpu_bundle: Path, fresh_python: Path, tmp_path: Path) -> None:
+    """Short of a GPU: the runtime-only TVM loads its CUDA runtime (against a stand-in libcuda.so.1 that exports
+    what it links and does nothing) and reads the library's sm_90 fatbin module back, as run.py does first."""
+    runtime_cuda = gpu_bundle / "site" / "tvm" / "lib" / "libtvm_runtime_cuda.so"
+    if not (shutil.which("gcc") and shutil.which("nm")):
+        pytest.skip("gcc and nm build the stand-in libcuda.so.1")
+    cudart = [p / "nvidia" / "cu13" / "lib" for p in map(Path, sys.path) if (p / "nvidia" / "cu13" / "lib").is_dir()]
+    if not cudart:
+        pytest.skip("no libcudart.so.13 beside this Python (pip install 'edgeprune[cuda]')")
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", str(runtime_cuda)], capture_output=True, text=True)
+    symbols = sorted({line.split()[-1].split("@")[0] for line in undefined.stdout.splitlines() if " cu" in line})
+    assert "cuModuleLoadData" in symbols
+    (tmp_path / "cuda.c").write_text("".join(f"int {name}(void) {{ return 100; }}\n" for name in symbols))
+    stub = tmp_path / "libcuda.so.1"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(stub), str(tmp_path / "cuda.c")], check=True
+    )
+    env = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": f"{tmp_path}:{cudart[0]}"}
+    done = subprocess.run(
+        [str(fresh_python), "-c", LOAD_SM90, str(gpu_bundle)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["relax.VMExecutable", "['library']", "['cuda']", "True"]

@@ -14,6 +14,7 @@ device, in interleaved rounds (load that comes and goes hits both alike). Writes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -315,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(names) - set(info["models"]))
         if unknown:
             raise BundleError(f"not in this bundle: {', '.join(unknown)} (it holds {', '.join(info['models'])})")
-        tvm = runtime_only_tvm()
         kind = info["runtime_kind"]  # cuda(0) or cpu(0): what the artifacts were built for
+        if kind == "cuda" and not args.no_torch:
+            with contextlib.suppress(ImportError):  # PyTorch first: its libcudart, known to suit it, is then shared
+                import torch  # noqa: F401
+        tvm = runtime_only_tvm()
         if kind == "cuda":
             load_cuda_runtime(tvm)
         report: dict[str, Any] = {
