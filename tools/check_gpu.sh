@@ -12,7 +12,7 @@
 #   .venv/bin/python tools/gpu_bundle.py              # writes build/gpu-bundle (about 33 MiB; refused over 60)
 # then on the GPU machine, with build/gpu-bundle carried beside the working tree (the device tool, called from
 # the checkout that holds build/gpu-bundle: command "bash tools/check_gpu.sh", carry ["build/gpu-bundle"],
-# timeout_s 300; about a minute there, then give the machine back):
+# timeout_s 300, then give the machine back; its duration there is not measured yet):
 #   tools/check_gpu.sh                                # BUNDLE=build/gpu-bundle PYTHON=python3 ROUNDS=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
