@@ -164,9 +164,13 @@ def write_runtime(site: Path, python_version: str, cache: Path) -> None:
 
 
 def artifact_key(device: Any, spec: str, width: float, input_shape: str | None, trials: int) -> str:
-    """What a cached artifact was built from: device target, model, width, shape, trials, TVM version."""
+    """What a cached artifact was built from: device target, model (a saved file's contents), width, shape,
+    trials, TVM version."""
+    from edgeprune.models.io import file_sha256
+
+    model = file_sha256(spec) if Path(spec).is_file() else spec
     text = json.dumps(
-        [device.name, device.target, spec, width, input_shape, trials, distribution_version("apache-tvm")],
+        [device.name, device.target, model, width, input_shape, trials, distribution_version("apache-tvm")],
         sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -196,12 +200,13 @@ def cached_artifact(device: Any, spec: str, width: float, input_shape: str | Non
         pass
     print(f"gpu_bundle: {spec}: compiling for {device.name} ({trials} trials per task)", flush=True)
     torch.manual_seed(0)  # a zoo model's initial weights: the same network in every build
-    bundle = load_model(spec, parse_input_shape(input_shape) if input_shape else None, None, width)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
+        bundle = load_model(spec, parse_input_shape(input_shape) if input_shape else None, None, width)
         result = compile_model(bundle, device, folder / "artifact", trials_per_task=trials, source=spec)
     except EdgepruneError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
         raise fail(f"{spec}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")) from exc
     print(
         f"gpu_bundle: {spec}: compiled in {result.seconds:.0f} s; on this CPU max |diff| to PyTorch "
