@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.deploy import board
 from edgeprune.devices import rpc
 from edgeprune.devices.profile import Device, load_device
+from edgeprune.devices.remote import server
 from edgeprune.errors import EdgepruneError
 from tests.conftest import free_port
 from tests.loopback_board import SSHServer, edgeprune_main, write_board_profile
@@ -35,7 +35,7 @@ def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
     )
     profile = str(board_files.profile)
     device = load_device(profile)
-    assert board.registered(device) == 0
+    assert server.registered(device) == 0
 
     proc = edgeprune_main("board", "bootstrap", "--device", profile, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -56,29 +56,29 @@ def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
             for line in board_files.ssh_log.read_text().splitlines()
         )
 
-        again = board.bootstrap(device)  # idempotent: the recorded server is reused, not doubled
+        again = server.bootstrap(device)  # idempotent: the recorded server is reused, not doubled
         assert (again["already_running"], again["pid"], again["registered"]) == (True, pid, 1)
 
         result = rpc.check_device(device)  # a kernel built here runs through the board's server, and the filler
         assert result["roundtrip_ms"] > 0
-        assert board.status(device)["running"] is True
+        assert server.status(device)["running"] is True
     finally:
         stopped = edgeprune_main("board", "stop", "--device", profile, "--json")
     assert stopped.returncode == 0, stopped.stderr
     assert json.loads(stopped.stdout)["stopped"] == pid
     assert not _is_rpc_server(pid)
-    assert board.registered(device) == 0
+    assert server.registered(device) == 0
 
     status = edgeprune_main("board", "status", "--device", profile, "--json")
     assert status.returncode == 1  # not running
     assert json.loads(status.stdout)["running"] is False
-    assert board.stop(device)["stopped"] is None  # nothing recorded any more: nothing is signalled
+    assert server.stop(device)["stopped"] is None  # nothing recorded any more: nothing is signalled
 
 
 def test_bootstrap_with_unreachable_tracker_fails_before_starting_anything(sshd: SSHServer, tmp_path: Path) -> None:
     files = write_board_profile(tmp_path, sshd, key_file=sshd.client_key, tracker_port=free_port())
     with pytest.raises(EdgepruneError, match="not reachable"):
-        board.bootstrap(load_device(str(files.profile)))
+        server.bootstrap(load_device(str(files.profile)))
     assert not files.ssh_log.exists()  # no command ran on the board
 
 
@@ -98,6 +98,6 @@ def test_bootstrap_refuses_a_board_without_tvm(sshd: SSHServer, local_farm: Devi
         python=system_python,
     )
     with pytest.raises(EdgepruneError, match="no TVM on the board") as refused:
-        board.bootstrap(load_device(str(files.profile)))
+        server.bootstrap(load_device(str(files.profile)))
     assert "pip install apache-tvm==" in (refused.value.hint or "")
     assert not (files.workdir / ".edgeprune" / "rpc_server.json").exists()

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.deploy import board
 from edgeprune.devices import emulation
 from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
+from edgeprune.devices.remote import server as board
 from edgeprune.errors import EdgepruneError
 from edgeprune.profiling.grid import plan
 from edgeprune.profiling.lut import lut_path

@@ -91,12 +91,12 @@ def bootstrap_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the TVM RPC server on the board, registered with the device's tracker."""
-    from edgeprune.deploy import board
     from edgeprune.devices.profile import load_device
+    from edgeprune.devices.remote import server
 
     profile = load_device(device)
     with console.status("bootstrapping") as spinner:
-        result = board.bootstrap(
+        result = server.bootstrap(
             profile,
             trust_new_host=trust_new_host,
             tracker=tracker,
@@ -117,10 +117,10 @@ def bootstrap_cmd(
 @board_app.command("stop")
 def stop_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: JsonOpt = False) -> None:
     """Stop the RPC server that `board bootstrap` started (exactly the PID it recorded)."""
-    from edgeprune.deploy import board
     from edgeprune.devices.profile import load_device
+    from edgeprune.devices.remote import server
 
-    result = board.stop(load_device(device), trust_new_host=trust_new_host)
+    result = server.stop(load_device(device), trust_new_host=trust_new_host)
     stopped = (
         f"nothing to stop on {result['host']}: {result['reason']}"
         if result["stopped"] is None
@@ -132,11 +132,11 @@ def stop_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: JsonO
 @board_app.command("status")
 def status_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: JsonOpt = False) -> None:
     """Show whether the board's RPC server runs and is registered at the tracker (exit 1 when it does not run)."""
-    from edgeprune.deploy import board
     from edgeprune.devices.profile import load_device
+    from edgeprune.devices.remote import server
 
     profile = load_device(device)
-    result = board.status(profile, trust_new_host=trust_new_host)
+    result = server.status(profile, trust_new_host=trust_new_host)
     state = f"[green]running[/] pid {result['pid']}" if result["running"] else "[yellow]not running[/]"
     listed = (
         f"tracker {profile.tracker} is unreachable"

@@ -20,7 +20,7 @@ from pathlib import Path
 from edgeprune import atomic
 from edgeprune.devices import rpc
 from edgeprune.devices.base import Device
-from edgeprune.devices.local import LOCAL
+from edgeprune.devices.builtin import LOCAL, LOCAL_DEFAULT_PORT
 from edgeprune.errors import EdgepruneError
 
 HOST = "127.0.0.1"  # the farm never listens beyond loopback
@@ -146,7 +146,9 @@ def _stop_pids(pids: list[int], timeout: float = STOP_TIMEOUT_S) -> list[int]:
     return stubborn
 
 
-def up(servers: int = 1, port: int = 9190, key: str = LOCAL, timeout: float = START_TIMEOUT_S) -> FarmState:
+def up(
+    servers: int = 1, port: int = LOCAL_DEFAULT_PORT, key: str = LOCAL, timeout: float = START_TIMEOUT_S
+) -> FarmState:
     """Start a tracker on 127.0.0.1:`port` and `servers` servers under `key`; return once all are free."""
     if not 1 <= servers <= MAX_SERVERS:
         raise EdgepruneError(f"--servers must be between 1 and {MAX_SERVERS}")
@@ -210,7 +212,7 @@ def _wait_tracker(port: int, timeout: float) -> None:
     raise EdgepruneError(f"the tracker on {HOST}:{port} did not start in {timeout:.0f}s (see its log)")
 
 
-def status(port: int = 9190) -> dict[str, object]:
+def status(port: int = LOCAL_DEFAULT_PORT) -> dict[str, object]:
     """What `farm status --json` prints: tracker address, free/busy servers per key, recorded PIDs."""
     state = read_state(port)
     pids = [p for p in state.pids if _is_rpc_process(p)] if state else []
@@ -222,7 +224,7 @@ def status(port: int = 9190) -> dict[str, object]:
     return {"tracker": f"{HOST}:{port}", "running": running, "servers": servers, "pids": pids}
 
 
-def down(port: int = 9190, timeout: float = STOP_TIMEOUT_S) -> dict[str, list[int]]:
+def down(port: int = LOCAL_DEFAULT_PORT, timeout: float = STOP_TIMEOUT_S) -> dict[str, list[int]]:
     """Stop exactly the processes this farm started and return once all of them and their workers are gone.
 
     Returns the farm's PIDs (`pids`) and those that ignored SIGTERM for `timeout` seconds and were killed

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from edgeprune.deploy import ssh
-from edgeprune.deploy.runner import RemoteRunner, install_runner
 from edgeprune.devices import rpc
 from edgeprune.devices.base import Device
+from edgeprune.devices.remote import ssh
+from edgeprune.devices.remote.runner import RemoteRunner, install_runner
 from edgeprune.errors import EdgepruneError
 
 REGISTER_TIMEOUT_S = 60.0

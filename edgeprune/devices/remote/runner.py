@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeprune.deploy.ssh import COMMAND_TIMEOUT_S, BoardConnection
 from edgeprune.devices.base import Device
+from edgeprune.devices.remote.ssh import COMMAND_TIMEOUT_S, BoardConnection
 from edgeprune.errors import EdgepruneError
 
 RUNNER_SOURCE = Path(__file__).with_name("board_runner.py")
