@@ -21,6 +21,7 @@ FAST_MODULES = {
     "test_data",
     "test_device_profiles",
     "test_latency_model",
+    "test_layers",
     "test_loop",
     "test_models",
     "test_pipeline_config",
