@@ -79,14 +79,27 @@ def _print_warnings(result: dict[str, Any]) -> None:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
+TrackerOpt = Annotated[
+    str | None, typer.Option(help="Tracker HOST:PORT as the board must dial it (default: the profile's tracker).")
+]
+RegisterTimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the tracker to list the server.")]
+
+
+def _server_line(result: dict[str, Any], tracker: str) -> str:
+    """The board's RPC server as `bootstrap` and `setup` leave it."""
+    verb = "already running" if result["already_running"] else "started"
+    return (
+        f"[green]{verb}[/] rpc_server pid {result['pid']} on {result['host']} (Python {result['python']}, "
+        f"TVM {result['tvm']}, {result['machine']}); tracker {tracker} lists {result['registered']} "
+        f"server(s) under '{result['key']}'"
+    )
+
+
 @board_app.command("bootstrap")
 def bootstrap_cmd(
     device: DeviceOpt,
-    tracker: Annotated[
-        str | None,
-        typer.Option(help="Tracker HOST:PORT as the board must dial it (default: the profile's tracker)."),
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the tracker to list the server.")] = 60.0,
+    tracker: TrackerOpt = None,
+    timeout: RegisterTimeoutOpt = 60.0,
     trust_new_host: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -97,21 +110,40 @@ def bootstrap_cmd(
     profile = load_device(device)
     with console.status("bootstrapping") as spinner:
         result = server.bootstrap(
-            profile,
-            trust_new_host=trust_new_host,
-            tracker=tracker,
-            timeout=timeout,
-            on_stage=lambda text: spinner.update(text),
+            profile, trust_new_host=trust_new_host, tracker=tracker, timeout=timeout, on_stage=spinner.update
         )
     _print_warnings(result)
-    verb = "already running" if result["already_running"] else "started"
-    emit(
-        result,
-        as_json,
-        f"[green]{verb}[/] rpc_server pid {result['pid']} on {result['host']} (Python {result['python']}, "
-        f"TVM {result['tvm']}, {result['machine']}); tracker {profile.tracker} lists {result['registered']} "
-        f"server(s) under '{result['key']}'",
+    emit(result, as_json, _server_line(result, profile.tracker))
+
+
+@board_app.command("setup")
+def setup_cmd(
+    device: DeviceOpt,
+    tracker: TrackerOpt = None,
+    timeout: RegisterTimeoutOpt = 60.0,
+    trust_new_host: TrustOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a board ready over SSH: check its Python; where TVM's runtime is missing (or another release), install
+    this machine's from here (wheels fetched here, uploaded by SFTP, into a venv in the board's work dir: the board
+    needs no internet); then start its RPC server as `board bootstrap` does."""
+    from edgeprune.devices.profile import load_device
+    from edgeprune.devices.remote import setup
+
+    profile = load_device(device)
+    with console.status("setting up") as spinner:
+        result = setup.setup(
+            profile, trust_new_host=trust_new_host, tracker=tracker, timeout=timeout, on_stage=spinner.update
+        )
+    _print_warnings(result)
+    installed = result["installed"]
+    done = (
+        f"[green]installed[/] TVM {installed['tvm']} into {installed['venv']} ({installed['wheels']} wheels for "
+        f"{installed['platform']}, {installed['uploaded_bytes'] / 1e6:.1f} MB uploaded)"
+        if installed
+        else f"the board's Python already has TVM {result['tvm']}: nothing to install"
     )
+    emit(result, as_json, done, _server_line(result, profile.tracker))
 
 
 @board_app.command("stop")
