@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import ArtifactsArg, DeviceOpt, JsonOpt, TrustOpt, console, emit
+from edgeprune.cli.common import ArtifactsArg, DeviceOpt, JsonOpt, TrustOpt, console, emit, options
 from edgeprune.cli.emulating import timing_label
+
+if TYPE_CHECKING:
+    from edgeprune.devices.base import Device
 
 app = typer.Typer()
 board_app = typer.Typer(help="Start, stop and inspect the TVM RPC server on a board over SSH.")
@@ -85,6 +89,21 @@ TrackerOpt = Annotated[
 RegisterTimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the tracker to list the server.")]
 
 
+def server_options(
+    tracker: TrackerOpt = None, timeout: RegisterTimeoutOpt = 60.0, trust_new_host: TrustOpt = False
+) -> dict[str, Any]:
+    """How `board bootstrap` and `board setup` start the board's server, as the library's functions take it."""
+    return {"tracker": tracker, "timeout": timeout, "trust_new_host": trust_new_host}
+
+
+def _start(title: str, run: Callable[..., dict[str, Any]], device: Device, start: dict[str, Any]) -> dict[str, Any]:
+    """`run(device, **start)` under a spinner that shows its stages; its warnings printed after."""
+    with console.status(title) as spinner:
+        result = run(device, **start, on_stage=spinner.update)
+    _print_warnings(result)
+    return result
+
+
 def _server_line(result: dict[str, Any], tracker: str) -> str:
     """The board's RPC server as `bootstrap` and `setup` leave it."""
     verb = "already running" if result["already_running"] else "started"
@@ -96,34 +115,20 @@ def _server_line(result: dict[str, Any], tracker: str) -> str:
 
 
 @board_app.command("bootstrap")
-def bootstrap_cmd(
-    device: DeviceOpt,
-    tracker: TrackerOpt = None,
-    timeout: RegisterTimeoutOpt = 60.0,
-    trust_new_host: TrustOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options("start", server_options)
+def bootstrap_cmd(device: DeviceOpt, start: dict[str, Any], as_json: JsonOpt = False) -> None:
     """Start the TVM RPC server on the board, registered with the device's tracker."""
     from edgeprune.devices.profile import load_device
     from edgeprune.devices.remote import server
 
     profile = load_device(device)
-    with console.status("bootstrapping") as spinner:
-        result = server.bootstrap(
-            profile, trust_new_host=trust_new_host, tracker=tracker, timeout=timeout, on_stage=spinner.update
-        )
-    _print_warnings(result)
+    result = _start("bootstrapping", server.bootstrap, profile, start)
     emit(result, as_json, _server_line(result, profile.tracker))
 
 
 @board_app.command("setup")
-def setup_cmd(
-    device: DeviceOpt,
-    tracker: TrackerOpt = None,
-    timeout: RegisterTimeoutOpt = 60.0,
-    trust_new_host: TrustOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options("start", server_options)
+def setup_cmd(device: DeviceOpt, start: dict[str, Any], as_json: JsonOpt = False) -> None:
     """Make a board ready over SSH: check its Python; where TVM's runtime is missing (or another release), install
     this machine's from here (wheels fetched here, uploaded by SFTP, into a venv in the board's work dir: the board
     needs no internet); then start its RPC server as `board bootstrap` does."""
@@ -131,11 +136,7 @@ def setup_cmd(
     from edgeprune.devices.remote import setup
 
     profile = load_device(device)
-    with console.status("setting up") as spinner:
-        result = setup.setup(
-            profile, trust_new_host=trust_new_host, tracker=tracker, timeout=timeout, on_stage=spinner.update
-        )
-    _print_warnings(result)
+    result = _start("setting up", setup.setup, profile, start)
     installed = result["installed"]
     done = (
         f"[green]installed[/] TVM {installed['tvm']} into {installed['venv']} ({installed['wheels']} wheels for "
