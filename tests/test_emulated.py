@@ -138,6 +138,49 @@ python = "{wrapper}"
     assert not (tmp_path / "old-tvm-home" / ".edgeprune" / "rpc_server.json").exists()
 
 
+def test_setup_installs_tvm_on_an_emulated_pi_whose_python_has_none(
+    emulated_pi: Device, emulated_rootfs: emulation.RootFS, tmp_path: Path
+) -> None:
+    """The emulated Pi's Python without its site packages (`-S`: no TVM, no numpy, no pip) stands for a board
+    nobody set up: `board setup` fetches the aarch64 wheels here, uploads them, installs them into a venv in the
+    board's work dir under qemu, starts the server from there, and `devices check` passes on it."""
+    assert emulated_pi.ssh is not None
+    profile = write_emulated_profile(tmp_path, "emulated-bare", port=emulated_pi.tracker_port)
+    workdir = tmp_path / "bare-home"
+    profile.write_text(
+        profile.read_text()
+        + f"""
+[ssh]
+host = "127.0.0.1"
+port = {emulated_pi.ssh.port}
+user = "{emulated_pi.ssh.user}"
+key_file = "{emulated_pi.ssh.key_file}"
+known_hosts = "{emulated_pi.ssh.known_hosts}"
+
+[remote]
+workdir = "{workdir}"
+python = "{emulated_rootfs.python} -S"
+"""
+    )
+    setup = edgeprune_main("board", "setup", "--device", str(profile), "--json", "--timeout", "120")
+    assert setup.returncode == 0, setup.stderr
+    result = json.loads(setup.stdout)
+    try:
+        installed = result["installed"]
+        assert installed["previous_tvm"] is None and installed["platform"].endswith("_aarch64-cp311")
+        assert (result["machine"], result["tvm"], installed["venv"]) == (
+            "aarch64",
+            installed["tvm"],
+            str(workdir / "venv"),
+        )
+        check = edgeprune_main("devices", "check", str(profile), "--json")
+        assert check.returncode == 0, check.stderr
+        assert json.loads(check.stdout)["timings_are_real"] is False
+    finally:
+        stopped = edgeprune_main("board", "stop", "--device", str(profile))
+    assert stopped.returncode == 0, stopped.stderr
+
+
 def test_board_status_and_devices_check_label_the_emulation(emulated_pi: Device) -> None:
     status = edgeprune_main("board", "status", "--device", emulated_pi.name, "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
