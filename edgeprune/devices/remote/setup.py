@@ -55,17 +55,10 @@ def _install(conn: ssh.BoardConnection, device: Device, workdir: str, folder: st
     if not conn.exists(python):
         base = " ".join(shlex.quote(word) for word in shlex.split(device.remote_python))
         conn.check(f"{base} -m venv --without-pip {shlex.quote(posixpath.join(workdir, VENV))}", timeout=300)
-    requirements = [r for r in wheels.board_requirements() if not r.startswith("pip")]
     pip = posixpath.join(folder, pip_wheel, "pip")
-    conn.check(
-        " ".join(
-            shlex.quote(word)
-            for word in (python, pip, "install", "--no-index", "--find-links", folder, "--disable-pip-version-check")
-        )
-        + " --quiet "
-        + " ".join(shlex.quote(r) for r in requirements),
-        timeout=INSTALL_TIMEOUT_S,
-    )
+    words = [python, pip, "install", "--no-index", "--find-links", folder, "--disable-pip-version-check", "--quiet"]
+    command = " ".join(shlex.quote(word) for word in [*words, *wheels.runtime_requirements()])
+    conn.check(command, timeout=INSTALL_TIMEOUT_S)
 
 
 def setup(
@@ -91,7 +84,7 @@ def setup(
             board = wheels.BoardPlatform.from_probe(info)
             on_stage(f"fetching TVM {local}'s wheels for {board.name} here")
             files = wheels.fetch(board)
-            pip_wheel = next((p.name for p in files if p.name.startswith("pip-")), None)
+            pip_wheel = next((p.name for p in files if p.name.startswith(f"{wheels.INSTALLER}-")), None)
             if pip_wheel is None:
                 raise EdgepruneError(f"no pip wheel among the board's wheels in {wheels.wheel_folder(board)}")
             folder = posixpath.join(runner.state_dir, "wheels")

@@ -23,14 +23,13 @@ MANYLINUX2014_GLIBC = 17  # manylinux2014 is glibc 2.17: the oldest tag TVM's wh
 DONE = "requirements.txt"  # written last: a folder without it is an interrupted download, fetched again
 
 
-def board_requirements() -> list[str]:
-    """What a board's Python needs to serve RPC and run compiled models: this machine's TVM release, its FFI,
-    pip itself (run from its wheel on a board whose Python has no pip)."""
-    return [
-        f"apache-tvm[rpc]=={metadata.version('apache-tvm')}",
-        f"apache-tvm-ffi=={metadata.version('apache-tvm-ffi')}",
-        "pip",
-    ]
+INSTALLER = "pip"  # fetched beside them: run from its wheel, it installs them on a board whose Python has no pip
+
+
+def runtime_requirements() -> list[str]:
+    """What a board's Python needs to serve RPC and run compiled models: this machine's TVM release and its FFI."""
+    tvm, ffi = (metadata.version(name) for name in ("apache-tvm", "apache-tvm-ffi"))
+    return [f"apache-tvm[rpc]=={tvm}", f"apache-tvm-ffi=={ffi}"]
 
 
 @dataclass(frozen=True)
@@ -78,11 +77,12 @@ def wheel_folder(board: BoardPlatform) -> Path:
 
 
 def fetch(board: BoardPlatform, requirements: list[str] | None = None) -> list[Path]:
-    """The board's wheels in this machine's cache, downloaded the first time; returns their paths.
+    """The wheels of `requirements` (default: TVM's runtime) and pip for the board, in this machine's cache,
+    downloaded the first time; returns their paths.
 
     The folder is complete only once its requirements file is written, after pip succeeded: an interrupted
     download is resumed by pip (the wheels it already has are kept), never taken for a finished one."""
-    wanted = requirements or board_requirements()
+    wanted = [*(runtime_requirements() if requirements is None else requirements), INSTALLER]
     folder = wheel_folder(board)
     done = folder / DONE
     if not done.is_file() or done.read_text().split() != wanted:
