@@ -67,8 +67,10 @@ test-fast: $(DEV_STAMP)
 test-arm: $(DEV_STAMP) system-packages arm-board
 	$(BIN)/python -m pytest -m arm $(PYTEST_ARGS)
 
+# ruff, then the layers in pyproject.toml's [tool.importlinter] (no cache: the check takes under a second).
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check edgeprune tests tools examples
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,3 +16,13 @@ def user_data_dir() -> Path:
     # XDG: a relative value is invalid and must be ignored
     root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "share"
     return root / "edgeprune"
+
+
+def user_cache_dir() -> Path:
+    """`$EDGEPRUNE_CACHE_DIR`, else `$XDG_CACHE_HOME/edgeprune`, else `~/.cache/edgeprune`: what can be fetched or
+    built again (the emulated board's root filesystem, a board's wheels); not created here."""
+    env = os.environ.get("EDGEPRUNE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "edgeprune"

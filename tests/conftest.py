@@ -18,9 +18,11 @@ SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "edgeprune" / "boards"
 # farm, sshd, qemu or TVM tuning. One list, so a module's tier is decided here and not in each file.
 FAST_MODULES = {
     "test_bench_pruning",
+    "test_board_wheels",
     "test_data",
     "test_device_profiles",
     "test_latency_model",
+    "test_layers",
     "test_loop",
     "test_models",
     "test_pipeline_config",

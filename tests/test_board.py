@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from edgeprune.deploy import board
 from edgeprune.devices import rpc
 from edgeprune.devices.profile import Device, load_device
+from edgeprune.devices.remote import server
 from edgeprune.errors import EdgepruneError
 from tests.conftest import free_port
 from tests.loopback_board import SSHServer, edgeprune_main, write_board_profile
@@ -35,7 +36,7 @@ def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
     )
     profile = str(board_files.profile)
     device = load_device(profile)
-    assert board.registered(device) == 0
+    assert server.registered(device) == 0
 
     proc = edgeprune_main("board", "bootstrap", "--device", profile, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -56,39 +57,45 @@ def test_bootstrap_registers_with_the_tracker_and_stop_removes_it(
             for line in board_files.ssh_log.read_text().splitlines()
         )
 
-        again = board.bootstrap(device)  # idempotent: the recorded server is reused, not doubled
+        again = server.bootstrap(device)  # idempotent: the recorded server is reused, not doubled
         assert (again["already_running"], again["pid"], again["registered"]) == (True, pid, 1)
 
         result = rpc.check_device(device)  # a kernel built here runs through the board's server, and the filler
         assert result["roundtrip_ms"] > 0
-        assert board.status(device)["running"] is True
+        assert server.status(device)["running"] is True
     finally:
         stopped = edgeprune_main("board", "stop", "--device", profile, "--json")
     assert stopped.returncode == 0, stopped.stderr
     assert json.loads(stopped.stdout)["stopped"] == pid
     assert not _is_rpc_server(pid)
-    assert board.registered(device) == 0
+    assert server.registered(device) == 0
 
     status = edgeprune_main("board", "status", "--device", profile, "--json")
     assert status.returncode == 1  # not running
     assert json.loads(status.stdout)["running"] is False
-    assert board.stop(device)["stopped"] is None  # nothing recorded any more: nothing is signalled
+    assert server.stop(device)["stopped"] is None  # nothing recorded any more: nothing is signalled
 
 
 def test_bootstrap_with_unreachable_tracker_fails_before_starting_anything(sshd: SSHServer, tmp_path: Path) -> None:
     files = write_board_profile(tmp_path, sshd, key_file=sshd.client_key, tracker_port=free_port())
     with pytest.raises(EdgepruneError, match="not reachable"):
-        board.bootstrap(load_device(str(files.profile)))
+        server.bootstrap(load_device(str(files.profile)))
     assert not files.ssh_log.exists()  # no command ran on the board
 
 
-def test_bootstrap_refuses_a_board_without_tvm(sshd: SSHServer, local_farm: Device, tmp_path: Path) -> None:
+def python_without_tvm() -> str:
+    """The system's Python, which has no TVM: a board nobody has set up."""
     system_python = shutil.which("python3", path="/usr/bin")
     if (
         system_python is None
         or subprocess.run([system_python, "-c", "import tvm"], capture_output=True).returncode == 0
     ):
         pytest.skip("needs a Python without TVM at /usr/bin/python3")
+    return system_python
+
+
+def test_bootstrap_refuses_a_board_without_tvm(sshd: SSHServer, local_farm: Device, tmp_path: Path) -> None:
+    system_python = python_without_tvm()
     files = write_board_profile(
         tmp_path,
         sshd,
@@ -98,6 +105,45 @@ def test_bootstrap_refuses_a_board_without_tvm(sshd: SSHServer, local_farm: Devi
         python=system_python,
     )
     with pytest.raises(EdgepruneError, match="no TVM on the board") as refused:
-        board.bootstrap(load_device(str(files.profile)))
+        server.bootstrap(load_device(str(files.profile)))
     assert "pip install apache-tvm==" in (refused.value.hint or "")
     assert not (files.workdir / ".edgeprune" / "rpc_server.json").exists()
+
+
+def test_setup_installs_tvm_from_this_machine_on_a_board_without_it(
+    sshd: SSHServer, local_farm: Device, tmp_path: Path
+) -> None:
+    """`board setup` on a board whose Python has no TVM (and no pip): the wheels fetched here are uploaded and
+    installed into a venv in its work dir, the RPC server runs from that venv, and `devices check` passes there.
+    A second setup finds TVM and installs nothing."""
+    files = write_board_profile(
+        tmp_path,
+        sshd,
+        key_file=sshd.client_key,
+        tracker_port=local_farm.tracker_port,
+        key="set-up-board",
+        python=python_without_tvm(),
+    )
+    profile = str(files.profile)
+    proc = edgeprune_main("board", "setup", "--device", profile, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    try:
+        installed, venv = result["installed"], files.workdir / "venv"
+        assert (installed["tvm"], installed["previous_tvm"]) == (metadata.version("apache-tvm"), None)
+        assert installed["venv"] == str(venv) and installed["uploaded_bytes"] > 50e6  # TVM's wheel alone is ~100 MB
+        assert (result["tvm"], result["registered"], result["already_running"]) == (installed["tvm"], 1, False)
+        server_cmd = Path(f"/proc/{result['pid']}/cmdline").read_bytes().split(b"\0")
+        assert server_cmd[0] == str(venv / "bin" / "python").encode() and b"tvm.exec.rpc_server" in server_cmd
+
+        check = edgeprune_main("devices", "check", profile, "--json")
+        assert check.returncode == 0, check.stderr
+        assert json.loads(check.stdout)["roundtrip_ms"] > 0
+
+        again = edgeprune_main("board", "setup", "--device", profile, "--json")
+        assert again.returncode == 0, again.stderr
+        second = json.loads(again.stdout)
+        assert (second["installed"], second["already_running"], second["pid"]) == (None, True, result["pid"])
+    finally:
+        stopped = edgeprune_main("board", "stop", "--device", profile, "--json")
+    assert stopped.returncode == 0, stopped.stderr

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeprune.deploy import ssh
 from edgeprune.deploy.deployment import deploy_artifact
 from edgeprune.devices.profile import load_device
+from edgeprune.devices.remote import ssh
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import file_sha256
 from tests.loopback_board import BOARD_NAME, SSHServer, edgeprune_main, write_board_profile

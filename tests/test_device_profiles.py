@@ -84,6 +84,42 @@ def test_emulated_pi_is_the_pi_4_target_on_loopback_with_this_machines_ssh() -> 
     assert emulated.remote_python.endswith("edgeprune-bin/python") and emulated.to_json()["timings_are_real"] is False
 
 
+def test_every_kind_is_registered_whatever_was_imported_first() -> None:
+    """Kinds register when the package loads, not as a side effect of importing the profile loader: a fresh
+    process that imports only the interface can create a board."""
+    code = (
+        "from edgeprune.devices import base; from pathlib import Path; "
+        "d = base.create('board', name='b', description='', target={'kind': 'llvm'}, tracker_host='127.0.0.1', "
+        "tracker_port=9190, key='b', profiles_root=Path('.')); print(type(d).__name__, ' '.join(base.kinds()))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SHIPPED.parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["BoardDevice", "board", "cuda", "emulated", "local", "local-gpu"]
+
+
+def _elf_header(machine: int) -> bytes:
+    """The first 20 bytes of a little-endian 64-bit ELF shared object for `machine` (e_machine)."""
+    return b"\x7fELF" + bytes([2, 1, 1]) + bytes(9) + (3).to_bytes(2, "little") + machine.to_bytes(2, "little")
+
+
+def test_the_device_names_a_library_built_for_another_cpu(tmp_path: Path) -> None:
+    """The ELF check is the Device's: code for its CPU passes, another CPU's is named, a `.tar` (no ELF header
+    here: the board links it) is left to the board."""
+    pi = load_profile(SHIPPED / "raspberry-pi-4.toml")
+    arm, x86, tar = tmp_path / "arm.so", tmp_path / "x86.so", tmp_path / "model.tar"
+    arm.write_bytes(_elf_header(183))
+    x86.write_bytes(_elf_header(62))
+    tar.write_bytes(b"model.so".ljust(512, b"\0"))
+    assert pi.library_mismatch(arm) is None and pi.library_mismatch(tar) is None
+    assert pi.library_mismatch(x86) == f"{x86} is x86_64 code; device 'raspberry-pi-4' runs aarch64"
+
+
+def test_a_local_port_variable_that_is_no_port_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEPRUNE_LOCAL_PORT", "9190x")
+    with pytest.raises(EdgepruneError, match=r"\$EDGEPRUNE_LOCAL_PORT is '9190x', not a port number"):
+        load_device("local")
+
+
 def test_valid_profile_fields(tmp_path: Path) -> None:
     device = load_profile(write(tmp_path, VALID))
     assert device.tracker == "127.0.0.1:9190"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.deploy import board
 from edgeprune.devices import emulation
 from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
+from edgeprune.devices.remote import server as board
 from edgeprune.errors import EdgepruneError
 from edgeprune.profiling.grid import plan
 from edgeprune.profiling.lut import lut_path
@@ -103,6 +103,29 @@ def test_profile_resumes_after_the_emulated_server_is_killed(emulated_pi: Device
     )  # nothing lost, nothing measured twice
 
 
+def _beside(emulated_pi: Device, folder: Path, name: str, workdir: Path, python: str) -> Path:
+    """A profile for the running emulated board (its tracker and sshd) with a key, work dir and Python of its own."""
+    assert emulated_pi.ssh is not None
+    profile = write_emulated_profile(folder, name, port=emulated_pi.tracker_port)
+    ssh = emulated_pi.ssh
+    profile.write_text(
+        profile.read_text()
+        + f"""
+[ssh]
+host = "127.0.0.1"
+port = {ssh.port}
+user = "{ssh.user}"
+key_file = "{ssh.key_file}"
+known_hosts = "{ssh.known_hosts}"
+
+[remote]
+workdir = "{workdir}"
+python = "{python}"
+"""
+    )
+    return profile
+
+
 def test_a_board_with_another_tvm_is_refused_naming_both_versions(
     emulated_pi: Device, emulated_rootfs: emulation.RootFS, tmp_path: Path
 ) -> None:
@@ -115,27 +138,38 @@ def test_a_board_with_another_tvm_is_refused_naming_both_versions(
     wrapper = tmp_path / "old-tvm-python"
     wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH="{overlay.parent}"\nexec "{emulated_rootfs.python}" "$@"\n')
     wrapper.chmod(0o755)
-    assert emulated_pi.ssh is not None
-    profile = write_emulated_profile(tmp_path, "emulated-old-tvm", port=emulated_pi.tracker_port)
-    profile.write_text(
-        profile.read_text()
-        + f"""
-[ssh]
-host = "127.0.0.1"
-port = {emulated_pi.ssh.port}
-user = "{emulated_pi.ssh.user}"
-key_file = "{emulated_pi.ssh.key_file}"
-known_hosts = "{emulated_pi.ssh.known_hosts}"
-
-[remote]
-workdir = "{tmp_path / "old-tvm-home"}"
-python = "{wrapper}"
-"""
-    )
+    profile = _beside(emulated_pi, tmp_path, "emulated-old-tvm", tmp_path / "old-tvm-home", str(wrapper))
     proc = edgeprune_main("board", "bootstrap", "--device", str(profile))
     assert proc.returncode == 2, proc.stderr
     assert "0.26.0" in proc.stderr and "0.27.0.post1" in proc.stderr
     assert not (tmp_path / "old-tvm-home" / ".edgeprune" / "rpc_server.json").exists()
+
+
+def test_setup_installs_tvm_on_an_emulated_pi_whose_python_has_none(
+    emulated_pi: Device, emulated_rootfs: emulation.RootFS, tmp_path: Path
+) -> None:
+    """The emulated Pi's Python without its site packages (`-S`: no TVM, no numpy, no pip) stands for a board
+    nobody set up: `board setup` fetches the aarch64 wheels here, uploads them, installs them into a venv in the
+    board's work dir under qemu, starts the server from there, and `devices check` passes on it."""
+    workdir = tmp_path / "bare-home"
+    profile = _beside(emulated_pi, tmp_path, "emulated-bare", workdir, f"{emulated_rootfs.python} -S")
+    setup = edgeprune_main("board", "setup", "--device", str(profile), "--json", "--timeout", "120")
+    assert setup.returncode == 0, setup.stderr
+    result = json.loads(setup.stdout)
+    try:
+        installed = result["installed"]
+        assert installed["previous_tvm"] is None and installed["platform"].endswith("_aarch64-cp311")
+        assert (result["machine"], result["tvm"], installed["venv"]) == (
+            "aarch64",
+            installed["tvm"],
+            str(workdir / "venv"),
+        )
+        check = edgeprune_main("devices", "check", str(profile), "--json")
+        assert check.returncode == 0, check.stderr
+        assert json.loads(check.stdout)["timings_are_real"] is False
+    finally:
+        stopped = edgeprune_main("board", "stop", "--device", str(profile))
+    assert stopped.returncode == 0, stopped.stderr
 
 
 def test_board_status_and_devices_check_label_the_emulation(emulated_pi: Device) -> None:

@@ -180,3 +180,32 @@ def test_check_fails_on_a_runtime_only_server_without_the_extra_library(
         assert result["roundtrip_ms"] > 0
     finally:
         _stop(full)
+
+
+def test_a_tracker_alone_listens_where_asked_for_boards_to_register(isolated_env: pytest.MonkeyPatch) -> None:
+    """`farm up --tracker-only --host ADDR`: the tracker real boards register with (here another loopback address,
+    standing in for this machine's LAN address), no servers; `farm status` and `farm down` find it by its port."""
+    port = free_port()
+    up = cli("farm", "up", "--tracker-only", "--host", "127.0.0.2", "--port", str(port))
+    assert up.returncode == 0, up.stderr
+    try:
+        assert f"tracker up on 127.0.0.2:{port}" in up.stderr and "network you trust" in up.stderr
+        info = json.loads(cli("farm", "status", "--port", str(port), "--json").stdout)
+        assert (info["tracker"], info["running"], info["servers"]) == (f"127.0.0.2:{port}", True, {})
+        assert len(info["pids"]) == 1 and alive(info["pids"][0])
+        with pytest.raises(EdgepruneError, match="not reachable"):
+            rpc.tracker_summary("127.0.0.1", port, timeout=1.0)  # it listens where it was told, nowhere else
+    finally:
+        down = cli("farm", "down", "--port", str(port))
+    assert down.returncode == 0, down.stderr
+    assert not alive(info["pids"][0])
+
+
+def test_host_is_for_a_tracker_alone_and_must_be_an_address(isolated_env: pytest.MonkeyPatch) -> None:
+    """The farm's own servers never listen beyond 127.0.0.1; nothing starts on a refused command."""
+    port = free_port()
+    with_servers = cli("farm", "up", "--host", "127.0.0.2", "--port", str(port))
+    assert with_servers.returncode == 2 and "--tracker-only" in with_servers.stderr
+    named = cli("farm", "up", "--tracker-only", "--host", "my-laptop", "--port", str(port))
+    assert named.returncode == 2 and "not an IP address" in named.stderr
+    assert farm.read_state(port) is None

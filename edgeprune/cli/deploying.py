@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edgeprune.cli.common import ArtifactsArg, DeviceOpt, JsonOpt, TrustOpt, console, emit
+from edgeprune.cli.common import ArtifactsArg, DeviceOpt, JsonOpt, TrustOpt, console, emit, options
 from edgeprune.cli.emulating import timing_label
+
+if TYPE_CHECKING:
+    from edgeprune.devices.base import Device
 
 app = typer.Typer()
 board_app = typer.Typer(help="Start, stop and inspect the TVM RPC server on a board over SSH.")
@@ -79,48 +83,77 @@ def _print_warnings(result: dict[str, Any]) -> None:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
+TrackerOpt = Annotated[
+    str | None, typer.Option(help="Tracker HOST:PORT as the board must dial it (default: the profile's tracker).")
+]
+RegisterTimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the tracker to list the server.")]
+
+
+def server_options(
+    tracker: TrackerOpt = None, timeout: RegisterTimeoutOpt = 60.0, trust_new_host: TrustOpt = False
+) -> dict[str, Any]:
+    """How `board bootstrap` and `board setup` start the board's server, as the library's functions take it."""
+    return {"tracker": tracker, "timeout": timeout, "trust_new_host": trust_new_host}
+
+
+def _start(title: str, run: Callable[..., dict[str, Any]], device: Device, start: dict[str, Any]) -> dict[str, Any]:
+    """`run(device, **start)` under a spinner that shows its stages; its warnings printed after."""
+    with console.status(title) as spinner:
+        result = run(device, **start, on_stage=spinner.update)
+    _print_warnings(result)
+    return result
+
+
+def _server_line(result: dict[str, Any], tracker: str) -> str:
+    """The board's RPC server as `bootstrap` and `setup` leave it."""
+    verb = "already running" if result["already_running"] else "started"
+    return (
+        f"[green]{verb}[/] rpc_server pid {result['pid']} on {result['host']} (Python {result['python']}, "
+        f"TVM {result['tvm']}, {result['machine']}); tracker {tracker} lists {result['registered']} "
+        f"server(s) under '{result['key']}'"
+    )
+
+
 @board_app.command("bootstrap")
-def bootstrap_cmd(
-    device: DeviceOpt,
-    tracker: Annotated[
-        str | None,
-        typer.Option(help="Tracker HOST:PORT as the board must dial it (default: the profile's tracker)."),
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the tracker to list the server.")] = 60.0,
-    trust_new_host: TrustOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options("start", server_options)
+def bootstrap_cmd(device: DeviceOpt, start: dict[str, Any], as_json: JsonOpt = False) -> None:
     """Start the TVM RPC server on the board, registered with the device's tracker."""
-    from edgeprune.deploy import board
     from edgeprune.devices.profile import load_device
+    from edgeprune.devices.remote import server
 
     profile = load_device(device)
-    with console.status("bootstrapping") as spinner:
-        result = board.bootstrap(
-            profile,
-            trust_new_host=trust_new_host,
-            tracker=tracker,
-            timeout=timeout,
-            on_stage=lambda text: spinner.update(text),
-        )
-    _print_warnings(result)
-    verb = "already running" if result["already_running"] else "started"
-    emit(
-        result,
-        as_json,
-        f"[green]{verb}[/] rpc_server pid {result['pid']} on {result['host']} (Python {result['python']}, "
-        f"TVM {result['tvm']}, {result['machine']}); tracker {profile.tracker} lists {result['registered']} "
-        f"server(s) under '{result['key']}'",
+    result = _start("bootstrapping", server.bootstrap, profile, start)
+    emit(result, as_json, _server_line(result, profile.tracker))
+
+
+@board_app.command("setup")
+@options("start", server_options)
+def setup_cmd(device: DeviceOpt, start: dict[str, Any], as_json: JsonOpt = False) -> None:
+    """Make a board ready over SSH: check its Python; where TVM's runtime is missing (or another release), install
+    this machine's from here (wheels fetched here, uploaded by SFTP, into a venv in the board's work dir: the board
+    needs no internet); then start its RPC server as `board bootstrap` does."""
+    from edgeprune.devices.profile import load_device
+    from edgeprune.devices.remote import setup
+
+    profile = load_device(device)
+    result = _start("setting up", setup.setup, profile, start)
+    installed = result["installed"]
+    done = (
+        f"[green]installed[/] TVM {installed['tvm']} into {installed['venv']} ({installed['wheels']} wheels for "
+        f"{installed['platform']}, {installed['uploaded_bytes'] / 1e6:.1f} MB uploaded)"
+        if installed
+        else f"the board's Python already has TVM {result['tvm']}: nothing to install"
     )
+    emit(result, as_json, done, _server_line(result, profile.tracker))
 
 
 @board_app.command("stop")
 def stop_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: JsonOpt = False) -> None:
     """Stop the RPC server that `board bootstrap` started (exactly the PID it recorded)."""
-    from edgeprune.deploy import board
     from edgeprune.devices.profile import load_device
+    from edgeprune.devices.remote import server
 
-    result = board.stop(load_device(device), trust_new_host=trust_new_host)
+    result = server.stop(load_device(device), trust_new_host=trust_new_host)
     stopped = (
         f"nothing to stop on {result['host']}: {result['reason']}"
         if result["stopped"] is None
@@ -132,11 +165,11 @@ def stop_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: JsonO
 @board_app.command("status")
 def status_cmd(device: DeviceOpt, trust_new_host: TrustOpt = False, as_json: JsonOpt = False) -> None:
     """Show whether the board's RPC server runs and is registered at the tracker (exit 1 when it does not run)."""
-    from edgeprune.deploy import board
     from edgeprune.devices.profile import load_device
+    from edgeprune.devices.remote import server
 
     profile = load_device(device)
-    result = board.status(profile, trust_new_host=trust_new_host)
+    result = server.status(profile, trust_new_host=trust_new_host)
     state = f"[green]running[/] pid {result['pid']}" if result["running"] else "[yellow]not running[/]"
     listed = (
         f"tracker {profile.tracker} is unreachable"

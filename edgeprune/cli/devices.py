@@ -14,7 +14,10 @@ from edgeprune.devices import farm as farm_mod
 from edgeprune.devices import profile, rpc
 
 devices_app = typer.Typer(help="List device profiles and check that a device answers.", no_args_is_help=False)
-farm_app = typer.Typer(help="The local farm: a TVM RPC tracker and servers on 127.0.0.1 for the 'local' device.")
+farm_app = typer.Typer(
+    help="The local farm: a TVM RPC tracker and servers on 127.0.0.1 for the 'local' device; or, with "
+    "`up --tracker-only --host`, the tracker real boards register with."
+)
 
 PortOpt = Annotated[
     int,
@@ -92,10 +95,40 @@ def up(
             envvar="EDGEPRUNE_LOCAL_KEY", help="Key the servers register under ($EDGEPRUNE_LOCAL_KEY sets it)."
         ),
     ] = profile.LOCAL,
+    tracker_only: Annotated[
+        bool,
+        typer.Option(
+            "--tracker-only",
+            help="Start the tracker alone, for real boards to register with (`edgeprune board setup`); no servers.",
+        ),
+    ] = False,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address the tracker listens on, with --tracker-only: this machine's address as the boards see it "
+            "(0.0.0.0: every interface). The farm's servers always listen on 127.0.0.1."
+        ),
+    ] = farm_mod.HOST,
 ) -> None:
-    """Start a tracker and N servers on 127.0.0.1; returns once all servers are free at the tracker."""
-    with console.status(f"starting tracker on 127.0.0.1:{port} and {servers} server(s)"):
-        state = farm_mod.up(servers=servers, port=port, key=key)
+    """Start a tracker and N servers on 127.0.0.1; returns once all servers are free at the tracker.
+
+    With --tracker-only --host ADDR, the tracker a LAN of boards registers with (`farm down` stops it too).
+    """
+    with console.status(f"starting tracker on {host}:{port}" + ("" if tracker_only else f" and {servers} server(s)")):
+        state = farm_mod.up(servers=servers, port=port, key=key, host=host, tracker_only=tracker_only)
+    if tracker_only:
+        console.print(
+            f"[green]tracker up[/] on {state.tracker}, pid {state.tracker_pid}; boards whose profile names it "
+            f"(tracker.host as they see this machine, port {port}) register with `edgeprune board setup --device "
+            f"NAME`; `edgeprune farm down --port {port}` stops it"
+        )
+        if host != farm_mod.HOST:
+            console.print(
+                "[yellow]note:[/] whoever reaches that port can use the boards registered there: keep it on a "
+                "network you trust",
+                highlight=False,
+            )
+        return
     console.print(f"[green]farm up[/] tracker {state.tracker}, {servers} server(s) under '{key}', pids {state.pids}")
 
 

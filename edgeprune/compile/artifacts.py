@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,6 @@ REFERENCE_OUTPUT = "reference_output.npy"
 VERIFY_FILE = "verify.json"
 DTYPE = "float32"
 
-ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "arm": 40}
 _SAFE_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "library": str,
@@ -87,16 +85,6 @@ class Artifact:
     def reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The reference input and PyTorch's output for it, written at compile time."""
         return np.load(self.folder / REFERENCE_INPUT), np.load(self.folder / REFERENCE_OUTPUT)
-
-
-def elf_machine(path: Path) -> int | None:
-    """The ELF header's e_machine (62 x86-64, 183 AArch64), or None when `path` is not an ELF file."""
-    with open(path, "rb") as fh:
-        header = fh.read(20)
-    if len(header) < 20 or header[:4] != b"\x7fELF":
-        return None
-    byte_order = "<" if header[5] == 1 else ">"
-    return int(struct.unpack(f"{byte_order}H", header[18:20])[0])
 
 
 def _fail(folder: Path, problem: str) -> EdgepruneError:

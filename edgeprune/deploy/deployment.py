@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgeprune.deploy import ssh
 from edgeprune.deploy.artifact import Upload, load_upload
-from edgeprune.deploy.runner import RemoteRunner, install_runner
 from edgeprune.devices.base import Device
+from edgeprune.devices.remote import ssh
+from edgeprune.devices.remote.runner import RemoteRunner, install_runner
 from edgeprune.errors import EdgepruneError
 
 SMOKE_TIMEOUT_S = 600.0  # importing TVM and loading a big model on a slow board takes a while

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from edgeprune.devices import elf
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.config import TuningConfig
 
@@ -149,6 +150,14 @@ class Device(ABC):
     def architecture(self) -> str:
         """The CPU architecture the device's libraries are built for (`x86_64`, `aarch64`)."""
         return str(self.target.get("mtriple", "")).split("-", 1)[0] or platform.machine()
+
+    def library_mismatch(self, library: Path) -> str | None:
+        """Why the compiled `library` cannot run on this device (its ELF header names another CPU), or None:
+        the check `verify` and `deploy` make before loading anything, so a wrong artifact fails with its cause."""
+        found, expected = elf.read_machine(library), elf.machine_of(self.architecture)
+        if found is None or expected is None or found == expected:
+            return None
+        return f"{library} is {elf.machine_name(found)} code; device '{self.name}' runs {elf.machine_name(expected)}"
 
     @property
     def needs_cross_link(self) -> bool:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeprune.devices.base import Device, register
+from edgeprune.devices.builtin import LOCAL_GPU, LOCAL_GPU_DEFAULT_PORT
 from edgeprune.devices.local import OnThisMachine, host_target
 from edgeprune.errors import EdgepruneError
 
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
     from tvm.rpc import RPCSession
 
 CUDA = "cuda"
-LOCAL_GPU = "local-gpu"
-LOCAL_GPU_DEFAULT_PORT = 9290
 DEVICE_CODE_FORMAT = "fatbin"  # SASS for the arch and its PTX in one image: cuModuleLoadData takes it as is
 NVCC_HINT = (
     "pip install 'edgeprune[cuda]' (NVIDIA's nvcc 13.0 from PyPI: nvidia-cuda-nvcc and the headers it needs), "

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from edgeprune.devices import emulated_board, emulation
 from edgeprune.devices.base import Device, SSHConfig, register
 from edgeprune.devices.board import BoardDevice
+from edgeprune.devices.remote import server
 from edgeprune.errors import EdgepruneError
 
 EMULATED = "emulated"
@@ -60,19 +61,17 @@ class EmulatedDevice(BoardDevice):
     def serving(self, servers: int = 1) -> Iterator[Device]:
         """The board powered on (tracker, sshd) and its RPC server bootstrapped over SSH when the tracker lists
         none under the key; what this block started is stopped after it, what already ran is left running."""
-        from edgeprune.deploy import board
-
         with emulated_board.powered(self):
-            if board.registered(self) > 0:
+            if server.registered(self) > 0:
                 yield self
                 return
-            started = board.bootstrap(self)
+            started = server.bootstrap(self)
             try:
                 yield self
             finally:
                 if not started["already_running"]:
                     with contextlib.suppress(EdgepruneError):
-                        board.stop(self)
+                        server.stop(self)
 
     def start_hint(self) -> str:
         return (

@@ -136,7 +136,9 @@ def power_on(device: Device) -> dict[str, Any]:
     if not loopback_sshd.answers(device.ssh.port):
         files = loopback_sshd.prepare(home.sshd.folder)
         try:
-            proc = loopback_sshd.start(files, device.ssh.port, detached=True)
+            # Any aarch64 program runs in its sessions, as on a Pi: the venv `board setup` makes there included
+            session_env = {"QEMU_LD_PREFIX": str(emulation.default_rootfs().path)}
+            proc = loopback_sshd.start(files, device.ssh.port, detached=True, env=session_env)
         except OSError as exc:
             raise EdgepruneError(f"the sshd of '{device.name}' did not start: {exc}") from exc
         state["sshd"] = proc.pid

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.paths import user_cache_dir
 
 SUITE = "bookworm"
 BOARD_PYTHON = "python3.11"  # bookworm's Python; the wheels below are chosen for it
@@ -39,15 +40,6 @@ APT_HINT = (
     "as root: apt-get install qemu-user-static binfmt-support && "
     "apt-get install --no-install-recommends mmdebstrap arch-test"
 )
-
-
-def cache_dir() -> Path:
-    """`$EDGEPRUNE_CACHE_DIR`, else `$XDG_CACHE_HOME/edgeprune`, else `~/.cache/edgeprune`."""
-    env = os.environ.get("EDGEPRUNE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "edgeprune"
 
 
 def rootfs_name() -> str:
@@ -84,7 +76,7 @@ class RootFS:
 
 
 def default_rootfs() -> RootFS:
-    return RootFS(cache_dir() / "emulated" / rootfs_name())
+    return RootFS(user_cache_dir() / "emulated" / rootfs_name())
 
 
 def require_rootfs(rootfs: RootFS | None = None) -> RootFS:

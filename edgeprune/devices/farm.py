@@ -1,4 +1,5 @@
-"""The local farm: a real TVM RPC tracker and N real RPC servers on 127.0.0.1, the same path as a board.
+"""The local farm: a real TVM RPC tracker and N real RPC servers on 127.0.0.1, the same path as a board; or a
+tracker alone (no servers) for real boards on a LAN to register with, listening where the user says.
 
 Processes are started detached, their PIDs recorded in a state file per tracker port, and `down` stops
 exactly those (checking each PID still runs a TVM RPC process before signalling it).
@@ -7,6 +8,7 @@ exactly those (checking each PID still runs a TVM RPC process before signalling 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -20,10 +22,11 @@ from pathlib import Path
 from edgeprune import atomic
 from edgeprune.devices import rpc
 from edgeprune.devices.base import Device
-from edgeprune.devices.local import LOCAL
+from edgeprune.devices.builtin import LOCAL, LOCAL_DEFAULT_PORT
 from edgeprune.errors import EdgepruneError
 
-HOST = "127.0.0.1"  # the farm never listens beyond loopback
+HOST = "127.0.0.1"  # the farm's servers never listen beyond loopback; its tracker only where `up(host=...)` says
+EVERY_INTERFACE = ("0.0.0.0", "::")
 START_TIMEOUT_S = 90.0
 SERVER_PORT_RANGE = 1000  # the servers' ports: above the tracker's, split evenly between them
 MAX_SERVERS = 50
@@ -37,6 +40,7 @@ class FarmState:
     tracker_pid: int
     server_pids: list[int] = field(default_factory=list)
     log_dir: str = ""
+    host: str = HOST  # where the tracker listens
 
     @property
     def pids(self) -> list[int]:
@@ -44,7 +48,27 @@ class FarmState:
 
     @property
     def tracker(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+def _dial(host: str) -> str:
+    """Where this machine reaches a tracker that listens on `host` (every interface includes loopback)."""
+    return HOST if host in EVERY_INTERFACE else host
+
+
+def _check_host(host: str, servers: int) -> None:
+    """A tracker may listen on a LAN address, for boards to register with; the farm's own servers may not."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise EdgepruneError(
+            f"--host '{host}' is not an IP address", hint="this machine's address as the boards see it, or 0.0.0.0"
+        ) from None
+    if host != HOST and servers:
+        raise EdgepruneError(
+            f"the farm's servers listen on {HOST} only; --host {host} is for a tracker alone",
+            hint="add --tracker-only: real boards register with it (`edgeprune board setup --device NAME`)",
+        )
 
 
 def state_dir() -> Path:
@@ -146,30 +170,41 @@ def _stop_pids(pids: list[int], timeout: float = STOP_TIMEOUT_S) -> list[int]:
     return stubborn
 
 
-def up(servers: int = 1, port: int = 9190, key: str = LOCAL, timeout: float = START_TIMEOUT_S) -> FarmState:
-    """Start a tracker on 127.0.0.1:`port` and `servers` servers under `key`; return once all are free."""
-    if not 1 <= servers <= MAX_SERVERS:
+def up(
+    servers: int = 1,
+    port: int = LOCAL_DEFAULT_PORT,
+    key: str = LOCAL,
+    timeout: float = START_TIMEOUT_S,
+    host: str = HOST,
+    tracker_only: bool = False,
+) -> FarmState:
+    """Start a tracker on `host`:`port` and `servers` servers under `key` on 127.0.0.1; return once all are free.
+    `tracker_only`: the tracker alone, which may listen on a LAN address (`host`) for real boards to register with."""
+    if tracker_only:
+        servers = 0
+    elif not 1 <= servers <= MAX_SERVERS:
         raise EdgepruneError(f"--servers must be between 1 and {MAX_SERVERS}")
+    _check_host(host, servers)
     existing = read_state(port)
     if existing and any(_is_rpc_process(p) for p in existing.pids):
         raise EdgepruneError(
-            f"a farm is already running on {HOST}:{port} (pids {existing.pids})",
+            f"a farm is already running on {existing.tracker} (pids {existing.pids})",
             hint=f"`edgeprune farm down --port {port}` first, or pick another --port",
         )
     with contextlib.suppress(EdgepruneError):
-        rpc.tracker_summary(HOST, port, timeout=1.0)
-        raise EdgepruneError(f"something already answers as a tracker on {HOST}:{port}", hint="pick another --port")
+        rpc.tracker_summary(_dial(host), port, timeout=1.0)
+        raise EdgepruneError(f"something already answers as a tracker on {host}:{port}", hint="pick another --port")
     log_dir = state_dir() / f"farm-{port}-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     tracker_pid = _spawn(
-        ["tvm.exec.rpc_tracker", "--host", HOST, "--port", str(port), "--port-end", str(port + 1)],
+        ["tvm.exec.rpc_tracker", "--host", host, "--port", str(port), "--port-end", str(port + 1)],
         log_dir / "tracker.log",
     )
-    state = FarmState(port=port, key=key, tracker_pid=tracker_pid, log_dir=str(log_dir))
+    state = FarmState(port=port, key=key, tracker_pid=tracker_pid, log_dir=str(log_dir), host=host)
     atomic.write_json(state_path(port), asdict(state))
     try:
-        _wait_tracker(port, timeout)
-        span = SERVER_PORT_RANGE // servers
+        _wait_tracker(_dial(host), port, timeout)
+        span = SERVER_PORT_RANGE // max(servers, 1)
         for index in range(servers):
             first = port + 1 + index * span  # a range of its own: TVM's server retries a port it cannot bind,
             state.server_pids.append(  # but not one it bound and then could not listen on (a sibling took it)
@@ -191,7 +226,8 @@ def up(servers: int = 1, port: int = 9190, key: str = LOCAL, timeout: float = ST
                 )
             )
             atomic.write_json(state_path(port), asdict(state))
-        rpc.wait_for_servers(HOST, port, key, servers, timeout)
+        if servers:
+            rpc.wait_for_servers(HOST, port, key, servers, timeout)
     except BaseException:
         _stop_pids(state.pids)
         state_path(port).unlink(missing_ok=True)
@@ -199,30 +235,31 @@ def up(servers: int = 1, port: int = 9190, key: str = LOCAL, timeout: float = ST
     return state
 
 
-def _wait_tracker(port: int, timeout: float) -> None:
+def _wait_tracker(host: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            rpc.tracker_summary(HOST, port, timeout=1.0)
+            rpc.tracker_summary(host, port, timeout=1.0)
             return
         except EdgepruneError:
             time.sleep(0.3)
-    raise EdgepruneError(f"the tracker on {HOST}:{port} did not start in {timeout:.0f}s (see its log)")
+    raise EdgepruneError(f"the tracker on {host}:{port} did not start in {timeout:.0f}s (see its log)")
 
 
-def status(port: int = 9190) -> dict[str, object]:
+def status(port: int = LOCAL_DEFAULT_PORT) -> dict[str, object]:
     """What `farm status --json` prints: tracker address, free/busy servers per key, recorded PIDs."""
     state = read_state(port)
     pids = [p for p in state.pids if _is_rpc_process(p)] if state else []
+    host = state.host if state else HOST
     try:
-        servers = rpc.server_counts(rpc.tracker_summary(HOST, port, timeout=3.0))
+        servers = rpc.server_counts(rpc.tracker_summary(_dial(host), port, timeout=3.0))
         running = True
     except EdgepruneError:
         servers, running = {}, False
-    return {"tracker": f"{HOST}:{port}", "running": running, "servers": servers, "pids": pids}
+    return {"tracker": f"{host}:{port}", "running": running, "servers": servers, "pids": pids}
 
 
-def down(port: int = 9190, timeout: float = STOP_TIMEOUT_S) -> dict[str, list[int]]:
+def down(port: int = LOCAL_DEFAULT_PORT, timeout: float = STOP_TIMEOUT_S) -> dict[str, list[int]]:
     """Stop exactly the processes this farm started and return once all of them and their workers are gone.
 
     Returns the farm's PIDs (`pids`) and those that ignored SIGTERM for `timeout` seconds and were killed

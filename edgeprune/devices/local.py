@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.devices.base import Device, register
+from edgeprune.devices.builtin import LOCAL, LOCAL_DEFAULT_PORT
 from edgeprune.devices.cpu import CPUDevice, host_cpu_flags
-
-LOCAL = "local"
-LOCAL_DEFAULT_PORT = 9190
 
 
 class OnThisMachine(Device):

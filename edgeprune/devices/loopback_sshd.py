@@ -83,7 +83,9 @@ def trust(files: SSHDFiles, port: int) -> None:
     files.known_hosts.write_text(f"[{HOST}]:{port} {kind} {blob}\n")
 
 
-def write_config(files: SSHDFiles, port: int, user: str | None = None) -> Path:
+def write_config(files: SSHDFiles, port: int, user: str | None = None, env: dict[str, str] | None = None) -> Path:
+    """`env`: variables every session gets (sshd's SetEnv), as a board's login environment would set them."""
+    set_env = "".join(f'SetEnv {name}="{value}"\n' for name, value in (env or {}).items())
     files.config.write_text(
         f"""Port {port}
 ListenAddress {HOST}
@@ -99,6 +101,7 @@ StrictModes no
 UsePAM no
 Subsystem sftp internal-sftp
 """
+        + set_env
     )
     return files.config
 
@@ -112,11 +115,18 @@ def answers(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def start(files: SSHDFiles, port: int, timeout: float = 15.0, detached: bool = False) -> subprocess.Popen[bytes]:
+def start(
+    files: SSHDFiles,
+    port: int,
+    timeout: float = 15.0,
+    detached: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     """Start `sshd -D` on 127.0.0.1:`port`; returns once it sends its banner, else raises OSError with its log.
 
-    `detached` gives it a session of its own, so it outlives the command that started it."""
-    write_config(files, port)
+    `detached` gives it a session of its own, so it outlives the command that started it; `env` is set in every
+    session it serves."""
+    write_config(files, port, env=env)
     with open(files.log, "ab") as out:
         proc = subprocess.Popen(
             [str(SSHD), "-D", "-e", "-f", str(files.config)],

@@ -18,13 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeprune.devices import board as _board  # noqa: F401 - registers the `board` kind
-from edgeprune.devices import cuda as _cuda  # registers the `cuda` kind (and the built-in `local-gpu`)
-from edgeprune.devices import emulated as _emulated  # noqa: F401 - registers the `emulated` kind
+from edgeprune.devices import cuda as _cuda
 from edgeprune.devices import local as _local
 from edgeprune.devices.base import Device, SSHConfig, TimingSettings, create, kind_class, kinds
-from edgeprune.devices.cuda import LOCAL_GPU, LOCAL_GPU_DEFAULT_PORT
-from edgeprune.devices.local import LOCAL, LOCAL_DEFAULT_PORT
+from edgeprune.devices.builtin import LOCAL, LOCAL_DEFAULT_PORT, LOCAL_GPU, LOCAL_GPU_DEFAULT_PORT
 from edgeprune.errors import EdgepruneError
 from edgeprune.paths import user_data_dir
 from edgeprune.tvmx.config import TuningConfig
@@ -53,17 +50,31 @@ def profiles_dir() -> Path:
     return user_data_dir()
 
 
+def _port_from_env(variable: str, default: int) -> int:
+    """A built-in device's tracker port from `$variable` (else `default`); a value that is no port is refused
+    by name, as `farm up` refuses it, rather than failing deep inside as an internal error."""
+    text = os.environ.get(variable)
+    if text is None:
+        return default
+    if not text.strip().isdigit() or not 0 < int(text) < 65536:
+        raise EdgepruneError(
+            f"${variable} is '{text}', not a port number (1-65535)",
+            hint=f"unset it (port {default}), or set it to a free port",
+        )
+    return int(text)
+
+
 def local_device() -> Device:
     """The built-in device: this CPU behind a real tracker and RPC server on 127.0.0.1 (the local farm);
     `$EDGEPRUNE_LOCAL_PORT` and `$EDGEPRUNE_LOCAL_KEY` move it (tests and benchmarks run farms of their own)."""
-    port = int(os.environ.get("EDGEPRUNE_LOCAL_PORT", LOCAL_DEFAULT_PORT))
+    port = _port_from_env("EDGEPRUNE_LOCAL_PORT", LOCAL_DEFAULT_PORT)
     return _local.local_device(profiles_dir(), port, os.environ.get("EDGEPRUNE_LOCAL_KEY", LOCAL))
 
 
 def local_gpu_device() -> Device:
     """The built-in device for this machine's GPU (it must have one), behind a loopback farm of its own;
     `$EDGEPRUNE_LOCAL_GPU_PORT` and `$EDGEPRUNE_LOCAL_GPU_KEY` move it, as for `local`."""
-    port = int(os.environ.get("EDGEPRUNE_LOCAL_GPU_PORT", LOCAL_GPU_DEFAULT_PORT))
+    port = _port_from_env("EDGEPRUNE_LOCAL_GPU_PORT", LOCAL_GPU_DEFAULT_PORT)
     return _cuda.local_gpu_device(profiles_dir(), port, os.environ.get("EDGEPRUNE_LOCAL_GPU_KEY", LOCAL_GPU))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune import atomic
-from edgeprune.compile.artifacts import ELF_MACHINES, VERIFY_FILE, Artifact, elf_machine, load_artifact
+from edgeprune.compile.artifacts import VERIFY_FILE, Artifact, load_artifact
 from edgeprune.devices.base import Device
 from edgeprune.devices.timing import RemoteTimer, Sampler, Timing, sample_in_turn
 from edgeprune.errors import EdgepruneError
@@ -106,11 +106,6 @@ def _normalized(target: dict[str, Any]) -> dict[str, Any]:
     return {k: sorted(v) if isinstance(v, list) else v for k, v in target.items()}
 
 
-def _device_machine(device: Device) -> int | None:
-    """The ELF machine the device runs: its triple's architecture, or this host's for native devices."""
-    return next((code for arch, code in ELF_MACHINES.items() if device.architecture.startswith(arch)), None)
-
-
 def check_compatible(artifact: Artifact, device: Device) -> None:
     """Refuse an artifact built for another target or architecture than the device: it would crash on the
     board, or run code tuned for another CPU and report a latency that means nothing."""
@@ -121,14 +116,9 @@ def check_compatible(artifact: Artifact, device: Device) -> None:
             f"not for device '{device.name}' (target {device.target})",
             hint=hint,
         )
-    found, expected = elf_machine(artifact.library), _device_machine(device)
-    if found is not None and expected is not None and found != expected:
-        names = {code: arch for arch, code in ELF_MACHINES.items()}
-        raise EdgepruneError(
-            f"{artifact.library} is {names.get(found, f'ELF machine {found}')} code; device '{device.name}' runs "
-            f"{names.get(expected, f'ELF machine {expected}')}",
-            hint=hint,
-        )
+    mismatch = device.library_mismatch(artifact.library)
+    if mismatch:
+        raise EdgepruneError(mismatch, hint=hint)
 
 
 @dataclass

@@ -5,7 +5,7 @@ no edgeprune install. Each command prints exactly one JSON object as the last li
 {"error": ...} and exits 1. Keep it importing nothing from edgeprune and working on Python 3.8+.
 
   hash DIR                         sha256 of every regular file in DIR
-  probe                            python, numpy and TVM versions, machine architecture
+  probe                            python, numpy and TVM versions, machine architecture, glibc version
   smoke DIR [--runtime cpu --number N --repeat R --min-repeat-ms M --warmup W]
                                    load DIR's library into the Relax VM on the runtime device, run one seeded
                                    input, time it (the workstation passes the device's timing settings), and
@@ -71,7 +71,13 @@ def _import_runtime():
 
 
 def cmd_probe(args):
-    info = {"python": platform.python_version(), "executable": sys.executable, "machine": platform.machine()}
+    libc, libc_version = platform.libc_ver()
+    info = {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "machine": platform.machine(),
+        "glibc": libc_version if libc == "glibc" else None,  # which manylinux wheels the board runs
+    }
     try:
         numpy, tvm, _ = _import_runtime()
         info.update(numpy=numpy.__version__, tvm=tvm.__version__)

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeprune.deploy.ssh import COMMAND_TIMEOUT_S, BoardConnection
 from edgeprune.devices.base import Device
+from edgeprune.devices.remote.ssh import COMMAND_TIMEOUT_S, BoardConnection
 from edgeprune.errors import EdgepruneError
 
 RUNNER_SOURCE = Path(__file__).with_name("board_runner.py")
 STATE_DIR = ".edgeprune"
+VENV = "venv"  # in the work dir: where `board setup` installs TVM's runtime when the board's Python lacks it
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,23 @@ def remote_workdir(conn: BoardConnection, device: Device) -> str:
     return conn.resolve(device.remote_workdir)
 
 
+def venv_python(workdir: str) -> str:
+    """The Python of the venv `board setup` makes in the work dir."""
+    return posixpath.join(workdir, VENV, "bin", "python")
+
+
+def board_python(conn: BoardConnection, device: Device, workdir: str) -> list[str]:
+    """The venv's Python where `board setup` made one (it holds the TVM the profile's Python lacked), else the
+    profile's `remote.python`."""
+    venv = venv_python(workdir)
+    if conn.exists(venv):
+        return [venv]
+    python = shlex.split(device.remote_python)
+    if not python:
+        raise EdgepruneError(f"device '{device.name}': remote.python is empty")
+    return python
+
+
 def install_runner(conn: BoardConnection, device: Device) -> RemoteRunner:
     """Upload the runner once per content (atomically: temp name, then rename) and return a handle to it."""
     source = RUNNER_SOURCE.read_bytes()
@@ -71,7 +89,4 @@ def install_runner(conn: BoardConnection, device: Device) -> RemoteRunner:
         partial = f"{script}.partial"
         conn.put(RUNNER_SOURCE, partial)
         conn.rename(partial, script)
-    python = shlex.split(device.remote_python)
-    if not python:
-        raise EdgepruneError(f"device '{device.name}': remote.python is empty")
-    return RemoteRunner(conn=conn, python=python, script=script, workdir=workdir)
+    return RemoteRunner(conn=conn, python=board_python(conn, device, workdir), script=script, workdir=workdir)

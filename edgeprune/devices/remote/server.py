@@ -17,10 +17,10 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from edgeprune.deploy import ssh
-from edgeprune.deploy.runner import RemoteRunner, install_runner
 from edgeprune.devices import rpc
 from edgeprune.devices.base import Device
+from edgeprune.devices.remote import ssh
+from edgeprune.devices.remote.runner import RemoteRunner, install_runner
 from edgeprune.errors import EdgepruneError
 
 REGISTER_TIMEOUT_S = 60.0
@@ -87,13 +87,16 @@ def on_this_machine(device: Device, tracker: str) -> bool:
     return device.ssh is not None and _is_loopback(device.ssh.host) and _is_loopback(tracker.rpartition(":")[0])
 
 
-def _probe(runner: RemoteRunner) -> dict[str, Any]:
+def _probe(runner: RemoteRunner, device: Device) -> dict[str, Any]:
     """The board's Python and TVM; refuses a board without the TVM runtime, or with another TVM than this
     machine's: TVM's RPC protocol and the libraries compiled here are only good for the same release, and a
     mismatch otherwise surfaces later as an obscure failure in the middle of tuning."""
     info = runner.call("probe", timeout=120)
     local = metadata.version("apache-tvm")
-    install = f"on the board: {runner.python[0]} -m pip install apache-tvm=={local}"
+    install = (
+        f"`edgeprune board setup --device {device.name}` installs it from this machine (the board needs no "
+        f"internet); or on the board: {runner.python[0]} -m pip install apache-tvm=={local}"
+    )
     if not info.get("tvm"):
         raise EdgepruneError(
             f"no TVM on the board ({info.get('tvm_error')})",
@@ -124,7 +127,7 @@ def bootstrap(
     with ssh.connection(device, trust_new_host=trust_new_host) as conn:
         runner = install_runner(conn, device)
         on_stage("checking the board's Python and TVM")
-        info = _probe(runner)
+        info = _probe(runner, device)
         state, log = _paths(runner)
         current = runner.call("server-status", "--state", state)
         if current["running"] and (current.get("tracker"), current.get("key")) != (dial, device.key):

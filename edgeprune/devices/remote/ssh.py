@@ -22,7 +22,7 @@ from edgeprune.errors import EdgepruneError
 if TYPE_CHECKING:
     import paramiko
 
-    from edgeprune.devices.profile import Device, SSHConfig
+    from edgeprune.devices.base import Device, SSHConfig
 
 CONNECT_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 300.0
