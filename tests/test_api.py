@@ -103,6 +103,16 @@ def test_prune_without_search_needs_no_user_code() -> None:
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in small_net().parameters())
 
 
+def test_a_target_below_one_is_a_fraction_of_the_original() -> None:
+    """target_params=0.6 is '60%': the same plan, not a refusal to reach 0.6 parameters."""
+    x = torch.randn(1, 1, 8, 8)
+    fraction, by_fraction = ep.prune(small_net(), x, target_params=0.6, method="global")
+    percent, by_percent = ep.prune(small_net(), x, target_params="60%", method="global")
+    assert by_fraction.target == by_percent.target == "60% of the original params"
+    assert by_fraction.params == by_percent.params < 0.6 * by_fraction.original_params
+    assert by_fraction.layers == by_percent.layers
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

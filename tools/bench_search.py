@@ -152,8 +152,9 @@ class Setup:
 
     def __init__(self, plan: Plan, model: str) -> None:
         from edgeprune.pruning import criteria, groups, ranking
-        from edgeprune.pruning.budget import bind, parse_target
+        from edgeprune.pruning.budget import bind
         from edgeprune.pruning.search import seeds
+        from edgeprune.targets import parse_target
 
         self.plan, self.model = plan, model
         self.bundle, self.data = baseline(plan, model)

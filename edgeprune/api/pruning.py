@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
     from edgeprune.devices.base import Device
     from edgeprune.models.io import ModelBundle
-    from edgeprune.pruning.budget import LatencyPredictor, Target
+    from edgeprune.pruning.budget import LatencyPredictor
     from edgeprune.pruning.finetune import Evaluator, Finetuner
     from edgeprune.pruning.methods import PruneSettings
+    from edgeprune.targets import Target
 
 
 @dataclass
@@ -49,7 +50,7 @@ class PruneResult:
 def _target(
     target_ms: float | str | None, target_flops: float | str | None, target_params: float | str | None
 ) -> Target:
-    from edgeprune.pruning.budget import parse_target
+    from edgeprune.targets import parse_target
 
     given = {k: v for k, v in (("ms", target_ms), ("flops", target_flops), ("params", target_params)) if v is not None}
     if len(given) != 1:
@@ -204,12 +205,12 @@ def prune(
 
     `target_ms` needs a `device` (its latency table, measured where it lacks entries when `profile_missing`;
     other targets use a given device only to report milliseconds); FLOPs and parameter targets take a number or
-    a share of the original ('50%'). `epochs` defaults to 5 (10 for 'pai', which trains from scratch);
-    `criterion=None` and `normalize=None` are the method's defaults (scores normalised by their layer's mean
-    for 'global', raw for the others). Kept channel counts sit on the latency table's grid for a
-    `target_ms` (each prediction a measured point) unless `channel_step` sets a step of its own (1: any count,
-    predicted by interpolating the table). `on_stage(text)` and `on_note(text)` say what it does and what it
-    noticed; `progress` (a rich Progress) draws its training and search bars.
+    a share of the original ('50%', or a number below 1: 0.5 is half). `epochs` defaults to 5 (10 for 'pai',
+    which trains from scratch); `criterion=None` and `normalize=None` are the method's defaults (scores
+    normalised by their layer's mean for 'global', raw for the others). Kept channel counts sit on the latency
+    table's grid for a `target_ms` (each prediction a measured point) unless `channel_step` sets a step of its
+    own (1: any count, predicted by interpolating the table). `on_stage(text)` and `on_note(text)` say what it
+    does and what it noticed; `progress` (a rich Progress) draws its training and search bars.
     """
     from edgeprune.pruning.finetune import TrainSettings
     from edgeprune.pruning.methods import PruneSettings

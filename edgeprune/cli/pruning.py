@@ -137,7 +137,7 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
     """Channels per layer before and after, then the costs, the accuracy and the search, and where it went."""
     from rich.table import Table
 
-    from edgeprune.pruning.budget import format_cost
+    from edgeprune.targets import format_cost
 
     table = Table(title="channels per layer", title_justify="left")
     for column in ("layer", "before", "after"):
@@ -189,9 +189,12 @@ def prune_cmd(
     fit: dict[str, Any],
     target_ms: Annotated[str | None, typer.Option("--target-ms", help="Latency budget in ms (needs --device).")] = None,
     target_flops: Annotated[
-        str | None, typer.Option("--target-flops", help="FLOPs (MACs) budget: 1.5M, 300k or 50%.")
+        str | None,
+        typer.Option("--target-flops", help="FLOPs (MACs) budget: 1.5M, 300k, 50% or 0.5 (below 1: a fraction)."),
     ] = None,
-    target_params: Annotated[str | None, typer.Option("--target-params", help="Parameter budget: 20k or 50%.")] = None,
+    target_params: Annotated[
+        str | None, typer.Option("--target-params", help="Parameter budget: 20k, 50% or 0.5 (below 1: a fraction).")
+    ] = None,
     device: Annotated[
         str | None, typer.Option("--device", "-d", help="Device whose latency table predicts ms.")
     ] = None,

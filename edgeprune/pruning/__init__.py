@@ -3,11 +3,12 @@
 Other stages call `train_bundle` and `prune_bundle` (edgeprune.pruning.run) with a data set and a target.
 """
 
-from edgeprune.pruning.budget import LatencyPredictor, Target, parse_target
+from edgeprune.pruning.budget import LatencyPredictor
 from edgeprune.pruning.finetune import TrainSettings
 from edgeprune.pruning.methods import METHODS, PruneSettings
 from edgeprune.pruning.run import prune_bundle, train_bundle
 from edgeprune.pruning.search import SearchSettings
+from edgeprune.targets import Target, parse_target
 
 __all__ = [
     "METHODS",

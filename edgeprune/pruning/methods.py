@@ -25,10 +25,11 @@ from torch import nn
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning import criteria, ranking
-from edgeprune.pruning.budget import Budget, LatencyPredictor, Target, bind, check_channel_step
+from edgeprune.pruning.budget import Budget, LatencyPredictor, bind, check_channel_step
 from edgeprune.pruning.finetune import TrainSettings, UserLoop, initialize, train
 from edgeprune.pruning.groups import Structure, analyze, prune
 from edgeprune.pruning.search import SearchResult, SearchSettings, load_learned, save_learned, search
+from edgeprune.targets import Target
 
 METHODS = ("legr", "global", "uniform", "iap", "aiap", "pai")
 DEFAULT_CRITERION = {

@@ -19,9 +19,10 @@ from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle
 from edgeprune.pruning import cost
-from edgeprune.pruning.budget import LatencyPredictor, Target
+from edgeprune.pruning.budget import LatencyPredictor
 from edgeprune.pruning.finetune import TrainSettings, evaluate, initialize, train
 from edgeprune.pruning.methods import Outcome, PruneSettings, prune_module
+from edgeprune.targets import Target
 
 
 def check_fit(bundle: ModelBundle, data: Dataset) -> None:
