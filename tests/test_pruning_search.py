@@ -19,17 +19,15 @@ from edgeprune.models.io import load_model
 from edgeprune.pruning import criteria, groups, ranking
 from edgeprune.pruning.budget import Budget, bind
 from edgeprune.pruning.finetune import TrainSettings, initialize, loss_on, recalibrate_batchnorm, train
+from edgeprune.pruning.fitness import adaptive_bn_scorer, probe_layer, training_rows
 from edgeprune.pruning.search import (
     ChannelMasks,
     SearchSettings,
-    adaptive_bn_scorer,
     learned_mismatch,
     load_learned,
-    probe_layer,
     save_learned,
     search,
     search_fingerprint,
-    training_rows,
 )
 from edgeprune.targets import parse_target
 

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from edgeprune.devices.base import Device
     from edgeprune.models.io import ModelBundle
     from edgeprune.pruning.budget import LatencyPredictor
-    from edgeprune.pruning.finetune import Evaluator, Finetuner
     from edgeprune.pruning.methods import PruneSettings
+    from edgeprune.pruning.trainer import Evaluator, Finetuner
     from edgeprune.targets import Target
 
 
@@ -103,7 +103,7 @@ def _learned_search(
         if not settings.reuse_search.is_file():
             raise EdgepruneError(f"--reuse-search file '{settings.reuse_search}' not found")
         return settings.reuse_search
-    if settings.method != "legr" or new_search or output is None:
+    if not settings.method_class.searches or new_search or output is None:
         return None
     learned = sidecar(output, ".legr.json")
     if not learned.is_file():
@@ -213,7 +213,7 @@ def prune(
     does and what it noticed; `progress` (a rich Progress) draws its training and search bars.
     """
     from edgeprune.pruning.finetune import TrainSettings
-    from edgeprune.pruning.methods import PruneSettings
+    from edgeprune.pruning.methods import METHODS, PruneSettings
     from edgeprune.pruning.search import SearchSettings
 
     target = _target(target_ms, target_flops, target_params)
@@ -228,7 +228,7 @@ def prune(
     if output is not None and not own_loop:
         raise EdgepruneError("output= saves what edgeprune's own loop pruned (with data=); save the module yourself")
     says = _Says(on_stage or (lambda _text: None), on_note or (lambda _text: None))
-    default_epochs = 10 if method == "pai" else 5  # pai trains from scratch
+    default_epochs = 10 if METHODS.get(method).from_scratch else 5  # pai trains from scratch
     train = TrainSettings(epochs=default_epochs if epochs is None else epochs, batch_size=batch_size, lr=lr)
     train.check()
     settings = PruneSettings(
@@ -262,7 +262,7 @@ def prune(
     shape = parse_shape(input_shape)
     where = Path(data_dir) if data_dir is not None else None
     net, dataset = _with_data(model, example_input, data, shape, width, seed, where, limit)
-    if not net.trained and method != "pai":
+    if not net.trained and not settings.method_class.from_scratch:
         says.note(f"{net.name} is untrained; train it first for meaningful accuracy")
     predictor = _predictor(device, target, net, profile_missing, model, says)
     saved = Path(output) if output is not None else None
@@ -280,9 +280,9 @@ def _prune_with_user_loop(
     progress: Progress | None,
 ) -> tuple[nn.Module, PruneResult]:
     """Fine-tuning and scoring by the user's code; edgeprune never sees their data."""
-    from edgeprune.pruning.finetune import UserLoop
     from edgeprune.pruning.methods import prune_module
     from edgeprune.pruning.run import layer_table, measure_outcome
+    from edgeprune.pruning.trainer import UserLoop
 
     loop = UserLoop(finetune, evaluate, search_epochs)
     before = evaluate(net.module) if evaluate is not None else None

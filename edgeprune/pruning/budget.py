@@ -20,7 +20,8 @@ from torch import nn
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning import cost
 from edgeprune.pruning.groups import Structure, layer_widths, skeleton
-from edgeprune.targets import KINDS, Target, format_cost
+from edgeprune.pruning.registry import Registry
+from edgeprune.targets import Target, format_cost
 
 
 class LatencyPredictor:
@@ -84,34 +85,60 @@ class LatencyPredictor:
         return dict(self._call("channel_steps", module, input_shape))
 
 
-@dataclass
-class Budget:
-    """Cost of channel configurations of one model (a `Structure`), in the unit of `kind`."""
+class Cost:
+    """What channel configurations of one model cost in one budget kind; registered in `COSTS` by the kind's
+    name. `layer_steps` is each layer's channel grid (kept counts are multiples of it, or the full width)."""
 
-    kind: str
-    target: float
-    structure: Structure
-    steps: dict[str, int] = field(default_factory=dict)
-    module: nn.Module | None = None
-    predictor: LatencyPredictor | None = None
-    network: Any = None  # the predictor bound to `module`: predicts from layer widths
-    # seconds spent filling the table's missing entries on the device: the table's work, not the caller's (a
-    # search's time box leaves it out, or one profiling run can use up the box before a second candidate)
-    profiling_seconds: float = 0.0
-    _cache: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
+    name: str
+    layer_steps: dict[str, int]
+    # seconds spent filling the latency table's missing entries on the device (the table's work, see Budget)
+    profiling_seconds = 0.0
 
-    def cost(self, counts: dict[str, int]) -> float:
-        key = tuple(counts.get(name, group.size) for name, group in self.structure.groups.items())
-        if key not in self._cache:
-            self._cache[key] = self._evaluate(counts)
-        return self._cache[key]
+    def __init__(
+        self, module: nn.Module, structure: Structure, predictor: LatencyPredictor | None, channel_step: int | None
+    ) -> None:
+        self.structure = structure
 
-    def _evaluate(self, counts: dict[str, int]) -> float:
-        if self.kind == "flops":
-            return float(cost.predict(self.structure, counts)[0])
-        if self.kind == "params":
-            return float(cost.predict(self.structure, counts)[1])
-        assert self.predictor is not None and self.module is not None
+    def evaluate(self, counts: dict[str, int]) -> float:
+        raise NotImplementedError
+
+
+COSTS: Registry[Cost] = Registry("budget kind")
+
+
+class _Counted(Cost):
+    """FLOPs or params, counted exactly from the channel counts (`cost.predict`); any count by default."""
+
+    position: int  # in cost.predict's (flops, params)
+
+    def __init__(
+        self, module: nn.Module, structure: Structure, predictor: LatencyPredictor | None, channel_step: int | None
+    ) -> None:
+        super().__init__(module, structure, predictor, channel_step)
+        self.layer_steps = {layer: channel_step or 1 for group in structure.groups.values() for layer in group.layers}
+
+    def evaluate(self, counts: dict[str, int]) -> float:
+        return float(cost.predict(self.structure, counts)[self.position])
+
+
+@COSTS.register("ms")
+class Latency(Cost):
+    """Milliseconds on the device, predicted by its latency table; by default on the table's grid."""
+
+    def __init__(
+        self, module: nn.Module, structure: Structure, predictor: LatencyPredictor | None, channel_step: int | None
+    ) -> None:
+        super().__init__(module, structure, predictor, channel_step)
+        if predictor is None:
+            raise EdgepruneError("a latency target needs a device with a latency table", hint="pass --device")
+        self.module, self.predictor = module, predictor
+        layer_steps = predictor.channel_steps(module, structure.input_shape)  # also: does the table cover it
+        if channel_step is not None:
+            layer_steps = dict.fromkeys(layer_steps, channel_step)
+        self.layer_steps = layer_steps
+        self.network = predictor.network(module, structure.input_shape)  # predicts from layer widths
+
+    def evaluate(self, counts: dict[str, int]) -> float:
         from edgeprune.profiling.latency import MissingEntries
 
         try:
@@ -125,6 +152,39 @@ class Budget:
         finally:
             self.profiling_seconds += time.monotonic() - started
         return value
+
+
+@COSTS.register("flops")
+class Flops(_Counted):
+    position = 0
+
+
+@COSTS.register("params")
+class Params(_Counted):
+    position = 1
+
+
+@dataclass
+class Budget:
+    """Cost of channel configurations of one model (a `Structure`), in the unit of `kind`, with a cache."""
+
+    kind: str
+    target: float
+    structure: Structure
+    steps: dict[str, int]
+    model: Cost
+    # seconds spent filling the table's missing entries on the device: the table's work, not the caller's (a
+    # search's time box leaves it out, or one profiling run can use up the box before a second candidate)
+    profiling_seconds: float = 0.0
+    _cache: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
+
+    def cost(self, counts: dict[str, int]) -> float:
+        key = tuple(counts.get(name, group.size) for name, group in self.structure.groups.items())
+        if key not in self._cache:
+            profiled = self.model.profiling_seconds
+            self._cache[key] = self.model.evaluate(counts)
+            self.profiling_seconds += self.model.profiling_seconds - profiled
+        return self._cache[key]
 
     def full(self) -> float:
         return self.cost(self.structure.sizes())
@@ -163,19 +223,9 @@ def bind(
     """A budget for `module`; relative targets resolve against `original` (default: this module's cost).
     `channel_step`: kept channel counts are multiples of it (or a layer's full width); None: the latency table's
     grid for ms, any count for FLOPs and params."""
-    if target.kind not in KINDS:
-        raise EdgepruneError(f"unknown budget kind '{target.kind}'")
+    model = COSTS.get(target.kind)
     check_channel_step(channel_step)
-    if target.kind == "ms":
-        if predictor is None:
-            raise EdgepruneError("a latency target needs a device with a latency table", hint="pass --device")
-        layer_steps = predictor.channel_steps(module, structure.input_shape)  # also: does the table cover it
-        if channel_step is not None:
-            layer_steps = dict.fromkeys(layer_steps, channel_step)
-        network = predictor.network(module, structure.input_shape)
-        budget = Budget("ms", 0.0, structure, group_steps(structure, layer_steps), module, predictor, network)
-    else:
-        layer_steps = {layer: channel_step or 1 for group in structure.groups.values() for layer in group.layers}
-        budget = Budget(target.kind, 0.0, structure, group_steps(structure, layer_steps))
+    cost_model = model(module, structure, predictor, channel_step)
+    budget = Budget(target.kind, 0.0, structure, group_steps(structure, cost_model.layer_steps), cost_model)
     budget.target = target.resolve(original if original is not None else budget.full())
     return budget

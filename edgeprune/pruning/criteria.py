@@ -10,6 +10,8 @@ as Torch-Pruning defines them (summed per channel within a member, averaged over
   synflow     |w * dR/dw| with R the output sum of the network with |weights| on an all-ones input (data-free)
   activation  mean post-activation of each channel over calibration batches (IAP)
 Every criterion works on a copy: the model's weights, gradients and BN statistics stay untouched.
+Each is a small class registered in `CRITERIA` by name; a new one is a class here (or in a module imported
+after this one) with `@CRITERIA.register("name")`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from torch import fx, nn
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.groups import Structure, unit_scores
+from edgeprune.pruning.registry import Registry
 
-CRITERIA = ("l1", "l2", "taylor", "bn", "activation", "snip", "synflow")
-NEEDS_DATA = ("taylor", "activation", "snip")
 Scores = dict[str, torch.Tensor]
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish)
 _ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish}
 
@@ -184,6 +186,98 @@ def _activation(module: nn.Module, structure: Structure, batches: list[tuple[tor
     return scores
 
 
+class Criterion:
+    """Scores every channel unit of every group of a model (higher = more important)."""
+
+    name: str
+    needs_data = False  # scores from calibration batches of training data
+
+    def batches(self, asked: int) -> int:
+        """How many calibration batches it draws when `asked` for that many."""
+        return asked
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        raise NotImplementedError
+
+
+CRITERIA: Registry[Criterion] = Registry("criterion")
+
+
+@CRITERIA.register("l1")
+class L1(Criterion):
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        return _filter_norms(module, structure, 1)
+
+
+@CRITERIA.register("l2")
+class L2(Criterion):
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        return _filter_norms(module, structure, 2)
+
+
+@CRITERIA.register("taylor")
+class Taylor(Criterion):
+    needs_data = True
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        return _gradient_scores(module, structure, calibration)
+
+
+@CRITERIA.register("bn")
+class BatchNormScale(Criterion):
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        return _importance(module, structure, "bn")
+
+
+@CRITERIA.register("activation")
+class Activation(Criterion):
+    needs_data = True
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        return _activation(module, structure, calibration)
+
+
+@CRITERIA.register("snip")
+class Snip(Criterion):
+    needs_data = True
+
+    def batches(self, asked: int) -> int:
+        return 1  # SNIP's sensitivity is taken on one batch
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        return _gradient_scores(module, structure, calibration)
+
+
+@CRITERIA.register("synflow")
+class SynFlow(Criterion):
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        return _synflow(module, structure)
+
+
+def score_drawn(
+    criterion: str,
+    module: nn.Module,
+    structure: Structure,
+    draw: Callable[[int], Batches | None],
+    batches: int = 4,
+) -> Scores:
+    """Per-group channel scores of `module` by `criterion`; a data-driven one asks `draw(count)` for its
+    calibration batches (a trainer's `calibration`: None when it lends no data)."""
+    chosen = CRITERIA.get(criterion)()
+    calibration: Batches = []
+    if chosen.needs_data:
+        drawn = draw(chosen.batches(batches))
+        if drawn is None:
+            free = ", ".join(name for name in CRITERIA if not CRITERIA.get(name).needs_data)
+            raise EdgepruneError(
+                f"criterion '{criterion}' needs data (--data)",
+                hint=f"pruning with your own fine-tune and evaluation, choose a data-free criterion: {free}",
+            )
+        calibration = drawn
+    scores = chosen.score(module, structure, calibration)
+    return {name: torch.nan_to_num(value.float(), nan=0.0) for name, value in scores.items()}
+
+
 def score(
     criterion: str,
     module: nn.Module,
@@ -193,27 +287,11 @@ def score(
     batches: int = 4,
     batch_size: int = 64,
 ) -> Scores:
-    """Per-group channel scores of `module` by `criterion`; data-driven criteria draw calibration batches."""
-    if criterion not in CRITERIA:
-        raise EdgepruneError(f"unknown criterion '{criterion}'", hint=f"choose one of {', '.join(CRITERIA)}")
-    calibration: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if criterion in NEEDS_DATA:
+    """`score_drawn` with calibration batches of `batch_size` drawn from `data`'s training split by `generator`."""
+
+    def draw(count: int) -> Batches | None:
         if data is None or generator is None:
-            free = ", ".join(c for c in CRITERIA if c not in NEEDS_DATA)
-            raise EdgepruneError(
-                f"criterion '{criterion}' needs data (--data)",
-                hint=f"pruning with your own fine-tune and evaluation, choose a data-free criterion: {free}",
-            )
-        count = 1 if criterion == "snip" else batches
-        calibration = [data.sample(data.train, batch_size, generator) for _ in range(count)]
-    if criterion in ("l1", "l2"):
-        scores = _filter_norms(module, structure, 1 if criterion == "l1" else 2)
-    elif criterion == "bn":
-        scores = _importance(module, structure, "bn")
-    elif criterion in ("taylor", "snip"):
-        scores = _gradient_scores(module, structure, calibration)
-    elif criterion == "synflow":
-        scores = _synflow(module, structure)
-    else:
-        scores = _activation(module, structure, calibration)
-    return {name: torch.nan_to_num(value.float(), nan=0.0) for name, value in scores.items()}
+            return None
+        return [data.sample(data.train, batch_size, generator) for _ in range(count)]
+
+    return score_drawn(criterion, module, structure, draw, batches)

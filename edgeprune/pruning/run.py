@@ -159,7 +159,7 @@ def prune_bundle(
         "notes": outcome.notes,
         "layers": layer_table(bundle.module, outcome.module),
     }
-    trained = bundle.trained if settings.method != "pai" else settings.finetune.epochs > 0
+    trained = settings.finetune.epochs > 0 if settings.method_class.from_scratch else bundle.trained
     meta = {
         **bundle.meta,
         "trained": trained,
