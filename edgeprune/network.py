@@ -5,7 +5,7 @@ epilogue TVM fuses into it, `profiling.signature`), and pruning's FLOPs / params
 layers at other channel counts (`pruning.cost`). Both read a layer's `Geometry` from here and count its
 multiply-accumulates and parameters with its `macs` / `params`, so the figures `estimate`, `prune` and the
 table report cannot drift apart. Pruning changes channel counts only, never a geometry (but for the groups of a
-convolution with one input channel per group, which follow its inputs: `pruning.groups.Layer.cost`).
+convolution with one input channel per group, which follow its inputs: `pruning.groups.structure.Layer.cost`).
 """
 
 from __future__ import annotations
@@ -97,6 +97,14 @@ class LayerSite(Generic[G]):
     out_fixed: bool  # its output reaches the network output without another layer: the class count
 
 
+LAYER_TYPES = (nn.Conv2d, nn.Linear)
+
+
+def is_prunable(module: object) -> bool:
+    """A conv / linear layer: what the latency table keys, FLOPs count and pruning resizes (the one test)."""
+    return isinstance(module, LAYER_TYPES)
+
+
 def widths(layer: nn.Module) -> tuple[int, int]:
     """(input, output) width of a conv or linear module, as it counts them."""
     if isinstance(layer, nn.Linear):
@@ -120,7 +128,7 @@ class Graph:
         return self.modules.get(str(node.target)) if node.op == "call_module" else None
 
     def is_layer(self, node: fx.Node) -> bool:
-        return isinstance(self.target_module(node), (nn.Conv2d, nn.Linear))
+        return is_prunable(self.target_module(node))
 
     def layer_nodes(self) -> list[fx.Node]:
         return [node for node in self.module.graph.nodes if self.is_layer(node)]
@@ -129,6 +137,15 @@ class Graph:
     def single_user(node: fx.Node) -> fx.Node | None:
         users = list(node.users)
         return users[0] if len(users) == 1 else None
+
+    def after_norm(self, node: fx.Node) -> tuple[fx.Node, fx.Node | None]:
+        """What follows a layer: (its BatchNorm when that is the layer's only user, else the layer itself;
+        that node's only user, if it has one). TVM fuses such a BatchNorm into the layer, and the channels the
+        next op sees are its outputs (profiling's fused epilogues, pruning's activation criterion)."""
+        user = self.single_user(node)
+        if user is not None and isinstance(self.target_module(user), nn.BatchNorm2d):
+            return user, self.single_user(user)
+        return node, user
 
     def reaches(self, node: fx.Node, want_output: bool) -> bool:
         """Whether `node` reaches (down: the output / up: a placeholder) without passing another layer."""

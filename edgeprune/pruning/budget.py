@@ -121,6 +121,20 @@ class _Counted(Cost):
         return float(cost.predict(self.structure, counts)[self.position])
 
 
+@COSTS.register("flops")
+class Flops(_Counted):
+    """Multiply-accumulates of the conv and linear layers (the pruning literature's FLOPs)."""
+
+    position = 0
+
+
+@COSTS.register("params")
+class Params(_Counted):
+    """Every parameter of the model."""
+
+    position = 1
+
+
 @COSTS.register("ms")
 class Latency(Cost):
     """Milliseconds on the device, predicted by its latency table; by default on the table's grid."""
@@ -152,16 +166,6 @@ class Latency(Cost):
         finally:
             self.profiling_seconds += time.monotonic() - started
         return value
-
-
-@COSTS.register("flops")
-class Flops(_Counted):
-    position = 0
-
-
-@COSTS.register("params")
-class Params(_Counted):
-    position = 1
 
 
 @dataclass

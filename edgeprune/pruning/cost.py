@@ -12,7 +12,7 @@ from torch import nn
 
 from edgeprune.models.io import to_graph_module
 from edgeprune.network import sites, widths
-from edgeprune.pruning.groups import Structure, layer_widths, norm_width
+from edgeprune.pruning.groups.structure import Structure, layer_widths, norm_width
 
 
 def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:

@@ -2,16 +2,10 @@
 
 Scores stay unnormalised so the scale differences between layers stay visible to the ranking (LeGR's
 per-layer affine transform exists to compensate them); bn and the gradient criteria are group importances
-as Torch-Pruning defines them (summed per channel within a member, averaged over the group's members):
-  l1 / l2     L1 / L2 norm of each channel's filters, averaged over the group's layers (as in LeGR and ILP)
-  bn          |gamma| of the group's BatchNorms (network slimming)
-  taylor      |w * dL/dw| with the loss gradient summed over calibration batches (Molchanov et al. 2019)
-  snip        |w * dL/dw| on one batch, the connection sensitivity of SNIP, summed per channel (for untrained nets)
-  synflow     |w * dR/dw| with R the output sum of the network with |weights| on an all-ones input (data-free)
-  activation  mean post-activation of each channel over calibration batches (IAP)
+as Torch-Pruning defines them (summed per channel within a member, averaged over the group's members).
+Each criterion is a small class registered in `CRITERIA` by the name `--criterion` takes (its docstring says
+what it scores); a new one is a class here with `@CRITERIA.register("name")`.
 Every criterion works on a copy: the model's weights, gradients and BN statistics stay untouched.
-Each is a small class registered in `CRITERIA` by name; a new one is a class here (or in a module imported
-after this one) with `@CRITERIA.register("name")`.
 """
 
 from __future__ import annotations
@@ -25,6 +19,7 @@ from torch import fx, nn
 
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
+from edgeprune.network import Graph
 from edgeprune.pruning.groups import Structure, unit_scores
 from edgeprune.pruning.registry import Registry
 
@@ -85,105 +80,25 @@ def _importance(module: nn.Module, structure: Structure, label: str) -> Scores:
     return scores
 
 
-def _filter_norms(module: nn.Module, structure: Structure, p: int) -> Scores:
-    scores: Scores = {}
-    for name, group in structure.groups.items():
-        norms = []
-        for layer in group.layers:
-            per_channel = module.get_submodule(layer).weight.detach().flatten(1).norm(p=p, dim=1)
-            norms.append(unit_scores(per_channel, group, layer))
-        scores[name] = torch.stack(norms).mean(dim=0)
-    return scores
-
-
-def _gradient_scores(
-    module: nn.Module, structure: Structure, batches: list[tuple[torch.Tensor, torch.Tensor]]
-) -> Scores:
-    work = copy.deepcopy(module).eval()  # eval: BN running statistics must not move
-    work.zero_grad(set_to_none=True)
-    for inputs, labels in batches:
-        F.cross_entropy(work(inputs), labels).backward()
-    return _importance(work, structure, "taylor")
-
-
-def _synflow(module: nn.Module, structure: Structure) -> Scores:
-    work = copy.deepcopy(module).double().eval()
-    # SynFlow scores the linearised network: with positive weights and input, ReLU is the identity anyway,
-    # and a bounded one (ReLU6, Hardtanh) would saturate and zero every gradient.
-    for name, layer in list(work.named_modules()):
-        if isinstance(layer, _ACTIVATION_MODULES):
-            parent, _, leaf = name.rpartition(".")
-            setattr(work.get_submodule(parent) if parent else work, leaf, nn.Identity())
-    with torch.no_grad():
-        for parameter in work.parameters():
-            parameter.abs_()
-    work.zero_grad(set_to_none=True)
-    work(torch.ones(1, *structure.input_shape, dtype=torch.float64)).sum().backward()
-    # The products grow with depth: rescale in float64, then score in float32 like the other criteria.
-    largest = max(float(p.grad.abs().max()) for p in work.parameters() if p.grad is not None) or 1.0
-    for parameter in work.parameters():
-        if parameter.grad is not None:
-            parameter.grad.div_(largest)
-    work.float()
-    return _importance(work, structure, "synflow")
-
-
 def _activation_after(graph_module: fx.GraphModule, layer: str) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """The module whose output to observe for `layer` (its BN if one follows) and the activation applied next.
 
     Without an activation the channel's magnitude is taken (|x|), e.g. for linear bottlenecks.
     """
-    modules = dict(graph_module.named_modules())
+    graph = Graph(graph_module)
     node = next(n for n in graph_module.graph.nodes if n.op == "call_module" and n.target == layer)
-    observed = layer
-    users = list(node.users)
-    if len(users) == 1 and users[0].op == "call_module" and isinstance(modules[str(users[0].target)], nn.BatchNorm2d):
-        node = users[0]
-        observed = str(node.target)
-        users = list(node.users)
-    if len(users) == 1:
-        user = users[0]
-        if user.op == "call_module" and isinstance(modules[str(user.target)], _ACTIVATION_MODULES):
-            activation = copy.deepcopy(modules[str(user.target)])
+    followed, user = graph.after_norm(node)
+    observed = str(followed.target)
+    if user is not None:
+        module = graph.target_module(user)
+        if isinstance(module, _ACTIVATION_MODULES):
+            activation = copy.deepcopy(module)
             if hasattr(activation, "inplace"):
                 activation.inplace = False
             return observed, activation
         if user.op == "call_function" and user.target in _ACTIVATION_FUNCTIONS:
             return observed, user.target  # type: ignore[return-value]
     return observed, torch.abs
-
-
-def _activation(module: nn.Module, structure: Structure, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Scores:
-    if not isinstance(module, fx.GraphModule):
-        raise EdgepruneError("the activation criterion needs an fx GraphModule (load models with edgeprune)")
-    work = copy.deepcopy(module).eval()
-    sums: dict[str, torch.Tensor] = {}
-    hooks = []
-    watched: dict[str, list[str]] = {}
-    for name, group in structure.groups.items():
-        for layer in group.layers:
-            observed, activation = _activation_after(work, layer)
-            watched.setdefault(name, []).append(observed)
-
-            def record(_m: nn.Module, _i: tuple, out: torch.Tensor, key: str = observed, act=activation) -> None:
-                value = act(out.detach())
-                per_channel = value.transpose(0, 1).reshape(value.shape[1], -1).mean(dim=1)
-                sums[key] = sums.get(key, 0) + per_channel
-
-            hooks.append(work.get_submodule(observed).register_forward_hook(record))
-    try:
-        with torch.no_grad():
-            for inputs, _labels in batches:
-                work(inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    scores: Scores = {}
-    for name, observed in watched.items():
-        group = structure.groups[name]
-        per_unit = [unit_scores(sums[seen], group, layer) for layer, seen in zip(group.layers, observed, strict=True)]
-        scores[name] = torch.stack(per_unit).mean(dim=0) / len(batches)
-    return scores
 
 
 class Criterion:
@@ -205,53 +120,121 @@ CRITERIA: Registry[Criterion] = Registry("criterion")
 
 @CRITERIA.register("l1")
 class L1(Criterion):
+    """L1 norm of each channel's filters, averaged over the group's layers (as in LeGR and ILP)."""
+
+    p = 1
+
     def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
-        return _filter_norms(module, structure, 1)
+        scores: Scores = {}
+        for name, group in structure.groups.items():
+            norms = []
+            for layer in group.layers:
+                per_channel = module.get_submodule(layer).weight.detach().flatten(1).norm(p=self.p, dim=1)
+                norms.append(unit_scores(per_channel, group, layer))
+            scores[name] = torch.stack(norms).mean(dim=0)
+        return scores
 
 
 @CRITERIA.register("l2")
-class L2(Criterion):
-    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
-        return _filter_norms(module, structure, 2)
+class L2(L1):
+    p = 2
 
 
 @CRITERIA.register("taylor")
 class Taylor(Criterion):
+    """|w * dL/dw| with the loss gradient summed over calibration batches (Molchanov et al. 2019)."""
+
     needs_data = True
 
     def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
-        return _gradient_scores(module, structure, calibration)
+        work = copy.deepcopy(module).eval()  # eval: BN running statistics must not move
+        work.zero_grad(set_to_none=True)
+        for inputs, labels in calibration:
+            F.cross_entropy(work(inputs), labels).backward()
+        return _importance(work, structure, "taylor")
 
 
 @CRITERIA.register("bn")
 class BatchNormScale(Criterion):
+    """|gamma| of the group's BatchNorms (network slimming)."""
+
     def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
         return _importance(module, structure, "bn")
 
 
 @CRITERIA.register("activation")
 class Activation(Criterion):
+    """Mean post-activation of each channel over calibration batches (IAP)."""
+
     needs_data = True
 
     def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
-        return _activation(module, structure, calibration)
+        if not isinstance(module, fx.GraphModule):
+            raise EdgepruneError("the activation criterion needs an fx GraphModule (load models with edgeprune)")
+        work = copy.deepcopy(module).eval()
+        sums: dict[str, torch.Tensor] = {}
+        hooks = []
+        watched: dict[str, list[str]] = {}
+        for name, group in structure.groups.items():
+            for layer in group.layers:
+                observed, activation = _activation_after(work, layer)
+                watched.setdefault(name, []).append(observed)
+
+                def record(_m: nn.Module, _i: tuple, out: torch.Tensor, key: str = observed, act=activation) -> None:
+                    value = act(out.detach())
+                    per_channel = value.transpose(0, 1).reshape(value.shape[1], -1).mean(dim=1)
+                    sums[key] = sums.get(key, 0) + per_channel
+
+                hooks.append(work.get_submodule(observed).register_forward_hook(record))
+        try:
+            with torch.no_grad():
+                for inputs, _labels in calibration:
+                    work(inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        scores: Scores = {}
+        for name, observed in watched.items():
+            group = structure.groups[name]
+            per_unit = [
+                unit_scores(sums[seen], group, layer) for layer, seen in zip(group.layers, observed, strict=True)
+            ]
+            scores[name] = torch.stack(per_unit).mean(dim=0) / len(calibration)
+        return scores
 
 
 @CRITERIA.register("snip")
-class Snip(Criterion):
-    needs_data = True
+class Snip(Taylor):
+    """|w * dL/dw| on one batch: SNIP's connection sensitivity, summed per channel (for untrained nets)."""
 
     def batches(self, asked: int) -> int:
-        return 1  # SNIP's sensitivity is taken on one batch
-
-    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
-        return _gradient_scores(module, structure, calibration)
+        return 1
 
 
 @CRITERIA.register("synflow")
 class SynFlow(Criterion):
+    """|w * dR/dw| with R the output sum of the network with |weights| on an all-ones input (data-free)."""
+
     def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
-        return _synflow(module, structure)
+        work = copy.deepcopy(module).double().eval()
+        # SynFlow scores the linearised network: with positive weights and input, ReLU is the identity anyway,
+        # and a bounded one (ReLU6, Hardtanh) would saturate and zero every gradient.
+        for name, layer in list(work.named_modules()):
+            if isinstance(layer, _ACTIVATION_MODULES):
+                parent, _, leaf = name.rpartition(".")
+                setattr(work.get_submodule(parent) if parent else work, leaf, nn.Identity())
+        with torch.no_grad():
+            for parameter in work.parameters():
+                parameter.abs_()
+        work.zero_grad(set_to_none=True)
+        work(torch.ones(1, *structure.input_shape, dtype=torch.float64)).sum().backward()
+        # The products grow with depth: rescale in float64, then score in float32 like the other criteria.
+        largest = max(float(p.grad.abs().max()) for p in work.parameters() if p.grad is not None) or 1.0
+        for parameter in work.parameters():
+            if parameter.grad is not None:
+                parameter.grad.div_(largest)
+        work.float()
+        return _importance(work, structure, "synflow")
 
 
 def score_drawn(

@@ -28,6 +28,8 @@ from edgeprune.pruning.search_settings import SearchSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Scorer = Callable[[dict[str, list[int]]], float]  # kept units per group -> score (lower is better)
+Rng = np.random.Generator
+Rows = np.ndarray  # training rows: one batch of indices into the training split per row
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class SearchFitness:
     scores on the same batches) and what the score is (`SearchResult.scored_by`)."""
 
     score: Scorer
-    train_index: np.ndarray
+    train_index: Rows
     scored_by: str
 
 
@@ -63,14 +65,9 @@ class Trainer(Protocol):
         ...
 
     def search_fitness(
-        self,
-        module: nn.Module,
-        structure: Structure,
-        settings: SearchSettings,
-        rng: np.random.Generator,
-        train_index: np.ndarray | None,
+        self, module: nn.Module, structure: Structure, settings: SearchSettings, rng: Rng, rows: Rows | None
     ) -> SearchFitness:
-        """The search's score for cuts of `module`; `train_index` is a resumed search's rows (None: draw)."""
+        """The search's score for cuts of `module`; `rows` are a resumed search's training rows (None: draw)."""
         ...
 
     def finalist_judge(
@@ -111,19 +108,14 @@ class OwnLoop:
         train(module, self.data, settings, self.generator, self.progress, checkpoint, fingerprint, description)
 
     def search_fitness(
-        self,
-        module: nn.Module,
-        structure: Structure,
-        settings: SearchSettings,
-        rng: np.random.Generator,
-        train_index: np.ndarray | None,
+        self, module: nn.Module, structure: Structure, settings: SearchSettings, rng: Rng, rows: Rows | None
     ) -> SearchFitness:
         probe = probe_layer(module, structure) if settings.fitness == "probe" else None
-        if train_index is None:
-            rows = training_rows(settings, probe is not None)
-            train_index = rng.integers(0, len(self.data.train), size=(rows, settings.batch_size))
-        score = adaptive_bn_scorer(module, structure, self.data, settings, train_index, probe)
-        return SearchFitness(score, train_index, "probe" if probe else "loss")
+        if rows is None:
+            count = training_rows(settings, probe is not None)
+            rows = rng.integers(0, len(self.data.train), size=(count, settings.batch_size))
+        score = adaptive_bn_scorer(module, structure, self.data, settings, rows, probe)
+        return SearchFitness(score, rows, "probe" if probe else "loss")
 
     def finalist_judge(self, module: nn.Module, structure: Structure, settings: SearchSettings, seed: int) -> Scorer:
         return adaptive_bn_scorer(
@@ -186,12 +178,7 @@ class UserLoop:
             self.finetune(module, epochs)
 
     def search_fitness(
-        self,
-        module: nn.Module,
-        structure: Structure,
-        settings: SearchSettings,
-        rng: np.random.Generator,
-        train_index: np.ndarray | None,
+        self, module: nn.Module, structure: Structure, settings: SearchSettings, rng: Rng, rows: Rows | None
     ) -> SearchFitness:
         """Minus the user's metric after surgery and the user's short fine-tune: their code may use any
         optimiser, so masks could not be held at zero through it; the cut network is what it trains."""
@@ -205,8 +192,8 @@ class UserLoop:
                 finetune(candidate, self.search_epochs)
             return -float(evaluate(candidate))
 
-        rows = np.zeros((0, settings.batch_size), dtype=np.int64) if train_index is None else train_index
-        return SearchFitness(score, rows, "metric")  # the user's code draws its own data
+        none = np.zeros((0, settings.batch_size), dtype=np.int64)  # the user's code draws its own data
+        return SearchFitness(score, none if rows is None else rows, "metric")
 
     def finalist_judge(self, module: nn.Module, structure: Structure, settings: SearchSettings, seed: int) -> None:
         """None: every candidate was already fine-tuned and scored by the user's metric."""
