@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from edgeprune.models.io import to_graph_module
 from edgeprune.network import (
     GROUPED,
     LINEAR,
@@ -31,6 +30,7 @@ from edgeprune.network import (
     is_depthwise,
     is_prunable,
     record_shapes,
+    to_graph_module,
     widths,
 )
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgeprune.models.io import to_graph_module
-from edgeprune.network import sites, widths
+from edgeprune.network import sites, to_graph_module, widths
 from edgeprune.pruning.groups.structure import Structure, layer_widths, norm_width
 
 
