@@ -264,6 +264,7 @@ def prune_cmd(
 ) -> None:
     """Prune a model to a latency (ms), FLOPs or params budget with LeGR or another method; fine-tune it."""
     import edgeprune as ep
+    from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings
     from edgeprune.pruning.methods import METHODS
 
     budget = _budget(target_ms, target_flops, target_params)
@@ -271,36 +272,42 @@ def prune_cmd(
         raise EdgepruneError(f"unknown --method '{method}'", hint=f"choose one of {', '.join(METHODS)}")
     check_output(output)
     set_threads(threads)
-    with _progress() as progress:
-        _, result = ep.prune(
-            model,
-            **budget,
-            device=ep.device(device) if device is not None else None,
-            **(source | {"data": source["data"] or True}),  # without --data: the data set the model was trained on
-            input_shape=input_shape,
-            width=width,
-            output=output,
-            method=method,
-            criterion=criterion,
-            epochs=finetune_epochs,
-            min_keep=min_keep,
-            normalize=normalize,
-            channel_step=channel_step,
+    epochs = METHODS.get(method).epochs if finetune_epochs is None else finetune_epochs
+    settings = PruneSettings(
+        method=method,
+        criterion=criterion,
+        min_keep=min_keep,
+        normalize=normalize,
+        channel_step=channel_step,
+        finetune=TrainSettings(epochs=epochs, **fit),
+        search=SearchSettings(
             population=population,
             sample_size=sample_size,
             generations=generations,
             mutation_share=mutation_share,
             mutation_scale=mutation_scale,
-            search_steps=search_steps,
+            steps=search_steps,
             finalists=finalists,
-            search_minutes=search_minutes,
-            reuse_search=reuse_search,
+            batch_size=fit["batch_size"],
+            minutes=search_minutes,
+        ),
+        rounds=rounds,
+        round_epochs=round_epochs,
+        seed=seed,
+        reuse_search=reuse_search,
+    )
+    with _progress() as progress:
+        _, result = ep.prune(
+            model,
+            **budget,
+            device=ep.device(device) if device is not None else None,
+            settings=settings,
+            **(source | {"data": source["data"] or True}),  # without --data: the data set the model was trained on
+            input_shape=input_shape,
+            width=width,
+            output=output,
             new_search=new_search,
-            rounds=rounds,
-            round_epochs=round_epochs,
             profile_missing=profile_missing,
-            seed=seed,
-            **fit,
             **_shown(progress),
             on_note=lambda text: console.print(f"[yellow]note:[/] {text}", highlight=False),
         )

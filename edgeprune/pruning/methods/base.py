@@ -41,7 +41,8 @@ class Method:
     # uniform keeps a share per layer, so no scale reaches it, and iap, aiap and pai were not measured either way.
     normalize = "none"
     searches = False  # runs the LeGR search (scores candidates with the trainer; may reuse a learned file)
-    from_scratch = False  # trains the pruned network from fresh weights (longer default training)
+    from_scratch = False  # trains the pruned network from fresh weights
+    epochs = 5  # the default training after the cut
 
     def prune(self, job: Job) -> Outcome:
         raise NotImplementedError

@@ -84,6 +84,7 @@ class Pai(Global):
     criterion = "snip"
     normalize = "none"
     from_scratch = True
+    epochs = 10  # trains from scratch
 
     def start(self, job: Job) -> nn.Module:
         module = copy.deepcopy(job.module)
