@@ -52,6 +52,16 @@ ThreadsOpt = Annotated[
 ]
 
 
+# FLOPs and params budgets: a count, a percentage, or a fraction (below 1) of the original
+TargetFlopsOpt = Annotated[
+    str | None,
+    typer.Option("--target-flops", help="FLOPs (MACs) budget: 1.5M, 300k, 50% or 0.5 (below 1: a fraction)."),
+]
+TargetParamsOpt = Annotated[
+    str | None, typer.Option("--target-params", help="Parameter budget: 20k, 50% or 0.5 (below 1: a fraction).")
+]
+
+
 # what a search summary's fitness is, by `SearchResult.scored_by`
 SCORED_BY = {"probe": "probe val loss", "loss": "val loss", "metric": "minus your metric"}
 
@@ -188,13 +198,8 @@ def prune_cmd(
     source: dict[str, Any],
     fit: dict[str, Any],
     target_ms: Annotated[str | None, typer.Option("--target-ms", help="Latency budget in ms (needs --device).")] = None,
-    target_flops: Annotated[
-        str | None,
-        typer.Option("--target-flops", help="FLOPs (MACs) budget: 1.5M, 300k, 50% or 0.5 (below 1: a fraction)."),
-    ] = None,
-    target_params: Annotated[
-        str | None, typer.Option("--target-params", help="Parameter budget: 20k, 50% or 0.5 (below 1: a fraction).")
-    ] = None,
+    target_flops: TargetFlopsOpt = None,
+    target_params: TargetParamsOpt = None,
     device: Annotated[
         str | None, typer.Option("--device", "-d", help="Device whose latency table predicts ms.")
     ] = None,
@@ -263,6 +268,8 @@ def prune_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Prune a model to a latency (ms), FLOPs or params budget with LeGR or another method; fine-tune it."""
+    from dataclasses import replace
+
     import edgeprune as ep
     from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings
     from edgeprune.pruning.methods import METHODS
@@ -273,29 +280,14 @@ def prune_cmd(
     check_output(output)
     set_threads(threads)
     epochs = METHODS.get(method).epochs if finetune_epochs is None else finetune_epochs
-    settings = PruneSettings(
-        method=method,
-        criterion=criterion,
-        min_keep=min_keep,
-        normalize=normalize,
-        channel_step=channel_step,
-        finetune=TrainSettings(epochs=epochs, **fit),
-        search=SearchSettings(
-            population=population,
-            sample_size=sample_size,
-            generations=generations,
-            mutation_share=mutation_share,
-            mutation_scale=mutation_scale,
-            steps=search_steps,
-            finalists=finalists,
-            batch_size=fit["batch_size"],
-            minutes=search_minutes,
-        ),
-        rounds=rounds,
-        round_epochs=round_epochs,
-        seed=seed,
-        reuse_search=reuse_search,
+    # positional in the fields' order: the search's up to its batch size (the training's), then the pruning's
+    search = SearchSettings(
+        population, sample_size, generations, mutation_share, mutation_scale, search_steps, fit["batch_size"]
     )
+    search = replace(search, finalists=finalists, minutes=search_minutes)
+    train = TrainSettings(epochs=epochs, **fit)
+    settings = PruneSettings(method, criterion, min_keep, train, search, rounds, round_epochs, seed=seed)
+    settings = replace(settings, normalize=normalize, channel_step=channel_step, reuse_search=reuse_search)
     with _progress() as progress:
         _, result = ep.prune(
             model,

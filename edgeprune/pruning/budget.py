@@ -1,5 +1,8 @@
 """Budgets: what a channel configuration costs (ms on the device, FLOPs or params) and the grid it lives on.
 
+Each budget kind is a `Cost` class registered in `COSTS` by the kind's name (`Target.kind`); `bind` makes the
+one a target names and wraps it in a caching `Budget`.
+
 FLOPs and params are predicted from channel counts (exact, see `cost`), with a channel step of 1.
 Milliseconds come from the device's latency table through `edgeprune.profiling.latency.LatencyModel`; by default
 its channel steps put every kept count on the table's grid, so a predicted latency is a measured point. A
