@@ -25,7 +25,8 @@ Shares = tuple[tuple[str, int], ...]  # (group, channels of this layer per unit 
 @dataclass(frozen=True)
 class Layer:
     """A conv or linear layer: its geometry (`edgeprune.network`), its widths as the module counts them
-    (in_features for a linear layer), and which groups set them."""
+    (in_features for a linear layer), and which groups set them. Profiling's `signature.Layer` is the same
+    layer at one set of widths, keyed for the latency table; `layer_widths` gives the widths it is read at."""
 
     name: str
     geometry: Geometry
