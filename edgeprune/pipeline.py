@@ -62,7 +62,7 @@ class RunConfig:
         return float(self.target[:-1]) if self.target.endswith("x") else None
 
     def check(self) -> None:
-        from edgeprune.pruning.budget import parse_target
+        from edgeprune.targets import parse_target
 
         if not self.target.endswith("x"):
             parse_target("ms", self.target)  # a finite positive number of ms (no 'nan', 'inf', '-1')

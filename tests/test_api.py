@@ -103,6 +103,30 @@ def test_prune_without_search_needs_no_user_code() -> None:
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in small_net().parameters())
 
 
+def test_a_target_below_one_is_a_fraction_of_the_original() -> None:
+    """target_params=0.6 is '60%': the same plan, not a refusal to reach 0.6 parameters."""
+    x = torch.randn(1, 1, 8, 8)
+    fraction, by_fraction = ep.prune(small_net(), x, target_params=0.6, method="global")
+    percent, by_percent = ep.prune(small_net(), x, target_params="60%", method="global")
+    assert by_fraction.target == by_percent.target == "60% of the original params"
+    assert by_fraction.params == by_percent.params < 0.6 * by_fraction.original_params
+    assert by_fraction.layers == by_percent.layers
+
+
+def test_prune_takes_typed_settings_with_the_common_keywords_on_top() -> None:
+    """`settings=` holds every knob (here the channel step no keyword has); a keyword given is set on top."""
+    from edgeprune.pruning import PruneSettings, TrainSettings
+
+    x = torch.randn(1, 1, 8, 8)
+    settings = PruneSettings(method="global", channel_step=4, finetune=TrainSettings(epochs=0))
+    _, result = ep.prune(small_net(), x, target_params="60%", settings=settings)
+    assert result.method == "global" and result.within_budget
+    assert all(row["after"] % 4 == 0 or row["after"] == row["before"] for row in result.layers)
+    assert any(row["after"] < row["before"] for row in result.layers)
+    _, uniform = ep.prune(small_net(), x, target_params="60%", settings=settings, method="uniform")
+    assert uniform.method == "uniform" and uniform.within_budget
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -185,3 +185,10 @@ def test_prune_edge_cases(baseline: Path, tmp_path: Path, capsys: pytest.Capture
     code, _, err = run(capsys, "prune", str(baseline), "--target-flops", "50%", "--reuse-search", str(other),
                        "-o", str(tmp_path / "r.pt"))  # fmt: skip
     assert code == 2 and "different model" in err
+
+    # a FLOPs target below 1 is a fraction of the original, as 50% is
+    code, out, _ = run(capsys, "prune", str(baseline), "--target-flops", "0.5", "--method", "global",
+                       "--finetune-epochs", "0", "-o", str(tmp_path / "half.pt"), "--json")  # fmt: skip
+    half = json.loads(out)
+    assert code == 0 and half["target"] == "50% of the original flops"
+    assert half["flops"] <= half["target_flops"] == pytest.approx(half["original_flops"] / 2)

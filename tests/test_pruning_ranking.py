@@ -10,7 +10,8 @@ from torch import nn
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model
 from edgeprune.pruning import cost, criteria, groups, ranking
-from edgeprune.pruning.budget import Target, bind, parse_target
+from edgeprune.pruning.budget import bind
+from edgeprune.targets import Target, parse_target
 from tests.fake_device import MacsLatency
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch at 1 thread for the module
@@ -43,6 +44,11 @@ def test_parse_target() -> None:
     assert parse_target("params", "20k").value == 20000
     assert parse_target("flops", "50%") == Target("flops", 0.5, relative=True)
     assert parse_target("ms", "2.5").value == 2.5
+    # a FLOPs / params count below 1 is a fraction of the original: no model has half a FLOP
+    assert parse_target("flops", 0.5) == parse_target("flops", "0.5") == Target("flops", 0.5, relative=True)
+    assert parse_target("params", "0.25") == Target("params", 0.25, relative=True)
+    assert parse_target("flops", "1") == Target("flops", 1.0)  # 1 and above stay counts
+    assert parse_target("ms", "0.5") == Target("ms", 0.5)  # half a millisecond is a latency
     for kind, text, message in (
         ("ms", "5M", "'5M' is not a number: a target must be a positive number of milliseconds"),
         ("ms", "-1", "--target-ms -1: a target must be a positive number of milliseconds"),  # not "not a number"

@@ -17,20 +17,19 @@ from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import load_model
 from edgeprune.pruning import criteria, groups, ranking
-from edgeprune.pruning.budget import Budget, bind, parse_target
+from edgeprune.pruning.budget import Budget, bind
 from edgeprune.pruning.finetune import TrainSettings, initialize, loss_on, recalibrate_batchnorm, train
+from edgeprune.pruning.fitness import adaptive_bn_scorer, probe_layer, training_rows
 from edgeprune.pruning.search import (
     ChannelMasks,
     SearchSettings,
-    adaptive_bn_scorer,
     learned_mismatch,
     load_learned,
-    probe_layer,
     save_learned,
     search,
     search_fingerprint,
-    training_rows,
 )
+from edgeprune.targets import parse_target
 
 TINY = SearchSettings(population=8, sample_size=3, generations=8, calibration=2, val_samples=256)
 PLAIN = SearchSettings(batch_size=32, calibration=3, val_samples=128)

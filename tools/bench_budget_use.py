@@ -29,8 +29,9 @@ def use(model: str, seed: int) -> list[dict]:
     import edgeprune as ep
     from edgeprune.models.io import load_saved
     from edgeprune.pruning import criteria, ranking
-    from edgeprune.pruning.budget import LatencyPredictor, bind, parse_target
+    from edgeprune.pruning.budget import LatencyPredictor, bind
     from edgeprune.pruning.groups import analyze
+    from edgeprune.targets import parse_target
 
     path = CACHE / "baselines" / f"{FULL.tag(model, seed)}.pt"
     if not path.is_file():

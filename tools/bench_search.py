@@ -118,7 +118,8 @@ def old_scorer(module: Any, structure: Any, data: Any, steps: int, seed: int) ->
 def new_scorer(module: Any, structure: Any, data: Any, seed: int, fitness: str = "loss", steps: int = 0) -> Scorer:
     """The search's own scorer with `fitness` ("probe": the classifier refit; "loss": adaptive BN only) after
     `steps` Adam steps, with training rows drawn as the search draws them."""
-    from edgeprune.pruning.search import SearchSettings, adaptive_bn_scorer, probe_layer, training_rows
+    from edgeprune.pruning.fitness import adaptive_bn_scorer, probe_layer, training_rows
+    from edgeprune.pruning.search import SearchSettings
 
     settings = SearchSettings(fitness=fitness, steps=steps)
     probe = probe_layer(module, structure) if fitness == "probe" else None
@@ -152,8 +153,9 @@ class Setup:
 
     def __init__(self, plan: Plan, model: str) -> None:
         from edgeprune.pruning import criteria, groups, ranking
-        from edgeprune.pruning.budget import bind, parse_target
+        from edgeprune.pruning.budget import bind
         from edgeprune.pruning.search import seeds
+        from edgeprune.targets import parse_target
 
         self.plan, self.model = plan, model
         self.bundle, self.data = baseline(plan, model)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeprune import search_defaults
 from edgeprune.api.models import Shape, bundle, image_shape, parse_shape
 from edgeprune.api.training import sidecar
 from edgeprune.errors import EdgepruneError
@@ -19,9 +18,10 @@ if TYPE_CHECKING:
 
     from edgeprune.devices.base import Device
     from edgeprune.models.io import ModelBundle
-    from edgeprune.pruning.budget import LatencyPredictor, Target
-    from edgeprune.pruning.finetune import Evaluator, Finetuner
+    from edgeprune.pruning.budget import LatencyPredictor
     from edgeprune.pruning.methods import PruneSettings
+    from edgeprune.pruning.trainer import Evaluator, Finetuner
+    from edgeprune.targets import Target
 
 
 @dataclass
@@ -49,7 +49,7 @@ class PruneResult:
 def _target(
     target_ms: float | str | None, target_flops: float | str | None, target_params: float | str | None
 ) -> Target:
-    from edgeprune.pruning.budget import parse_target
+    from edgeprune.targets import parse_target
 
     given = {k: v for k, v in (("ms", target_ms), ("flops", target_flops), ("params", target_params)) if v is not None}
     if len(given) != 1:
@@ -102,7 +102,7 @@ def _learned_search(
         if not settings.reuse_search.is_file():
             raise EdgepruneError(f"--reuse-search file '{settings.reuse_search}' not found")
         return settings.reuse_search
-    if settings.method != "legr" or new_search or output is None:
+    if not settings.method_class.searches or new_search or output is None:
         return None
     learned = sidecar(output, ".legr.json")
     if not learned.is_file():
@@ -142,6 +142,30 @@ def _with_data(
     return net, load_dataset(spec, net.input_shape, seed, data_dir, limit)
 
 
+def _settings(
+    settings: PruneSettings | None, conveniences: dict[str, Any], fit: dict[str, Any], search: dict[str, Any]
+) -> PruneSettings:
+    """`settings` (default: PruneSettings' own, trained for the method's epochs) with the keyword conveniences
+    that were given (not None) set on top: `conveniences` on the settings, `fit` on its training, `search` on
+    its search (whose batches are the training's)."""
+    from dataclasses import replace
+
+    from edgeprune.pruning.methods import METHODS, PruneSettings
+
+    def given(values: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in values.items() if value is not None}
+
+    base = replace(settings or PruneSettings(), **given(conveniences))
+    train = base.finetune if settings is not None else replace(base.finetune, epochs=METHODS.get(base.method).epochs)
+    train = replace(train, **given(fit))
+    train.check()
+    tuned = replace(base.search, **given(search), batch_size=train.batch_size)
+    population_given = search.get("population") is not None
+    if settings is None or population_given:  # the tournament: its default size, or a smaller population's all
+        tuned = replace(tuned, sample_size=min(tuned.sample_size, tuned.population))
+    return replace(base, finetune=train, search=tuned)
+
+
 def prune(
     model: nn.Module | str,
     example_input: torch.Tensor | None = None,
@@ -150,36 +174,27 @@ def prune(
     target_flops: float | str | None = None,
     target_params: float | str | None = None,
     device: Device | None = None,
-    method: str = "legr",
+    settings: PruneSettings | None = None,
+    method: str | None = None,
     criterion: str | None = None,
     finetune: Finetuner | None = None,
     evaluate: Evaluator | None = None,
     epochs: int | None = None,
     search_epochs: int = 1,
-    search_minutes: float = 3.0,
-    population: int = search_defaults.POPULATION,
-    generations: int = search_defaults.GENERATIONS,
-    min_keep: float = 0.1,
-    seed: int = 0,
+    search_minutes: float | None = None,
+    population: int | None = None,
+    generations: int | None = None,
+    min_keep: float | None = None,
+    seed: int | None = None,
     input_shape: Shape | None = None,
     width: float = 1.0,
     data: str | bool | None = None,
     data_dir: str | Path | None = None,
     limit: int | None = None,
     output: str | Path | None = None,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    normalize: str | None = None,
-    channel_step: int | None = None,
-    sample_size: int | None = None,
-    mutation_share: float = 0.2,
-    mutation_scale: float = 1.0,
-    search_steps: int = search_defaults.STEPS,
-    finalists: int = search_defaults.FINALISTS,
-    reuse_search: str | Path | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     new_search: bool = False,
-    rounds: int = 3,
-    round_epochs: int = 1,
     profile_missing: bool = True,
     progress: Progress | None = None,
     on_stage: Callable[[str], None] | None = None,
@@ -187,6 +202,11 @@ def prune(
 ) -> tuple[nn.Module, PruneResult]:
     """Prune to one budget (`edgeprune prune`); returns a physically smaller module (an fx GraphModule; the
     input model is left as it was) and the result.
+
+    `settings` (a `edgeprune.pruning.PruneSettings`, with its `TrainSettings` and `SearchSettings`) holds every
+    knob of pruning; the keywords `method`, `criterion`, `epochs`, `min_keep`, `seed`, `batch_size`, `lr`,
+    `population`, `generations` and `search_minutes` are conveniences for the common ones, set on top of it
+    (left out: the settings' values, or PruneSettings' defaults with 5 epochs, 10 for 'pai').
 
     With the user's own training code, `finetune(model, epochs)` trains a model in place and
     `evaluate(model) -> float` scores it (higher is better): the pruned model gets `epochs` of fine-tuning, and
@@ -197,24 +217,20 @@ def prune(
 
     With `data` (a data set spec: digits, fashion-mnist, cifar10:DIR, imagefolder:DIR; or True for the one a
     saved model records), edgeprune's own loop does that on the data set instead, as `edgeprune prune --data`
-    does, with `batch_size`, `lr`, `search_steps` per candidate, `finalists` (the search's K best and its seeds
+    does, with `batch_size`, `lr`, the search's steps per candidate and finalists (its K best and its seeds
     re-judged after a short fine-tune) and every criterion; `output` then saves the pruned model with its summary
     (`<stem>.json`), its learned search (`<stem>.legr.json`, reused by the next budget unless `new_search`) and
     resumable checkpoints.
 
     `target_ms` needs a `device` (its latency table, measured where it lacks entries when `profile_missing`;
     other targets use a given device only to report milliseconds); FLOPs and parameter targets take a number or
-    a share of the original ('50%'). `epochs` defaults to 5 (10 for 'pai', which trains from scratch);
-    `criterion=None` and `normalize=None` are the method's defaults (scores normalised by their layer's mean
-    for 'global', raw for the others). Kept channel counts sit on the latency table's grid for a
-    `target_ms` (each prediction a measured point) unless `channel_step` sets a step of its own (1: any count,
-    predicted by interpolating the table). `on_stage(text)` and `on_note(text)` say what it does and what it
-    noticed; `progress` (a rich Progress) draws its training and search bars.
+    a share of the original ('50%', or a number below 1: 0.5 is half). A criterion or normalisation of None is
+    the method's default (scores normalised by their layer's mean for 'global', raw for the others). Kept
+    channel counts sit on the latency table's grid for a `target_ms` (each prediction a measured point) unless
+    the settings' `channel_step` sets a step of its own (1: any count, predicted by interpolating the table).
+    `on_stage(text)` and `on_note(text)` say what it does and what it noticed; `progress` (a rich Progress)
+    draws its training and search bars.
     """
-    from edgeprune.pruning.finetune import TrainSettings
-    from edgeprune.pruning.methods import PruneSettings
-    from edgeprune.pruning.search import SearchSettings
-
     target = _target(target_ms, target_flops, target_params)
     if target.kind == "ms" and device is None:
         raise EdgepruneError(
@@ -227,41 +243,18 @@ def prune(
     if output is not None and not own_loop:
         raise EdgepruneError("output= saves what edgeprune's own loop pruned (with data=); save the module yourself")
     says = _Says(on_stage or (lambda _text: None), on_note or (lambda _text: None))
-    default_epochs = 10 if method == "pai" else 5  # pai trains from scratch
-    train = TrainSettings(epochs=default_epochs if epochs is None else epochs, batch_size=batch_size, lr=lr)
-    train.check()
-    settings = PruneSettings(
-        method=method,
-        criterion=criterion,
-        min_keep=min_keep,
-        normalize=normalize,
-        channel_step=channel_step,
-        finetune=train,
-        # the tournament is the CLI's default size, or the whole population when that is smaller
-        search=SearchSettings(
-            population=population,
-            sample_size=min(SearchSettings.sample_size, population) if sample_size is None else sample_size,
-            generations=generations,
-            mutation_share=mutation_share,
-            mutation_scale=mutation_scale,
-            steps=search_steps,
-            finalists=finalists,
-            batch_size=batch_size,
-            minutes=search_minutes,
-        ),
-        rounds=rounds,
-        round_epochs=round_epochs,
-        seed=seed,
-        reuse_search=Path(reuse_search) if reuse_search is not None else None,
-    )
+    conveniences = {"method": method, "criterion": criterion, "min_keep": min_keep, "seed": seed}
+    fit = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
+    search = {"population": population, "generations": generations, "minutes": search_minutes}
+    settings = _settings(settings, conveniences, fit, search)
     if not own_loop:
         net = bundle(model, example_input, input_shape=input_shape, width=width)
         predictor = _predictor(device, target, net, profile_missing, model, says) if target.kind == "ms" else None
         return _prune_with_user_loop(net, target, settings, predictor, finetune, evaluate, search_epochs, progress)
     shape = parse_shape(input_shape)
     where = Path(data_dir) if data_dir is not None else None
-    net, dataset = _with_data(model, example_input, data, shape, width, seed, where, limit)
-    if not net.trained and method != "pai":
+    net, dataset = _with_data(model, example_input, data, shape, width, settings.seed, where, limit)
+    if not net.trained and not settings.method_class.from_scratch:
         says.note(f"{net.name} is untrained; train it first for meaningful accuracy")
     predictor = _predictor(device, target, net, profile_missing, model, says)
     saved = Path(output) if output is not None else None
@@ -279,9 +272,9 @@ def _prune_with_user_loop(
     progress: Progress | None,
 ) -> tuple[nn.Module, PruneResult]:
     """Fine-tuning and scoring by the user's code; edgeprune never sees their data."""
-    from edgeprune.pruning.finetune import UserLoop
     from edgeprune.pruning.methods import prune_module
     from edgeprune.pruning.run import layer_table, measure_outcome
+    from edgeprune.pruning.trainer import UserLoop
 
     loop = UserLoop(finetune, evaluate, search_epochs)
     before = evaluate(net.module) if evaluate is not None else None

@@ -52,6 +52,16 @@ ThreadsOpt = Annotated[
 ]
 
 
+# FLOPs and params budgets: a count, a percentage, or a fraction (below 1) of the original
+TargetFlopsOpt = Annotated[
+    str | None,
+    typer.Option("--target-flops", help="FLOPs (MACs) budget: 1.5M, 300k, 50% or 0.5 (below 1: a fraction)."),
+]
+TargetParamsOpt = Annotated[
+    str | None, typer.Option("--target-params", help="Parameter budget: 20k, 50% or 0.5 (below 1: a fraction).")
+]
+
+
 # what a search summary's fitness is, by `SearchResult.scored_by`
 SCORED_BY = {"probe": "probe val loss", "loss": "val loss", "metric": "minus your metric"}
 
@@ -137,7 +147,7 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
     """Channels per layer before and after, then the costs, the accuracy and the search, and where it went."""
     from rich.table import Table
 
-    from edgeprune.pruning.budget import format_cost
+    from edgeprune.targets import format_cost
 
     table = Table(title="channels per layer", title_justify="left")
     for column in ("layer", "before", "after"):
@@ -188,10 +198,8 @@ def prune_cmd(
     source: dict[str, Any],
     fit: dict[str, Any],
     target_ms: Annotated[str | None, typer.Option("--target-ms", help="Latency budget in ms (needs --device).")] = None,
-    target_flops: Annotated[
-        str | None, typer.Option("--target-flops", help="FLOPs (MACs) budget: 1.5M, 300k or 50%.")
-    ] = None,
-    target_params: Annotated[str | None, typer.Option("--target-params", help="Parameter budget: 20k or 50%.")] = None,
+    target_flops: TargetFlopsOpt = None,
+    target_params: TargetParamsOpt = None,
     device: Annotated[
         str | None, typer.Option("--device", "-d", help="Device whose latency table predicts ms.")
     ] = None,
@@ -260,7 +268,10 @@ def prune_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Prune a model to a latency (ms), FLOPs or params budget with LeGR or another method; fine-tune it."""
+    from dataclasses import replace
+
     import edgeprune as ep
+    from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings
     from edgeprune.pruning.methods import METHODS
 
     budget = _budget(target_ms, target_flops, target_params)
@@ -268,36 +279,27 @@ def prune_cmd(
         raise EdgepruneError(f"unknown --method '{method}'", hint=f"choose one of {', '.join(METHODS)}")
     check_output(output)
     set_threads(threads)
+    epochs = METHODS.get(method).epochs if finetune_epochs is None else finetune_epochs
+    # positional in the fields' order: the search's up to its batch size (the training's), then the pruning's
+    search = SearchSettings(
+        population, sample_size, generations, mutation_share, mutation_scale, search_steps, fit["batch_size"]
+    )
+    search = replace(search, finalists=finalists, minutes=search_minutes)
+    train = TrainSettings(epochs=epochs, **fit)
+    settings = PruneSettings(method, criterion, min_keep, train, search, rounds, round_epochs, seed=seed)
+    settings = replace(settings, normalize=normalize, channel_step=channel_step, reuse_search=reuse_search)
     with _progress() as progress:
         _, result = ep.prune(
             model,
             **budget,
             device=ep.device(device) if device is not None else None,
+            settings=settings,
             **(source | {"data": source["data"] or True}),  # without --data: the data set the model was trained on
             input_shape=input_shape,
             width=width,
             output=output,
-            method=method,
-            criterion=criterion,
-            epochs=finetune_epochs,
-            min_keep=min_keep,
-            normalize=normalize,
-            channel_step=channel_step,
-            population=population,
-            sample_size=sample_size,
-            generations=generations,
-            mutation_share=mutation_share,
-            mutation_scale=mutation_scale,
-            search_steps=search_steps,
-            finalists=finalists,
-            search_minutes=search_minutes,
-            reuse_search=reuse_search,
             new_search=new_search,
-            rounds=rounds,
-            round_epochs=round_epochs,
             profile_missing=profile_missing,
-            seed=seed,
-            **fit,
             **_shown(progress),
             on_note=lambda text: console.print(f"[yellow]note:[/] {text}", highlight=False),
         )

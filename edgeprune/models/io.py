@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from edgeprune import atomic
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import zoo
+from edgeprune.network import to_graph_module
 
 FORMAT = "edgeprune-model"
 FORMAT_VERSION = 1
@@ -63,154 +64,6 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     if len(dims) != 3 or min(dims) < 1:
         raise EdgepruneError(f"--input-shape '{text}' is not CxHxW with positive integers (e.g. 3x32x32)")
     return dims  # type: ignore[return-value]
-
-
-class _ShapedProxy(fx.Proxy):
-    """A proxy that answers shape questions with the example's sizes, except the batch size, which stays a
-    graph value: `int(x.size(1) * 0.5)` and `b, c, h, w = x.size()` trace, and the graph still takes any batch."""
-
-    tracer: _ConcreteTracer
-
-    def size(self, dim: int | None = None) -> Any:
-        value = self.tracer.values.get(self.node)
-        if not isinstance(value, torch.Tensor):
-            return self.tracer.create_proxy("call_method", "size", (self,) if dim is None else (self, dim), {})
-        if dim is None:
-            return tuple(self._extent(index) for index in range(value.dim()))
-        return self._extent(dim)
-
-    def _extent(self, dim: int) -> Any:
-        value = self.tracer.values[self.node]
-        if dim % value.dim() == 0:  # the batch: kept symbolic so the graph runs on any batch size
-            return self.tracer.create_proxy("call_method", "size", (self, 0), {})
-        return int(value.shape[dim])
-
-    @property
-    def shape(self) -> Any:
-        return self.size()
-
-    def dim(self) -> Any:
-        value = self.tracer.values.get(self.node)
-        return (
-            value.dim()
-            if isinstance(value, torch.Tensor)
-            else self.tracer.create_proxy("call_method", "dim", (self,), {})
-        )
-
-
-class _ConcreteTracer(fx.Tracer):
-    """fx tracing that runs every traced op on an example input, so Python code computing with channel counts
-    (split sizes, views of a channel shuffle) sees real numbers; those numbers become graph constants."""
-
-    def __init__(self, example: torch.Tensor) -> None:
-        super().__init__()
-        self.example = example
-        self.values: dict[fx.Node, Any] = {}
-
-    def proxy(self, node: fx.Node) -> fx.Proxy:
-        return _ShapedProxy(node, self)
-
-    def create_proxy(self, kind: str, target: Any, args: Any, kwargs: Any, *rest: Any, **more: Any) -> fx.Proxy:
-        proxy = super().create_proxy(kind, target, args, kwargs, *rest, **more)
-        self.values[proxy.node] = self._evaluate(kind, target, args, kwargs)
-        return proxy
-
-    def _evaluate(self, kind: str, target: Any, args: Any, kwargs: Any) -> Any:
-        def concrete(value: Any) -> Any:
-            if isinstance(value, fx.Proxy):
-                return self.values[value.node]
-            if isinstance(value, fx.Node):
-                return self.values[value]
-            return value
-
-        args = fx.node.map_aggregate(args, concrete)
-        kwargs = fx.node.map_aggregate(kwargs, concrete)
-        if kind == "placeholder":
-            return self.example
-        if kind == "get_attr":
-            return _attribute(self.root, target)
-        if kind == "call_module":
-            with _unpatched_modules():
-                return self.root.get_submodule(target)(*args, **kwargs)
-        if kind == "call_method":
-            return getattr(args[0], target)(*args[1:], **kwargs)
-        if kind == "call_function":
-            return target(*args, **kwargs)
-        return None
-
-
-_MODULE_CALL, _MODULE_GETATTR = nn.Module.__call__, nn.Module.__getattr__
-
-
-@contextlib.contextmanager
-def _unpatched_modules() -> Iterator[None]:
-    """fx patches Module.__call__ / __getattr__ while tracing; running a leaf module for its value needs the
-    originals, or its own weights would come back as proxies and be traced again, without end."""
-    patched = nn.Module.__call__, nn.Module.__getattr__
-    nn.Module.__call__, nn.Module.__getattr__ = _MODULE_CALL, _MODULE_GETATTR  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.__call__, nn.Module.__getattr__ = patched  # type: ignore[method-assign]
-
-
-def _attribute(root: nn.Module, target: str) -> Any:
-    value: Any = root
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def _trace_concrete(module: nn.Module, input_shape: tuple[int, int, int]) -> fx.GraphModule:
-    """Trace with example shapes; the result is checked against the module on a batch of another size."""
-    with torch.no_grad():
-        tracer = _ConcreteTracer(torch.zeros(1, *input_shape))
-        graph = tracer.trace(module)
-        graph._tracer_cls = None  # the pickle re-traces with the recorded tracer: plain fx's, needing no example
-        graph_module = fx.GraphModule(tracer.root, graph, type(module).__name__)
-        probe = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(0))
-        expected, got = module(probe), graph_module(probe)
-    if not (isinstance(got, torch.Tensor) and torch.allclose(got, expected, rtol=1e-4, atol=1e-5)):
-        raise EdgepruneError("the traced graph computes something else than the model (data-dependent code?)")
-    return graph_module
-
-
-def to_graph_module(module: nn.Module, input_shape: tuple[int, int, int] | None = None) -> fx.GraphModule:
-    """Trace to an fx GraphModule so the saved file needs no user code; a clear error when tracing fails.
-
-    Symbolic tracing comes first (sizes stay graph values). When the forward turns a size into a Python
-    number (`int(x.size(1) * 0.5)`), it cannot be traced symbolically; given `input_shape`, the model is then
-    traced on an example input with its sizes as constants. Pruning rewrites the channel constants of slices
-    and splits (`edgeprune.pruning.groups`), so the saved graph stays correct after surgery.
-    """
-    if isinstance(module, fx.GraphModule):
-        return module
-    was_training = module.training
-    module.eval()
-    try:
-        graph_module = fx.symbolic_trace(module)
-    except Exception as exc:  # noqa: BLE001 - fx raises many types for untraceable code
-        if input_shape is None:
-            raise EdgepruneError(
-                f"cannot trace model {type(module).__name__} with torch.fx: {exc}",
-                hint="models need a forward without data-dependent Python control flow",
-            ) from exc
-        try:
-            graph_module = _trace_concrete(module, input_shape)
-        except Exception as again:  # noqa: BLE001 - the user's forward may raise anything on proxies
-            raise EdgepruneError(
-                f"cannot trace model {type(module).__name__} with torch.fx ({exc}), nor with example shapes "
-                f"({type(again).__name__}: {again})",
-                hint="models need a forward without data-dependent Python control flow",
-            ) from again
-        finally:
-            module.train(was_training)
-    for node in graph_module.graph.nodes:
-        node.type = None  # postponed annotations are strings, which the GraphModule pickle cannot import
-    graph_module.recompile()
-    graph_module.train(was_training)
-    module.train(was_training)
-    return graph_module
 
 
 def check_forward(module: nn.Module, input_shape: tuple[int, int, int], num_classes: int | None = None) -> int:

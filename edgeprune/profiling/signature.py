@@ -21,8 +21,18 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from edgeprune.models.io import to_graph_module
-from edgeprune.network import GROUPED, LINEAR, Geometry, Graph, LayerSite, is_depthwise, record_shapes, widths
+from edgeprune.network import (
+    GROUPED,
+    LINEAR,
+    Geometry,
+    Graph,
+    LayerSite,
+    is_depthwise,
+    is_prunable,
+    record_shapes,
+    to_graph_module,
+    widths,
+)
 
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 _ADD_METHODS = ("add", "add_")
@@ -144,10 +154,10 @@ class _FusionGraph(Graph):
         """The element-wise ops TVM fuses into this layer's kernel, following single-use outputs."""
         layer = self.target_module(node)
         ops: list[str] = ["bias"] if getattr(layer, "bias", None) is not None else []
-        user = self.single_user(node)
-        if user is not None and isinstance(self.target_module(user), nn.BatchNorm2d):
+        followed, user = self.after_norm(node)
+        if followed is not node:
             ops = ["bias"]  # the exporter folds BN into the convolution's bias
-            node, user = user, self.single_user(user)
+            node = followed
         while user is not None:
             act = self.activation(user)
             if act:
@@ -195,10 +205,12 @@ class LayerExtractor:
         """What the analysis depends on: the graph, and each layer's geometry and depthwise-ness."""
         geometry = []
         for name, mod in module.named_modules():
+            if not is_prunable(mod):
+                continue
             if isinstance(mod, nn.Conv2d):
                 grouping = "dw" if is_depthwise(mod) else mod.groups
                 geometry.append((name, mod.kernel_size, mod.stride, mod.padding, mod.dilation, grouping))
-            elif isinstance(mod, nn.Linear):
+            else:
                 geometry.append((name, "linear"))
         return (module.code, tuple(input_shape), tuple(geometry))
 

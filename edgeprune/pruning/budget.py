@@ -1,5 +1,8 @@
 """Budgets: what a channel configuration costs (ms on the device, FLOPs or params) and the grid it lives on.
 
+Each budget kind is a `Cost` class registered in `COSTS` by the kind's name (`Target.kind`); `bind` makes the
+one a target names and wraps it in a caching `Budget`.
+
 FLOPs and params are predicted from channel counts (exact, see `cost`), with a channel step of 1.
 Milliseconds come from the device's latency table through `edgeprune.profiling.latency.LatencyModel`; by default
 its channel steps put every kept count on the table's grid, so a predicted latency is a measured point. A
@@ -10,7 +13,6 @@ a 16-channel layer on an 8-lane grid can then keep 12, not only 8 or 16.
 from __future__ import annotations
 
 import math
-import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -21,67 +23,8 @@ from torch import nn
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning import cost
 from edgeprune.pruning.groups import Structure, layer_widths, skeleton
-
-KINDS = ("ms", "flops", "params")
-OPTION = {"ms": "--target-ms", "flops": "--target-flops", "params": "--target-params"}
-_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
-_UNIT = {"ms": "milliseconds", "flops": "FLOPs (MACs)", "params": "parameters"}
-
-
-@dataclass(frozen=True)
-class Target:
-    """A budget as the user gave it; `relative` targets are a fraction of the unpruned model's cost."""
-
-    kind: str
-    value: float
-    relative: bool = False
-
-    def resolve(self, original: float) -> float:
-        return self.value * original if self.relative else self.value
-
-    def describe(self) -> str:
-        return f"{self.value:.0%} of the original {self.kind}" if self.relative else format_cost(self.kind, self.value)
-
-
-def parse_target(kind: str, text: str | float) -> Target:
-    """'12.5' ms; FLOPs / params as '1.2M', '350k', '4e6' or '50%' of the original."""
-    raw = str(text).strip().lower()
-    option = OPTION[kind]
-    if kind != "ms" and raw.endswith("%"):
-        try:
-            share = float(raw[:-1]) / 100.0
-        except ValueError:
-            share = -1.0
-        if not 0.0 < share <= 1.0:
-            raise EdgepruneError(f"{option} {text}: a percentage must be in (0, 100]")
-        return Target(kind, share, relative=True)
-    # a sign is part of the number: '-1' is a number, just not a budget, and the error should say that
-    match = re.fullmatch(r"([+-]?[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmg]?)", raw)
-    if kind == "ms" and match and match.group(2):
-        match = None
-    example = "12.5" if kind == "ms" else "1.5M, 300k or 50%"
-    if not match:
-        raise EdgepruneError(
-            f"{option} '{text}' is not a number: a target must be a positive number of {_UNIT[kind]}",
-            hint=f"e.g. {option} {example}",
-        )
-    value = float(match.group(1)) * _SUFFIX[match.group(2)]
-    if value <= 0 or not math.isfinite(value):
-        raise EdgepruneError(
-            f"{option} {text}: a target must be a positive number of {_UNIT[kind]}", hint=f"e.g. {option} {example}"
-        )
-    return Target(kind, value)
-
-
-def format_cost(kind: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if kind == "ms":
-        return f"{value:.3f} ms"
-    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.3g}{suffix} {kind}"
-    return f"{value:.0f} {kind}"
+from edgeprune.pruning.registry import Registry
+from edgeprune.targets import Target, format_cost
 
 
 class LatencyPredictor:
@@ -145,34 +88,74 @@ class LatencyPredictor:
         return dict(self._call("channel_steps", module, input_shape))
 
 
-@dataclass
-class Budget:
-    """Cost of channel configurations of one model (a `Structure`), in the unit of `kind`."""
+class Cost:
+    """What channel configurations of one model cost in one budget kind; registered in `COSTS` by the kind's
+    name. `layer_steps` is each layer's channel grid (kept counts are multiples of it, or the full width)."""
 
-    kind: str
-    target: float
-    structure: Structure
-    steps: dict[str, int] = field(default_factory=dict)
-    module: nn.Module | None = None
-    predictor: LatencyPredictor | None = None
-    network: Any = None  # the predictor bound to `module`: predicts from layer widths
-    # seconds spent filling the table's missing entries on the device: the table's work, not the caller's (a
-    # search's time box leaves it out, or one profiling run can use up the box before a second candidate)
-    profiling_seconds: float = 0.0
-    _cache: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
+    name: str
+    layer_steps: dict[str, int]
+    # seconds spent filling the latency table's missing entries on the device (the table's work, see Budget)
+    profiling_seconds = 0.0
 
-    def cost(self, counts: dict[str, int]) -> float:
-        key = tuple(counts.get(name, group.size) for name, group in self.structure.groups.items())
-        if key not in self._cache:
-            self._cache[key] = self._evaluate(counts)
-        return self._cache[key]
+    def __init__(
+        self, module: nn.Module, structure: Structure, predictor: LatencyPredictor | None, channel_step: int | None
+    ) -> None:
+        self.structure = structure
 
-    def _evaluate(self, counts: dict[str, int]) -> float:
-        if self.kind == "flops":
-            return float(cost.predict(self.structure, counts)[0])
-        if self.kind == "params":
-            return float(cost.predict(self.structure, counts)[1])
-        assert self.predictor is not None and self.module is not None
+    def evaluate(self, counts: dict[str, int]) -> float:
+        raise NotImplementedError
+
+
+COSTS: Registry[Cost] = Registry("budget kind")
+
+
+class _Counted(Cost):
+    """FLOPs or params, counted exactly from the channel counts (`cost.predict`); any count by default."""
+
+    position: int  # in cost.predict's (flops, params)
+
+    def __init__(
+        self, module: nn.Module, structure: Structure, predictor: LatencyPredictor | None, channel_step: int | None
+    ) -> None:
+        super().__init__(module, structure, predictor, channel_step)
+        self.layer_steps = {layer: channel_step or 1 for group in structure.groups.values() for layer in group.layers}
+
+    def evaluate(self, counts: dict[str, int]) -> float:
+        return float(cost.predict(self.structure, counts)[self.position])
+
+
+@COSTS.register("flops")
+class Flops(_Counted):
+    """Multiply-accumulates of the conv and linear layers (the pruning literature's FLOPs)."""
+
+    position = 0
+
+
+@COSTS.register("params")
+class Params(_Counted):
+    """Every parameter of the model."""
+
+    position = 1
+
+
+@COSTS.register("ms")
+class Latency(Cost):
+    """Milliseconds on the device, predicted by its latency table; by default on the table's grid."""
+
+    def __init__(
+        self, module: nn.Module, structure: Structure, predictor: LatencyPredictor | None, channel_step: int | None
+    ) -> None:
+        super().__init__(module, structure, predictor, channel_step)
+        if predictor is None:
+            raise EdgepruneError("a latency target needs a device with a latency table", hint="pass --device")
+        self.module, self.predictor = module, predictor
+        layer_steps = predictor.channel_steps(module, structure.input_shape)  # also: does the table cover it
+        if channel_step is not None:
+            layer_steps = dict.fromkeys(layer_steps, channel_step)
+        self.layer_steps = layer_steps
+        self.network = predictor.network(module, structure.input_shape)  # predicts from layer widths
+
+    def evaluate(self, counts: dict[str, int]) -> float:
         from edgeprune.profiling.latency import MissingEntries
 
         try:
@@ -186,6 +169,29 @@ class Budget:
         finally:
             self.profiling_seconds += time.monotonic() - started
         return value
+
+
+@dataclass
+class Budget:
+    """Cost of channel configurations of one model (a `Structure`), in the unit of `kind`, with a cache."""
+
+    kind: str
+    target: float
+    structure: Structure
+    steps: dict[str, int]
+    model: Cost
+    # seconds spent filling the table's missing entries on the device: the table's work, not the caller's (a
+    # search's time box leaves it out, or one profiling run can use up the box before a second candidate)
+    profiling_seconds: float = 0.0
+    _cache: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
+
+    def cost(self, counts: dict[str, int]) -> float:
+        key = tuple(counts.get(name, group.size) for name, group in self.structure.groups.items())
+        if key not in self._cache:
+            profiled = self.model.profiling_seconds
+            self._cache[key] = self.model.evaluate(counts)
+            self.profiling_seconds += self.model.profiling_seconds - profiled
+        return self._cache[key]
 
     def full(self) -> float:
         return self.cost(self.structure.sizes())
@@ -224,19 +230,9 @@ def bind(
     """A budget for `module`; relative targets resolve against `original` (default: this module's cost).
     `channel_step`: kept channel counts are multiples of it (or a layer's full width); None: the latency table's
     grid for ms, any count for FLOPs and params."""
-    if target.kind not in KINDS:
-        raise EdgepruneError(f"unknown budget kind '{target.kind}'")
+    model = COSTS.get(target.kind)
     check_channel_step(channel_step)
-    if target.kind == "ms":
-        if predictor is None:
-            raise EdgepruneError("a latency target needs a device with a latency table", hint="pass --device")
-        layer_steps = predictor.channel_steps(module, structure.input_shape)  # also: does the table cover it
-        if channel_step is not None:
-            layer_steps = dict.fromkeys(layer_steps, channel_step)
-        network = predictor.network(module, structure.input_shape)
-        budget = Budget("ms", 0.0, structure, group_steps(structure, layer_steps), module, predictor, network)
-    else:
-        layer_steps = {layer: channel_step or 1 for group in structure.groups.values() for layer in group.layers}
-        budget = Budget(target.kind, 0.0, structure, group_steps(structure, layer_steps))
+    cost_model = model(module, structure, predictor, channel_step)
+    budget = Budget(target.kind, 0.0, structure, group_steps(structure, cost_model.layer_steps), cost_model)
     budget.target = target.resolve(original if original is not None else budget.full())
     return budget

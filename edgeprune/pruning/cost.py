@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgeprune.models.io import to_graph_module
-from edgeprune.network import sites, widths
-from edgeprune.pruning.groups import Structure, layer_widths, norm_width
+from edgeprune.network import sites, to_graph_module, widths
+from edgeprune.pruning.groups.structure import Structure, layer_widths, norm_width
 
 
 def predict(structure: Structure, counts: dict[str, int]) -> tuple[int, int]:

@@ -2,13 +2,9 @@
 
 Scores stay unnormalised so the scale differences between layers stay visible to the ranking (LeGR's
 per-layer affine transform exists to compensate them); bn and the gradient criteria are group importances
-as Torch-Pruning defines them (summed per channel within a member, averaged over the group's members):
-  l1 / l2     L1 / L2 norm of each channel's filters, averaged over the group's layers (as in LeGR and ILP)
-  bn          |gamma| of the group's BatchNorms (network slimming)
-  taylor      |w * dL/dw| with the loss gradient summed over calibration batches (Molchanov et al. 2019)
-  snip        |w * dL/dw| on one batch, the connection sensitivity of SNIP, summed per channel (for untrained nets)
-  synflow     |w * dR/dw| with R the output sum of the network with |weights| on an all-ones input (data-free)
-  activation  mean post-activation of each channel over calibration batches (IAP)
+as Torch-Pruning defines them (summed per channel within a member, averaged over the group's members).
+Each criterion is a small class registered in `CRITERIA` by the name `--criterion` takes (its docstring says
+what it scores); a new one is a class here with `@CRITERIA.register("name")`.
 Every criterion works on a copy: the model's weights, gradients and BN statistics stay untouched.
 """
 
@@ -23,11 +19,12 @@ from torch import fx, nn
 
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
+from edgeprune.network import Graph
 from edgeprune.pruning.groups import Structure, unit_scores
+from edgeprune.pruning.registry import Registry
 
-CRITERIA = ("l1", "l2", "taylor", "bn", "activation", "snip", "synflow")
-NEEDS_DATA = ("taylor", "activation", "snip")
 Scores = dict[str, torch.Tensor]
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish)
 _ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish}
 
@@ -83,66 +80,19 @@ def _importance(module: nn.Module, structure: Structure, label: str) -> Scores:
     return scores
 
 
-def _filter_norms(module: nn.Module, structure: Structure, p: int) -> Scores:
-    scores: Scores = {}
-    for name, group in structure.groups.items():
-        norms = []
-        for layer in group.layers:
-            per_channel = module.get_submodule(layer).weight.detach().flatten(1).norm(p=p, dim=1)
-            norms.append(unit_scores(per_channel, group, layer))
-        scores[name] = torch.stack(norms).mean(dim=0)
-    return scores
-
-
-def _gradient_scores(
-    module: nn.Module, structure: Structure, batches: list[tuple[torch.Tensor, torch.Tensor]]
-) -> Scores:
-    work = copy.deepcopy(module).eval()  # eval: BN running statistics must not move
-    work.zero_grad(set_to_none=True)
-    for inputs, labels in batches:
-        F.cross_entropy(work(inputs), labels).backward()
-    return _importance(work, structure, "taylor")
-
-
-def _synflow(module: nn.Module, structure: Structure) -> Scores:
-    work = copy.deepcopy(module).double().eval()
-    # SynFlow scores the linearised network: with positive weights and input, ReLU is the identity anyway,
-    # and a bounded one (ReLU6, Hardtanh) would saturate and zero every gradient.
-    for name, layer in list(work.named_modules()):
-        if isinstance(layer, _ACTIVATION_MODULES):
-            parent, _, leaf = name.rpartition(".")
-            setattr(work.get_submodule(parent) if parent else work, leaf, nn.Identity())
-    with torch.no_grad():
-        for parameter in work.parameters():
-            parameter.abs_()
-    work.zero_grad(set_to_none=True)
-    work(torch.ones(1, *structure.input_shape, dtype=torch.float64)).sum().backward()
-    # The products grow with depth: rescale in float64, then score in float32 like the other criteria.
-    largest = max(float(p.grad.abs().max()) for p in work.parameters() if p.grad is not None) or 1.0
-    for parameter in work.parameters():
-        if parameter.grad is not None:
-            parameter.grad.div_(largest)
-    work.float()
-    return _importance(work, structure, "synflow")
-
-
 def _activation_after(graph_module: fx.GraphModule, layer: str) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """The module whose output to observe for `layer` (its BN if one follows) and the activation applied next.
 
     Without an activation the channel's magnitude is taken (|x|), e.g. for linear bottlenecks.
     """
-    modules = dict(graph_module.named_modules())
+    graph = Graph(graph_module)
     node = next(n for n in graph_module.graph.nodes if n.op == "call_module" and n.target == layer)
-    observed = layer
-    users = list(node.users)
-    if len(users) == 1 and users[0].op == "call_module" and isinstance(modules[str(users[0].target)], nn.BatchNorm2d):
-        node = users[0]
-        observed = str(node.target)
-        users = list(node.users)
-    if len(users) == 1:
-        user = users[0]
-        if user.op == "call_module" and isinstance(modules[str(user.target)], _ACTIVATION_MODULES):
-            activation = copy.deepcopy(modules[str(user.target)])
+    followed, user = graph.after_norm(node)
+    observed = str(followed.target)
+    if user is not None:
+        module = graph.target_module(user)
+        if isinstance(module, _ACTIVATION_MODULES):
+            activation = copy.deepcopy(module)
             if hasattr(activation, "inplace"):
                 activation.inplace = False
             return observed, activation
@@ -151,37 +101,164 @@ def _activation_after(graph_module: fx.GraphModule, layer: str) -> tuple[str, Ca
     return observed, torch.abs
 
 
-def _activation(module: nn.Module, structure: Structure, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Scores:
-    if not isinstance(module, fx.GraphModule):
-        raise EdgepruneError("the activation criterion needs an fx GraphModule (load models with edgeprune)")
-    work = copy.deepcopy(module).eval()
-    sums: dict[str, torch.Tensor] = {}
-    hooks = []
-    watched: dict[str, list[str]] = {}
-    for name, group in structure.groups.items():
-        for layer in group.layers:
-            observed, activation = _activation_after(work, layer)
-            watched.setdefault(name, []).append(observed)
+class Criterion:
+    """Scores every channel unit of every group of a model (higher = more important)."""
 
-            def record(_m: nn.Module, _i: tuple, out: torch.Tensor, key: str = observed, act=activation) -> None:
-                value = act(out.detach())
-                per_channel = value.transpose(0, 1).reshape(value.shape[1], -1).mean(dim=1)
-                sums[key] = sums.get(key, 0) + per_channel
+    name: str
+    needs_data = False  # scores from calibration batches of training data
 
-            hooks.append(work.get_submodule(observed).register_forward_hook(record))
-    try:
+    def batches(self, asked: int) -> int:
+        """How many calibration batches it draws when `asked` for that many."""
+        return asked
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        raise NotImplementedError
+
+
+CRITERIA: Registry[Criterion] = Registry("criterion")
+
+
+@CRITERIA.register("l1")
+class L1(Criterion):
+    """L1 norm of each channel's filters, averaged over the group's layers (as in LeGR and ILP)."""
+
+    p = 1
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        scores: Scores = {}
+        for name, group in structure.groups.items():
+            norms = []
+            for layer in group.layers:
+                per_channel = module.get_submodule(layer).weight.detach().flatten(1).norm(p=self.p, dim=1)
+                norms.append(unit_scores(per_channel, group, layer))
+            scores[name] = torch.stack(norms).mean(dim=0)
+        return scores
+
+
+@CRITERIA.register("l2")
+class L2(L1):
+    p = 2
+
+
+@CRITERIA.register("taylor")
+class Taylor(Criterion):
+    """|w * dL/dw| with the loss gradient summed over calibration batches (Molchanov et al. 2019)."""
+
+    needs_data = True
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        work = copy.deepcopy(module).eval()  # eval: BN running statistics must not move
+        work.zero_grad(set_to_none=True)
+        for inputs, labels in calibration:
+            F.cross_entropy(work(inputs), labels).backward()
+        return _importance(work, structure, "taylor")
+
+
+@CRITERIA.register("bn")
+class BatchNormScale(Criterion):
+    """|gamma| of the group's BatchNorms (network slimming)."""
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        return _importance(module, structure, "bn")
+
+
+@CRITERIA.register("activation")
+class Activation(Criterion):
+    """Mean post-activation of each channel over calibration batches (IAP)."""
+
+    needs_data = True
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        if not isinstance(module, fx.GraphModule):
+            raise EdgepruneError("the activation criterion needs an fx GraphModule (load models with edgeprune)")
+        work = copy.deepcopy(module).eval()
+        sums: dict[str, torch.Tensor] = {}
+        hooks = []
+        watched: dict[str, list[str]] = {}
+        for name, group in structure.groups.items():
+            for layer in group.layers:
+                observed, activation = _activation_after(work, layer)
+                watched.setdefault(name, []).append(observed)
+
+                def record(_m: nn.Module, _i: tuple, out: torch.Tensor, key: str = observed, act=activation) -> None:
+                    value = act(out.detach())
+                    per_channel = value.transpose(0, 1).reshape(value.shape[1], -1).mean(dim=1)
+                    sums[key] = sums.get(key, 0) + per_channel
+
+                hooks.append(work.get_submodule(observed).register_forward_hook(record))
+        try:
+            with torch.no_grad():
+                for inputs, _labels in calibration:
+                    work(inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        scores: Scores = {}
+        for name, observed in watched.items():
+            group = structure.groups[name]
+            per_unit = [
+                unit_scores(sums[seen], group, layer) for layer, seen in zip(group.layers, observed, strict=True)
+            ]
+            scores[name] = torch.stack(per_unit).mean(dim=0) / len(calibration)
+        return scores
+
+
+@CRITERIA.register("snip")
+class Snip(Taylor):
+    """|w * dL/dw| on one batch: SNIP's connection sensitivity, summed per channel (for untrained nets)."""
+
+    def batches(self, asked: int) -> int:
+        return 1
+
+
+@CRITERIA.register("synflow")
+class SynFlow(Criterion):
+    """|w * dR/dw| with R the output sum of the network with |weights| on an all-ones input (data-free)."""
+
+    def score(self, module: nn.Module, structure: Structure, calibration: Batches) -> Scores:
+        work = copy.deepcopy(module).double().eval()
+        # SynFlow scores the linearised network: with positive weights and input, ReLU is the identity anyway,
+        # and a bounded one (ReLU6, Hardtanh) would saturate and zero every gradient.
+        for name, layer in list(work.named_modules()):
+            if isinstance(layer, _ACTIVATION_MODULES):
+                parent, _, leaf = name.rpartition(".")
+                setattr(work.get_submodule(parent) if parent else work, leaf, nn.Identity())
         with torch.no_grad():
-            for inputs, _labels in batches:
-                work(inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    scores: Scores = {}
-    for name, observed in watched.items():
-        group = structure.groups[name]
-        per_unit = [unit_scores(sums[seen], group, layer) for layer, seen in zip(group.layers, observed, strict=True)]
-        scores[name] = torch.stack(per_unit).mean(dim=0) / len(batches)
-    return scores
+            for parameter in work.parameters():
+                parameter.abs_()
+        work.zero_grad(set_to_none=True)
+        work(torch.ones(1, *structure.input_shape, dtype=torch.float64)).sum().backward()
+        # The products grow with depth: rescale in float64, then score in float32 like the other criteria.
+        largest = max(float(p.grad.abs().max()) for p in work.parameters() if p.grad is not None) or 1.0
+        for parameter in work.parameters():
+            if parameter.grad is not None:
+                parameter.grad.div_(largest)
+        work.float()
+        return _importance(work, structure, "synflow")
+
+
+def score_drawn(
+    criterion: str,
+    module: nn.Module,
+    structure: Structure,
+    draw: Callable[[int], Batches | None],
+    batches: int = 4,
+) -> Scores:
+    """Per-group channel scores of `module` by `criterion`; a data-driven one asks `draw(count)` for its
+    calibration batches (a trainer's `calibration`: None when it lends no data)."""
+    chosen = CRITERIA.get(criterion)()
+    calibration: Batches = []
+    if chosen.needs_data:
+        drawn = draw(chosen.batches(batches))
+        if drawn is None:
+            free = ", ".join(name for name in CRITERIA if not CRITERIA.get(name).needs_data)
+            raise EdgepruneError(
+                f"criterion '{criterion}' needs data (--data)",
+                hint=f"pruning with your own fine-tune and evaluation, choose a data-free criterion: {free}",
+            )
+        calibration = drawn
+    scores = chosen.score(module, structure, calibration)
+    return {name: torch.nan_to_num(value.float(), nan=0.0) for name, value in scores.items()}
 
 
 def score(
@@ -193,27 +270,11 @@ def score(
     batches: int = 4,
     batch_size: int = 64,
 ) -> Scores:
-    """Per-group channel scores of `module` by `criterion`; data-driven criteria draw calibration batches."""
-    if criterion not in CRITERIA:
-        raise EdgepruneError(f"unknown criterion '{criterion}'", hint=f"choose one of {', '.join(CRITERIA)}")
-    calibration: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if criterion in NEEDS_DATA:
+    """`score_drawn` with calibration batches of `batch_size` drawn from `data`'s training split by `generator`."""
+
+    def draw(count: int) -> Batches | None:
         if data is None or generator is None:
-            free = ", ".join(c for c in CRITERIA if c not in NEEDS_DATA)
-            raise EdgepruneError(
-                f"criterion '{criterion}' needs data (--data)",
-                hint=f"pruning with your own fine-tune and evaluation, choose a data-free criterion: {free}",
-            )
-        count = 1 if criterion == "snip" else batches
-        calibration = [data.sample(data.train, batch_size, generator) for _ in range(count)]
-    if criterion in ("l1", "l2"):
-        scores = _filter_norms(module, structure, 1 if criterion == "l1" else 2)
-    elif criterion == "bn":
-        scores = _importance(module, structure, "bn")
-    elif criterion in ("taylor", "snip"):
-        scores = _gradient_scores(module, structure, calibration)
-    elif criterion == "synflow":
-        scores = _synflow(module, structure)
-    else:
-        scores = _activation(module, structure, calibration)
-    return {name: torch.nan_to_num(value.float(), nan=0.0) for name, value in scores.items()}
+            return None
+        return [data.sample(data.train, batch_size, generator) for _ in range(count)]
+
+    return score_drawn(criterion, module, structure, draw, batches)

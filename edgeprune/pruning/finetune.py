@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,43 +20,6 @@ from torch import nn
 from edgeprune import atomic
 from edgeprune.data import Dataset, Split
 from edgeprune.errors import EdgepruneError
-
-
-class Finetuner(Protocol):
-    """A user's own fine-tune: train `module` in place for `epochs` passes over their data (any optimiser,
-    loss, augmentation). edgeprune's own loop (`train`) is the default; this is for code that has its own."""
-
-    def __call__(self, module: nn.Module, epochs: int) -> None: ...
-
-
-class Evaluator(Protocol):
-    """A user's own quality measure of `module` (accuracy, mAP, ...): higher is better."""
-
-    def __call__(self, module: nn.Module) -> float: ...
-
-
-@dataclass(frozen=True)
-class UserLoop:
-    """Fine-tuning and scoring by the user's code instead of edgeprune's loop over a `Dataset`.
-
-    Pruning then never touches data itself: the pruned model is fine-tuned with `finetune` (not at all
-    without one), and each LeGR search candidate is cut, fine-tuned `search_epochs` epochs and scored with
-    `evaluate`, which only the search needs.
-    """
-
-    finetune: Finetuner | None = None
-    evaluate: Evaluator | None = None
-    search_epochs: int = 1
-
-    def check(self, searches: bool) -> None:
-        """Before any work; `searches` when the method runs the LeGR search, which scores with `evaluate`."""
-        if self.search_epochs < 0:
-            raise EdgepruneError(f"search_epochs must be >= 0, got {self.search_epochs}")
-        if searches and self.evaluate is None:
-            raise EdgepruneError(
-                "the LeGR search scores its candidates with your evaluate(model) -> float, and none was given",
-                hint="pass evaluate=..., or choose a method without a search ('global', 'uniform')",
-            )
 
 
 @dataclass(frozen=True)

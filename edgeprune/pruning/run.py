@@ -18,10 +18,12 @@ from torch import nn
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle
+from edgeprune.network import is_prunable, widths
 from edgeprune.pruning import cost
-from edgeprune.pruning.budget import LatencyPredictor, Target
+from edgeprune.pruning.budget import LatencyPredictor
 from edgeprune.pruning.finetune import TrainSettings, evaluate, initialize, train
 from edgeprune.pruning.methods import Outcome, PruneSettings, prune_module
+from edgeprune.targets import Target
 
 
 def check_fit(bundle: ModelBundle, data: Dataset) -> None:
@@ -73,17 +75,13 @@ def train_bundle(
     return ModelBundle(module, bundle.input_shape, bundle.num_classes, meta), report
 
 
-def _width(layer: nn.Module) -> int:
-    return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
-
-
 def layer_table(before: nn.Module, after: nn.Module) -> list[dict[str, Any]]:
     """Output channels of every conv / linear layer, before and after pruning, in model order."""
     after_modules = dict(after.named_modules())
     return [
-        {"name": name, "before": _width(layer), "after": _width(after_modules[name])}
+        {"name": name, "before": widths(layer)[1], "after": widths(after_modules[name])[1]}
         for name, layer in before.named_modules()
-        if isinstance(layer, (nn.Conv2d, nn.Linear))
+        if is_prunable(layer)
     ]
 
 
@@ -158,7 +156,7 @@ def prune_bundle(
         "notes": outcome.notes,
         "layers": layer_table(bundle.module, outcome.module),
     }
-    trained = bundle.trained if settings.method != "pai" else settings.finetune.epochs > 0
+    trained = settings.finetune.epochs > 0 if settings.method_class.from_scratch else bundle.trained
     meta = {
         **bundle.meta,
         "trained": trained,

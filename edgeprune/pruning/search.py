@@ -45,77 +45,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
-from edgeprune import atomic, search_defaults
+from edgeprune import atomic
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import Budget
-from edgeprune.pruning.finetune import UserLoop, loss_on, recalibrate_batchnorm, train_steps
-from edgeprune.pruning.groups import Structure, classifier_layers, prune
+from edgeprune.pruning.groups import Structure
 from edgeprune.pruning.ranking import Counts, Plan, group_means, rank
+from edgeprune.pruning.search_settings import SearchSettings
+from edgeprune.pruning.trainer import Trainer, as_trainer
 
 LEARNED_FORMAT = "edgeprune-legr"
-FITNESS = ("loss", "probe")  # what a candidate is scored by (the module docstring)
 CHECKPOINT_FORMAT = "edgeprune-legr-search"
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    population: int = search_defaults.POPULATION
-    sample_size: int = 8
-    generations: int = search_defaults.GENERATIONS
-    mutation_share: float = 0.2
-    mutation_scale: float = 1.0
-    steps: int = search_defaults.STEPS
-    batch_size: int = 64
-    lr: float = 1e-3
-    calibration: int = 2  # batches that re-estimate a candidate's BatchNorm statistics
-    val_samples: int = 256
-    fitness: str = "loss"  # FITNESS
-    probe_samples: int = 256  # training images the probe refits the classifier on
-    finalists: int = search_defaults.FINALISTS  # best distinct candidates re-judged after a short fine-tune
-    finalist_steps: int = 50  # Adam steps each finalist gets before it is scored
-    finalist_samples: int = 2048  # validation images a finalist is scored on
-    minutes: float = 3.0
-
-    @classmethod
-    def sized(cls, population: int, generations: int, steps: int, minutes: float) -> SearchSettings:
-        """What `run` and the benchmark ask for: tournaments of a quarter of the population (at least 2)."""
-        return cls(population, max(2, population // 4), generations, steps=steps, minutes=minutes)
-
-    def check(self) -> None:
-        problems = []
-        if self.population < 2:
-            problems.append("--population must be at least 2")
-        if not 1 <= self.sample_size <= self.population:
-            problems.append("--sample-size must be between 1 and --population")
-        if self.generations < 0:
-            problems.append("--generations must be >= 0")
-        if not 0.0 < self.mutation_share <= 1.0:
-            problems.append("--mutation-share must be in (0, 1]")
-        if self.mutation_scale <= 0:
-            problems.append("--mutation-scale must be positive")
-        if self.steps < 0 or self.calibration < 0 or self.batch_size < 1 or self.val_samples < 1:
-            problems.append("--search-steps and calibration batches >= 0, batch size and validation samples >= 1")
-        if self.minutes <= 0:
-            problems.append("--search-minutes must be positive")
-        if self.fitness not in FITNESS:
-            problems.append(f"unknown search fitness '{self.fitness}' (choose one of {', '.join(FITNESS)})")
-        if self.probe_samples < 1:
-            problems.append("probe samples must be >= 1")
-        if self.finalists < 0 or self.finalist_steps < 0 or self.finalist_samples < 1:
-            problems.append("finalists and their steps must be >= 0, their validation samples >= 1")
-        if problems:
-            raise EdgepruneError("; ".join(problems))
 
 
 @dataclass
@@ -295,141 +244,6 @@ def _load_checkpoint(path: Path | None, fingerprint: dict) -> dict | None:
     return state
 
 
-def training_rows(settings: SearchSettings, probes: bool) -> int:
-    """Batches of training rows a search draws: its Adam steps, its calibration and (probe) the refit set."""
-    probe = -(-settings.probe_samples // settings.batch_size) if probes else 0
-    return settings.steps + settings.calibration + probe
-
-
-def probe_layer(module: nn.Module, structure: Structure) -> str | None:
-    """The classifier the probe refits: the model's one output layer, if it is a linear layer fed a batch of
-    vectors; None otherwise (a convolutional head, several outputs), and the search scores by plain loss."""
-    names = classifier_layers(module)
-    if len(names) != 1 or not isinstance(module.get_submodule(names[0]), nn.Linear):
-        return None
-    was_training = module.training
-    try:
-        fed = _features(module, names[0], torch.zeros(1, *structure.input_shape))
-    finally:
-        module.train(was_training)
-    return names[0] if fed.dim() == 2 else None
-
-
-def _features(module: nn.Module, layer: str, inputs: torch.Tensor) -> torch.Tensor:
-    """What `layer` is fed when `module` (in eval mode) sees `inputs`."""
-    captured: list[torch.Tensor] = []
-    hook = module.get_submodule(layer).register_forward_hook(lambda _m, i, _o: captured.append(i[0].detach()))
-    try:
-        with torch.no_grad():
-            module.eval()(inputs)
-    finally:
-        hook.remove()
-    return captured[0]
-
-
-def refit_loss(
-    layer: nn.Linear,
-    fit: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
-    iterations: int = 20,
-    pull: float = 1e-3,
-) -> float:
-    """Validation loss of `layer` refit on features `fit` (L-BFGS, from its own weights, with a pull of `pull`
-    x the squared distance back to them, so a few hundred images cannot overfit a wide head); `layer` stays."""
-    start_weight = layer.weight.detach()
-    start_bias = layer.bias.detach() if layer.bias is not None else torch.zeros(layer.out_features)
-    weight, bias = start_weight.clone().requires_grad_(), start_bias.clone().requires_grad_()
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=iterations, line_search_fn="strong_wolfe")
-    features, labels = fit
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(F.linear(features, weight, bias), labels) + pull * (weight - start_weight).pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    with torch.no_grad():
-        return float(F.cross_entropy(F.linear(val[0], weight, bias), val[1]))
-
-
-def adaptive_bn_scorer(
-    module: nn.Module,
-    structure: Structure,
-    data: Dataset,
-    settings: SearchSettings,
-    train_index: np.ndarray,
-    probe: str | None = None,
-) -> Callable[[dict[str, list[int]]], float]:
-    """Validation loss of the cut network after `settings.steps` Adam steps and re-estimated BatchNorm
-    statistics; with `probe` (the classifier's name), the loss of that classifier refit to the cut network's
-    features. `train_index` holds the training rows (`training_rows` batches): the first `steps` fine-tune,
-    the next `calibration` re-estimate BatchNorm, the rest are the probe's refit set."""
-
-    # Prepared once: the same batches and validation images for every candidate, so differences are the
-    # candidate's, and no candidate pays for decoding, resizing or normalising images again. The forward-only
-    # passes run channels-last: torch's CPU convolutions take about a fifth (resnet20) to a third (mobilenetv2)
-    # less time on it. (Training stays contiguous: torch 2.13 aborted in a channels-last backward of a cut net.)
-    fast = torch.channels_last
-
-    def prepared(images: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
-        return data.prepare(images).contiguous(memory_format=layout)
-
-    batches = [
-        (
-            prepared(data.train.images[torch.from_numpy(row)], torch.contiguous_format if i < settings.steps else fast),
-            data.train.labels[torch.from_numpy(row)],
-        )
-        for i, row in enumerate(train_index)
-    ]
-    calibrated = settings.steps + settings.calibration
-    steps, calibration, refit = batches[: settings.steps], batches[settings.steps : calibrated], batches[calibrated:]
-    val_count = min(settings.val_samples, len(data.val))
-    val_inputs, val_labels = prepared(data.val.images[:val_count], fast), data.val.labels[:val_count]
-    if probe is not None and refit:
-        refit_inputs = torch.cat([x for x, _ in refit])[: settings.probe_samples]
-        refit_labels = torch.cat([y for _, y in refit])[: settings.probe_samples]
-
-    def score(keep: dict[str, list[int]]) -> float:
-        candidate = prune(module, structure, keep)  # a new module: the input stays untouched
-        if steps:
-            train_steps(candidate, steps, settings.lr)
-        candidate.to(memory_format=fast)
-        recalibrate_batchnorm(candidate, calibration)
-        if probe is None or not refit:
-            return loss_on(candidate, val_inputs, val_labels)
-        fit = _features(candidate, probe, refit_inputs), refit_labels
-        return refit_loss(candidate.get_submodule(probe), fit, (_features(candidate, probe, val_inputs), val_labels))
-
-    return score
-
-
-def _user_scorer(module: nn.Module, structure: Structure, loop: UserLoop) -> Callable[[dict[str, list[int]]], float]:
-    """Minus the user's metric after surgery and the user's short fine-tune: their code may use any optimiser,
-    so masks could not be held at zero through it; the cut network is what it trains."""
-
-    if loop.evaluate is None:
-        raise EdgepruneError("the LeGR search needs the user's evaluate function")
-    evaluate, finetune = loop.evaluate, loop.finetune
-
-    def score(keep: dict[str, list[int]]) -> float:
-        candidate = prune(module, structure, keep)  # a new module: the input stays untouched
-        if finetune is not None:
-            finetune(candidate, loop.search_epochs)
-        return -float(evaluate(candidate))
-
-    return score
-
-
-def finalist_rows(settings: SearchSettings, seed: int, train_size: int) -> np.ndarray:
-    """The finalists' training rows (their Adam steps, then their calibration batches), drawn from a generator
-    of their own seeded by the search's seed: the evolution draws the same numbers with finalists as without,
-    so the finalists change only which candidate is the answer."""
-    rng = np.random.default_rng([seed, 1])
-    return rng.integers(0, train_size, size=(settings.finalist_steps + settings.calibration, settings.batch_size))
-
-
 def finalists(
     evolution: _Evolution, count: int, plan_of: Callable[[list[float], list[float]], Plan]
 ) -> list[tuple[Candidate, Plan]]:
@@ -460,7 +274,7 @@ def search(
     scores: dict[str, torch.Tensor],
     budget: Budget,
     floor: Counts,
-    data: Dataset | UserLoop,
+    data: Dataset | Trainer,
     settings: SearchSettings,
     seed: int,
     criterion: str = "l2",
@@ -470,34 +284,27 @@ def search(
 ) -> SearchResult:
     """Run (or continue) the evolution; returns the best (alpha, kappa) found within the time box.
 
-    With a `Dataset`, candidates are scored as the module docstring says. With a `UserLoop`, each candidate is
-    cut for real, fine-tuned by the user's code and scored by minus the user's `evaluate` (lower is better here).
+    `data` scores the candidates (`Trainer.search_fitness`): a `Dataset` (edgeprune's own loop on it) as the
+    module docstring says; a `UserLoop` cuts each for real, fine-tunes it with the user's code and scores it by
+    minus the user's `evaluate` (lower is better here).
     `criterion` and `normalize` name how `scores` were made: a checkpoint continues only a search on the same.
     The time box (`settings.minutes`) leaves out the time `budget` spends measuring the latency table's missing
     entries on the device (`Budget.profiling_seconds`): that is the table's work, kept for every later search.
     """
     settings.check()
+    trainer = as_trainer(data)
     names = list(structure.groups)
-    probe = probe_layer(module, structure) if settings.fitness == "probe" and isinstance(data, Dataset) else None
     rng = np.random.default_rng(seed)
     evolution = _Evolution(scores, settings, rng)
     fingerprint = search_fingerprint(structure, budget, criterion, normalize, settings, seed)
     saved = _load_checkpoint(checkpoint, fingerprint)
+    resumed, spent = None, 0.0
     if saved is not None:
         evolution.restore(saved["evolution"])
-        train_index = np.array(saved["train_index"], dtype=np.int64)
+        resumed = np.array(saved["train_index"], dtype=np.int64)
         spent = float(saved.get("seconds", 0.0))
-    elif isinstance(data, UserLoop):
-        train_index, spent = np.zeros((0, settings.batch_size), dtype=np.int64), 0.0  # the user's code draws data
-    else:
-        rows = training_rows(settings, probe is not None)
-        train_index = rng.integers(0, len(data.train), size=(rows, settings.batch_size))
-        spent = 0.0
-    score = (
-        _user_scorer(module, structure, data)
-        if isinstance(data, UserLoop)
-        else adaptive_bn_scorer(module, structure, data, settings, train_index, probe)
-    )
+    fitness = trainer.search_fitness(module, structure, settings, rng, resumed)
+    score, train_index, scored_by = fitness.score, fitness.train_index, fitness.scored_by
     seen: dict[tuple[int, ...], float] = {}
     costs: dict[tuple[int, ...], float] = {}
     final_losses: dict[str, float] = dict(saved.get("finals", {})) if saved is not None else {}
@@ -519,7 +326,6 @@ def search(
                 },
             )
 
-    scored_by = "metric" if isinstance(data, UserLoop) else "probe" if probe else "loss"
     fitness_name = {"metric": "-metric", "probe": "probe val loss", "loss": "val loss"}[scored_by]
     resumed_at = len(evolution.history)
     started, profiled = time.monotonic(), budget.profiling_seconds
@@ -550,14 +356,8 @@ def search(
         if progress is not None and task is not None:
             progress.remove_task(task)
     best, finals = evolution.best(), []
-    if settings.finalists and isinstance(data, Dataset):
-        judge = adaptive_bn_scorer(
-            module,
-            structure,
-            data,
-            replace(settings, steps=settings.finalist_steps, val_samples=settings.finalist_samples),
-            finalist_rows(settings, seed, len(data.train)),
-        )
+    judge = trainer.finalist_judge(module, structure, settings, seed) if settings.finalists else None
+    if judge is not None:
         chosen = finalists(evolution, settings.finalists, plan_of)
         task = progress.add_task("LeGR finalists", total=len(chosen)) if progress is not None else None
         try:

@@ -19,7 +19,7 @@ from edgeprune.compile.artifacts import VERIFY_FILE, Artifact, load_artifact
 from edgeprune.devices.base import Device
 from edgeprune.devices.timing import RemoteTimer, Sampler, Timing, sample_in_turn
 from edgeprune.errors import EdgepruneError
-from edgeprune.pruning.budget import parse_target
+from edgeprune.targets import parse_target
 from edgeprune.verify import ort
 from edgeprune.verify.defaults import ATOL, RTOL
 
