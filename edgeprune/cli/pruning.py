@@ -294,6 +294,7 @@ def prune_cmd(
             **budget,
             device=ep.device(device) if device is not None else None,
             settings=settings,
+            population=population,  # the common knob as the API's keyword (a tournament never exceeds it)
             **(source | {"data": source["data"] or True}),  # without --data: the data set the model was trained on
             input_shape=input_shape,
             width=width,
