@@ -5,6 +5,7 @@ device's MACs formula on a grid of 4): the schedule's logic, not a claim about a
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
@@ -64,3 +65,15 @@ def test_steps_refused_where_the_method_has_its_own_rounds() -> None:
         with pytest.raises(EdgepruneError, match="--steps applies to"):
             PruneSettings(method=method, steps=2).check()
     PruneSettings(method="legr-knapsack", steps=2).check()
+
+
+def test_ep_prune_takes_steps_with_the_users_own_loop() -> None:
+    import edgeprune as ep
+
+    epochs: list[int] = []
+    module = load_model("resnet20", SHAPE, 10, width=0.25).module
+    small, result = ep.prune(
+        module, torch.zeros(1, *SHAPE), target_flops="50%", method="global", steps=2, epochs=4,
+        finetune=lambda net, count: epochs.append(count),
+    )  # fmt: skip
+    assert epochs == [2, 2] and result.within_budget and result.flops <= 0.5 * result.original_flops
