@@ -46,7 +46,7 @@ MethodOpt = Annotated[
     typer.Option(
         "--method",
         help="legr, global, uniform, iap, aiap, pai, or legr-knapsack (LeGR's learned scores, channels chosen by "
-        "importance per ms saved; unmeasured against legr yet).",
+        "importance per ms, FLOP or parameter saved; unmeasured against legr yet).",
     ),
 ]
 PopulationOpt = Annotated[int, typer.Option("--population", help="LeGR: evolution population.")]
