@@ -50,7 +50,9 @@ def test_each_step_meets_its_decreasing_target_and_the_last_meets_the_goal(
     full = measure(kind, module)
     outcome = prune_module(module, loop, Target(kind, share, relative=True), settings, predictor, None, SHAPE)
     goal = share * full
-    steps = steps[-3:]  # before them, legr's search (once, at the final target) fine-tuned its candidates 0 epochs
+    searched = len(steps) - 3  # before the steps, legr's search fine-tuned its candidates 0 epochs: one search
+    assert searched == (outcome.search.evaluations if outcome.search else 0) and (searched > 0) == (method != "global")
+    steps = steps[-3:]
     assert [epochs for _, epochs in steps] == [1, 1, 3]  # the one-shot budget of 5 epochs, split
     goals = schedule.targets(full, goal, 3)
     assert all(reached <= target * (1 + 1e-9) for (reached, _), target in zip(steps, goals, strict=True))
