@@ -43,6 +43,9 @@ class RunConfig:
     train_epochs: int = 15
     method: str = "legr"
     finetune_epochs: int = 5
+    # prune in this many steps under a decaying target (edgeprune.pruning.schedule); None: one shot, the default
+    # until measured (and what run folders from before the option recorded, so they still resume)
+    prune_steps: int | None = None
     search_minutes: float = 1.5
     generations: int = search_defaults.GENERATIONS
     population: int = search_defaults.POPULATION
@@ -85,10 +88,12 @@ class RunConfig:
             raise EdgepruneError("--max-rounds, --trials and --threads must be >= 1, and --latency-scale > 0")
         if not 0 <= self.slack < 1:
             raise EdgepruneError(f"--slack must be in [0, 1) (0: no slack rounds), got {self.slack}")
-        from edgeprune.pruning.methods import METHODS
+        from edgeprune.pruning.methods import METHODS, PruneSettings
 
         if self.method not in METHODS:  # before hours of training and profiling, not after
             raise EdgepruneError(f"unknown method '{self.method}'", hint=f"choose one of {', '.join(METHODS)}")
+        if self.prune_steps is not None:
+            PruneSettings(method=self.method, steps=self.prune_steps).check()
 
 
 @dataclass
@@ -205,7 +210,7 @@ def _compile_and_verify(
 
 def _prune_round(run: Run, bundle: Any, data: Any, lut: Any, target_ms: float, scale: float, index: int) -> Any:
     from edgeprune.models.io import load_saved, save_model
-    from edgeprune.pruning import PruneSettings, SearchSettings, TrainSettings, parse_target, prune_bundle
+    from edgeprune.pruning import METHODS, PruneSettings, SearchSettings, TrainSettings, parse_target, prune_bundle
 
     folder = f"round-{index}"
     model_path = run.path(folder, "pruned.pt")
@@ -215,13 +220,15 @@ def _prune_round(run: Run, bundle: Any, data: Any, lut: Any, target_ms: float, s
     run.say(f"round {index}: prune to {target_ms:.3f} ms predicted (LUT x {scale:.3f}) with {cfg.method}")
     predictor = ScaledPredictor(lut, scale)
     learned = run.shared_path("learned-legr.json")
+    searches = METHODS.get(cfg.method).searches  # legr and legr-knapsack reuse the first round's search
     settings = PruneSettings(
         method=cfg.method,
         finetune=TrainSettings(epochs=cfg.finetune_epochs),
         search=SearchSettings.sized(cfg.population, cfg.generations, cfg.search_steps, cfg.search_minutes),
         seed=cfg.seed,
-        reuse_search=learned if learned.exists() and cfg.method == "legr" else None,
-        search_file=learned if cfg.method == "legr" else None,
+        steps=cfg.prune_steps or PruneSettings.steps,
+        reuse_search=learned if learned.exists() and searches else None,
+        search_file=learned if searches else None,
         search_checkpoint=run.path(folder, "search-checkpoint.json"),
         train_checkpoint=run.path(folder, "finetune-checkpoint.pt"),
     )

@@ -28,7 +28,9 @@ FAST_MODULES = {
     "test_pipeline_config",
     "test_pruning_criteria",
     "test_pruning_groups",
+    "test_pruning_knapsack",
     "test_pruning_ranking",
+    "test_pruning_schedule",
     "test_toolchain",
 }
 

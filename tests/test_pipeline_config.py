@@ -23,6 +23,8 @@ from tests.loopback_board import edgeprune_main
         ({"trials": 0}, "--trials"),
         ({"slack": 1.0}, r"--slack must be in \[0, 1\)"),
         ({"slack": -0.1}, "--slack"),
+        ({"prune_steps": 0}, "--steps must be >= 1"),
+        ({"method": "iap", "prune_steps": 2}, "--steps applies to the methods that prune a trained network"),
         ({"target": "1.5x"}, "below 1x"),
         ({"target": "fast"}, "positive number"),
         ({"target": "nan"}, "positive number"),

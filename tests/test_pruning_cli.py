@@ -192,3 +192,20 @@ def test_prune_edge_cases(baseline: Path, tmp_path: Path, capsys: pytest.Capture
     half = json.loads(out)
     assert code == 0 and half["target"] == "50% of the original flops"
     assert half["flops"] <= half["target_flops"] == pytest.approx(half["original_flops"] / 2)
+
+
+def test_prune_runs_the_schedule_and_refuses_it_where_it_does_not_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--steps (edgeprune.pruning.schedule; its logic is tested in test_pruning_schedule) reaches the library."""
+    output = tmp_path / "pruned.pt"
+    common = ("prune", "resnet20", "--data", "digits", "--input-shape", "1x8x8", "--width", "0.25", "--limit", "200")
+    code, out, err = run(capsys, *common, "-o", str(output), "--method", "global", "--target-flops", "50%",
+                         "--steps", "2", "--finetune-epochs", "1", "--json")  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["steps"] == 2 and summary["within_budget"] and output.is_file()
+    for wrong, message in ((("--steps", "0"), "--steps must be >= 1"), (("--method", "iap", "--steps", "2"), "iap")):
+        code, _, err = run(capsys, *common, "-o", str(tmp_path / "no.pt"), "--target-flops", "50%", *wrong)
+        assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "no.pt").exists()

@@ -185,6 +185,7 @@ def prune(
     population: int | None = None,
     generations: int | None = None,
     min_keep: float | None = None,
+    steps: int | None = None,
     seed: int | None = None,
     input_shape: Shape | None = None,
     width: float = 1.0,
@@ -204,9 +205,11 @@ def prune(
     input model is left as it was) and the result.
 
     `settings` (a `edgeprune.pruning.PruneSettings`, with its `TrainSettings` and `SearchSettings`) holds every
-    knob of pruning; the keywords `method`, `criterion`, `epochs`, `min_keep`, `seed`, `batch_size`, `lr`,
-    `population`, `generations` and `search_minutes` are conveniences for the common ones, set on top of it
-    (left out: the settings' values, or PruneSettings' defaults with 5 epochs, 10 for 'pai').
+    knob of pruning; the keywords `method`, `criterion`, `epochs`, `min_keep`, `steps`, `seed`, `batch_size`,
+    `lr`, `population`, `generations` and `search_minutes` are conveniences for the common ones, set on top of it
+    (left out: the settings' values, or PruneSettings' defaults with 5 epochs, 10 for 'pai'). `steps` K > 1
+    prunes in K steps under an exponentially decaying target, the `epochs` split across them (one shot, 1, is
+    the default until measured); 'legr-knapsack' chooses channels by importance per unit of cost saved.
 
     With the user's own training code, `finetune(model, epochs)` trains a model in place and
     `evaluate(model) -> float` scores it (higher is better): the pruned model gets `epochs` of fine-tuning, and
@@ -243,7 +246,7 @@ def prune(
     if output is not None and not own_loop:
         raise EdgepruneError("output= saves what edgeprune's own loop pruned (with data=); save the module yourself")
     says = _Says(on_stage or (lambda _text: None), on_note or (lambda _text: None))
-    conveniences = {"method": method, "criterion": criterion, "min_keep": min_keep, "seed": seed}
+    conveniences = {"method": method, "criterion": criterion, "min_keep": min_keep, "steps": steps, "seed": seed}
     fit = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
     search = {"population": population, "generations": generations, "minutes": search_minutes}
     settings = _settings(settings, conveniences, fit, search)

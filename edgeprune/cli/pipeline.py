@@ -113,6 +113,14 @@ def loop_settings(
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", help="Fine-tune epochs after pruning (each target's, in a sweep).")
     ] = 5,
+    prune_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--prune-steps",
+            help="Prune in K steps toward each round's target, the fine-tune epochs split across them "
+            "(default: one shot, until measured).",
+        ),
+    ] = None,
     search_minutes: SearchMinutesOpt = 1.5,
     generations: GenerationsOpt = search_defaults.GENERATIONS,
     population: PopulationOpt = search_defaults.POPULATION,

@@ -41,7 +41,14 @@ SeedOpt = Annotated[
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use at most N training images (quick runs).")]
 # The pruning options `run` and `sweep` share with `prune`.
-MethodOpt = Annotated[str, typer.Option("--method", help="legr, global, uniform, iap, aiap or pai.")]
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help="legr, global, uniform, iap, aiap, pai, or legr-knapsack (LeGR's learned scores, channels chosen by "
+        "importance per ms, FLOP or parameter saved; unmeasured against legr yet).",
+    ),
+]
 PopulationOpt = Annotated[int, typer.Option("--population", help="LeGR: evolution population.")]
 GenerationsOpt = Annotated[int, typer.Option("--generations", help="LeGR: evolution generations after the first.")]
 SearchMinutesOpt = Annotated[float, typer.Option("--search-minutes", help="LeGR: time box of the search.")]
@@ -260,6 +267,15 @@ def prune_cmd(
     ] = False,
     rounds: Annotated[int, typer.Option("--rounds", help="iap / aiap: prune-and-fine-tune rounds.")] = 3,
     round_epochs: Annotated[int, typer.Option("--round-epochs", help="iap / aiap: epochs between rounds.")] = 1,
+    steps: Annotated[
+        int,
+        typer.Option(
+            "--steps",
+            help="Prune in K steps toward the target (each step's target decaying exponentially from the "
+            "unpruned cost), the --finetune-epochs split across them: 1 is one shot (the default until "
+            "measured). legr searches once, at the final target. Not for iap / aiap (--rounds) or pai.",
+        ),
+    ] = 1,
     profile_missing: Annotated[
         bool, typer.Option("--profile-missing", help="Profile the model on the device if the LUT lacks entries.")
     ] = False,
@@ -287,7 +303,7 @@ def prune_cmd(
     search = replace(search, finalists=finalists, minutes=search_minutes)
     train = TrainSettings(epochs=epochs, **fit)
     settings = PruneSettings(method, criterion, min_keep, train, search, rounds, round_epochs, seed=seed)
-    settings = replace(settings, normalize=normalize, channel_step=channel_step, reuse_search=reuse_search)
+    settings = replace(settings, normalize=normalize, channel_step=channel_step, reuse_search=reuse_search, steps=steps)
     with _progress() as progress:
         _, result = ep.prune(
             model,

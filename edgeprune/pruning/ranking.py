@@ -156,7 +156,7 @@ def _fill(removed: np.ndarray, names: list[str], sizes: Counts, budget: Budget) 
     return counts
 
 
-def _plan(scores: dict[str, torch.Tensor], counts: Counts, budget: Budget) -> Plan:
+def keep_highest(scores: dict[str, torch.Tensor], counts: Counts, budget: Budget) -> Plan:
     """Each group keeps its `counts[g]` highest-scoring channels (in index order)."""
     keep = {}
     for name, values in scores.items():
@@ -192,7 +192,7 @@ def rank(
         return {name: _kept(name, int(taken[i]), sizes, budget) for i, name in enumerate(names)}
 
     removed = _first_within(len(sequence), counts_at, budget)
-    return _plan(scores, _fill(sequence[:removed], names, sizes, budget) if fill else counts_at(removed), budget)
+    return keep_highest(scores, _fill(sequence[:removed], names, sizes, budget) if fill else counts_at(removed), budget)
 
 
 def uniform(scores: dict[str, torch.Tensor], budget: Budget, floor: Counts, resolution: int = 1000) -> Plan:
@@ -206,4 +206,4 @@ def uniform(scores: dict[str, torch.Tensor], budget: Budget, floor: Counts, reso
             for name, size in sizes.items()
         }
 
-    return _plan(scores, counts_at(_first_within(resolution, counts_at, budget)), budget)
+    return keep_highest(scores, counts_at(_first_within(resolution, counts_at, budget)), budget)

@@ -150,6 +150,7 @@ def prune_bundle(
         "search_finalists": [asdict(f) for f in outcome.search.finalists] if outcome.search else [],
         "reused_search": str(outcome.reused_search) if outcome.reused_search else None,
         "finetune_epochs": 0 if outcome.unchanged else settings.finetune.epochs,
+        "steps": settings.steps,  # cuts toward the target, the fine-tune epochs split across them (schedule.py)
         "dataset": data.spec,
         "seed": settings.seed,
         "seconds": round(time.monotonic() - started, 2),

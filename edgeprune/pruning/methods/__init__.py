@@ -2,7 +2,7 @@
 
 Each method is one class registered in `METHODS` (methods/base.py) by name; importing this package registers
 them all, in the order the CLI lists them: legr, global and pai (ranked.py), iap and aiap (iterative.py),
-uniform (uniform.py). A new method is a module here with its class, imported below.
+uniform (uniform.py), legr-knapsack (knapsack.py). A new method is a module here with its class, imported below.
 """
 
 # `name as name`: re-exported for the stages, the API and the tests
@@ -16,5 +16,6 @@ from edgeprune.pruning.methods.base import prune_module as prune_module
 from edgeprune.pruning.methods import ranked as ranked
 from edgeprune.pruning.methods import iterative as iterative
 from edgeprune.pruning.methods import uniform as uniform
+from edgeprune.pruning.methods import knapsack as knapsack
 
 # isort: on

@@ -18,12 +18,12 @@ from torch import nn
 
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.pruning import criteria, ranking
+from edgeprune.pruning import criteria, ranking, schedule
 from edgeprune.pruning.budget import Budget, LatencyPredictor, bind, check_channel_step
 from edgeprune.pruning.finetune import TrainSettings
 from edgeprune.pruning.groups import Structure, analyze
 from edgeprune.pruning.groups import prune as cut
-from edgeprune.pruning.ranking import Plan
+from edgeprune.pruning.ranking import Counts, Plan
 from edgeprune.pruning.registry import Registry
 from edgeprune.pruning.search import SearchResult, SearchSettings
 from edgeprune.pruning.trainer import Trainer, as_trainer
@@ -52,11 +52,16 @@ METHODS: Registry[Method] = Registry("method")
 
 
 class OneShot(Method):
-    """Score once, plan once (`plan`), cut, then fine-tune: every method but the iterative ones."""
+    """Score once, plan once (`plan`), cut, then fine-tune: every method but the iterative ones. With
+    `PruneSettings.steps` K > 1, the same in K steps under a decaying target (schedule.py), the fine-tune epochs
+    split across them; what `prepare` learns (LeGR's search) is learned once, at the final target."""
 
     def start(self, job: Job) -> nn.Module:
         """The network to score and cut (the input model by default; it stays untouched)."""
         return job.module
+
+    def prepare(self, job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> None:
+        """What the plans of every step share, learned on the input network at the final target (nothing here)."""
 
     def plan(self, job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> Plan:
         raise NotImplementedError
@@ -65,10 +70,20 @@ class OneShot(Method):
         module = self.start(job)
         scores = job.scores(module, job.structure)
         outcome = Outcome(module, job.structure, job.budget)
-        plan = self.plan(job, scores, outcome)
-        outcome.module = cut(module, job.structure, plan.keep)
+        self.prepare(job, scores, outcome)
+        goals = schedule.targets(job.budget.full(), job.budget.target, job.settings.steps)
+        epochs = schedule.split_epochs(job.settings.finetune.epochs, len(goals))
         description = "training from scratch" if self.from_scratch else "fine-tuning"
-        job.fine_tune(outcome.module, job.settings.finetune.epochs, description, job.settings.train_checkpoint)
+        for index, (goal, step_epochs) in enumerate(zip(goals, epochs, strict=True), start=1):
+            step = job if len(goals) == 1 else job.narrowed(module, goal)
+            if index > 1:
+                scores = job.scores(module, step.structure)
+            if step.budget.full() > step.budget.target:
+                module = cut(module, step.structure, self.plan(step, scores, outcome).keep)
+            last = index == len(goals)
+            told = description if len(goals) == 1 else f"step {index}/{len(goals)} {description}"
+            job.fine_tune(module, step_epochs, told, job.settings.train_checkpoint if last else None)
+        outcome.module = module
         return outcome
 
 
@@ -84,6 +99,7 @@ class PruneSettings:
     calibration_batches: int = 4
     normalize: str | None = None  # per-group score normalisation before ranking (ranking.NORMALIZERS); None: per method
     channel_step: int | None = None  # kept counts are multiples of it; None: the latency table's grid (budget.bind)
+    steps: int = 1  # a one-shot method prunes in this many steps under a decaying target (schedule.py)
     seed: int = 0
     reuse_search: Path | None = None  # learned (alpha, kappa) to use instead of searching
     search_file: Path | None = None  # where a new search writes its learned (alpha, kappa)
@@ -111,6 +127,12 @@ class PruneSettings:
         if self.rounds < 1 or self.round_epochs < 0:
             raise EdgepruneError("--rounds must be >= 1 and epoch counts >= 0")
         self.finetune.check()
+        schedule.check_steps(self.steps)
+        if self.steps > 1 and (not issubclass(method, OneShot) or method.from_scratch):
+            raise EdgepruneError(
+                f"--steps applies to the methods that prune a trained network in one shot, not '{self.method}'",
+                hint="iap and aiap approach the budget in --rounds of their own; pai trains from scratch once",
+            )
         if self.reuse_search is not None and not method.searches:
             raise EdgepruneError("--reuse-search applies to --method legr only")
         if method.searches:
@@ -143,13 +165,23 @@ class Job:
         settings: PruneSettings,
         predictor: LatencyPredictor | None,
         progress: Progress | None,
+        original: Counts | None = None,
     ) -> None:
         self.module, self.trainer, self.settings = module, trainer, settings
         self.predictor, self.progress = predictor, progress
         self.input_shape = input_shape
         self.structure = analyze_quietly(module, self.input_shape)
         self.budget = bind(target, module, self.structure, predictor, channel_step=settings.channel_step)
-        self.floor = ranking.minimum_counts(self.structure.sizes(), self.budget.steps, settings.min_keep)
+        self.original = original or self.structure.sizes()  # the floor is a share of the input network's sizes
+        sizes = self.structure.sizes()
+        self.floor = ranking.minimum_counts(sizes, self.budget.steps, settings.min_keep, self.original)
+
+    def narrowed(self, module: nn.Module, goal: float) -> Job:
+        """The job of one step of a schedule: `module` (partly pruned) to `goal` in this job's unit, each group's
+        floor still a share of the input network's size."""
+        target = Target(self.budget.kind, goal)
+        args = (self.trainer, self.input_shape, target, self.settings, self.predictor, self.progress)
+        return Job(module, *args, original=self.original)
 
     def scores(self, module: nn.Module, structure: Structure) -> dict[str, torch.Tensor]:
         raw = criteria.score_drawn(

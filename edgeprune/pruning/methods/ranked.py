@@ -23,10 +23,14 @@ from edgeprune.pruning.search import load_learned, save_learned, search
 @METHODS.register("legr")
 class Legr(OneShot):
     searches = True
+    alpha: dict[str, float]  # learned by `prepare`, once, on the input network at the final target
+    kappa: dict[str, float]
+
+    def prepare(self, job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> None:
+        self.alpha, self.kappa = self.learned(job, scores, outcome)
 
     def plan(self, job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> Plan:
-        alpha, kappa = self.learned(job, scores, outcome)
-        return ranking.rank(scores, job.budget, job.floor, alpha, kappa)
+        return ranking.rank(scores, job.budget, job.floor, self.alpha, self.kappa)
 
     @staticmethod
     def learned(job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> tuple[dict, dict]:
