@@ -286,6 +286,7 @@ def execute(
     measured result on disk (the summary then records the deploy error, and the error is raised)."""
     from edgeprune.pruning import LatencyPredictor
     from edgeprune.pruning.cost import measure
+    from edgeprune.report.build import ort_timing
 
     started = time.monotonic()
     config.check()
@@ -318,6 +319,7 @@ def execute(
     final = run.path(f"round-{chosen.round}", "artifacts")
     prune_summary = run.done(f"round-{chosen.round}", "prune.json") or {}
     flops0, params0 = measure(bundle.module, bundle.input_shape)
+    pruned_verify = run.done(f"round-{chosen.round}", "artifacts", "verify.json")
     summary = {
         "run_dir": str(folder),
         "model": config.model,
@@ -337,6 +339,7 @@ def execute(
             "flops": flops0,
             "params": params0,
             "artifact_bytes": _artifact_bytes(run.path("original")),
+            **ort_timing(original),
         },
         "pruned": {
             "measured_ms": chosen.measured_ms,
@@ -345,6 +348,7 @@ def execute(
             "flops": prune_summary.get("flops"),
             "params": prune_summary.get("params"),
             "artifact_bytes": _artifact_bytes(final),
+            **ort_timing(pruned_verify),
         },
         "deploy": None,
         "seconds": round(time.monotonic() - started, 1),

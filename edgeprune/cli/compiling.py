@@ -154,6 +154,13 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
             f"{ort_timing.median_ms:.4f} ms ± {ort_timing.spread_ms:.4f} on the same model.onnx, {result.ort_threads} "
             f"thread(s), alternating with the artifact: TVM/ORT {result.measured_ms / ort_timing.median_ms:.2f}",
         )
+    if result.ort_baseline_timing is not None and result.baseline_timing is not None:
+        base = result.ort_baseline_timing
+        table.add_row(
+            "baseline, ONNX Runtime",
+            f"{base.median_ms:.4f} ms ± {base.spread_ms:.4f} on the baseline's model.onnx, same threads: "
+            f"TVM/ORT {result.baseline_timing.median_ms / base.median_ms:.2f}",
+        )
     if result.predicted_ms is not None:
         table.add_row("predicted", f"{result.predicted_ms:.4f} ms (error {result.prediction_error_pct:+.1f}%)")
     match = "[green]match[/]" if result.outputs_match else "[red]DIFFER[/]"
