@@ -22,6 +22,7 @@ FAST_MODULES = {
     "test_device_profiles",
     "test_latency_model",
     "test_loop",
+    "test_lut_lock",
     "test_models",
     "test_pipeline_config",
     "test_pruning_criteria",

@@ -13,15 +13,20 @@ from edgeprune.cli.common import (
     DeviceOpt,
     JsonOpt,
     ModelArg,
+    NoWaitOpt,
     ShapeOpt,
     TargetMsOpt,
     TrialsOpt,
     TrustOpt,
+    VerboseOpt,
     WidthOpt,
     console,
     emit,
+    log_lines,
     options,
+    refuse_if_busy,
     set_threads,
+    tvm_output,
 )
 from edgeprune.cli.emulating import timing_label
 from edgeprune.cli.pruning import (
@@ -35,6 +40,7 @@ from edgeprune.cli.pruning import (
     ThreadsOpt,
 )
 from edgeprune.errors import EdgepruneError
+from edgeprune.logs import LOGS, TVM_LOG
 from edgeprune.loop import SLACK
 
 app = typer.Typer()
@@ -104,7 +110,7 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
     ]
     if summary.get("deploy"):
         lines.append(f"deployed to {summary['deploy']['host']}:{summary['deploy']['remote_path']}")
-    return lines
+    return lines + log_lines(Path(summary["run_dir"]) / LOGS / TVM_LOG)
 
 
 def loop_settings(
@@ -135,14 +141,20 @@ def loop_settings(
     return dict(locals())
 
 
-def closed_loop(call: Callable[..., dict[str, Any]], settings: dict[str, Any], **more: Any) -> dict[str, Any]:
-    """`call` (ep.run or ep.sweep) with the progress display: each stage a line, each long step a bar."""
+def closed_loop(
+    call: Callable[..., dict[str, Any]], settings: dict[str, Any], verbose: bool = False, **more: Any
+) -> dict[str, Any]:
+    """`call` (ep.run or ep.sweep) with the progress display: each stage a line, each long step a bar; TVM's
+    own output only with `verbose` (ep.run writes it to the run's logs/ in any case)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     set_threads(settings["threads"])
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    ) as progress:
+    with (
+        tvm_output(None, verbose),
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as progress,
+    ):
         bars = _Bars(progress)
         shown = {"on_stage": bars.announce, "progress": progress, "on_profile": bars.profile, "on_trials": bars.trials}
         return call(**settings, **more, **shown)
@@ -180,6 +192,8 @@ def run_cmd(
         bool, typer.Option("--deploy/--no-deploy", help="Deploy over SSH when the budget holds and the device has SSH.")
     ] = True,
     trust_new_host: TrustOpt = False,
+    verbose: VerboseOpt = False,
+    no_wait: NoWaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Profile -> train -> prune -> compile -> verify -> deploy, to a millisecond target on a device.
@@ -193,13 +207,16 @@ def run_cmd(
     import edgeprune as ep
 
     wanted = _target(target_ms, target)
+    if no_wait:
+        refuse_if_busy(ep.device(settings["device"]))
     loop = {"folder": run_dir, "latency_scale": latency_scale, "deploy": deploy, "trust_new_host": trust_new_host}
-    _finish(closed_loop(ep.run, settings, target=wanted, **loop), as_json)
+    _finish(closed_loop(ep.run, settings, verbose, target=wanted, **loop), as_json)
 
 
 @app.command("demo")
 def demo_cmd(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Run folder.")] = Path("runs/demo"),
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The whole pipeline on the built-in local device: a resnet20 trained on digits, pruned to 0.5x its measured
@@ -210,4 +227,4 @@ def demo_cmd(
     shape = default_input_shape(DEMO_DATA)  # the input `train` and `run` build for digits too
     console.print(f"demo: {DEMO_MODEL} on {DEMO_DATA} {list(shape)}, target 0.5x of its measured latency, local")
     settings = {"model": DEMO_MODEL, "device": "local", "data": DEMO_DATA, "input_shape": shape, "threads": 1}
-    _finish(closed_loop(ep.run, settings, target="0.5x", folder=run_dir), as_json)
+    _finish(closed_loop(ep.run, settings, verbose, target="0.5x", folder=run_dir), as_json)
