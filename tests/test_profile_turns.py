@@ -10,9 +10,10 @@ from pathlib import Path
 
 from edgeprune.devices.base import Device
 
-# three widths of one small network: shared layer families, partly different channel counts
-WIDTHS = ("0.25", "0.5", "1.0")
-FAST = ["--input-shape", "1x8x8", "--trials", "1", "--grid", "4", "--repeat", "2", "--number", "2"]
+# three widths of one small network: shared layer families, different channel counts (the default grid: at
+# most 4 points per channel dimension, so a few dozen entries each)
+WIDTHS = ("0.25", "0.5", "0.75")
+FAST = ["--input-shape", "1x8x8", "--trials", "1", "--repeat", "2", "--number", "2"]
 
 
 def profile(width: str) -> list[str]:
@@ -36,4 +37,4 @@ def test_three_concurrent_profiles_take_turns_and_keep_every_entry(local_farm: D
         report = json.loads(again.stdout)
         assert report["entries_measured"] == 0 and report["entries_reused"] == report["entries_total"] > 0, width
     table = json.loads(Path(reports[0]["lut"]).read_text())
-    assert len(table["networks"]) >= len(WIDTHS)  # each width's whole-network calibration kept too
+    assert len(table["entries"]) > max(r["entries_total"] for r in reports)  # more than any one of them needs

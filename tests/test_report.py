@@ -208,3 +208,27 @@ def test_a_run_report_shows_onnx_runtime_beside_tvm_in_a_real_browser(tmp_path: 
         drawn = image.convert("RGB").getcolors(maxcolors=1 << 20) or []
         # the chart is on the page (a loaded image, not a broken icon): its purple ORT bars are there
         assert sum(n for n, rgb in drawn if rgb == (0x8E, 0x44, 0xAD)) >= 0.9 * purple  # drawn at its own size
+
+
+def terminal(summary: dict[str, Any]) -> str:
+    """`run`'s closing lines (what the demo prints) as the terminal shows them."""
+    from rich.console import Console
+
+    from edgeprune.cli.pipeline import _lines
+
+    console = Console(width=120, record=True)
+    for line in _lines(summary):
+        console.print(line)
+    return console.export_text()
+
+
+def test_the_run_terminal_table_shows_onnx_runtime_beside_tvm(tmp_path: Path) -> None:
+    """The closing table has the report's ORT row, under TVM's measured latency; none without a measurement."""
+    summary = run_summary(tmp_path)
+    summary["original"] |= {**ORT, "ort_ms": 0.42}
+    summary["pruned"] |= {**ORT, "ort_ms": 0.202}
+    rows = terminal(summary).splitlines()
+    measured = next(i for i, row in enumerate(rows) if "measured latency" in row)
+    assert "ONNX Runtime, same ONNX file, 2 threads" in rows[measured + 1]
+    assert "0.420 ms" in rows[measured + 1] and "0.202 ms" in rows[measured + 1]
+    assert "ONNX Runtime" not in terminal(run_summary(tmp_path / "without"))
