@@ -6,8 +6,10 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +70,58 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _holder(fd: int) -> str:
+    """Who holds the lock file open at `fd`, as its holder wrote it: 'pid N (`command`) since TIME'."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+
+
+def lock_holder(lock: Path) -> str | None:
+    """Who holds `lock` now (see `sole_writer`), None when nobody does."""
+    import fcntl
+
+    if not lock.exists():
+        return None
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd)
+        return None
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def sole_writer(lock: Path, busy: Exception) -> Iterator[None]:
-    """Hold an exclusive lock on the file `lock` for the block, or raise `busy` at once when another process
-    holds it (a table or database written by two processes at a time would lose one side's records)."""
+def sole_writer(
+    lock: Path, busy: Exception, on_wait: Callable[[str], None] | None = None, poll_s: float = 0.2
+) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` for the block (a table or database written by two processes at
+    a time would lose one side's records). When another process holds it: raise `busy` at once, or, given
+    `on_wait`, tell it who holds the lock (once) and wait for it. The holder writes who it is into the file,
+    so a waiting process can say for whom it waits."""
     import fcntl
 
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise busy from exc
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if on_wait is None:
+                    raise busy from exc
+                if not told:
+                    on_wait(_holder(fd))
+                    told = True
+                time.sleep(poll_s)  # polled, not blocking: Ctrl-C stays immediate
+        command = " ".join(sys.argv) or sys.executable
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} (`{command}`) since {since}".encode(), 0)
         yield
     finally:
         os.close(fd)

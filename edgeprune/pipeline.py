@@ -21,6 +21,7 @@ from edgeprune import atomic, search_defaults
 from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
+from edgeprune.logs import LOGS, TVM_LOG, tvm_log
 from edgeprune.loop import SLACK, Measured, ScaledPredictor, prune_to_measured_target
 
 CONFIG = "config.json"
@@ -141,7 +142,7 @@ def _open_folder(config: RunConfig, folder: Path, resumable: frozenset[str] = RE
         changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
         if not changed:
             return
-        started = any(p.name != CONFIG and not p.name.startswith(".") for p in folder.iterdir())
+        started = any(p.name not in (CONFIG, LOGS) and not p.name.startswith(".") for p in folder.iterdir())
         if started and (fixed := [k for k in changed if k not in resumable]):
             raise EdgepruneError(
                 f"run folder {folder} holds a run with other settings ({', '.join(fixed)})",
@@ -290,16 +291,25 @@ def execute(
     """Run (or resume) the whole pipeline; returns the summary that `run --json` prints.
 
     The summary and report are written before deploying, so a board that cannot be reached leaves the
-    measured result on disk (the summary then records the deploy error, and the error is raised)."""
-    from edgeprune.pruning import LatencyPredictor
-    from edgeprune.pruning.cost import measure
-
+    measured result on disk (the summary then records the deploy error, and the error is raised). TVM's own
+    output (MetaSchedule's tables and trials) is appended to `<folder>/logs/tvm.log`."""
     started = time.monotonic()
     config.check()
     device = load_device(config.device)
     folder.mkdir(parents=True, exist_ok=True)
     _open_folder(config, folder)
     run = Run(config, folder, device, stages or Stages())
+    with tvm_log(folder / LOGS / TVM_LOG):  # TVM's tuning tables and trials: here, not on the terminal
+        return _execute(run, deploy, trust_new_host, started)
+
+
+def _execute(run: Run, deploy: bool, trust_new_host: bool, started: float) -> dict[str, Any]:
+    """The stages of `execute` over its opened folder, TVM's output going to the folder's log."""
+    from edgeprune.pruning import LatencyPredictor
+    from edgeprune.pruning.cost import measure
+    from edgeprune.report.build import ort_timing
+
+    config, folder, device = run.config, run.folder, run.device
     with device.serving(1):
         bundle, data = _baseline(run)
         _profile(run, bundle)
@@ -325,6 +335,7 @@ def execute(
     final = run.path(f"round-{chosen.round}", "artifacts")
     prune_summary = run.done(f"round-{chosen.round}", "prune.json") or {}
     flops0, params0 = measure(bundle.module, bundle.input_shape)
+    pruned_verify = run.done(f"round-{chosen.round}", "artifacts", "verify.json")
     summary = {
         "run_dir": str(folder),
         "model": config.model,
@@ -344,6 +355,7 @@ def execute(
             "flops": flops0,
             "params": params0,
             "artifact_bytes": _artifact_bytes(run.path("original")),
+            **ort_timing(original),
         },
         "pruned": {
             "measured_ms": chosen.measured_ms,
@@ -352,6 +364,7 @@ def execute(
             "flops": prune_summary.get("flops"),
             "params": prune_summary.get("params"),
             "artifact_bytes": _artifact_bytes(final),
+            **ort_timing(pruned_verify),
         },
         "deploy": None,
         "seconds": round(time.monotonic() - started, 1),

@@ -13,7 +13,7 @@ import torch
 from edgeprune.data import Dataset, load_dataset
 from edgeprune.devices.base import Device
 
-SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "edgeprune" / "boards"
+SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"  # the example boards (package data too)
 # The fast tier (`make test-fast`, `pytest -m fast`): logic on the fake device and everything else that needs no RPC
 # farm, sshd, qemu or TVM tuning. One list, so a module's tier is decided here and not in each file.
 FAST_MODULES = {
@@ -24,6 +24,7 @@ FAST_MODULES = {
     "test_latency_model",
     "test_layers",
     "test_loop",
+    "test_lut_lock",
     "test_models",
     "test_pipeline_config",
     "test_pruning_criteria",

@@ -196,8 +196,9 @@ def test_each_stage_command_is_a_shell_over_the_api(
     from edgeprune.cli import main
 
     device = SimpleNamespace(
-        name="fake", timings_are_real=True, tuning=SimpleNamespace(trials=2), timing=SimpleNamespace(min_repeat_ms=1)
-    )
+        name="fake", timings_are_real=True, tuning=SimpleNamespace(trials=2), timing=SimpleNamespace(min_repeat_ms=1),
+        lut_dir=Path("profiles/fake"),  # where `profile` would put TVM's log: nothing is written by a stand-in
+    )  # fmt: skip
     monkeypatch.setattr(ep, "device", lambda _name: device)
     monkeypatch.setattr("edgeprune.cli.pruning.set_threads", lambda _threads: None)  # no torch for a parse check
     monkeypatch.setattr("edgeprune.cli.pipeline.set_threads", lambda _threads: None)

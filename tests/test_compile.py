@@ -190,14 +190,24 @@ def test_a_narrower_variant_gets_its_familys_schedules_transplanted(
     assert (again.tuning.tasks_reused, again.tuning.trials) == (again.tuning.tasks, 0)
 
 
-def test_the_time_budget_stops_tuning_and_keeps_what_it_measured(local_farm: Device, tmp_path: Path) -> None:
+def test_the_time_budget_stops_tuning_and_keeps_what_it_measured(
+    local_farm: Device, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Also where MetaSchedule's output goes: its tuning table is in the log a command attaches, and nothing of
+    it on the terminal (file descriptors 1 and 2, so TVM's C++ side is watched too)."""
+    from edgeprune.logs import tvm_log
     from edgeprune.tvmx import export, tune
 
     # one conv, one task: the budget stops it after its first batch (lenet5's 5 tasks cost a batch each)
     one_conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU())
     mod = export.to_relax(one_conv, (1, *SHAPE)).mod
-    report = tune.tune(mod, local_farm, 64, tmp_path / "db", config=TuningConfig(minutes=0.01))
+    capfd.readouterr()
+    with tvm_log(tmp_path / "logs" / "tvm.log") as log:
+        report = tune.tune(mod, local_farm, 64, tmp_path / "db", config=TuningConfig(minutes=0.01))
     assert report.tasks == 1 and report.out_of_time and 0 < report.trials <= 16  # one round of a batch
+    out, err = capfd.readouterr()
+    assert "Total trials" not in out + err and "task_scheduler" not in out + err, (out + err)[-2000:]
+    assert "Total trials" in log.read_text() and " ID |" in log.read_text()
     assert tune.tune(mod, local_farm, 64, tmp_path / "db").tasks_reused == report.tasks  # its records are kept
 
 

@@ -16,7 +16,9 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.config import TuningConfig
 from tests.loopback_board import edgeprune_main
 
-SHIPPED = Path(__file__).resolve().parents[1] / "edgeprune" / "boards"
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "edgeprune" / "boards"  # the package data
+EXAMPLES = ROOT / "device_profiles"  # the repository's example boards: a clone's profiles folder
 
 VALID = """
 name = "{name}"
@@ -60,6 +62,17 @@ def test_shipped_profiles_load() -> None:
         else:
             assert device.kind in ("board", "emulated") and device.target["kind"] == "llvm"
             assert device.channel_step == 4
+
+
+def test_the_package_ships_the_repositorys_example_boards() -> None:
+    """The boards a clone has in device_profiles/ are the ones `pip install` ships, byte for byte: the package's
+    files link to them, and a copy that drifted (or a board added to one side only) fails here."""
+    from edgeprune.devices.profile import SHIPPED_DIR
+
+    examples = {p.name: p.read_bytes() for p in EXAMPLES.glob("*.toml")}
+    shipped = {p.name: p.read_bytes() for p in SHIPPED_DIR.glob("*.toml")}
+    assert len(examples) >= 6 and examples == shipped
+    assert all(p.resolve().parent == EXAMPLES for p in SHIPPED_DIR.glob("*.toml"))  # one set of files, not two
 
 
 def test_shipped_profiles_show_a_tuning_example_that_loads(tmp_path: Path) -> None:

@@ -50,8 +50,18 @@ def test_every_stage_writes_its_outputs(finished_run: tuple[Path, dict, str]) ->
     kept = json.loads((run_dir / f"round-{summary['chosen_round']}" / "prune.json").read_text())
     assert kept["layers"] and kept["accuracy_after"] == summary["pruned"]["accuracy"]
     report = (run_dir / "report.html").read_text()
-    for png in ("channels.png", "predicted_vs_measured.png", "lut_heatmap.png"):
+    for png in ("channels.png", "predicted_vs_measured.png", "lut_heatmap.png", "latency.png"):
         assert (run_dir / png).stat().st_size > 1000 and png in report
+    assert "ONNX Runtime, same ONNX file" in report
+
+
+def test_tvm_output_is_in_the_run_log_not_on_the_terminal(finished_run: tuple[Path, dict, str]) -> None:
+    """MetaSchedule's tuning table and trial lines go to <run>/logs/tvm.log; the terminal has edgeprune's lines."""
+    run_dir, _, terminal = finished_run
+    log = (run_dir / "logs" / "tvm.log").read_text()
+    assert "Total trials" in log and " ID |" in log and "task_scheduler" in log
+    assert "Total trials" not in terminal and "task_scheduler" not in terminal and "[INFO]" not in terminal
+    assert "> compile original" in terminal  # the stage lines are still there
 
 
 def test_summary_keys_and_numbers(finished_run: tuple[Path, dict, str]) -> None:
@@ -60,8 +70,9 @@ def test_summary_keys_and_numbers(finished_run: tuple[Path, dict, str]) -> None:
     for key in ("target_ms", "meets_target", "speedup", "rounds", "original", "pruned", "seconds"):
         assert key in summary
     for side in ("original", "pruned"):
-        for key in ("measured_ms", "predicted_ms", "accuracy", "flops", "params", "artifact_bytes"):
+        for key in ("measured_ms", "predicted_ms", "accuracy", "flops", "params", "artifact_bytes", "ort_ms"):
             assert summary[side][key] is not None, (side, key)
+        assert summary[side]["ort_threads"] >= 1  # ONNX Runtime on the same model.onnx, the server's threads
     assert summary["pruned"]["flops"] < summary["original"]["flops"]
     kept = summary["round_details"][summary["chosen_round"] - 1]
     assert kept["chosen"] and sum(r["chosen"] for r in summary["round_details"]) == 1 and summary["stopped"]

@@ -158,23 +158,27 @@ def chromium() -> str | None:
     return next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
 
 
-def test_a_sweep_report_renders_in_a_real_browser(tmp_path: Path) -> None:
-    """Headless Chromium takes a screenshot of the page: a real PNG of the window's size, not blank."""
-    from PIL import Image, ImageStat
-
+def screenshot(report: Path, shot: Path) -> Path:
+    """A 1280x2000 PNG of the page as headless Chromium draws it (skips without Chromium, except under CI)."""
     browser = chromium()
     if browser is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but no chromium: `make system-packages` installs it (Debian package chromium)")
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium, or make system-packages as root)")
-    report = write_sweep_report(tmp_path, sweep_summary(tmp_path))
-    shot = tmp_path / "shot.png"
     # --no-sandbox: Chromium refuses to run as root with its sandbox (containers, CI); the page is our own file
     subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
          "--window-size=1280,2000", "--virtual-time-budget=5000", report.as_uri()],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
+    return shot
+
+
+def test_a_sweep_report_renders_in_a_real_browser(tmp_path: Path) -> None:
+    """Headless Chromium takes a screenshot of the page: a real PNG of the window's size, not blank."""
+    from PIL import Image, ImageStat
+
+    shot = screenshot(write_sweep_report(tmp_path, sweep_summary(tmp_path)), tmp_path / "shot.png")
     with Image.open(shot) as image:
         assert image.format == "PNG" and image.size == (1280, 2000)
         rgb = image.convert("RGB")
@@ -183,3 +187,48 @@ def test_a_sweep_report_renders_in_a_real_browser(tmp_path: Path) -> None:
         assert max(ImageStat.Stat(rgb).stddev) > 20  # text and plots on white, not one flat colour
         # the Pareto plot (its blue front, green and grey markers) was drawn: loaded images, not broken icons
         assert sum(n for n, (r, g, b) in colours if g > 100 and r < 80 and b < 80) > 50
+
+
+def test_a_run_report_shows_onnx_runtime_beside_tvm_in_a_real_browser(tmp_path: Path) -> None:
+    """The run page as a browser draws it: the latency chart has ONNX Runtime's bars (purple) for the original
+    and the pruned model beside TVM's (blue), and the table its ORT row. The PNG is kept beside the report
+    (`shot.png`), so a person can look at it."""
+    from PIL import Image
+
+    report = write_report(tmp_path, run_summary(tmp_path))
+    page = report.read_text()
+    assert page.index("latency.png") < page.index("predicted_vs_measured.png")  # the comparison comes first
+    with Image.open(tmp_path / "latency.png") as chart:
+        colours = chart.convert("RGB").getcolors(maxcolors=1 << 20) or []
+        purple = sum(n for n, rgb in colours if rgb == (0x8E, 0x44, 0xAD))
+        blue = sum(n for n, rgb in colours if rgb == (0x2F, 0x6D, 0xB5))
+    # four bars: TVM original 2.1 ms and pruned 1.01, ORT 0.42 and 0.202 (a fifth of each), one height each
+    assert blue > 0 and purple > 0 and purple / blue == pytest.approx((0.42 + 0.202) / (2.1 + 1.01), rel=0.15)
+    with Image.open(screenshot(report, tmp_path / "shot.png")) as image:
+        drawn = image.convert("RGB").getcolors(maxcolors=1 << 20) or []
+        # the chart is on the page (a loaded image, not a broken icon): its purple ORT bars are there
+        assert sum(n for n, rgb in drawn if rgb == (0x8E, 0x44, 0xAD)) >= 0.9 * purple  # drawn at its own size
+
+
+def terminal(summary: dict[str, Any]) -> str:
+    """`run`'s closing lines (what the demo prints) as the terminal shows them."""
+    from rich.console import Console
+
+    from edgeprune.cli.pipeline import _lines
+
+    console = Console(width=120, record=True)
+    for line in _lines(summary):
+        console.print(line)
+    return console.export_text()
+
+
+def test_the_run_terminal_table_shows_onnx_runtime_beside_tvm(tmp_path: Path) -> None:
+    """The closing table has the report's ORT row, under TVM's measured latency; none without a measurement."""
+    summary = run_summary(tmp_path)
+    summary["original"] |= {**ORT, "ort_ms": 0.42}
+    summary["pruned"] |= {**ORT, "ort_ms": 0.202}
+    rows = terminal(summary).splitlines()
+    measured = next(i for i, row in enumerate(rows) if "measured latency" in row)
+    assert "ONNX Runtime, same ONNX file, 2 threads" in rows[measured + 1]
+    assert "0.420 ms" in rows[measured + 1] and "0.202 ms" in rows[measured + 1]
+    assert "ONNX Runtime" not in terminal(run_summary(tmp_path / "without"))

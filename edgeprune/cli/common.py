@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -71,6 +72,22 @@ RepeatOpt = Annotated[
     int | None,
     typer.Option(
         "--repeat", help="Timed repeats of each measurement (median and spread); default: the device's timing.repeat."
+    ),
+]
+
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        help="Show TVM's own output (MetaSchedule's tuning tables and trials) here too; it always goes to the log.",
+    ),
+]
+
+NoWaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait",
+        help="Fail at once when another process is writing the device's latency table (default: wait its turn).",
     ),
 ]
 
@@ -163,3 +180,34 @@ def set_threads(threads: int) -> None:
     if threads < 1:
         raise EdgepruneError(f"--threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def tvm_output(log_file: Path | None, verbose: bool) -> Iterator[None]:
+    """TVM's output during a command: appended to `log_file` (None where the library keeps its own log, as
+    `run` does in its folder) and, with --verbose, printed on the console above the progress bars."""
+    from rich.logging import RichHandler
+
+    from edgeprune import logs
+
+    with contextlib.ExitStack() as stack:
+        if log_file is not None:
+            stack.enter_context(logs.tvm_log(log_file))
+        if verbose:
+            plain = {"show_time": False, "show_level": False, "show_path": False, "markup": False}
+            stack.enter_context(logs.tvm_to(RichHandler(console=console, **plain)))
+        yield
+
+
+def log_lines(log: Path) -> list[str]:
+    """Where TVM's output of the command went, for its closing lines; none when it wrote none."""
+    return [f"  TVM's output (tuning tables, trials): {log}"] if log.exists() else []
+
+
+def refuse_if_busy(device: Any) -> None:
+    """--no-wait: fail before any work when another process writes the device's latency table (without it,
+    the profile stage waits its turn and says for whom)."""
+    from edgeprune.profiling import lut
+
+    if (holder := lut.writer(device)) is not None:
+        raise lut.busy_error(device, holder)

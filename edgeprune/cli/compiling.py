@@ -13,8 +13,11 @@ from edgeprune.cli.common import (
     JsonOpt,
     RepeatOpt,
     TargetMsOpt,
+    VerboseOpt,
     console,
     emit,
+    log_lines,
+    tvm_output,
     with_model,
     with_tuning,
 )
@@ -89,12 +92,14 @@ def compile_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifact folder to write (replaced whole).")],
     tuning: dict[str, Any],
     tuning_db: TuningDbOpt = None,
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export to ONNX, import into TVM Relax, tune with MetaSchedule on the device, write an artifact folder.
 
     The folder holds the library (model.so, or model.tar for a board to link), model.onnx, a reference
     input with PyTorch's output for it, and manifest.json. Outputs are checked against PyTorch before tuning.
+    TVM's own output goes to ARTIFACTS.log beside the folder (--verbose shows it here too).
     """
     from rich.progress import (
         BarColumn,
@@ -119,11 +124,12 @@ def compile_cmd(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    log = output.absolute().with_name(output.absolute().name + ".log")  # not inside: the folder is replaced whole
+    with tvm_output(log, verbose), Progress(*columns, console=console, transient=True) as progress:
         display = _CompileProgress(progress, per_task)
         callbacks = {"on_stage": display.stage, "on_tuning_start": display.tuning_start, "on_trials": display.trials}
         result = ep.compile(**named, device=dev, out=output, tuning_db=tuning_db, **tuning, **callbacks)
-    emit(result.to_json(), as_json, lambda: [_compile_line(result, named["model"], dev, per_task)])
+    emit(result.to_json(), as_json, lambda: [_compile_line(result, named["model"], dev, per_task), *log_lines(log)])
 
 
 def _verify_table(result: Any, min_repeat_ms: int) -> Any:
@@ -153,6 +159,13 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
             "ONNX Runtime",
             f"{ort_timing.median_ms:.4f} ms ± {ort_timing.spread_ms:.4f} on the same model.onnx, {result.ort_threads} "
             f"thread(s), alternating with the artifact: TVM/ORT {result.measured_ms / ort_timing.median_ms:.2f}",
+        )
+    if result.ort_baseline_timing is not None and result.baseline_timing is not None:
+        base = result.ort_baseline_timing
+        table.add_row(
+            "baseline, ONNX Runtime",
+            f"{base.median_ms:.4f} ms ± {base.spread_ms:.4f} on the baseline's model.onnx, same threads: "
+            f"TVM/ORT {result.baseline_timing.median_ms / base.median_ms:.2f}",
         )
     if result.predicted_ms is not None:
         table.add_row("predicted", f"{result.predicted_ms:.4f} ms (error {result.prediction_error_pct:+.1f}%)")

@@ -13,15 +13,20 @@ from edgeprune.cli.common import (
     DeviceOpt,
     JsonOpt,
     ModelArg,
+    NoWaitOpt,
     ShapeOpt,
     TargetMsOpt,
     TrialsOpt,
     TrustOpt,
+    VerboseOpt,
     WidthOpt,
     console,
     emit,
+    log_lines,
     options,
+    refuse_if_busy,
     set_threads,
+    tvm_output,
 )
 from edgeprune.cli.emulating import timing_label
 from edgeprune.cli.pruning import (
@@ -35,6 +40,7 @@ from edgeprune.cli.pruning import (
     ThreadsOpt,
 )
 from edgeprune.errors import EdgepruneError
+from edgeprune.logs import LOGS, TVM_LOG
 from edgeprune.loop import SLACK
 
 app = typer.Typer()
@@ -81,7 +87,7 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
     """The run's table (original vs pruned), its verdict and where it deployed."""
     from rich.table import Table
 
-    from edgeprune.report.html import SUMMARY_ROWS, summary_cell
+    from edgeprune.report.html import SUMMARY_ROWS, ort_label, summary_cell
 
     original, pruned = summary["original"], summary["pruned"]
     table = Table(title=f"{summary['model']} on {summary['device']}: original vs pruned")
@@ -89,6 +95,11 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
         table.add_column(column, justify="right")
     for label, key, pattern in SUMMARY_ROWS:
         table.add_row(label, summary_cell(original.get(key), pattern), summary_cell(pruned.get(key), pattern))
+        if key == "measured_ms" and (original.get("ort_ms") or pruned.get("ort_ms")):
+            # what the user would ship otherwise, measured on the same ONNX files: the report's line, the same words
+            threads = original.get("ort_threads") or pruned.get("ort_threads")
+            cells = (summary_cell(side.get("ort_ms"), pattern) for side in (original, pruned))
+            table.add_row(ort_label(threads), *cells, style="magenta")
     verdict = "[green]MEETS[/]" if summary["meets_target"] else "[red]MISSES[/]"
     lines = [
         table,
@@ -99,7 +110,7 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
     ]
     if summary.get("deploy"):
         lines.append(f"deployed to {summary['deploy']['host']}:{summary['deploy']['remote_path']}")
-    return lines
+    return lines + log_lines(Path(summary["run_dir"]) / LOGS / TVM_LOG)
 
 
 def loop_settings(
@@ -138,14 +149,20 @@ def loop_settings(
     return dict(locals())
 
 
-def closed_loop(call: Callable[..., dict[str, Any]], settings: dict[str, Any], **more: Any) -> dict[str, Any]:
-    """`call` (ep.run or ep.sweep) with the progress display: each stage a line, each long step a bar."""
+def closed_loop(
+    call: Callable[..., dict[str, Any]], settings: dict[str, Any], verbose: bool = False, **more: Any
+) -> dict[str, Any]:
+    """`call` (ep.run or ep.sweep) with the progress display: each stage a line, each long step a bar; TVM's
+    own output only with `verbose` (ep.run writes it to the run's logs/ in any case)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     set_threads(settings["threads"])
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    ) as progress:
+    with (
+        tvm_output(None, verbose),
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as progress,
+    ):
         bars = _Bars(progress)
         shown = {"on_stage": bars.announce, "progress": progress, "on_profile": bars.profile, "on_trials": bars.trials}
         return call(**settings, **more, **shown)
@@ -183,6 +200,8 @@ def run_cmd(
         bool, typer.Option("--deploy/--no-deploy", help="Deploy over SSH when the budget holds and the device has SSH.")
     ] = True,
     trust_new_host: TrustOpt = False,
+    verbose: VerboseOpt = False,
+    no_wait: NoWaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Profile -> train -> prune -> compile -> verify -> deploy, to a millisecond target on a device.
@@ -196,13 +215,16 @@ def run_cmd(
     import edgeprune as ep
 
     wanted = _target(target_ms, target)
+    if no_wait:
+        refuse_if_busy(ep.device(settings["device"]))
     loop = {"folder": run_dir, "latency_scale": latency_scale, "deploy": deploy, "trust_new_host": trust_new_host}
-    _finish(closed_loop(ep.run, settings, target=wanted, **loop), as_json)
+    _finish(closed_loop(ep.run, settings, verbose, target=wanted, **loop), as_json)
 
 
 @app.command("demo")
 def demo_cmd(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Run folder.")] = Path("runs/demo"),
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The whole pipeline on the built-in local device: a resnet20 trained on digits, pruned to 0.5x its measured
@@ -213,4 +235,4 @@ def demo_cmd(
     shape = default_input_shape(DEMO_DATA)  # the input `train` and `run` build for digits too
     console.print(f"demo: {DEMO_MODEL} on {DEMO_DATA} {list(shape)}, target 0.5x of its measured latency, local")
     settings = {"model": DEMO_MODEL, "device": "local", "data": DEMO_DATA, "input_shape": shape, "threads": 1}
-    _finish(closed_loop(ep.run, settings, target="0.5x", folder=run_dir), as_json)
+    _finish(closed_loop(ep.run, settings, verbose, target="0.5x", folder=run_dir), as_json)

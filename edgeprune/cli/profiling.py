@@ -11,14 +11,20 @@ from edgeprune.cli.common import (
     DeviceOpt,
     JsonOpt,
     MinKeepOpt,
+    NoWaitOpt,
     RepeatOpt,
     TrialsOpt,
+    VerboseOpt,
     console,
     emit,
+    log_lines,
+    refuse_if_busy,
+    tvm_output,
     with_model,
     with_tuning,
 )
 from edgeprune.cli.emulating import timing_label
+from edgeprune.logs import LOGS, TVM_LOG
 
 app = typer.Typer()
 
@@ -66,20 +72,27 @@ def profile_cmd(
         bool,
         typer.Option("--servers-parallel", help="Measure on every free RPC server under the device's key at once."),
     ] = False,
+    verbose: VerboseOpt = False,
+    no_wait: NoWaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure per-layer latency on a device through TVM RPC into its lookup table (LUT).
 
     The table models the tuned kernels `compile` ships (one MetaSchedule database per device, shared).
-    An interrupted run resumes; entries measured for other models are reused.
+    An interrupted run resumes; entries measured for other models are reused. A second profile of a device
+    waits for the first (saying for whom), then measures only what the table still lacks. TVM's own output
+    goes to logs/tvm.log beside the table (--verbose shows it here too).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     import edgeprune as ep
 
     dev = ep.device(device)
+    if no_wait:
+        refuse_if_busy(dev)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    log = dev.lut_dir / LOGS / TVM_LOG
+    with tvm_output(log, verbose), Progress(*columns, console=console, transient=True) as progress:
         report = ep.profile(
             **named,
             device=dev,
@@ -90,9 +103,8 @@ def profile_cmd(
             **tuning,
             on_progress=_PhaseProgress(progress),
         )
-    emit(
-        {**report.to_json(), "timings_are_real": dev.timings_are_real}, as_json, lambda: [_profiled(report, named, dev)]
-    )
+    shown = {**report.to_json(), "timings_are_real": dev.timings_are_real}
+    emit(shown, as_json, lambda: [_profiled(report, named, dev), *log_lines(log)])
 
 
 def _profiled(report: Any, named: dict[str, Any], device: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from edgeprune import atomic
 from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 
+_log = logging.getLogger(__name__)  # the line a waiting profile prints (Python's last-resort handler: stderr)
 SCHEMA_VERSION = 2
 FILE_NAME = "lut.json"
 KERNELS = (
@@ -165,19 +167,57 @@ class LatencyTable:
         }
 
     def save(self) -> None:
+        """Write the table, keeping what the file holds that this one lacks (another process's entries): a
+        writer that did not reread it, or one without the lock, loses nothing of another's."""
+        self._merge_from_disk()
         atomic.write_json(self.path, self.to_json())
+
+    def _merge_from_disk(self) -> None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # no table yet, or one `load` refuses: this one replaces it
+        own = {"schema": SCHEMA_VERSION, "device": self.device, "target": self.target,
+               "tvm_version": self.tvm_version, "emulated": self.emulated}  # fmt: skip
+        if not isinstance(data, dict) or any(data.get(key, False) != value for key, value in own.items()):
+            return  # another device's or TVM's numbers: never mixed in
+        for mine, theirs in ((self.entries, data.get("entries")), (self.networks, data.get("networks"))):
+            if isinstance(theirs, dict):
+                for key, record in theirs.items():
+                    if isinstance(record, dict):
+                        mine.setdefault(str(key), dict(record))
 
     def median_ms(self, key: str) -> float | None:
         entry = self.entries.get(key)
         return None if entry is None else float(entry["median_ms"])
 
 
-@contextlib.contextmanager
-def exclusive(device: Device) -> Iterator[None]:
-    """One profiling run per table at a time (two writers would each drop the other's entries)."""
-    busy = EdgepruneError(
-        f"another `edgeprune profile` is writing {lut_path(device)}",
-        hint="wait for it to finish (a run resumes where another stopped)",
+def _lock(device: Device) -> Path:
+    return lut_path(device).with_name(FILE_NAME + ".lock")
+
+
+def writer(device: Device) -> str | None:
+    """Who is writing the device's table now ('pid N (`command`) since TIME'), None when nobody is."""
+    return atomic.lock_holder(_lock(device))
+
+
+def busy_error(device: Device, holder: str | None) -> EdgepruneError:
+    """The table is being written by another process and this one will not wait (`--no-wait`)."""
+    return EdgepruneError(
+        f"another `edgeprune profile` is writing {lut_path(device)}: {holder or 'another process'}",
+        hint="wait for it to finish (without --no-wait, a command waits its turn; it then measures only "
+        "what the table still lacks)",
     )
-    with atomic.sole_writer(lut_path(device).with_name(FILE_NAME + ".lock"), busy):
+
+
+@contextlib.contextmanager
+def exclusive(device: Device, wait: bool = True) -> Iterator[None]:
+    """One profiling run per table at a time: a second one waits its turn (saying for whom), then reads the
+    table the first one left and measures only what is still missing; with `wait=False` it fails at once."""
+    path = lut_path(device)
+
+    def waiting(holder: str) -> None:
+        _log.warning("waiting for %s, which is writing %s", holder, path)
+
+    with atomic.sole_writer(_lock(device), busy_error(device, None), waiting if wait else None):
         yield

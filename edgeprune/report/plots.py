@@ -62,8 +62,8 @@ def latency_bars(bars: Sequence[tuple[str, float, float | None]], path: Path, ta
     ax.barh(list(ys), [ms for _, ms, _ in bars], xerr=[s or 0 for _, _, s in bars], color=colors, capsize=3)
     ax.set_yticks(list(ys), [label for label, _, _ in bars])
     ax.invert_yaxis()
-    for y, (_, ms, _) in zip(ys, bars, strict=True):
-        ax.annotate(f"{ms:.3f} ms", (ms, y), xytext=(6, -4), textcoords="offset points", fontsize=9)
+    for y, (_, ms, spread) in zip(ys, bars, strict=True):  # past the error bar, so the two never overlap
+        ax.annotate(f"{ms:.3f} ms", (ms + (spread or 0), y), xytext=(6, -4), textcoords="offset points", fontsize=9)
     if target_ms is not None:
         ax.axvline(target_ms, color="#c0392b", linestyle="--", label=f"target {target_ms:.3f} ms")
         ax.legend(loc="lower right")

@@ -9,9 +9,9 @@ on small machines); candidates run on the device's RPC servers through the track
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune import atomic
+from edgeprune import atomic, logs
 from edgeprune.devices import rpc
 from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
@@ -62,34 +62,50 @@ class _Tally:
         return sum(ms * self.weights[i] for i, ms in self.best_ms.items()) if self.best_ms else None
 
 
-class _OwnRecordsOnly(logging.Filter):
-    """Drops the records MetaSchedule's top logger emits itself (its log-directory line and level nag)."""
+class _ToTvmLog(io.TextIOBase):
+    """A text stream whose writes become records of edgeprune's TVM logger (logs.py), one per line or block."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR
+    def __init__(self) -> None:
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        # a logging handler writes a record and its newline at once: a table stays one record, not 12
+        self.pending += text
+        if self.pending.endswith("\n"):
+            block, self.pending = self.pending.rstrip("\n"), ""
+            if block.strip():
+                logs.tvm_logger().info(block)
+        return len(text)
 
 
 @contextlib.contextmanager
 def _quiet_tvm_logs() -> Iterator[None]:
-    """Keep MetaSchedule off our terminal: its console handler writes to *stdout* (which would break
-    `--json`) at the level its logger has when tuning starts; its full logs stay in the database's logs/.
+    """Keep MetaSchedule off our terminal and in edgeprune's TVM log (a run's logs/tvm.log; --verbose shows it).
+
+    What printed its table ("Total trials", task IDs) on the terminal: MetaSchedule's Python logging. Every
+    `extracted_tasks_to_tune_contexts` (one per task here) rebuilds its config with `logging.config.dictConfig`,
+    which sets its top logger to DEBUG and gives it a console handler on `sys.stdout` (as resolved then) at the
+    level that logger had just before (edgeprune set WARNING, which held for the first task only; from the
+    second on, DEBUG). The C++ task
+    scheduler logs through the child `...task_scheduler.task_scheduler`, whose records propagate to that
+    handler; a filter on the top logger does not see propagated records. So stdout is this stream while
+    tuning: the handler writes every record into edgeprune's TVM log, whatever its level, and keeps writing
+    there after the block (a later apply-database warning included). Its full logs also stay in the
+    database's logs/.
     """
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    old = logger.level
-    quiet = _OwnRecordsOnly()
     # MetaSchedule rebuilds its logging config from the logger's handlers by name on every tuning run and
     # fails on an unnamed one (pytest's capture handlers, or an embedding application's): detach those meanwhile
     unnamed = [h for h in logger.handlers if h.get_name() is None]
     for handler in unnamed:
         logger.removeHandler(handler)
-    logger.setLevel(logging.WARNING)
-    logger.addFilter(quiet)
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(_ToTvmLog()):
             yield
     finally:
-        logger.removeFilter(quiet)
-        logger.setLevel(old)
         for handler in unnamed:
             logger.addHandler(handler)
 

@@ -40,6 +40,7 @@ class VerifyResult:
     ort_timing: Timing | None = None  # ONNX Runtime on the same model.onnx, same threads (device on this host)
     ort_threads: int | None = None
     ort_error: str | None = None  # why ONNX Runtime could not be timed beside it (TVM's figures stand anyway)
+    ort_baseline_timing: Timing | None = None  # ONNX Runtime on the baseline's model.onnx, same threads
 
     @property
     def measured_ms(self) -> float:
@@ -95,11 +96,14 @@ class VerifyResult:
         """The ORT keys, present only when ORT was measured (absent: not comparable here)."""
         if self.ort_timing is None:
             return {} if self.ort_error is None else {"ort_error": self.ort_error}
-        return {
+        keys = {
             "ort_ms": self.ort_timing.median_ms,
             "ort_spread_ms": self.ort_timing.spread_ms,
             "ort_threads": self.ort_threads,
         }
+        if (base := self.ort_baseline_timing) is not None:
+            keys |= {"ort_baseline_ms": base.median_ms, "ort_baseline_spread_ms": base.spread_ms}
+        return keys
 
 
 def _normalized(target: dict[str, Any]) -> dict[str, Any]:
@@ -132,14 +136,15 @@ class SideBySide:
     ort: Timing | None
     ort_threads: int | None
     ort_error: str | None
+    ort_baseline: Timing | None = None
 
 
 def measure_side_by_side(
     artifact: Artifact, device: Device, base: Artifact | None = None, repeat: int | None = None
 ) -> SideBySide:
     """The artifact on the device, and with it the baseline artifact and (where `ort.available`) ONNX Runtime
-    on the artifact's model.onnx with the TVM server's thread count: one sample of each in turn, `repeat`
-    times (the device's timing settings otherwise).
+    on the artifact's model.onnx (and the baseline's) with the TVM server's thread count: one sample of each in
+    turn, `repeat` times (the device's timing settings otherwise).
 
     Taken in alternation, load that comes and goes on the device hits all of them alike, so the pruned/baseline
     ratio a relative target is checked against is steadier than two measurements taken one after the other
@@ -161,7 +166,11 @@ def measure_side_by_side(
             ort_threads = ort.remote_threads(session)
             ort_timer = ort.timer(artifact.folder / artifact.manifest["onnx"], reference_input, ort_threads, one)
             ort_timer.samples_ms()  # a model ORT cannot run fails here, before any of TVM's samples are taken
-            timers["ort"] = ort_timer
+            ort_timers: dict[str, Sampler] = {"ort": ort_timer}
+            if base is not None:  # the runtime a user would ship the unpruned model with, beside TVM's baseline
+                base_onnx = base.folder / base.manifest["onnx"]
+                ort_timers["ort-baseline"] = ort.timer(base_onnx, base.reference()[0], ort_threads, one)
+            timers |= ort_timers  # both or neither: a failure above leaves TVM's figures alone
         except Exception as exc:  # noqa: BLE001 - ORT reports an op or opset it lacks as several types
             ort_threads, ort_error = None, f"{type(exc).__name__}: {exc}"
     rounds = sample_in_turn(timers, settings.repeat)  # a remote failure names its own library (RemoteTimer)
@@ -173,6 +182,7 @@ def measure_side_by_side(
         timings.get("ort"),
         ort_threads,
         ort_error,
+        timings.get("ort-baseline"),
     )
 
 
@@ -188,7 +198,7 @@ def verify_artifact(
 
     Without `target_ms` the pruning budget recorded in the manifest is the target, if there is one. Where
     ONNX Runtime is importable and the device runs on this host, ORT is timed on the same model.onnx in the
-    same alternation (`ort_ms` in verify.json).
+    same alternation (`ort_ms` in verify.json), and on the baseline's (`ort_baseline_ms`).
     """
     if target_ms is not None:
         parse_target("ms", target_ms)  # the same check, and message, as every other latency budget
@@ -227,6 +237,7 @@ def verify_artifact(
         ort_timing=measured.ort,
         ort_threads=measured.ort_threads,
         ort_error=measured.ort_error,
+        ort_baseline_timing=measured.ort_baseline,
     )
     atomic.write_json(artifact.folder / VERIFY_FILE, result.to_json())
     return result
