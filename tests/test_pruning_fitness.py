@@ -97,26 +97,32 @@ def test_the_search_runs_with_a_training_fitness_and_says_which(net, digits: Dat
     assert runs[0].history == runs[1].history and runs[0].alpha == runs[1].alpha
 
 
-def test_the_cli_prunes_with_the_fitness_asked_for(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A ResNet-20 (width 0.25) trained one epoch on digits by `ep.train`, saved to a file."""
+    import edgeprune as ep
+
+    path = tmp_path_factory.mktemp("fitness") / "m.pt"
+    ep.train("resnet20", path, data="digits", input_shape="1x8x8", width=0.25, epochs=1, recipe="adam")
+    return str(path)
+
+
+def test_the_api_prunes_with_the_fitness_its_settings_name(saved: str) -> None:
+    import edgeprune as ep
+    from edgeprune.pruning import PruneSettings, TrainSettings
+
+    search = SearchSettings(population=3, sample_size=2, generations=1, fitness="tau-steps", tau=2)
+    settings = PruneSettings(finetune=TrainSettings(epochs=0), search=search)
+    _, result = ep.prune(saved, target_flops="50%", settings=settings, data=True)
+    assert result.summary["search_scored_by"] == "tau-steps"
+
+
+def test_the_cli_prunes_with_the_fitness_asked_for(saved: str, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    import edgeprune as ep
     from edgeprune.cli import main
 
-    model = tmp_path / "m.pt"
-    ep.train("resnet20", model, data="digits", input_shape="1x8x8", width=0.25, epochs=1, recipe="adam")
-    common = (
-        "prune",
-        str(model),
-        "--target-flops",
-        "50%",
-        "--population",
-        "3",
-        "--sample-size",
-        "2",
-        "--generations",
-        "1",
-    )
+    common = ("prune", saved, "--target-flops", "50%", "--population", "3", "--sample-size", "2", "--generations", "1")
     args = (*common, "--finetune-epochs", "0", "--fitness", "distill", "--tau", "2", "-o", str(tmp_path / "p.pt"))
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--json"])
