@@ -228,13 +228,15 @@ def test_a_head_the_probe_cannot_refit_falls_back_to_plain_loss(digits) -> None:
     budget = bind(parse_target("flops", "50%"), head, structure)
     floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.1)
     tiny = SearchSettings(population=2, sample_size=1, generations=1, calibration=1, val_samples=64, fitness="probe")
-    assert search(head, structure, scores, budget, floor, digits, tiny, 0).scored_by == "loss"
+    assert search(head, structure, scores, budget, floor, digits, tiny, 0).scored_by == "adaptive-bn"
 
 
 def test_the_case_model_is_probed_when_asked(case, digits) -> None:
     asked = SearchSettings(population=2, sample_size=1, generations=0, fitness="probe")
     assert _search(case, digits, 0, asked).scored_by == "probe"
-    assert _search(case, digits, 0, SearchSettings(population=2, sample_size=1, generations=0)).scored_by == "loss"
+    assert (
+        _search(case, digits, 0, SearchSettings(population=2, sample_size=1, generations=0)).scored_by == "adaptive-bn"
+    )
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,16 @@ skips what is there, so an interrupted run resumes; a non-default `--threads` or
   the score and that accuracy: 1 means the cheap score orders candidates exactly as fine-tuning does.
 
 `--step-scorers 3 10` adds the loss fitness after 3 and after 10 Adam steps per candidate (the search's `steps`,
-scorers "steps3", "steps10") to the speed and correlation parts.
+scorers "steps3", "steps10") to the speed and correlation parts. `--fitnesses tau-steps distill` adds the search's
+registered fitness kinds (edgeprune.pruning.fitness.FITNESSES, scorers named "fitness:<kind>", training rows
+drawn as the search draws them, `--tau` steps for the training kinds) to both parts. `--flops 0.5 0.3` measures
+each share in turn (issue 31: every fitness at 0.5x and 0.3x on both models; a FLOPs share stands in for the
+latency target here). `--recipe` is how the baselines are trained (default "sgd", edgeprune train's; cached
+under a name of their own, "adam" under bench_pruning's).
 
     .venv/bin/python tools/bench_search.py [--models resnet20 mobilenetv2] [--parts speed box correlation]
+    .venv/bin/python tools/bench_search.py --parts correlation --flops 0.5 0.3 --no-old-correlation \
+        --fitnesses adaptive-bn tau-steps distill --tau 20
 """
 
 from __future__ import annotations
@@ -65,6 +72,9 @@ class Plan:
     old_steps: int = 10  # the old scorer's tau, as bench_pruning's full plan ran it
     old_correlation: bool = True
     step_scorers: tuple[int, ...] = ()  # the loss fitness after this many Adam steps (`steps` in SearchSettings)
+    fitnesses: tuple[str, ...] = ()  # FITNESSES kinds scored as the search scores them
+    tau: int = 20  # their training steps (SearchSettings.tau)
+    recipe: str = "sgd"  # how the baseline is trained (edgeprune.pruning.finetune.RECIPES)
     threads: int = 1
     seed: int = 0
 
@@ -77,12 +87,14 @@ def baseline(plan: Plan, model: str) -> tuple[Any, Any]:
 
     bundle, data = model_and_data(model, None, plan.data, None, plan.width, plan.seed, None, plan.limit)
     tag = f"{plan.data}-native-{model}-w{plan.width}-l{plan.limit}-e{plan.train_epochs}-s{plan.seed}"
+    tag += "" if plan.recipe == "adam" else f"-{plan.recipe}"  # adam: the recipe bench_pruning's names meant
     path = CACHE / "baselines" / f"{tag}.pt"
     if path.is_file():
         return load_saved(path), data
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = path.with_suffix(".checkpoint.pt")
-    trained, _ = train_bundle(bundle, data, TrainSettings(epochs=plan.train_epochs), plan.seed, None, checkpoint)
+    settings = TrainSettings.recipe_default(plan.recipe, epochs=plan.train_epochs)
+    trained, _ = train_bundle(bundle, data, settings, plan.seed, None, checkpoint)
     save_model(trained, path)
     checkpoint.unlink(missing_ok=True)
     return trained, data
@@ -121,7 +133,7 @@ def new_scorer(module: Any, structure: Any, data: Any, seed: int, fitness: str =
     from edgeprune.pruning.fitness import adaptive_bn_scorer, probe_layer, training_rows
     from edgeprune.pruning.search import SearchSettings
 
-    settings = SearchSettings(fitness=fitness, steps=steps)
+    settings = SearchSettings(steps=steps)  # the scorer reads the steps; `fitness` picks the probe below
     probe = probe_layer(module, structure) if fitness == "probe" else None
     rows = np.random.default_rng(seed).integers(
         0, len(data.train), size=(training_rows(settings, probe is not None), settings.batch_size)
@@ -135,6 +147,21 @@ def step_scorers(setup: Setup) -> dict[str, Scorer]:
         f"steps{n}": new_scorer(setup.module, setup.structure, setup.data, setup.plan.seed, "loss", n)
         for n in setup.plan.step_scorers
     }
+
+
+def kind_scorers(setup: Setup) -> dict[str, Scorer]:
+    """The plan's `fitnesses`, each as the search scores with it (its own training rows, drawn from the seed as
+    the search draws them), named "fitness:<kind>"."""
+    from edgeprune.pruning.fitness import FITNESSES
+    from edgeprune.pruning.search import SearchSettings
+
+    plan, scorers = setup.plan, {}
+    for name in plan.fitnesses:
+        kind, settings = FITNESSES.get(name)(), SearchSettings(fitness=name, tau=plan.tau)
+        count = kind.rows(setup.module, setup.structure, settings)
+        rows = np.random.default_rng(plan.seed).integers(0, len(setup.data.train), size=(count, settings.batch_size))
+        scorers[f"fitness:{name}"], _ = kind.scorer(setup.module, setup.structure, setup.data, settings, rows)
+    return scorers
 
 
 def stale_scorer(module: Any, structure: Any, data: Any) -> Scorer:
@@ -207,6 +234,7 @@ def speed(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
         "loss": new_scorer(setup.module, setup.structure, setup.data, plan.seed, "loss"),
         "probe": new_scorer(setup.module, setup.structure, setup.data, plan.seed, "probe"),
         **step_scorers(setup),
+        **kind_scorers(setup),
     }
     times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in scorers}
     names = list(scorers)
@@ -285,6 +313,7 @@ def correlation(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
         "loss": new_scorer(setup.module, setup.structure, data, plan.seed, "loss"),
         "stale_bn": stale_scorer(setup.module, setup.structure, data),
         **step_scorers(setup),
+        **kind_scorers(setup),
     }
     if plan.old_correlation:
         scorers["old"] = old_scorer(setup.module, setup.structure, data, plan.old_steps, plan.seed)
@@ -328,7 +357,7 @@ def markdown(results: dict[str, Any]) -> str:
         plan = result["plan"]
         lines += [
             f"## {model} ({plan['data']} 28x28, width {plan['width']}, {plan['flops']:.0%} FLOPs budget, baseline "
-            f"trained {plan['train_epochs']} epoch(s) on {plan['limit']} images)",
+            f"trained {plan['train_epochs']} epoch(s) on {plan['limit']} images, {plan.get('recipe', 'adam')} recipe)",
             "",
         ]
         loads = ", ".join(f"{part} {result[part]['load']}" for part in PARTS if part in result)
@@ -381,7 +410,10 @@ def main() -> None:
     for field in ("train_epochs", "pairs", "candidates", "finetune_steps", "test_images", "old_steps", "threads"):
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(Plan, field))
     parser.add_argument("--minutes", type=float, default=Plan.minutes)
-    parser.add_argument("--flops", type=float, default=Plan.flops)
+    parser.add_argument("--flops", type=float, nargs="+", default=[Plan.flops], help="FLOPs shares, each in turn")
+    parser.add_argument("--fitnesses", nargs="*", default=[], help="also score by these search fitness kinds")
+    parser.add_argument("--tau", type=int, default=Plan.tau, help="training steps of tau-steps and distill")
+    parser.add_argument("--recipe", default=Plan.recipe, help="how the baselines are trained (sgd, adam)")
     parser.add_argument(
         "--step-scorers", nargs="*", type=int, default=[], help="also score by the loss fitness after N Adam steps"
     )
@@ -390,42 +422,55 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    plans = [
+        Plan(
+            train_epochs=args.train_epochs,
+            flops=flops,
+            pairs=args.pairs,
+            minutes=args.minutes,
+            candidates=args.candidates,
+            finetune_steps=args.finetune_steps,
+            test_images=args.test_images,
+            old_steps=args.old_steps,
+            old_correlation=not args.no_old_correlation,
+            step_scorers=tuple(args.step_scorers),
+            fitnesses=tuple(args.fitnesses),
+            tau=args.tau,
+            recipe=args.recipe,
+            threads=args.threads,
+        )
+        for flops in args.flops
+    ]
+    torch.set_num_threads(args.threads)
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for plan in plans:
+        for model in args.models:
+            measure(plan, model, args.parts, results, args.out)
+
+
+def measure(plan: Plan, model: str, parts: list[str], results: dict[str, Any], out: Path) -> None:
+    """The plan's `parts` for one model, each written to `out` (and its .md) as soon as it is done."""
     from edgeprune import atomic
 
-    plan = Plan(
-        train_epochs=args.train_epochs,
-        flops=args.flops,
-        pairs=args.pairs,
-        minutes=args.minutes,
-        candidates=args.candidates,
-        finetune_steps=args.finetune_steps,
-        test_images=args.test_images,
-        old_steps=args.old_steps,
-        old_correlation=not args.no_old_correlation,
-        step_scorers=tuple(args.step_scorers),
-        threads=args.threads,
-    )
-    torch.set_num_threads(plan.threads)
-    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    for model in args.models:
-        setup = Setup(plan, model)
-        key = model + (f", {plan.threads} threads" if plan.threads != 1 else "")
-        key += f", {plan.flops:.0%} FLOPs" if plan.flops != Plan.flops else ""
-        entry = results.setdefault(key, {})
-        conditions = json.loads(json.dumps(asdict(plan)))  # as the file holds them (tuples become lists)
-        for part in args.parts:
-            if part in entry and entry.get("plan") == conditions:
-                continue
-            if entry.get("plan") != conditions:  # other conditions: start this model's entry again
-                entry.clear()
-            entry["plan"] = conditions
-            before = os.getloadavg()[0]
-            print(f"{model}: {part}", flush=True)
-            run = {"speed": speed, "box": box, "correlation": correlation}[part]
-            entry[part] = run(setup, lambda text: print(text, flush=True))
-            entry[part]["load"] = f"{before:.1f}-{os.getloadavg()[0]:.1f}"
-            atomic.write_json(args.out, results)
-            atomic.write_text(args.out.with_suffix(".md"), markdown(results))
+    setup = Setup(plan, model)
+    key = model + (f", {plan.threads} threads" if plan.threads != 1 else "")
+    key += f", {plan.flops:.0%} FLOPs" if plan.flops != Plan.flops else ""
+    key += f", {plan.recipe} baseline" if plan.recipe != "adam" else ""
+    entry = results.setdefault(key, {})
+    conditions = json.loads(json.dumps(asdict(plan)))  # as the file holds them (tuples become lists)
+    for part in parts:
+        if part in entry and entry.get("plan") == conditions:
+            continue
+        if entry.get("plan") != conditions:  # other conditions: start this model's entry again
+            entry.clear()
+        entry["plan"] = conditions
+        before = os.getloadavg()[0]
+        print(f"{model}: {part}", flush=True)
+        run = {"speed": speed, "box": box, "correlation": correlation}[part]
+        entry[part] = run(setup, lambda text: print(text, flush=True))
+        entry[part]["load"] = f"{before:.1f}-{os.getloadavg()[0]:.1f}"
+        atomic.write_json(out, results)
+        atomic.write_text(out.with_suffix(".md"), markdown(results))
 
 
 if __name__ == "__main__":

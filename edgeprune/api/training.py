@@ -30,7 +30,10 @@ def train(
     width: float = 1.0,
     epochs: int = 10,
     batch_size: int = 64,
-    lr: float = 1e-3,
+    lr: float | None = None,
+    recipe: str = "sgd",
+    label_smoothing: float | None = None,
+    augment: bool | None = None,
     seed: int = 0,
     progress: Progress | None = None,
     on_stage: Callable[[str], None] | None = None,
@@ -38,14 +41,20 @@ def train(
     """Train MODEL (a zoo name, path/to/file.py:factory, or a saved model to train on) on a data set (digits,
     fashion-mnist, cifar10:DIR, imagefolder:DIR; a saved model may name its own) and save it to `output`
     (`edgeprune train`). An interrupted run resumes from the epoch checkpoint beside `output`. Returns what
-    `train --json` prints: test accuracy, epochs, seconds, the data set."""
+    `train --json` prints: test accuracy, epochs, seconds, the data set, the recipe.
+
+    `recipe` is how (edgeprune.pruning.finetune.RECIPES): "sgd" (the default: Nesterov SGD, warm-up and cosine,
+    weight decay) or "adam" (the first recipe); `augment` adds random crops and, where the data set allows, flips;
+    `lr`, `label_smoothing` and `augment` left None are the recipe's own."""
     from edgeprune.models.io import save_model
     from edgeprune.pruning import TrainSettings, train_bundle
     from edgeprune.pruning.inputs import model_and_data
 
     if epochs < 1:
         raise EdgepruneError("--epochs must be >= 1")
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr)
+    settings = TrainSettings.recipe_default(
+        recipe, epochs=epochs, batch_size=batch_size, lr=lr, label_smoothing=label_smoothing, augment=augment
+    )
     settings.check()
     where = Path(data_dir) if data_dir is not None else None
     bundle, dataset = model_and_data(model, parse_shape(input_shape), data, classes, width, seed, where, limit)
@@ -59,4 +68,4 @@ def train(
     trained, report = train_bundle(bundle, dataset, settings, seed, progress, checkpoint)
     save_model(trained, saved)
     checkpoint.unlink(missing_ok=True)
-    return {"output": str(saved), **report, "dataset": dataset.spec}
+    return {"output": str(saved), **report, "dataset": dataset.spec, "recipe": settings.recipe, "lr": settings.lr}

@@ -53,7 +53,12 @@ PopulationOpt = Annotated[int, typer.Option("--population", help="LeGR: evolutio
 GenerationsOpt = Annotated[int, typer.Option("--generations", help="LeGR: evolution generations after the first.")]
 SearchMinutesOpt = Annotated[float, typer.Option("--search-minutes", help="LeGR: time box of the search.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Training batch size.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine decay).")]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lr", help="Peak learning rate (default: the recipe's: 0.05 for sgd, 1e-3 for adam, pruning's fine-tune)."
+    ),
+]
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="Torch CPU threads; 1 is fastest on a shared small machine.")
 ]
@@ -69,16 +74,12 @@ TargetParamsOpt = Annotated[
 ]
 
 
-# what a search summary's fitness is, by `SearchResult.scored_by`
-SCORED_BY = {"probe": "probe val loss", "loss": "val loss", "metric": "minus your metric"}
-
-
 def data_options(data: DataOpt = None, data_dir: DataDirOpt = None, limit: LimitOpt = None) -> dict[str, Any]:
     """The data set `train` and `prune` run on, as ep.train's and ep.prune's keywords."""
     return {"data": data, "data_dir": data_dir, "limit": limit}
 
 
-def fit_options(batch_size: BatchSizeOpt = 64, lr: LrOpt = 1e-3) -> dict[str, Any]:
+def fit_options(batch_size: BatchSizeOpt = 64, lr: LrOpt = None) -> dict[str, Any]:
     """How `train` and `prune` fit a model, as ep.train's and ep.prune's keywords."""
     return {"batch_size": batch_size, "lr": lr}
 
@@ -113,6 +114,24 @@ def train_cmd(
     classes: Annotated[int | None, typer.Option("--classes", help="Class count (default: the data set's).")] = None,
     width: WidthOpt = 1.0,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            "--recipe",
+            help="sgd: Nesterov SGD, weight decay 5e-4, warm-up + cosine; adam: Adam + cosine (the first recipe).",
+        ),
+    ] = "sgd",
+    label_smoothing: Annotated[
+        float | None, typer.Option("--label-smoothing", help="Label smoothing of the loss, in [0, 1) (default 0).")
+    ] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Random crops, and flips where the data set allows (fashion-mnist, cifar10; not digits). "
+            "Default off: it cost accuracy on short runs (bench/results/train-recipe.md).",
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 1,
     json_out: JsonOpt = False,
@@ -131,11 +150,14 @@ def train_cmd(
             classes=classes,
             width=width,
             epochs=epochs,
+            recipe=recipe,
+            label_smoothing=label_smoothing,
+            augment=augment,
             seed=seed,
             **fit,
             **_shown(progress),
         )
-    saved = f"[green]saved[/] {output}: test accuracy {result['accuracy']:.2%} after {epochs} epochs "
+    saved = f"[green]saved[/] {output}: test accuracy {result['accuracy']:.2%} after {epochs} epochs of {recipe} "
     emit(result, json_out, lambda: [saved + f"({result['seconds']:.1f} s)"])
 
 
@@ -154,6 +176,7 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
     """Channels per layer before and after, then the costs, the accuracy and the search, and where it went."""
     from rich.table import Table
 
+    from edgeprune.pruning.fitness import describe
     from edgeprune.targets import format_cost
 
     table = Table(title="channels per layer", title_justify="left")
@@ -177,7 +200,7 @@ def _lines(summary: dict[str, Any]) -> list[Any]:
             (
                 "search",
                 f"{summary['search_evaluations']} candidates in {summary['search_seconds']:.1f} s, "
-                f"{SCORED_BY.get(summary.get('search_scored_by'), 'val loss')} "
+                f"{describe(summary.get('search_scored_by') or 'adaptive-bn')} "
                 f"{summary['search_fitness']:.4f} (identity {summary['identity_fitness']:.4f})",
             )
         )
@@ -249,6 +272,18 @@ def prune_cmd(
     search_steps: Annotated[
         int, typer.Option("--search-steps", help="LeGR: fine-tune steps per candidate before BN re-estimation.")
     ] = search_defaults.STEPS,
+    fitness: Annotated[
+        str,
+        typer.Option(
+            "--fitness",
+            help="LeGR: how a candidate is scored: adaptive-bn (val loss after re-estimated BatchNorm), probe "
+            "(classifier refit), tau-steps (val loss after --tau Adam steps), distill (KL from the unpruned "
+            "net after --tau steps).",
+        ),
+    ] = "adaptive-bn",
+    tau: Annotated[
+        int, typer.Option("--tau", help="LeGR: training steps per candidate of tau-steps and distill.")
+    ] = 20,
     finalists: Annotated[
         int,
         typer.Option(
@@ -300,8 +335,8 @@ def prune_cmd(
     search = SearchSettings(
         population, sample_size, generations, mutation_share, mutation_scale, search_steps, fit["batch_size"]
     )
-    search = replace(search, finalists=finalists, minutes=search_minutes)
-    train = TrainSettings(epochs=epochs, **fit)
+    search = replace(search, fitness=fitness, tau=tau, finalists=finalists, minutes=search_minutes)
+    train = TrainSettings.recipe_default("adam", epochs=epochs, **fit)  # pruning's fine-tune: the Adam recipe
     settings = PruneSettings(method, criterion, min_keep, train, search, rounds, round_epochs, seed=seed)
     settings = replace(settings, normalize=normalize, channel_step=channel_step, reuse_search=reuse_search, steps=steps)
     with _progress() as progress:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeprune.data import sources
+from edgeprune.data.augment import MIRRORABLE, augment
 from edgeprune.errors import EdgepruneError
 
 NATIVE_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -74,14 +75,25 @@ class Dataset:
             x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
         return (x - self.mean) / self.std
 
+    @property
+    def mirrorable(self) -> bool:
+        """Whether a left-right mirrored image still shows its class (augment.MIRRORABLE)."""
+        return parse_spec(self.spec)[0] in MIRRORABLE
+
     def batches(
-        self, split: Split, batch_size: int, generator: torch.Generator | None = None
+        self, split: Split, batch_size: int, generator: torch.Generator | None = None, augmented: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Prepared (inputs, labels) batches; shuffled with `generator` when one is given."""
+        """Prepared (inputs, labels) batches; shuffled with `generator` when one is given, and with `augmented`
+        (which needs it) randomly cropped and, if `mirrorable`, flipped (data.augment)."""
+        if augmented and generator is None:
+            raise EdgepruneError("augmented batches need a generator to draw their crops from")
         order = torch.randperm(len(split), generator=generator) if generator is not None else None
         for start in range(0, len(split), batch_size):
             index = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
-            yield self.prepare(split.images[index]), split.labels[index]
+            images = split.images[index]
+            if augmented:
+                images = augment(images, generator, self.mirrorable)  # type: ignore[arg-type]
+            yield self.prepare(images), split.labels[index]
 
     def sample(self, split: Split, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`count` random examples of a split (with replacement only if the split is smaller)."""

@@ -1,11 +1,26 @@
-"""How a LeGR search scores a candidate with edgeprune's own loop on a data set: the cut network's validation
-loss after re-estimated BatchNorm statistics (adaptive BN), optionally after a few Adam steps, or the loss of
-its classifier refit to the cut network's features (the probe); the search's docstring says why each.
+"""How a LeGR search scores a candidate with edgeprune's own loop on a data set (lower is better). Each way is a
+`Fitness`, a small class registered in `FITNESSES` by the name `--fitness` (SearchSettings.fitness) takes:
+
+- "adaptive-bn": the cut network's validation loss after re-estimated BatchNorm statistics, after
+  `settings.steps` Adam steps (0 by default): cheap, but misleading well below the unpruned cost
+  (the search's docstring and bench/results/search-fitness.md);
+- "probe": the loss of its classifier refit to the cut network's features;
+- "tau-steps": the validation cross-entropy after `settings.tau` Adam steps on the cut network (LeGR's own
+  fitness: the public code trains tau = 200 steps at aggressive budgets, NNCF's LeGR 20), then adaptive BN;
+- "distill": the same tau steps, but trained and scored by the KL divergence of the cut network's outputs from
+  the unpruned network's (on the same images): the candidate is judged by how well it can still imitate the
+  network it came from, not only the labels, which separates candidates whose accuracy is alike.
+
+Every kind trains and calibrates on the training rows the search drew with its seed (checkpointed), and any
+dropout draws from a torch generator seeded by those rows, so one seed scores the same candidate the same, bit
+for bit, on one machine and thread count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -13,13 +28,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.data import Dataset
-from edgeprune.pruning.finetune import loss_on, recalibrate_batchnorm, train_steps
+from edgeprune.pruning.finetune import divergence_on, loss_on, recalibrate_batchnorm, train_steps
 from edgeprune.pruning.groups import Structure, classifier_layers, prune
+from edgeprune.pruning.registry import Registry
 from edgeprune.pruning.search_settings import SearchSettings
+
+Scorer = Callable[[dict[str, list[int]]], float]  # kept units per group -> score (lower is better)
 
 
 def training_rows(settings: SearchSettings, probes: bool) -> int:
-    """Batches of training rows a search draws: its Adam steps, its calibration and (probe) the refit set."""
+    """Batches of training rows a search draws: its training steps, its calibration and (probe) the refit set."""
     probe = -(-settings.probe_samples // settings.batch_size) if probes else 0
     return settings.steps + settings.calibration + probe
 
@@ -84,10 +102,12 @@ def adaptive_bn_scorer(
     settings: SearchSettings,
     train_index: np.ndarray,
     probe: str | None = None,
-) -> Callable[[dict[str, list[int]]], float]:
+    distill: bool = False,
+) -> Scorer:
     """Validation loss of the cut network after `settings.steps` Adam steps and re-estimated BatchNorm
     statistics; with `probe` (the classifier's name), the loss of that classifier refit to the cut network's
-    features. `train_index` holds the training rows (`training_rows` batches): the first `steps` fine-tune,
+    features; with `distill`, steps and score by the KL divergence from `module`'s own outputs instead of the
+    labels. `train_index` holds the training rows (`training_rows` batches): the first `steps` fine-tune,
     the next `calibration` re-estimate BatchNorm, the rest are the probe's refit set."""
 
     # Prepared once: the same batches and validation images for every candidate, so differences are the
@@ -113,19 +133,120 @@ def adaptive_bn_scorer(
     if probe is not None and refit:
         refit_inputs = torch.cat([x for x, _ in refit])[: settings.probe_samples]
         refit_labels = torch.cat([y for _, y in refit])[: settings.probe_samples]
+    if distill:  # the unpruned network's outputs, once: what every candidate is trained and scored towards
+        steps = [(inputs, _outputs(module, inputs)) for inputs, _ in steps]
+        val_teacher = _outputs(module, val_inputs)
+    dropout_seed = int(np.asarray(train_index, dtype=np.int64).sum()) % 2**31
 
     def score(keep: dict[str, list[int]]) -> float:
-        candidate = prune(module, structure, keep)  # a new module: the input stays untouched
-        if steps:
-            train_steps(candidate, steps, settings.lr)
-        candidate.to(memory_format=fast)
-        recalibrate_batchnorm(candidate, calibration)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(dropout_seed)  # the same draws for every candidate and every run of this seed
+            candidate = prune(module, structure, keep)  # a new module: the input stays untouched
+            if steps:
+                train_steps(candidate, steps, settings.lr, distill=distill)
+            candidate.to(memory_format=fast)
+            recalibrate_batchnorm(candidate, calibration)
+        if distill:
+            return divergence_on(candidate, val_inputs, val_teacher)
         if probe is None or not refit:
             return loss_on(candidate, val_inputs, val_labels)
         fit = _features(candidate, probe, refit_inputs), refit_labels
         return refit_loss(candidate.get_submodule(probe), fit, (_features(candidate, probe, val_inputs), val_labels))
 
     return score
+
+
+def _outputs(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """`module`'s logits for `inputs`, in eval mode, without gradients; its mode is left as it was."""
+    was_training = module.training
+    try:
+        with torch.no_grad():
+            return module.eval()(inputs).detach()
+    finally:
+        module.train(was_training)
+
+
+class Fitness:
+    """One way to score a search candidate with edgeprune's own loop (see the module docstring)."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]  # what the score is, for progress lines and summaries
+
+    def settings(self, settings: SearchSettings) -> SearchSettings:
+        """The search settings as this kind trains with them (the training steps it takes)."""
+        return settings
+
+    def probe(self, module: nn.Module, structure: Structure) -> str | None:
+        """The classifier this kind refits, if any."""
+        return None
+
+    def rows(self, module: nn.Module, structure: Structure, settings: SearchSettings) -> int:
+        """How many batches of training rows it draws."""
+        return training_rows(self.settings(settings), self.probe(module, structure) is not None)
+
+    def scorer(
+        self, module: nn.Module, structure: Structure, data: Dataset, settings: SearchSettings, rows: np.ndarray
+    ) -> tuple[Scorer, str]:
+        """The score of a candidate's kept channels, and the name of the kind that actually scores."""
+        probe = self.probe(module, structure)
+        return adaptive_bn_scorer(module, structure, data, self.settings(settings), rows, probe), self.name
+
+
+FITNESSES: Registry[Fitness] = Registry("search fitness")
+
+
+@FITNESSES.register("adaptive-bn")
+class AdaptiveBN(Fitness):
+    """Validation loss after re-estimated BatchNorm statistics (and `steps` Adam steps, 0 by default)."""
+
+    label = "val loss"
+
+
+@FITNESSES.register("probe")
+class Probe(Fitness):
+    """The loss of the classifier refit to the cut features; a model without a single linear classifier fed a
+    vector is scored as "adaptive-bn" (and says so: the result's `scored_by`)."""
+
+    label = "probe val loss"
+
+    def probe(self, module: nn.Module, structure: Structure) -> str | None:
+        return probe_layer(module, structure)
+
+    def scorer(
+        self, module: nn.Module, structure: Structure, data: Dataset, settings: SearchSettings, rows: np.ndarray
+    ) -> tuple[Scorer, str]:
+        score, _ = super().scorer(module, structure, data, settings, rows)
+        return score, self.name if self.probe(module, structure) is not None else AdaptiveBN.name
+
+
+@FITNESSES.register("tau-steps")
+class TauSteps(Fitness):
+    """Validation cross-entropy after `tau` Adam steps on the cut network, then adaptive BN."""
+
+    label = "val loss after tau steps"
+
+    def settings(self, settings: SearchSettings) -> SearchSettings:
+        return replace(settings, steps=settings.tau)
+
+
+@FITNESSES.register("distill")
+class Distill(TauSteps):
+    """KL divergence from the unpruned network's outputs after `tau` steps that minimise it, then adaptive BN."""
+
+    label = "KL from the unpruned net"
+
+    def scorer(
+        self, module: nn.Module, structure: Structure, data: Dataset, settings: SearchSettings, rows: np.ndarray
+    ) -> tuple[Scorer, str]:
+        return adaptive_bn_scorer(module, structure, data, self.settings(settings), rows, distill=True), self.name
+
+
+def describe(scored_by: str) -> str:
+    """What a search's `scored_by` means, for a person: a fitness's label, the user's own metric, or (a summary
+    written before the fitness kinds) the name as it was."""
+    if scored_by == "metric":
+        return "minus your metric"
+    return FITNESSES.get(scored_by).label if scored_by in FITNESSES else scored_by
 
 
 def finalist_rows(settings: SearchSettings, seed: int, train_size: int) -> np.ndarray:

@@ -9,10 +9,10 @@ oldest member.
 A candidate's score (lower is better) is the validation loss of the cut network after re-estimating its
 BatchNorm statistics on a few calibration batches ("adaptive BN", EagleEye, ECCV 2020): removing channels
 shifts every later layer's activations, and stale statistics judge a candidate by that mismatch rather than
-by what it can still do. `steps` > 0 adds that many Adam steps first (LeGR's tau). Batches and validation
-images are drawn and prepared once for the whole search, so candidates are compared on equal terms. The
-candidate is cut physically: at a budget well below the unpruned cost its forward passes cost a fraction of a
-masked full-size network's, and a cut costs far less than the passes it saves.
+by what it can still do (fitness "adaptive-bn", the default). `steps` > 0 adds that many Adam steps first.
+Batches and validation images are drawn and prepared once for the whole search, so candidates are compared on
+equal terms. The candidate is cut physically: at a budget well below the unpruned cost its forward passes cost a
+fraction of a masked full-size network's, and a cut costs far less than the passes it saves.
 
 Well below the unpruned cost this score misleads: on resnet20 at 22% of its MACs it ranked 12 random
 candidates *against* their accuracy after a 3-epoch fine-tune (Spearman -0.85, bench/results/search-fitness.md),
@@ -24,6 +24,10 @@ to the end it found less accurate networks after the fine-tune (resnet20, 3 seed
 bench/results/pruning-before-fill.md, `legr-probe`). Three Adam steps per candidate (`steps=3`, about 2.5x the cost)
 rank those 12 candidates well (+0.87), but searched to the end they found no better networks either (-0.28 and
 -0.77 points at 0.5x and 0.3x, `legr-steps3`, inside the seeds' spread), so the default stays at no steps.
+`fitness="tau-steps"` (the cross-entropy after `tau` Adam steps, LeGR's own score) and `fitness="distill"` (the
+KL divergence from the unpruned network's outputs after `tau` steps that minimise it) are the scores issue 31
+asks to rank like fine-tuning at 0.5x and 0.3x on both models; which becomes the default waits for
+tools/bench_search.py's correlation at those targets (edgeprune.pruning.fitness).
 
 `finalists=K` re-judges the end of the search at a higher price: the population's two seeds (the identity and
 the normalised ranking, which `global` prunes with) and the K best distinct candidates by the search's score are
@@ -58,6 +62,7 @@ from edgeprune import atomic
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.budget import Budget
+from edgeprune.pruning.fitness import describe
 from edgeprune.pruning.groups import Structure
 from edgeprune.pruning.ranking import Counts, Plan, group_means, rank
 from edgeprune.pruning.search_settings import SearchSettings
@@ -97,7 +102,7 @@ class SearchResult:
     finished: bool
     history: list[float] = field(default_factory=list)
     costs: list[float | None] = field(default_factory=list)  # each candidate's cost in the budget's unit
-    scored_by: str = "loss"  # FITNESS, or "metric" (the user's loop): what `fitness` is
+    scored_by: str = "adaptive-bn"  # a FITNESSES name, or "metric" (the user's loop): what `fitness` is
     finalists: list[Finalist] = field(default_factory=list)  # the answer is the one of lowest loss, when any
 
 
@@ -326,7 +331,7 @@ def search(
                 },
             )
 
-    fitness_name = {"metric": "-metric", "probe": "probe val loss", "loss": "val loss"}[scored_by]
+    fitness_name = describe(scored_by)
     resumed_at = len(evolution.history)
     started, profiled = time.monotonic(), budget.profiling_seconds
     task = progress.add_task("LeGR search", total=evolution.total) if progress is not None else None

@@ -1,5 +1,6 @@
 """What a LeGR search may do (`SearchSettings`): a leaf of the pruning package, so the search, the candidate
-fitness and the trainers that supply it can all read it without importing each other."""
+fitness and the trainers that supply it can all read it without importing each other (`check` looks a fitness's
+name up in the fitness registry when it runs, not when this module is imported)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from dataclasses import dataclass
 
 from edgeprune import search_defaults
 from edgeprune.errors import EdgepruneError
-
-FITNESS = ("loss", "probe")  # what a candidate is scored by (edgeprune.pruning.search's docstring)
 
 
 @dataclass(frozen=True)
@@ -18,12 +17,13 @@ class SearchSettings:
     generations: int = search_defaults.GENERATIONS
     mutation_share: float = 0.2
     mutation_scale: float = 1.0
-    steps: int = search_defaults.STEPS
+    steps: int = search_defaults.STEPS  # Adam steps before "adaptive-bn" / "probe" scores a candidate
     batch_size: int = 64
     lr: float = 1e-3
     calibration: int = 2  # batches that re-estimate a candidate's BatchNorm statistics
     val_samples: int = 256
-    fitness: str = "loss"  # FITNESS
+    fitness: str = "adaptive-bn"  # a name in edgeprune.pruning.fitness.FITNESSES
+    tau: int = 20  # training steps per candidate of "tau-steps" and "distill" (NNCF's LeGR: 20)
     probe_samples: int = 256  # training images the probe refits the classifier on
     finalists: int = search_defaults.FINALISTS  # best distinct candidates re-judged after a short fine-tune
     finalist_steps: int = 50  # Adam steps each finalist gets before it is scored
@@ -51,8 +51,12 @@ class SearchSettings:
             problems.append("--search-steps and calibration batches >= 0, batch size and validation samples >= 1")
         if self.minutes <= 0:
             problems.append("--search-minutes must be positive")
-        if self.fitness not in FITNESS:
-            problems.append(f"unknown search fitness '{self.fitness}' (choose one of {', '.join(FITNESS)})")
+        from edgeprune.pruning.fitness import FITNESSES
+
+        if self.fitness not in FITNESSES:
+            problems.append(f"unknown search fitness '{self.fitness}' (choose one of {', '.join(FITNESSES)})")
+        if self.tau < 0:
+            problems.append("--tau must be >= 0")
         if self.probe_samples < 1:
             problems.append("probe samples must be >= 1")
         if self.finalists < 0 or self.finalist_steps < 0 or self.finalist_samples < 1:

@@ -9,7 +9,6 @@ trainer, never which kind it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -22,12 +21,11 @@ from torch import nn
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.finetune import TrainSettings, train
-from edgeprune.pruning.fitness import adaptive_bn_scorer, finalist_rows, probe_layer, training_rows
+from edgeprune.pruning.fitness import FITNESSES, Scorer, adaptive_bn_scorer, finalist_rows
 from edgeprune.pruning.groups import Structure, prune
 from edgeprune.pruning.search_settings import SearchSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-Scorer = Callable[[dict[str, list[int]]], float]  # kept units per group -> score (lower is better)
 Rng = np.random.Generator
 Rows = np.ndarray  # training rows: one batch of indices into the training split per row
 
@@ -79,8 +77,8 @@ class Trainer(Protocol):
 
 @dataclass
 class OwnLoop:
-    """edgeprune's own loop on a `Dataset`: Adam fine-tunes (`settings` less its epochs), every criterion
-    calibrates on its training split, and search candidates are scored by adaptive BN (or the probe).
+    """edgeprune's own loop on a `Dataset`: fine-tunes with `settings` (less its epochs), every criterion
+    calibrates on its training split, and search candidates are scored by the search's `Fitness` kind.
     One torch generator seeded by `seed` draws the calibration batches, then the fine-tune's shuffling."""
 
     data: Dataset
@@ -110,12 +108,12 @@ class OwnLoop:
     def search_fitness(
         self, module: nn.Module, structure: Structure, settings: SearchSettings, rng: Rng, rows: Rows | None
     ) -> SearchFitness:
-        probe = probe_layer(module, structure) if settings.fitness == "probe" else None
+        kind = FITNESSES.get(settings.fitness)()
         if rows is None:
-            count = training_rows(settings, probe is not None)
+            count = kind.rows(module, structure, settings)
             rows = rng.integers(0, len(self.data.train), size=(count, settings.batch_size))
-        score = adaptive_bn_scorer(module, structure, self.data, settings, rows, probe)
-        return SearchFitness(score, rows, "probe" if probe else "loss")
+        score, scored_by = kind.scorer(module, structure, self.data, settings, rows)
+        return SearchFitness(score, rows, scored_by)
 
     def finalist_judge(self, module: nn.Module, structure: Structure, settings: SearchSettings, seed: int) -> Scorer:
         return adaptive_bn_scorer(

@@ -60,7 +60,7 @@ class Legr(OneShot):
                 "no finalists were re-judged: with your own training loop every candidate is already fine-tuned "
                 "and scored by your metric"
             )
-        if settings.search.fitness == "probe" and result.scored_by == "loss":
+        if settings.search.fitness == "probe" and result.scored_by == "adaptive-bn":
             outcome.notes.append(
                 "the search scored candidates by plain validation loss, not the probe asked for: the model has no "
                 "single linear classifier fed a vector to refit"
