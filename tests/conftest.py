@@ -18,6 +18,7 @@ SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "edgeprune" / "boards"
 # farm, sshd, qemu or TVM tuning. One list, so a module's tier is decided here and not in each file.
 FAST_MODULES = {
     "test_bench_pruning",
+    "test_confidence",
     "test_data",
     "test_device_profiles",
     "test_latency_model",

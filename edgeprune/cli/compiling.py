@@ -138,10 +138,14 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
         f"{timing.median_ms:.4f} ms ± {timing.spread_ms:.4f} (median of {timing.repeats} repeats, "
         f"each >= {min_repeat_ms} ms)" + timing_label(result.timings_are_real),
     )
+    if result.interval is not None:
+        i = result.interval
+        table.add_row("95% interval", f"{i.low:.4f}-{i.high:.4f} ms (median of {i.samples} samples)")
     if result.target_ms is not None:
-        verdict = "[green]holds[/]" if result.meets_target else "[red]missed[/]"
+        colour = {"MEETS": "green", "MISSES": "red"}.get(result.verdict or "", "yellow")
         margin = (result.measured_ms / result.target_ms - 1) * 100
-        table.add_row("target", f"{result.target_ms:.4f} ms ({result.target_source}): {verdict}, {margin:+.1f}%")
+        verdict = f"[{colour}]{result.verdict}[/], {margin:+.1f}%"
+        table.add_row("target", f"{result.target_ms:.4f} ms ({result.target_source}): {verdict}")
     if result.baseline_timing is not None:
         table.add_row(
             "baseline",
