@@ -183,3 +183,18 @@ def test_a_sweep_report_renders_in_a_real_browser(tmp_path: Path) -> None:
         assert max(ImageStat.Stat(rgb).stddev) > 20  # text and plots on white, not one flat colour
         # the Pareto plot (its blue front, green and grey markers) was drawn: loaded images, not broken icons
         assert sum(n for n, (r, g, b) in colours if g > 100 and r < 80 and b < 80) > 50
+
+
+def test_a_run_report_says_the_verdict_and_the_reference_it_was_judged_from(tmp_path: Path) -> None:
+    summary = run_summary(tmp_path)
+    summary["verdict"] = "MEETS"
+    summary["reference"] = {
+        "measured_ms": 2.1,
+        "interval": {"estimate": 2.1, "low": 2.08, "high": 2.13, "level": 0.95, "samples": 30},
+        "precision_goal": 0.01,
+        "precision": 0.0119,
+    }
+    summary["round_details"][0].update(verdict="TOO CLOSE TO CALL", target_ratio=0.5, ratio=0.512)
+    page = write_report(tmp_path, summary).read_text()
+    assert "(MEETS at 95%)" in page and "TOO CLOSE TO CALL, ratio 0.512" in page
+    assert "95% interval 2.080-2.130 ms, 30 samples, &plusmn;1.2% for a goal of &plusmn;1%" in page
