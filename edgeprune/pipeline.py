@@ -221,6 +221,12 @@ def _reference(run: Run, bundle: Any) -> dict[str, Any]:
     return _compile_and_verify(run, bundle, "original", precision=REFERENCE_PRECISION)
 
 
+def health_warnings(*verified: dict[str, Any] | None) -> list[str]:
+    """What the board's health said during these verifications (their verify.json), each warning once."""
+    said = [w for v in verified if v for w in (v.get("health") or {}).get("warnings", [])]
+    return list(dict.fromkeys(said))
+
+
 def reference_record(run: Run, verified: dict[str, Any]) -> dict[str, Any]:
     """What a summary says of the reference: its ms, its interval, the precision asked and the one reached."""
     from edgeprune.verify.defaults import REFERENCE_PRECISION
@@ -375,6 +381,7 @@ def execute(
         "reference": reference_record(run, reference),
         "meets_target": chosen.meets_target,
         "verdict": chosen.verdict,
+        "health_warnings": health_warnings(reference, run.done(f"round-{chosen.round}", "artifacts", "verify.json")),
         "speedup": chosen.speedup,
         "rounds": len(result.rounds),
         "chosen_round": chosen.round,

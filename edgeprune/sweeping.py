@@ -35,6 +35,7 @@ from edgeprune.pipeline import (
     _profile,
     _reference,
     _RunRounds,
+    health_warnings,
     reference_record,
 )
 
@@ -116,6 +117,7 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
         factor = original["measured_ms"] / predicted_ms
         points = sweep_targets(shared, config, original["measured_ms"], steps, factor)
     flops, params = measure(bundle.module, bundle.input_shape)
+    said = health_warnings(original) + [w for p in points for w in p.get("health_warnings", [])]
     summary = {
         "sweep_dir": str(folder),
         "model": config.run.model,
@@ -125,6 +127,7 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
         "search": _search(folder),
         "lut_factor": factor,
         "reference": reference_record(shared, original),
+        "health_warnings": list(dict.fromkeys(said)),
         "original": {
             "measured_ms": original["measured_ms"],
             "spread_ms": original["measured_spread_ms"],
@@ -222,6 +225,7 @@ def _point(
         "chosen_round": last.round,
         "stopped": result.stopped,
         "rounds": [asdict(r) for r in result.rounds],
+        "health_warnings": health_warnings(verified),
         **ort_timing(verified),
     }
     atomic.write_json(folder / POINT, point)

@@ -21,6 +21,7 @@ FAST_MODULES = {
     "test_confidence",
     "test_data",
     "test_device_profiles",
+    "test_health",
     "test_latency_model",
     "test_loop",
     "test_models",

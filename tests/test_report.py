@@ -198,3 +198,14 @@ def test_a_run_report_says_the_verdict_and_the_reference_it_was_judged_from(tmp_
     page = write_report(tmp_path, summary).read_text()
     assert "(MEETS at 95%)" in page and "TOO CLOSE TO CALL, ratio 0.512" in page
     assert "95% interval 2.080-2.130 ms, 30 samples, &plusmn;1.2% for a goal of &plusmn;1%" in page
+
+
+def test_a_report_warns_of_the_boards_health_during_the_measurements(tmp_path: Path) -> None:
+    summary = run_summary(tmp_path)
+    summary["health_warnings"] = ["CPU governor ondemand scales the clock with load", "throttle flags set (0x50005)"]
+    page = write_report(tmp_path, summary).read_text()
+    assert "Board health during the measurements" in page and "throttle flags set (0x50005)" in page
+    sweep = sweep_summary(tmp_path / "sweep")
+    assert "Board health" not in write_sweep_report(tmp_path / "sweep", sweep).read_text()
+    sweep["health_warnings"] = ["running hot: thermal_zone0 (cpu-thermal) 82 °C"]
+    assert "82 °C" in write_sweep_report(tmp_path / "sweep", sweep).read_text()

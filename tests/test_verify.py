@@ -79,6 +79,7 @@ def test_target_holds_or_not_by_the_measurement(artifact: Path, capsys: pytest.C
     assert measured > 0 and first["measured_spread_ms"] >= 0
     assert first["target_ms"] is None and first["meets_target"] is None and first["outputs_match"] is True
     assert json.loads((artifact / "verify.json").read_text())["measured_ms"] == measured
+    assert first["health"]["before"]["read_from"] == "this machine" and "warnings" in first["health"]
 
     code, out, _ = run_cli(capsys, "verify", str(artifact), "--device", "local", "--target-ms", "1e6", "--json")
     assert code == 0 and json.loads(out)["meets_target"] is True

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from edgeprune.cli.common import (
     ArtifactsArg,
@@ -163,6 +164,8 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
     match = "[green]match[/]" if result.outputs_match else "[red]DIFFER[/]"
     tolerance = f"rtol {verify_defaults.RTOL:g}, atol {verify_defaults.ATOL:g}"
     table.add_row("outputs", f"max |diff| {result.max_abs_diff:.2g} vs PyTorch ({tolerance}): {match}")
+    for warning in (result.health or {}).get("warnings", []):
+        table.add_row("[yellow]board health[/]", escape(warning))
     table.add_row("result", "[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]")
     return table
 

@@ -170,6 +170,16 @@ def _reference(summary: dict[str, Any]) -> str:
     )
 
 
+def _health(summary: dict[str, Any]) -> str:
+    """The board's health warnings during the measurements (governor, throttling, heat, a clock that moved)."""
+    said = summary.get("health_warnings") or []
+    if not said:
+        return ""
+    items = "".join(f"<li>{_text(w)}</li>" for w in said)
+    warning = "Board health during the measurements: the numbers may not hold."
+    return f'<div class="verdict fail">{warning}<ul>{items}</ul></div>'
+
+
 def _took(summary: dict[str, Any]) -> str:
     return f"This invocation took {summary.get('seconds', '-')} s (a resumed one counts only the work it did)."
 
@@ -215,6 +225,7 @@ def render(
 <b>{ms(pruned.get("measured_ms"))}</b> measured against {ms(summary.get("target_ms"))};
 speedup <b>{times(summary.get("speedup"))}</b>; accuracy {pct(original.get("accuracy"))} &rarr;
 {pct(pruned.get("accuracy"))}</div>
+{_health(summary)}
 {_table(("", "original", "pruned"), rows)}
 {_reference(summary)}
 <h2>Rounds of the closed loop</h2>
@@ -284,6 +295,7 @@ def render_sweep(summary: dict[str, Any], figures: Sequence[Figure], path: Path)
 {_about(summary, "sweep_dir")}
 <div class="verdict {"ok" if met == len(points) else "fail"}">{met} of {len(points)} targets met on the device;
 every point below was compiled and measured there. {searched}</div>
+{_health(summary)}
 {_table(header, rows)}
 <p class="muted">Speedup: against the unpruned network measured again in the same session as the point.
 Measured: median &plusmn; spread of the device's timing.</p>

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeprune import atomic
 from edgeprune.compile.artifacts import ELF_MACHINES, VERIFY_FILE, Artifact, elf_machine, load_artifact
+from edgeprune.devices import health
 from edgeprune.devices.base import Device
 from edgeprune.devices.timing import RemoteTimer, Sampler, Timing, sample_in_turn
 from edgeprune.errors import EdgepruneError
@@ -50,6 +51,7 @@ class VerifyResult:
     interval: Interval | None = None  # the measured median's 95% interval
     ratio: Interval | None = None  # the paired artifact/baseline ratio's median and interval (with a baseline)
     target_ratio: float | None = None  # a relative target (0.5: half the baseline), judged on `ratio`
+    health: dict[str, Any] | None = None  # the board's health before and after the measurement, with warnings
 
     @property
     def measured_ms(self) -> float:
@@ -96,6 +98,7 @@ class VerifyResult:
             "interval": None if self.interval is None else self.interval.to_json(),
             "target_ratio": self.target_ratio,
             "ratio": None if self.ratio is None else self.ratio.to_json(),
+            "health": self.health,
             "baseline_ms": None if self.baseline_timing is None else self.baseline_timing.median_ms,
             "baseline_spread_ms": None if self.baseline_timing is None else self.baseline_timing.spread_ms,
             "speedup": self.speedup,
@@ -300,8 +303,10 @@ def verify_artifact(
         judged = _judged(interval, ratio, target_ms, target_ratio)
         return judged is None or verdict(*judged) != TOO_CLOSE
 
+    before = device.health()  # what the board says of its clocks and heat, on either side of the measurement
     with device.serving():
         measured = measure_side_by_side(artifact, device, base, repeat, enough)
+    after = device.health()
 
     _, expected = artifact.reference()
     output = np.asarray(measured.output)
@@ -327,6 +332,7 @@ def verify_artifact(
         interval=measured.interval,
         ratio=measured.ratio,
         target_ratio=target_ratio,
+        health=health.record(before, after),
     )
     atomic.write_json(artifact.folder / VERIFY_FILE, result.to_json())
     return result
