@@ -140,3 +140,27 @@ def test_a_relative_target_is_judged_on_the_paired_ratio_an_absolute_one_on_the_
     assert saved["verdict"] == MEETS and saved["ratio"]["estimate"] == pytest.approx(0.5)
     assert saved["interval"]["samples"] == 12 and saved["target_ratio"] == 0.55
     assert result_with(pruned, baseline).verdict is None  # no target, no verdict
+
+
+def test_the_stability_tools_page_says_whether_verdicts_flipped() -> None:
+    import importlib.util
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "verify_stability.py"
+    spec = importlib.util.spec_from_file_location("verify_stability", tool)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    interval = Interval(0.70, 0.69, 0.71, LEVEL, 20).to_json()
+    runs = [
+        {"before_ratio": r, "before": b, "after": a, "after_interval": interval, "samples": 20}
+        for r, b, a in ((0.70, MEETS, MEETS), (0.72, MISSES, TOO_CLOSE), (0.69, MEETS, MEETS))
+    ]
+    measured = [{"median_ms": m, "half_width": 0.01, "samples": 10} for m in (2.0, 2.2)]
+    refs = {"before": measured, "after": measured}
+    page = module.markdown(
+        {"label": "test", "device": "local", "repeat": 10, "target_ratio": 0.71, "runs": runs, "references": refs,
+         "seconds": 1.0}
+    )  # fmt: skip
+    assert "Machine: **test**" in page and "2 MEETS, 1 MISSES: the verdict flipped" in page
+    assert "2 MEETS, 0 MISSES, 1 TOO CLOSE TO CALL: the decided verdicts never flip" in page
+    assert "| 2.0000-2.2000 | 9.5% |" in page
