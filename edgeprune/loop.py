@@ -194,6 +194,30 @@ def next_scale(rounds: list[Round], drift: float, slack: float) -> tuple[float |
     return proposal, ""
 
 
+def _prune_within_reach(
+    steps: LoopSteps[C], index: int, scale: float, rounds: list[Round], say: Callable[[str], None]
+) -> tuple[C, float]:
+    """Prune round `index` with `scale`, and return it with the factor used: where the margin below the target
+    put the target out of reach, aim at the target itself once (the factor without the last round's margin), as
+    long as that still prunes more than a factor that missed. A noisy measurement's wide interval then costs the
+    margin, not the round."""
+    from edgeprune.pruning.ranking import BudgetUnreachable
+
+    try:
+        return steps.prune(index, scale), scale
+    except BudgetUnreachable:
+        last = rounds[-1] if rounds else None
+        if last is None or last.correction != scale or min(last.margin, MAX_MARGIN) <= 0:
+            raise
+        bare = scale / (1 + min(last.margin, MAX_MARGIN))
+        missed = [r.scale for r in rounds if not r.meets_target]
+        if missed and bare <= max(missed) * (1 + MIN_STEP):
+            raise
+        say(f"round {index}: x{scale:.3f} puts the target out of reach; aiming at it without the margin: x{bare:.3f}")
+        last.correction = bare
+        return steps.prune(index, bare), bare
+
+
 def prune_to_measured_target(
     steps: LoopSteps[C],
     original_ms: float,
@@ -227,7 +251,7 @@ def prune_to_measured_target(
     stopped = f"{max_rounds} round(s), the most allowed"
     for index in range(1, max_rounds + 1):
         try:
-            pruned = steps.prune(index, scale)
+            pruned, scale = _prune_within_reach(steps, index, scale, rounds, say)
         except BudgetUnreachable as error:
             if not rounds:
                 raise

@@ -369,6 +369,7 @@ def execute(
         )
     chosen = result.chosen
     final = run.path(f"round-{chosen.round}", "artifacts")
+    kept = run.done(f"round-{chosen.round}", "artifacts", "verify.json") or {}
     prune_summary = run.done(f"round-{chosen.round}", "prune.json") or {}
     flops0, params0 = measure(bundle.module, bundle.input_shape)
     summary = {
@@ -381,7 +382,7 @@ def execute(
         "reference": reference_record(run, reference),
         "meets_target": chosen.meets_target,
         "verdict": chosen.verdict,
-        "health_warnings": health_warnings(reference, run.done(f"round-{chosen.round}", "artifacts", "verify.json")),
+        "health_warnings": health_warnings(reference, kept),
         "speedup": chosen.speedup,
         "rounds": len(result.rounds),
         "chosen_round": chosen.round,
@@ -398,7 +399,7 @@ def execute(
         "pruned": {
             "measured_ms": chosen.measured_ms,
             "ratio": chosen.ratio,
-            "interval": (run.done(f"round-{chosen.round}", "artifacts", "verify.json") or {}).get("interval"),
+            "interval": kept.get("interval"),
             "predicted_ms": chosen.predicted_ms,
             "accuracy": prune_summary.get("accuracy_after"),
             "flops": prune_summary.get("flops"),

@@ -65,6 +65,7 @@ class FakeRounds:
     target_ms: float
     baseline_ms: float
     unreachable_after: int | None = None  # from this round on the table predicts 1000x: no network is fast enough
+    unreachable_above: float | None = None  # a factor above this puts the target out of reach
     frozen_after: int | None = None  # from this round on prune with round 1's factor: the same network again
     slower: dict[int, float] = field(default_factory=dict)  # round -> factor on what the device "measures"
     accuracies: dict[int, float] = field(default_factory=dict)  # round -> the accuracy reported instead
@@ -72,6 +73,8 @@ class FakeRounds:
 
     def prune(self, index: int, scale: float) -> ModelBundle:
         self.scales.append(scale)
+        if self.unreachable_above is not None and scale > self.unreachable_above:
+            scale *= 1000
         if self.unreachable_after is not None and index > self.unreachable_after:
             scale *= 1000
         if self.frozen_after is not None and index > self.frozen_after:
@@ -138,6 +141,35 @@ def test_a_relative_target_holds_still_and_is_judged_on_the_paired_ratio(
     assert kept.measured_ms > kept.target_ms and kept.meets_target  # the paired ratio, which the load left alone
     assert kept.ratio == pytest.approx(kept.measured_ms / kept.baseline_ms) and kept.ratio <= 0.6
     assert kept.used == pytest.approx(kept.ratio / 0.6)
+
+
+def noisy(steps: FakeRounds) -> FakeRounds:
+    """The fake's measurements with a paired ratio whose 95% interval reaches 5% above its median."""
+    inner = steps.measure
+
+    def measure(index: int, candidate: ModelBundle) -> Measured:
+        done = inner(index, candidate)
+        r = done.ms / done.baseline_ms
+        return replace(done, ratio=Interval(r, r * 0.97, r * 1.05, 0.95, 10))
+
+    steps.measure = measure  # type: ignore[method-assign]
+    return steps
+
+
+def test_a_margin_that_puts_the_target_out_of_reach_is_dropped_once(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
+    probe = noisy(rounds_for(tmp_path, model, digits, bias=0.6, fraction=0.6))
+    margined = prune_to_measured_target(probe, probe.baseline_ms, probe.target_ms, 1, relative=0.6).rounds[0].correction
+    assert margined is not None
+    steps = noisy(rounds_for(tmp_path, model, digits, bias=0.6, fraction=0.6))
+    steps.unreachable_above = margined / 1.02  # the margin's 5% below the target is out of reach, the target is not
+    said: list[str] = []
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, 2, relative=0.6, say=said.append)
+    first, second = result.rounds
+    assert steps.scales == [1.0, pytest.approx(margined), pytest.approx(margined / 1.05)]
+    assert second.scale == first.correction == pytest.approx(margined / 1.05)
+    assert any("aiming at it without the margin" in line for line in said)
 
 
 def test_the_margin_and_the_verdict_come_from_the_judged_interval(
