@@ -180,7 +180,7 @@ def next_scale(rounds: list[Round], drift: float, slack: float) -> tuple[float |
     elif proposal > last.scale * (1 - MIN_STEP):
         return None, (
             f"meets using {last.used:.1%} of the target, but the measurement does not show the table over-predicting "
-            f"(it asks for x{proposal:.3f}, drift and spread margin included, against x{last.scale:.3f}): pruning "
+            f"(it asks for x{proposal:.3f}, drift and interval margin included, against x{last.scale:.3f}): pruning "
             "less could miss"
         )
     if high is not None and low is not None:
