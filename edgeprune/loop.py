@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from edgeprune.confidence import Interval, verdict
 from edgeprune.errors import EdgepruneError
 
 if TYPE_CHECKING:  # the CLI imports SLACK for its --help: no torch at its start
@@ -30,15 +31,34 @@ C = TypeVar("C")
 
 @dataclass
 class Measured:
-    """A candidate measured on the device, with the unpruned network measured again in the same session."""
+    """A candidate measured on the device, with the unpruned network measured again in the same session, in
+    alternation: `interval` is the candidate's median's, `ratio` the paired candidate/unpruned ratio's (each
+    None where the caller took no samples of its own: the ratio is then that of the medians)."""
 
     ms: float
     spread_ms: float
     baseline_ms: float
+    interval: Interval | None = None
+    ratio: Interval | None = None
+
+    @property
+    def ratio_estimate(self) -> float:
+        return self.ms / self.baseline_ms if self.ratio is None else self.ratio.estimate
 
     def meets(self, fraction: float) -> bool:
-        """Whether this meets a target given as a fraction of the unpruned network's latency."""
-        return self.ms <= fraction * self.baseline_ms
+        """Whether this meets a target given as a fraction of the unpruned network's latency (on the paired
+        ratio: load that hits both networks alike cancels)."""
+        return self.ratio_estimate <= fraction
+
+    def judged(self, target_ms: float, relative: float | None) -> tuple[Interval | None, float]:
+        """The interval a target is judged on, and the target in its unit: the ratio's for a relative one."""
+        return (self.ratio, relative) if relative else (self.interval, target_ms)
+
+    def margin(self, target_ms: float, relative: float | None) -> float:
+        """How far the judged interval reaches above its median, relative to it: an aim that far below the
+        target still meets it at the interval's top. Without samples, twice the relative spread."""
+        interval, _ = self.judged(target_ms, relative)
+        return 2 * self.spread_ms / self.ms if interval is None else interval.upper_margin
 
 
 @dataclass
@@ -49,11 +69,15 @@ class Round:
     measured_ms: float
     spread_ms: float
     baseline_ms: float  # the unpruned network, measured again in the same session
-    target_ms: float
+    target_ms: float  # fixed for the whole run: a relative target times the run's one reference measurement
     meets_target: bool
     accuracy: float  # what `LoopSteps.accuracy` says of the network: the choice among rounds that meet
     correction: float | None = None  # the scale the next round uses, when the loop wanted one
     chosen: bool = False  # the round the loop returns: the most accurate that meets (else the last)
+    target_ratio: float | None = None  # a relative target: judged on the paired ratio, not on the ms
+    ratio: float | None = None  # the paired candidate/unpruned ratio's median
+    margin: float = 0.0  # how far the judged 95% interval reaches above its median (relative)
+    verdict: str | None = None  # MEETS, MISSES or TOO CLOSE TO CALL, from the interval (None: no samples)
 
     @property
     def speedup(self) -> float:
@@ -61,7 +85,9 @@ class Round:
 
     @property
     def used(self) -> float:
-        """The share of the target the network takes (1.0: all of it)."""
+        """The share of the target the network takes (1.0: all of it): of the ratio for a relative target."""
+        if self.target_ratio is not None and self.ratio is not None:
+            return self.ratio / self.target_ratio
         return self.measured_ms / self.target_ms
 
 
@@ -126,9 +152,10 @@ def measured_scale(done: Round, drift: float) -> float:
     """The LUT factor that would have predicted what the device measured, aimed a little below the target.
 
     `drift` is how much slower the unpruned network measures now than at first; dividing by it compares the
-    pruned network as if measured then. The aim is below by twice the measurement's spread, at most MAX_MARGIN
-    (a busy machine can spread 10-30%, and a margin that size over-prunes or puts the target out of reach)."""
-    margin = 1 + min(2 * done.spread_ms / done.measured_ms, MAX_MARGIN)
+    pruned network as if measured then. The aim is below by the measurement's own uncertainty: how far its 95%
+    interval reaches above the median (`Round.margin`), at most MAX_MARGIN (a busy machine can spread 10-30%,
+    and a margin that size over-prunes or puts the target out of reach)."""
+    margin = 1 + min(done.margin, MAX_MARGIN)
     return done.measured_ms / drift / done.predicted_ms * margin
 
 
@@ -153,7 +180,7 @@ def next_scale(rounds: list[Round], drift: float, slack: float) -> tuple[float |
     elif proposal > last.scale * (1 - MIN_STEP):
         return None, (
             f"meets using {last.used:.1%} of the target, but the measurement does not show the table over-predicting "
-            f"(it asks for x{proposal:.3f}, drift and spread margin included, against x{last.scale:.3f}): pruning "
+            f"(it asks for x{proposal:.3f}, drift and interval margin included, against x{last.scale:.3f}): pruning "
             "less could miss"
         )
     if high is not None and low is not None:
@@ -165,6 +192,30 @@ def next_scale(rounds: list[Round], drift: float, slack: float) -> tuple[float |
         if not low * (1 + MIN_STEP) <= proposal <= high * (1 - MIN_STEP):
             proposal = math.sqrt(low * high)
     return proposal, ""
+
+
+def _prune_within_reach(
+    steps: LoopSteps[C], index: int, scale: float, rounds: list[Round], say: Callable[[str], None]
+) -> tuple[C, float]:
+    """Prune round `index` with `scale`, and return it with the factor used: where the margin below the target
+    put the target out of reach, aim at the target itself once (the factor without the last round's margin), as
+    long as that still prunes more than a factor that missed. A noisy measurement's wide interval then costs the
+    margin, not the round."""
+    from edgeprune.pruning.ranking import BudgetUnreachable
+
+    try:
+        return steps.prune(index, scale), scale
+    except BudgetUnreachable:
+        last = rounds[-1] if rounds else None
+        if last is None or last.correction != scale or min(last.margin, MAX_MARGIN) <= 0:
+            raise
+        bare = scale / (1 + min(last.margin, MAX_MARGIN))
+        missed = [r.scale for r in rounds if not r.meets_target]
+        if missed and bare <= max(missed) * (1 + MIN_STEP):
+            raise
+        say(f"round {index}: x{scale:.3f} puts the target out of reach; aiming at it without the margin: x{bare:.3f}")
+        last.correction = bare
+        return steps.prune(index, bare), bare
 
 
 def prune_to_measured_target(
@@ -181,11 +232,13 @@ def prune_to_measured_target(
     meets it below `slack` x target (0: never); return the most accurate round that meets.
 
     The unpruned network is measured again beside every candidate, so a machine that got slower or faster since
-    `original_ms` was measured is not mistaken for an error of the table: the correction compares the candidate's
-    time, rescaled to the first measurement's conditions, with the table's prediction. A `relative` target (0.5
-    for 0.5x) is checked against that fresh baseline; an absolute one as given. Raises `BudgetUnreachable` when
-    the first round cannot reach the target; a later round that cannot, or that prunes the same network as an
-    earlier one (same prediction: nothing would change), ends the loop with the reason recorded.
+    `original_ms` (the run's one reference measurement) was taken is not mistaken for an error of the table: the
+    correction compares the candidate's time, rescaled to the reference's conditions by the paired ratio, with
+    the table's prediction. The target does not move: a `relative` one (0.5 for 0.5x; `target_ms` is it times
+    the reference) is judged on the paired candidate/unpruned ratio, an absolute one on the ms. Raises
+    `BudgetUnreachable` when the first round cannot reach the target; a later round that cannot, or that prunes
+    the same network as an earlier one (same prediction: nothing would change), ends the loop with the reason
+    recorded.
     """
     from edgeprune.pruning.ranking import BudgetUnreachable
 
@@ -198,7 +251,7 @@ def prune_to_measured_target(
     stopped = f"{max_rounds} round(s), the most allowed"
     for index in range(1, max_rounds + 1):
         try:
-            pruned = steps.prune(index, scale)
+            pruned, scale = _prune_within_reach(steps, index, scale, rounds, say)
         except BudgetUnreachable as error:
             if not rounds:
                 raise
@@ -210,7 +263,7 @@ def prune_to_measured_target(
             stopped = f"round {index} pruned the same network as round {twin.round} (x{scale:.3f} changes nothing)"
             break
         measured = steps.measure(index, pruned)
-        round_target = relative * measured.baseline_ms if relative else target_ms
+        interval, judged_target = measured.judged(target_ms, relative)
         done = Round(
             index,
             scale,
@@ -218,21 +271,28 @@ def prune_to_measured_target(
             measured.ms,
             measured.spread_ms,
             measured.baseline_ms,
-            round_target,
-            measured.ms <= round_target,
+            target_ms,
+            measured.meets(relative) if relative else measured.ms <= target_ms,
             steps.accuracy(index, pruned),
+            target_ratio=relative,
+            ratio=measured.ratio_estimate,
+            margin=measured.margin(target_ms, relative),
+            verdict=None if interval is None else verdict(interval, judged_target),
         )
         rounds.append(done)
         networks.append(pruned)
-        proposal, why = next_scale(rounds, measured.baseline_ms / original_ms, slack)
+        # the drift that puts the candidate at the reference's conditions by the paired ratio
+        drift = measured.ms / (measured.ratio_estimate * original_ms)
+        proposal, why = next_scale(rounds, drift, slack)
         if proposal is None:
             stopped = why
             break
         done.correction = scale = proposal
-        verdict = "misses" if not done.meets_target else f"meets using {done.used:.1%} of"
+        said = "misses" if not done.meets_target else f"meets using {done.used:.1%} of"
         say(
-            f"round {index}: measured {measured.ms:.3f} ms {verdict} the target {round_target:.3f} ms (unpruned "
-            f"measures {measured.baseline_ms:.3f} ms now); correcting the latency model to x{scale:.3f}"
+            f"round {index}: measured {measured.ms:.3f} ms {said} the target {target_ms:.3f} ms (unpruned "
+            f"measures {measured.baseline_ms:.3f} ms now, ratio {measured.ratio_estimate:.3f}); correcting the "
+            f"latency model to x{scale:.3f}"
         )
     say(f"stop: {stopped}")
     meeting = [r for r in rounds if r.meets_target]

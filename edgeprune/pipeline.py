@@ -191,7 +191,13 @@ def _profile(run: Run, bundle: Any) -> dict[str, Any]:
 
 
 def _compile_and_verify(
-    run: Run, bundle: Any, folder: str, target_ms: float | None = None, baseline: Path | None = None
+    run: Run,
+    bundle: Any,
+    folder: str,
+    target_ms: float | None = None,
+    baseline: Path | None = None,
+    target_ratio: float | None = None,
+    precision: float | None = None,
 ) -> dict[str, Any]:
     from edgeprune.compile.compiler import compile_model
     from edgeprune.verify.verifier import verify_artifact
@@ -205,8 +211,40 @@ def _compile_and_verify(
     if (done := run.done(folder, "verify.json")) is not None:
         return done
     run.say(f"measure {folder} on {run.device.name}")
-    verify_artifact(artifacts, run.device, target_ms=target_ms, baseline=baseline)
+    verify_artifact(
+        artifacts, run.device, target_ms=target_ms, baseline=baseline, target_ratio=target_ratio, precision=precision
+    )
     return json.loads((artifacts / "verify.json").read_text())
+
+
+def _reference(run: Run, bundle: Any) -> dict[str, Any]:
+    """The run's one reference measurement of the unpruned network, which fixes its relative target: compiled
+    into `original/` and measured until its median's 95% interval is within REFERENCE_PRECISION (or the sample
+    cap is reached: the interval it got is recorded); written once, reused on resume and by every target of a
+    sweep, so the target does not move with the load of the moment. Returns its verify.json."""
+    from edgeprune.verify.defaults import REFERENCE_PRECISION
+
+    return _compile_and_verify(run, bundle, "original", precision=REFERENCE_PRECISION)
+
+
+def health_warnings(*verified: dict[str, Any] | None) -> list[str]:
+    """What the board's health said during these verifications (their verify.json), each warning once."""
+    said = [w for v in verified if v for w in (v.get("health") or {}).get("warnings", [])]
+    return list(dict.fromkeys(said))
+
+
+def reference_record(run: Run, verified: dict[str, Any]) -> dict[str, Any]:
+    """What a summary says of the reference: its ms, its interval, the precision asked and the one reached."""
+    from edgeprune.verify.defaults import REFERENCE_PRECISION
+
+    interval = verified.get("interval")
+    return {
+        "measured_ms": verified["measured_ms"],
+        "interval": interval,
+        "precision_goal": REFERENCE_PRECISION,
+        "precision": None if interval is None else (interval["high"] - interval["low"]) / 2 / interval["estimate"],
+        "file": str(run.shared_path("original", "verify.json")),
+    }
 
 
 def _prune_round(run: Run, bundle: Any, data: Any, lut: Any, target_ms: float, scale: float, index: int) -> Any:
@@ -263,10 +301,24 @@ class _RunRounds:
         return float(self.run.done(f"round-{index}", "prune.json")["lut_predicted_ms"])  # type: ignore[index]
 
     def measure(self, index: int, candidate: Any) -> Measured:
+        from edgeprune.confidence import Interval
+
         verified = _compile_and_verify(
-            self.run, candidate, f"round-{index}/artifacts", self.target_ms, self.run.shared_path("original")
+            self.run,
+            candidate,
+            f"round-{index}/artifacts",
+            self.target_ms,
+            self.run.shared_path("original"),
+            self.run.config.relative_target,
         )
-        return Measured(verified["measured_ms"], verified["measured_spread_ms"], verified["baseline_ms"])
+        interval, ratio = (verified.get(k) for k in ("interval", "ratio"))
+        return Measured(
+            verified["measured_ms"],
+            verified["measured_spread_ms"],
+            verified["baseline_ms"],
+            None if interval is None else Interval(**interval),
+            None if ratio is None else Interval(**ratio),
+        )
 
     def accuracy(self, index: int, candidate: Any) -> float:
         """The fine-tuned round's accuracy on the validation split: the test split stays out of the choice."""
@@ -314,16 +366,17 @@ def _execute(run: Run, deploy: bool, trust_new_host: bool, started: float) -> di
         bundle, data = _baseline(run)
         _profile(run, bundle)
         lut = LatencyPredictor(device, bundle, profile_missing=True)
-        original = _compile_and_verify(run, bundle, "original")
-        target_ms = original["measured_ms"] * config.relative_target if config.relative_target else float(config.target)
-        if original["measured_ms"] <= target_ms:
+        reference = _reference(run, bundle)
+        reference_ms = reference["measured_ms"]
+        target_ms = reference_ms * config.relative_target if config.relative_target else float(config.target)
+        if reference_ms <= target_ms:
             raise EdgepruneError(
-                f"the unpruned model already runs in {original['measured_ms']:.3f} ms <= target {target_ms:.3f} ms",
+                f"the unpruned model already runs in {reference_ms:.3f} ms <= target {target_ms:.3f} ms",
                 hint="nothing to prune; lower the target",
             )
         result = prune_to_measured_target(
             _RunRounds(run, bundle, data, lut, target_ms),
-            original["measured_ms"],
+            reference_ms,
             target_ms,
             config.max_rounds,
             scale=config.latency_scale,
@@ -333,6 +386,7 @@ def _execute(run: Run, deploy: bool, trust_new_host: bool, started: float) -> di
         )
     chosen = result.chosen
     final = run.path(f"round-{chosen.round}", "artifacts")
+    kept = run.done(f"round-{chosen.round}", "artifacts", "verify.json") or {}
     prune_summary = run.done(f"round-{chosen.round}", "prune.json") or {}
     flops0, params0 = measure(bundle.module, bundle.input_shape)
     pruned_verify = run.done(f"round-{chosen.round}", "artifacts", "verify.json")
@@ -342,23 +396,29 @@ def _execute(run: Run, deploy: bool, trust_new_host: bool, started: float) -> di
         "device": device.name,
         "timings_are_real": device.timings_are_real,
         "target_ms": chosen.target_ms,
+        "target_ratio": config.relative_target,
+        "reference": reference_record(run, reference),
         "meets_target": chosen.meets_target,
+        "verdict": chosen.verdict,
+        "health_warnings": health_warnings(reference, kept),
         "speedup": chosen.speedup,
         "rounds": len(result.rounds),
         "chosen_round": chosen.round,
         "stopped": result.stopped,
         "round_details": [asdict(r) for r in result.rounds],
         "original": {
-            "measured_ms": original["measured_ms"],
+            "measured_ms": reference_ms,
             "predicted_ms": lut.predict_ms(bundle.module, bundle.input_shape),
             "accuracy": bundle.meta.get("accuracy"),
             "flops": flops0,
             "params": params0,
             "artifact_bytes": _artifact_bytes(run.path("original")),
-            **ort_timing(original),
+            **ort_timing(reference),
         },
         "pruned": {
             "measured_ms": chosen.measured_ms,
+            "ratio": chosen.ratio,
+            "interval": kept.get("interval"),
             "predicted_ms": chosen.predicted_ms,
             "accuracy": prune_summary.get("accuracy_after"),
             "flops": prune_summary.get("flops"),

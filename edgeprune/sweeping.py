@@ -31,10 +31,12 @@ from edgeprune.pipeline import (
     RunConfig,
     Stages,
     _baseline,
-    _compile_and_verify,
     _open_folder,
     _profile,
+    _reference,
     _RunRounds,
+    health_warnings,
+    reference_record,
 )
 
 SWEEP = "sweep.json"
@@ -109,12 +111,13 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
         bundle, data = _baseline(shared)
         _profile(shared, bundle)
         lut = LatencyPredictor(device, bundle, profile_missing=True)
-        original = _compile_and_verify(shared, bundle, "original")
+        original = _reference(shared, bundle)
         predicted_ms = lut.predict_ms(bundle.module, bundle.input_shape)
         steps = partial(_RunRounds, bundle=bundle, data=data, lut=lut)
         factor = original["measured_ms"] / predicted_ms
         points = sweep_targets(shared, config, original["measured_ms"], steps, factor)
     flops, params = measure(bundle.module, bundle.input_shape)
+    said = health_warnings(original) + [w for p in points for w in p.get("health_warnings", [])]
     summary = {
         "sweep_dir": str(folder),
         "model": config.run.model,
@@ -123,6 +126,8 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
         "method": config.run.method,
         "search": _search(folder),
         "lut_factor": factor,
+        "reference": reference_record(shared, original),
+        "health_warnings": list(dict.fromkeys(said)),
         "original": {
             "measured_ms": original["measured_ms"],
             "spread_ms": original["measured_spread_ms"],
@@ -168,7 +173,9 @@ def sweep_targets(
 def _point(
     shared: Run, config: RunConfig, original_ms: float, steps: Callable[..., LoopSteps[Any]], factor: float
 ) -> dict[str, Any]:
-    """One target through the closed loop in its own sub-folder; every step already on disk is reused."""
+    """One target through the closed loop in its own sub-folder; every step already on disk is reused, and a
+    target found out of reach is not pruned again on resume (its first round would fail the same way: the
+    reference and the table's factor it started from are the sweep's own, reused too)."""
     from edgeprune.pruning.ranking import BudgetUnreachable
     from edgeprune.report.build import ort_timing
 
@@ -176,6 +183,9 @@ def _point(
     folder.mkdir(exist_ok=True)
     _open_folder(config, folder)
     run = Run(config, folder, shared.device, shared.stages, shared=shared.folder)
+    if (done := run.done(POINT)) is not None and "unreachable" in done:
+        run.say(f"target {config.target}: out of reach, as recorded in {folder / POINT}")
+        return done
     target_ms = original_ms * config.relative_target if config.relative_target else float(config.target)
     run.say(f"target {config.target} ({target_ms:.3f} ms)")
     try:
@@ -203,6 +213,9 @@ def _point(
         "spread_ms": last.spread_ms,
         "baseline_ms": last.baseline_ms,
         "meets_target": last.meets_target,
+        "verdict": last.verdict,
+        "target_ratio": last.target_ratio,
+        "ratio": last.ratio,
         "speedup": last.speedup,
         "predicted_ms": last.predicted_ms,
         "accuracy": pruned.get("accuracy_after"),
@@ -212,6 +225,7 @@ def _point(
         "chosen_round": last.round,
         "stopped": result.stopped,
         "rounds": [asdict(r) for r in result.rounds],
+        "health_warnings": health_warnings(verified),
         **ort_timing(verified),
     }
     atomic.write_json(folder / POINT, point)

@@ -19,8 +19,10 @@ SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"  # th
 FAST_MODULES = {
     "test_bench_pruning",
     "test_board_wheels",
+    "test_confidence",
     "test_data",
     "test_device_profiles",
+    "test_health",
     "test_latency_model",
     "test_layers",
     "test_loop",

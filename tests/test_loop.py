@@ -5,11 +5,12 @@ a new device kind plugs in by registry."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
+from edgeprune.confidence import Interval
 from edgeprune.data import Dataset
 from edgeprune.devices.profile import list_devices, load_profile
 from edgeprune.errors import EdgepruneError
@@ -64,6 +65,7 @@ class FakeRounds:
     target_ms: float
     baseline_ms: float
     unreachable_after: int | None = None  # from this round on the table predicts 1000x: no network is fast enough
+    unreachable_above: float | None = None  # a factor above this puts the target out of reach
     frozen_after: int | None = None  # from this round on prune with round 1's factor: the same network again
     slower: dict[int, float] = field(default_factory=dict)  # round -> factor on what the device "measures"
     accuracies: dict[int, float] = field(default_factory=dict)  # round -> the accuracy reported instead
@@ -71,6 +73,8 @@ class FakeRounds:
 
     def prune(self, index: int, scale: float) -> ModelBundle:
         self.scales.append(scale)
+        if self.unreachable_above is not None and scale > self.unreachable_above:
+            scale *= 1000
         if self.unreachable_after is not None and index > self.unreachable_after:
             scale *= 1000
         if self.frozen_after is not None and index > self.frozen_after:
@@ -124,11 +128,62 @@ def test_a_right_table_meets_in_one_round(tmp_path: Path, model: ModelBundle, di
     assert result.chosen.used >= 0.97 or "does not show the table over-predicting" in result.stopped
 
 
-def test_a_relative_target_follows_the_fresh_baseline(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
+def test_a_relative_target_holds_still_and_is_judged_on_the_paired_ratio(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
     steps = rounds_for(tmp_path, model, digits, bias=1.0, fraction=0.6)
-    steps.baseline_ms *= 2  # the machine got twice as slow: a 0.6x target is now twice as many ms
-    result = prune_to_measured_target(steps, steps.baseline_ms / 2, steps.target_ms, max_rounds=1, relative=0.6)
-    assert result.chosen.target_ms == pytest.approx(0.6 * steps.baseline_ms)
+    reference = steps.baseline_ms
+    steps.baseline_ms *= 2  # the machine got twice as slow for both networks since the reference was taken
+    steps.slower = {1: 2.0}
+    result = prune_to_measured_target(steps, reference, steps.target_ms, max_rounds=1, relative=0.6)
+    kept = result.chosen
+    assert kept.target_ms == pytest.approx(0.6 * reference)  # the target did not move with the load
+    assert kept.measured_ms > kept.target_ms and kept.meets_target  # the paired ratio, which the load left alone
+    assert kept.ratio == pytest.approx(kept.measured_ms / kept.baseline_ms) and kept.ratio <= 0.6
+    assert kept.used == pytest.approx(kept.ratio / 0.6)
+
+
+def noisy(steps: FakeRounds) -> FakeRounds:
+    """The fake's measurements with a paired ratio whose 95% interval reaches 5% above its median."""
+    inner = steps.measure
+
+    def measure(index: int, candidate: ModelBundle) -> Measured:
+        done = inner(index, candidate)
+        r = done.ms / done.baseline_ms
+        return replace(done, ratio=Interval(r, r * 0.97, r * 1.05, 0.95, 10))
+
+    steps.measure = measure  # type: ignore[method-assign]
+    return steps
+
+
+def test_a_margin_that_puts_the_target_out_of_reach_is_dropped_once(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
+    probe = noisy(rounds_for(tmp_path, model, digits, bias=0.6, fraction=0.6))
+    margined = prune_to_measured_target(probe, probe.baseline_ms, probe.target_ms, 1, relative=0.6).rounds[0].correction
+    assert margined is not None
+    steps = noisy(rounds_for(tmp_path, model, digits, bias=0.6, fraction=0.6))
+    steps.unreachable_above = margined / 1.02  # the margin's 5% below the target is out of reach, the target is not
+    said: list[str] = []
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, 2, relative=0.6, say=said.append)
+    first, second = result.rounds
+    assert steps.scales == [1.0, pytest.approx(margined), pytest.approx(margined / 1.05)]
+    assert second.scale == first.correction == pytest.approx(margined / 1.05)
+    assert any("aiming at it without the margin" in line for line in said)
+
+
+def test_the_margin_and_the_verdict_come_from_the_judged_interval(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
+    ms, ratio = Interval(1.0, 0.9, 1.2, 0.95, 10), Interval(0.5, 0.49, 0.52, 0.95, 10)
+    measured = Measured(1.0, 0.05, 2.0, ms, ratio)
+    assert measured.margin(1.1, 0.55) == pytest.approx(0.04) and measured.margin(1.1, None) == pytest.approx(0.2)
+    assert Measured(1.0, 0.05, 2.0).margin(1.1, None) == pytest.approx(0.1)  # no samples: twice the spread
+    steps = noisy(rounds_for(tmp_path, model, digits, bias=1.0, fraction=0.6))
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=1, relative=0.6)
+    first = result.rounds[0]
+    assert first.margin == pytest.approx(0.05) and first.verdict in {"MEETS", "TOO CLOSE TO CALL"}
+    assert (first.verdict == "MEETS") == (first.ratio * 1.05 <= 0.6)
 
 
 def test_a_target_out_of_reach_stops_with_the_reason(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
@@ -218,9 +273,10 @@ def test_the_factor_stays_in_the_bracket_and_a_narrow_bracket_ends() -> None:
 
 
 def test_the_correction_and_its_margin() -> None:
-    """Twice the spread below the target, at most 10%; a machine 20% slower now is not blamed on the table."""
-    for spread, drift, expected in ((0.012, 1.0, 1.2 * 1.02), (0.36, 1.0, 1.2 * 1.10), (0.0, 1.2, 1.0)):
-        done = Round(1, 0.5, 1.0, 1.2, spread, 1.0, 1.0, False, 0.5)
+    """As far below the target as the 95% interval reaches above the median, at most 10%; a machine 20% slower
+    now is not blamed on the table."""
+    for margin, drift, expected in ((0.02, 1.0, 1.2 * 1.02), (0.3, 1.0, 1.2 * 1.10), (0.0, 1.2, 1.0)):
+        done = Round(1, 0.5, 1.0, 1.2, 0.5, 1.0, 1.0, False, 0.5, margin=margin)
         assert next_scale([done], drift, slack=0.97)[0] == pytest.approx(expected)
     missed = Round(1, 2.0, 1.0, 1.2, 0.0, 1.0, 1.0, False, 0.5)
     assert next_scale([missed], 1.0, 0.97)[0] == pytest.approx(2.0 * (1 + MIN_STEP))  # a missed factor grows

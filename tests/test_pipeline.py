@@ -77,7 +77,13 @@ def test_summary_keys_and_numbers(finished_run: tuple[Path, dict, str]) -> None:
     kept = summary["round_details"][summary["chosen_round"] - 1]
     assert kept["chosen"] and sum(r["chosen"] for r in summary["round_details"]) == 1 and summary["stopped"]
     assert summary["speedup"] == pytest.approx(kept["baseline_ms"] / kept["measured_ms"])
-    assert summary["meets_target"] == (kept["measured_ms"] <= kept["target_ms"])
+    # a relative target is judged on the paired ratio to the unpruned network measured beside it, and held to
+    # the one reference measurement's target in every round
+    assert summary["meets_target"] == (kept["ratio"] <= 0.6) and summary["target_ratio"] == 0.6
+    reference = summary["reference"]
+    assert all(r["target_ms"] == pytest.approx(0.6 * reference["measured_ms"]) for r in summary["round_details"])
+    assert reference["interval"]["low"] <= reference["measured_ms"] <= reference["interval"]["high"]
+    assert summary["verdict"] in ("MEETS", "MISSES", "TOO CLOSE TO CALL") and kept["verdict"] == summary["verdict"]
     assert summary["pruned"]["measured_ms"] == kept["measured_ms"]
     meeting = [r for r in summary["round_details"] if r["meets_target"]]
     assert kept["accuracy"] == max(r["accuracy"] for r in meeting)  # validation accuracy chooses

@@ -113,6 +113,9 @@ def test_profile_writes_every_planned_entry_with_tuned_schedules(profiled: tuple
     assert entry["median_ms"] > 0 and entry["repeats"] == FAST["settings"].repeat and entry["measured_at"]
     assert {data["entries"][k]["schedule"] for k in planned} == {"database", "transplanted"}
     assert data["networks"][structure]["measured_ms"] == pytest.approx(report.network_ms, rel=1e-3)
+    session = data["health"][-1]  # the board's health on either side of the session that measured
+    assert session["before"]["read_from"] == session["after"]["read_from"] == "this machine"
+    assert session["entries_measured"] == report.entries_measured and session["warnings"] == report.health_warnings
 
 
 def test_compile_reuses_the_records_the_table_measured(profiled: tuple) -> None:

@@ -232,3 +232,29 @@ def test_the_run_terminal_table_shows_onnx_runtime_beside_tvm(tmp_path: Path) ->
     assert "ONNX Runtime, same ONNX file, 2 threads" in rows[measured + 1]
     assert "0.420 ms" in rows[measured + 1] and "0.202 ms" in rows[measured + 1]
     assert "ONNX Runtime" not in terminal(run_summary(tmp_path / "without"))
+
+
+def test_a_run_report_says_the_verdict_and_the_reference_it_was_judged_from(tmp_path: Path) -> None:
+    summary = run_summary(tmp_path)
+    summary["verdict"] = "MEETS"
+    summary["reference"] = {
+        "measured_ms": 2.1,
+        "interval": {"estimate": 2.1, "low": 2.08, "high": 2.13, "level": 0.95, "samples": 30},
+        "precision_goal": 0.01,
+        "precision": 0.0119,
+    }
+    summary["round_details"][0].update(verdict="TOO CLOSE TO CALL", target_ratio=0.5, ratio=0.512)
+    page = write_report(tmp_path, summary).read_text()
+    assert "(MEETS at 95%)" in page and "TOO CLOSE TO CALL, ratio 0.512" in page
+    assert "95% interval 2.080-2.130 ms, 30 samples, &plusmn;1.2% for a goal of &plusmn;1%" in page
+
+
+def test_a_report_warns_of_the_boards_health_during_the_measurements(tmp_path: Path) -> None:
+    summary = run_summary(tmp_path)
+    summary["health_warnings"] = ["CPU governor ondemand scales the clock with load", "throttle flags set (0x50005)"]
+    page = write_report(tmp_path, summary).read_text()
+    assert "Board health during the measurements" in page and "throttle flags set (0x50005)" in page
+    sweep = sweep_summary(tmp_path / "sweep")
+    assert "Board health" not in write_sweep_report(tmp_path / "sweep", sweep).read_text()
+    sweep["health_warnings"] = ["running hot: thermal_zone0 (cpu-thermal) 82 °C"]
+    assert "82 °C" in write_sweep_report(tmp_path / "sweep", sweep).read_text()

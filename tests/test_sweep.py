@@ -63,18 +63,19 @@ def run_sweep(
     folder: Path, device: FakeDevice, model: ModelBundle, digits: Dataset, targets: tuple[str, ...], **changed: object
 ) -> list:
     factor = changed.pop("factor", 1.0)
+    rounds: type[FakeRounds] = changed.pop("rounds", FakeRounds)  # type: ignore[assignment]
     config = settings(device, targets, **changed)
     folder.mkdir(exist_ok=True)
     shared = Run(config.shared, folder, device)
 
     def steps(run: Run, target_ms: float) -> FakeRounds:
-        return FakeRounds(run, model, digits, FakePredictor(device, bias=0.8), target_ms)
+        return rounds(run, model, digits, FakePredictor(device, bias=0.8), target_ms)
 
     return sweep_targets(shared, config, device.latency_ms(model.module, model.input_shape), steps, factor)
 
 
 def test_one_search_serves_every_target_and_a_rerun_resumes(
-    tmp_path: Path, model: ModelBundle, digits: Dataset
+    tmp_path: Path, model: ModelBundle, digits: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     device = fake_device(tmp_path)
     folder = tmp_path / "sweep"
@@ -97,8 +98,17 @@ def test_one_search_serves_every_target_and_a_rerun_resumes(
     assert json.loads((folder / "target-0.5x" / "point.json").read_text()) == second
     # a rerun with one more target reuses every pruned network and prunes only the new one
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("target-*/round-*/pruned.pt")}
+    pruned_in: list[str] = []
+    prune = FakeRounds.prune
+
+    def recorded(self: FakeRounds, index: int, scale: float) -> ModelBundle:
+        pruned_in.append(self.run.folder.name)
+        return prune(self, index, scale)
+
+    monkeypatch.setattr(FakeRounds, "prune", recorded)
     again = run_sweep(folder, device, model, digits, ("0.7x", "0.5x", "0.04x", "0.6x"))
     assert again[:3] == points
+    assert "target-0.04x" not in pruned_in and "target-0.6x" in pruned_in  # out of reach is recorded, not redone
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert (folder / "target-0.6x" / "round-1" / "pruned.pt").is_file()
 
@@ -110,6 +120,29 @@ def test_the_factor_measured_on_the_unpruned_network_saves_the_correcting_round(
     # the table predicts 20% too little; the unpruned network measured / predicted = 1 / 0.8 says so up front
     (point,) = run_sweep(tmp_path / "s", device, model, digits, ("0.6x",), method="global", factor=1 / 0.8)
     assert len(point["rounds"]) == 1 and point["meets_target"] and point["rounds"][0]["scale"] == 1 / 0.8
+
+
+class LoadedRounds(FakeRounds):
+    """The machine got 1.5x slower for both networks alike since the sweep's reference was measured."""
+
+    def measure(self, index: int, candidate: ModelBundle) -> Measured:
+        measured = super().measure(index, candidate)
+        return replace(measured, ms=measured.ms * 1.5, baseline_ms=measured.baseline_ms * 1.5)
+
+
+def test_the_reference_holds_still_and_rounds_are_judged_on_the_paired_ratio(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
+    device = fake_device(tmp_path)
+    unpruned = device.latency_ms(model.module, model.input_shape)
+    points = run_sweep(tmp_path / "s", device, model, digits, ("0.7x", "0.5x"), rounds=LoadedRounds)
+    for point, fraction in zip(points, (0.7, 0.5), strict=True):
+        rounds = point["rounds"]
+        # every round of every target is held to the one reference's target, not to the loaded baseline's
+        assert all(r["target_ms"] == pytest.approx(fraction * unpruned) for r in rounds)
+        assert all(r["baseline_ms"] == pytest.approx(1.5 * unpruned) for r in rounds)
+        assert point["meets_target"] and point["ratio"] <= fraction and point["target_ratio"] == fraction
+        assert point["measured_ms"] > point["target_ms"]  # the load made the ms miss; the paired ratio meets
 
 
 def test_targets_may_be_reordered_or_added_in_front_but_settings_stay(tmp_path: Path) -> None:

@@ -79,15 +79,18 @@ def test_target_holds_or_not_by_the_measurement(artifact: Path, capsys: pytest.C
     assert measured > 0 and first["measured_spread_ms"] >= 0
     assert first["target_ms"] is None and first["meets_target"] is None and first["outputs_match"] is True
     assert json.loads((artifact / "verify.json").read_text())["measured_ms"] == measured
+    assert first["health"]["before"]["read_from"] == "this machine" and "warnings" in first["health"]
 
     code, out, _ = run_cli(capsys, "verify", str(artifact), "--device", "local", "--target-ms", "1e6", "--json")
     assert code == 0 and json.loads(out)["meets_target"] is True
 
     code, _, err = run_cli(capsys, "verify", str(artifact), "--device", "local", "--target-ms", "1e-6")
-    assert code == 1 and "missed" in err and "FAIL" in err
+    assert code == 1 and "MISSES" in err and "FAIL" in err and "95% interval" in err
     assert "ONNX Runtime" in err and "TVM/ORT" in err  # onnxruntime is a dependency: the line is there
     saved = json.loads((artifact / "verify.json").read_text())
     assert saved["meets_target"] is False and saved["target_ms"] == pytest.approx(1e-6)
+    interval = saved["interval"]
+    assert saved["verdict"] == "MISSES" and interval["low"] <= saved["measured_ms"] <= interval["high"]
 
 
 def test_onnx_runtime_is_timed_on_the_same_onnx_in_alternation(artifact: Path, local_farm: Device) -> None:

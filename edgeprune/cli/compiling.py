@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from edgeprune.cli.common import (
     ArtifactsArg,
@@ -144,10 +145,14 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
         f"{timing.median_ms:.4f} ms ± {timing.spread_ms:.4f} (median of {timing.repeats} repeats, "
         f"each >= {min_repeat_ms} ms)" + timing_label(result.timings_are_real),
     )
+    if result.interval is not None:
+        i = result.interval
+        table.add_row("95% interval", f"{i.low:.4f}-{i.high:.4f} ms (median of {i.samples} samples)")
     if result.target_ms is not None:
-        verdict = "[green]holds[/]" if result.meets_target else "[red]missed[/]"
+        colour = {"MEETS": "green", "MISSES": "red"}.get(result.verdict or "", "yellow")
         margin = (result.measured_ms / result.target_ms - 1) * 100
-        table.add_row("target", f"{result.target_ms:.4f} ms ({result.target_source}): {verdict}, {margin:+.1f}%")
+        verdict = f"[{colour}]{result.verdict}[/], {margin:+.1f}%"
+        table.add_row("target", f"{result.target_ms:.4f} ms ({result.target_source}): {verdict}")
     if result.baseline_timing is not None:
         table.add_row(
             "baseline",
@@ -172,6 +177,8 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
     match = "[green]match[/]" if result.outputs_match else "[red]DIFFER[/]"
     tolerance = f"rtol {verify_defaults.RTOL:g}, atol {verify_defaults.ATOL:g}"
     table.add_row("outputs", f"max |diff| {result.max_abs_diff:.2g} vs PyTorch ({tolerance}): {match}")
+    for warning in (result.health or {}).get("warnings", []):
+        table.add_row("[yellow]board health[/]", escape(warning))
     table.add_row("result", "[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]")
     return table
 

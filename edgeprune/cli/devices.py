@@ -62,11 +62,15 @@ def check(
 ) -> None:
     """Request a session from the device's tracker, run a tiny kernel and the input filler tuning calls there.
 
-    Prints the round trip; fails (exit 2) where `profile` or `compile` could not measure on the device.
+    Prints the round trip and the board's health (CPU governor, throttle flags, temperature: what it exposes);
+    fails (exit 2) where `profile` or `compile` could not measure on the device.
     """
+    from edgeprune.devices import health
+
     device = profile.load_device(name)
     with device.serving():
         result = rpc.check_device(device, timeout=timeout)
+    state = device.health()
     if as_json:
         print_json(
             {
@@ -75,6 +79,8 @@ def check(
                 "key": device.key,
                 "timings_are_real": device.timings_are_real,
                 **result,
+                "health": state,
+                "warnings": health.warnings(state),
             }
         )
         return
@@ -83,6 +89,48 @@ def check(
         f"session {result['connect_ms']:.0f} ms, upload + run {result['roundtrip_ms']:.1f} ms"
         + timing_label(device.timings_are_real)
     )
+    console.print(escape(health.summary_line(state)))
+    for warning in health.warnings(state):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+@devices_app.command("bench")
+def bench(
+    name: Annotated[str, typer.Argument(help="Device name or path to a profile .toml.")],
+    samples: Annotated[int, typer.Option(help="How many samples of the fixed kernel to take (at least 6).")] = 30,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the tracker and a free server.")] = 10.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the device's timing noise on a fixed kernel (a naive 128x128 matmul): the spread of SAMPLES
+    measurements, the median's 95% interval, and about how many samples a +-1% interval needs.
+
+    A board whose samples scatter widely needs more samples (verify takes more, up to a cap, before it says TOO
+    CLOSE TO CALL) or a quieter set-up: the governor on 'performance', nothing else running, a cool board.
+    """
+    from edgeprune.devices import health
+    from edgeprune.verify.noise import bench as bench_device
+    from edgeprune.verify.noise import check_samples
+
+    check_samples(samples)
+    device = profile.load_device(name)
+    with device.serving(), console.status(f"timing a fixed kernel {samples} times on {device.name}"):
+        result = bench_device(device, samples, timeout)
+    if as_json:
+        print_json({**result, "warnings": health.warnings(result["health"])})
+        return
+    i = result["interval"]
+    console.print(
+        f"{device.name}: {result['kernel']}, {samples} samples of {result['number']} run(s): median "
+        f"{result['median_ms']:.4f} ms, spread ±{result['spread'] * 100:.2f}% (half the IQR), range "
+        f"{result['min_ms']:.4f}-{result['max_ms']:.4f} ms" + timing_label(device.timings_are_real)
+    )
+    console.print(
+        f"95% interval of the median {i['low']:.4f}-{i['high']:.4f} ms (±{result['interval_half_width'] * 100:.2f}%); "
+        f"a ±1% interval needs about {result['samples_for_1pct']} samples"
+    )
+    console.print(escape(health.summary_line(result["health"])))
+    for warning in health.warnings(result["health"]):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 @farm_app.command("up")

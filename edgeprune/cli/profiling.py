@@ -114,7 +114,7 @@ def _profiled(report: Any, named: dict[str, Any], device: Any) -> str:
         f"[green]profiled[/] {named['model']} on {device.name}: {report.entries_measured} entries measured, "
         f"{report.entries_reused} reused of {report.entries_total}{network} in {report.seconds:.0f} s "
         f"({report.servers or 0} server(s))" + timing_label(device.timings_are_real) + f"\n  {report.lut}"
-    )
+    ) + "".join(f"\n  [yellow]board health:[/] {w}" for w in report.health_warnings)
 
 
 def _estimate_table(result: dict[str, Any]) -> Any:

@@ -243,6 +243,28 @@ class Device(ABC):
         """What a user runs to start this device's RPC servers."""
         return f"`edgeprune board bootstrap --device {self.name}`"
 
+    # -- health -------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """The board's clocks, governors, temperatures and throttle state now (`devices.health`), read over SSH
+        where the profile has `[ssh]`. Never raises: a board that cannot be read is recorded as unknown, and the
+        measurement it was to accompany goes on."""
+        from edgeprune.devices import health
+        from edgeprune.devices.remote.ssh import connection
+
+        if self.ssh is None:
+            return {"read_from": None, "unknown": "the profile has no [ssh] to read the board's health with"}
+        try:
+            with connection(self) as conn:
+
+                def stdout(command: str) -> str | None:
+                    done = conn.run(command, timeout=10)
+                    return done.stdout if done.exit_code == 0 else None
+
+                source = health.OverCommand(stdout, str(health.sysfs_root()))
+                return health.read_health(source, f"ssh {self.ssh.user}@{self.ssh.host}:{self.ssh.port}")
+        except EdgepruneError as error:
+            return {"read_from": None, "unknown": f"could not read it over SSH: {error.message}"}
+
 
 D = TypeVar("D", bound=type[Device])
 _KINDS: dict[str, type[Device]] = {}

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import getpass
 from collections.abc import Iterator
+from typing import Any
 
 from edgeprune.devices import emulated_board, emulation
 from edgeprune.devices.base import Device, SSHConfig, register
@@ -72,6 +73,10 @@ class EmulatedDevice(BoardDevice):
                 if not started["already_running"]:
                     with contextlib.suppress(EdgepruneError):
                         server.stop(self)
+
+    def health(self) -> dict[str, Any]:
+        """Nothing of a board's: its timings are qemu's on this machine, not a board's."""
+        return {"read_from": None, "unknown": "an emulated board: its timings are not a board's (qemu on this host)"}
 
     def start_hint(self) -> str:
         return (

@@ -37,6 +37,12 @@ class OnThisMachine(Device):
     def start_hint(self) -> str:
         return f"`edgeprune farm up --port {self.tracker_port} --key {self.key}`"
 
+    def health(self) -> dict[str, Any]:
+        """This machine's own sysfs: its servers run here."""
+        from edgeprune.devices import health
+
+        return health.this_machine()
+
 
 @register(LOCAL)
 class LocalDevice(OnThisMachine, CPUDevice):

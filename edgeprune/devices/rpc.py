@@ -152,6 +152,19 @@ def _check_measure_fill(session: RPCSession, device: Device, tensor: Any) -> Non
     fill(tensor)
 
 
+def build_kernel(device: Device, mod: Any) -> Any:
+    """A TensorIR module built for the device's target: a GPU kernel bound to threads first (dlight's fallback)."""
+    import tvm
+
+    target = device.tvm_target()
+    if "gpu" in target.keys:
+        from tvm.s_tir import dlight
+
+        with target:
+            mod = dlight.ApplyDefaultSchedule(dlight.gpu.Fallback())(mod)
+    return tvm.tirx.build(mod, target=target)
+
+
 def check_device(device: Device, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, float]:
     """Build a tiny kernel for the device's target, run it there and check the result.
 
@@ -168,13 +181,7 @@ def check_device(device: Device, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str
     size = 64
     a = te.placeholder((size,), name="a", dtype="float32")
     b = te.compute((size,), lambda i: a[i] * 2.0 + 1.0, name="b")
-    mod, target = tvm.IRModule({"main": te.create_prim_func([a, b])}), device.tvm_target()
-    if "gpu" in target.keys:  # a GPU kernel must be bound to threads: dlight's fallback rule does that
-        from tvm.s_tir import dlight
-
-        with target:
-            mod = dlight.ApplyDefaultSchedule(dlight.gpu.Fallback())(mod)
-    lib = tvm.tirx.build(mod, target=target)
+    lib = build_kernel(device, tvm.IRModule({"main": te.create_prim_func([a, b])}))
     start = time.perf_counter()
     session = request_session(device, timeout=timeout)
     connected = time.perf_counter()

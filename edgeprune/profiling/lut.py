@@ -25,6 +25,7 @@ from edgeprune.errors import EdgepruneError
 
 _log = logging.getLogger(__name__)  # the line a waiting profile prints (Python's last-resort handler: stderr)
 SCHEMA_VERSION = 2
+HEALTH_KEPT = 20  # profiling sessions whose board health a table keeps (the newest)
 FILE_NAME = "lut.json"
 KERNELS = (
     "MetaSchedule-tuned kernels as `compile` ships them: each entry runs the schedule the device's tuning "
@@ -84,6 +85,8 @@ class LatencyTable:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     emulated: bool = False  # measured on an emulator: says nothing about a board's speed
+    # the board's health before and after each profiling session that measured here, last HEALTH_KEPT of them
+    health: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def new(cls, device: Device) -> LatencyTable:
@@ -135,6 +138,7 @@ class LatencyTable:
                 entries={str(k): dict(v) for k, v in data["entries"].items()},
                 networks={str(k): dict(v) for k, v in data["networks"].items()},
                 emulated=bool(data.get("emulated", False)),
+                health=list(data.get("health", [])),
             )
             for key, entry in table.entries.items():
                 split_key(key)
@@ -164,6 +168,7 @@ class LatencyTable:
             "updated": now(),
             "entries": dict(sorted(self.entries.items())),
             "networks": self.networks,
+            "health": self.health[-HEALTH_KEPT:],
         }
 
     def save(self) -> None:

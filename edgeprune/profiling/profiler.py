@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeprune.devices import health
 from edgeprune.devices.base import Device, TimingSettings
 from edgeprune.devices.timing import Timing, measure_library
 from edgeprune.errors import EdgepruneError
@@ -42,6 +43,7 @@ class ProfileReport:
     network_ms: float | None
     tuning: tune.TuneReport | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    health_warnings: list[str] = field(default_factory=list)  # what the board's health said of this session
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,7 @@ class ProfileReport:
             "tuning_trials": self.tuning.trials if self.tuning else 0,
             "tuning_tasks_reused": self.tuning.tasks_reused if self.tuning else 0,
             "phase_seconds": {k: round(v, 2) for k, v in self.phase_seconds.items()},
+            "health_warnings": self.health_warnings,
         }
 
 
@@ -127,6 +130,7 @@ def profile_model(
             network_ms=float(network["measured_ms"]) if network else None,
         )
         if missing or network is None:
+            before = device.health()  # kept in the table beside what this session measures
             with device.serving(2 if parallel else 1):
                 device.request_session()  # fail fast, before minutes of export and tuning
                 relax_model = to_relax(bundle.module, (1, *bundle.input_shape))
@@ -160,5 +164,8 @@ def profile_model(
                     table.save()
                     report.network_ms = table.networks[structure]["measured_ms"]
                     progress("network", 2, 2)
+            table.health.append({**health.record(before, device.health()), "entries_measured": report.entries_measured})
+            table.save()
+            report.health_warnings = table.health[-1]["warnings"]
     report.seconds = time.perf_counter() - start
     return report

@@ -124,7 +124,7 @@ def _rounds(rounds: Sequence[dict[str, Any]], stopped: str | None = None) -> str
                 f"{ms(r.get('measured_ms'))} &plusmn; {r.get('spread_ms', 0):.3f}",
                 ms(r.get("baseline_ms")),
                 ms(r.get("target_ms")),
-                '<span class="ok">yes</span>' if r.get("meets_target") else '<span class="fail">no</span>',
+                _meets(r),
                 pct(r.get("accuracy")),
                 "-" if r.get("correction") is None else f"x{r['correction']:.3f}",
                 "<b>kept</b>" if r.get("chosen") else "",
@@ -146,6 +146,38 @@ def _rounds(rounds: Sequence[dict[str, Any]], stopped: str | None = None) -> str
     )
     why = f'<p class="muted">Stopped: {_text(stopped)}</p>' if stopped else ""
     return _table(header, rows) + why
+
+
+def _meets(r: dict[str, Any]) -> str:
+    """A round's yes/no, with the verdict of its 95% interval and the paired ratio a relative target is judged on."""
+    mark = '<span class="ok">yes</span>' if r.get("meets_target") else '<span class="fail">no</span>'
+    ratio = f", ratio {r['ratio']:.3f}" if r.get("target_ratio") and r.get("ratio") is not None else ""
+    return mark + (f" ({_text(r['verdict'])}{ratio})" if r.get("verdict") else "")
+
+
+def _reference(summary: dict[str, Any]) -> str:
+    """The one reference measurement the target was fixed from, and how precise it is."""
+    ref = summary.get("reference")
+    if not ref or not ref.get("interval"):
+        return ""
+    i = ref["interval"]
+    return (
+        f'<p class="muted">Reference: the unpruned network measured once, {ms(ref["measured_ms"])} '
+        f"(95% interval {i['low']:.3f}-{i['high']:.3f} ms, {i['samples']} samples, "
+        f"&plusmn;{(ref.get('precision') or 0) * 100:.1f}% for a goal of &plusmn;{ref['precision_goal'] * 100:.0f}%); "
+        "every round is held to the target it fixes, a relative target judged on the paired pruned/unpruned "
+        "ratio.</p>"
+    )
+
+
+def _health(summary: dict[str, Any]) -> str:
+    """The board's health warnings during the measurements (governor, throttling, heat, a clock that moved)."""
+    said = summary.get("health_warnings") or []
+    if not said:
+        return ""
+    items = "".join(f"<li>{_text(w)}</li>" for w in said)
+    warning = "Board health during the measurements: the numbers may not hold."
+    return f'<div class="verdict fail">{warning}<ul>{items}</ul></div>'
 
 
 def _took(summary: dict[str, Any]) -> str:
@@ -188,11 +220,14 @@ def render(
             rows.append(_row([_text(ort_label(threads)), *(ms(s.get("ort_ms")) for s in sides)], "ort"))
     body = f"""<h1>edgeprune run</h1>
 {_about(summary, "run_dir")}
-<div class="verdict {"ok" if ok else "fail"}">The pruned model {"meets" if ok else "misses"} the target:
+<div class="verdict {"ok" if ok else "fail"}">The pruned model {"meets" if ok else "misses"} the target
+{f"({_text(summary['verdict'])} at 95%)" if summary.get("verdict") else ""}:
 <b>{ms(pruned.get("measured_ms"))}</b> measured against {ms(summary.get("target_ms"))};
 speedup <b>{times(summary.get("speedup"))}</b>; accuracy {pct(original.get("accuracy"))} &rarr;
 {pct(pruned.get("accuracy"))}</div>
+{_health(summary)}
 {_table(("", "original", "pruned"), rows)}
+{_reference(summary)}
 <h2>Rounds of the closed loop</h2>
 <p class="muted">Each round prunes to the target as the latency table (times its factor) predicts it, compiles and
 measures on the device beside the unpruned network; a miss corrects the factor by what was measured, and a round
@@ -229,7 +264,7 @@ def render_sweep(summary: dict[str, Any], figures: Sequence[Figure], path: Path)
             reason = f'<span class="fail">unreachable: {_text(p["unreachable"])}</span>'
             rows.append(_row([_text(p["target"]), ms(p.get("target_ms"))], note=reason, span=7))
             continue
-        meets = '<span class="ok">yes</span>' if p.get("meets_target") else '<span class="fail">no</span>'
+        meets = _meets(p)
         rows.append(
             _row(
                 [
@@ -260,9 +295,11 @@ def render_sweep(summary: dict[str, Any], figures: Sequence[Figure], path: Path)
 {_about(summary, "sweep_dir")}
 <div class="verdict {"ok" if met == len(points) else "fail"}">{met} of {len(points)} targets met on the device;
 every point below was compiled and measured there. {searched}</div>
+{_health(summary)}
 {_table(header, rows)}
 <p class="muted">Speedup: against the unpruned network measured again in the same session as the point.
 Measured: median &plusmn; spread of the device's timing.</p>
+{_reference(summary)}
 {_figures(figures)}
 <h2>Rounds of the closed loop, per target</h2>
 {loops}

@@ -3,11 +3,17 @@
 Latency is measured the way every edgeprune number is (`devices.timing`: upload over RPC, a warm-up run,
 then `time_evaluator` repeats; median and half the interquartile range). Outputs are compared with the
 PyTorch output stored at compile time for the same input, within RTOL/ATOL.
+
+The verdict comes with its confidence (`verify.confidence`): MEETS when the median's 95% interval lies at or
+below the target, MISSES when above, and TOO CLOSE TO CALL when the target lies inside it, after more samples (up
+to MORE_SAMPLES x --repeat) did not settle it. A relative target (`target_ratio`) is judged on the paired
+pruned/baseline ratio, an absolute one on the measured ms.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +22,14 @@ import numpy as np
 
 from edgeprune import atomic
 from edgeprune.compile.artifacts import VERIFY_FILE, Artifact, load_artifact
+from edgeprune.confidence import TOO_CLOSE, Interval, median_interval, ratio_interval, verdict
+from edgeprune.devices import health
 from edgeprune.devices.base import Device
 from edgeprune.devices.timing import RemoteTimer, Sampler, Timing, sample_in_turn
 from edgeprune.errors import EdgepruneError
 from edgeprune.targets import parse_target
 from edgeprune.verify import ort
-from edgeprune.verify.defaults import ATOL, RTOL
+from edgeprune.verify.defaults import ATOL, MORE_SAMPLES, RTOL
 
 
 @dataclass
@@ -41,6 +49,10 @@ class VerifyResult:
     ort_threads: int | None = None
     ort_error: str | None = None  # why ONNX Runtime could not be timed beside it (TVM's figures stand anyway)
     ort_baseline_timing: Timing | None = None  # ONNX Runtime on the baseline's model.onnx, same threads
+    interval: Interval | None = None  # the measured median's 95% interval
+    ratio: Interval | None = None  # the paired artifact/baseline ratio's median and interval (with a baseline)
+    target_ratio: float | None = None  # a relative target (0.5: half the baseline), judged on `ratio`
+    health: dict[str, Any] | None = None  # the board's health before and after the measurement, with warnings
 
     @property
     def measured_ms(self) -> float:
@@ -48,7 +60,17 @@ class VerifyResult:
 
     @property
     def meets_target(self) -> bool | None:
+        """The point estimate against the target (the ratio's for a relative target); `verdict` says whether
+        the interval is sure of it."""
+        if self.target_ratio is not None and self.ratio is not None:
+            return self.ratio.estimate <= self.target_ratio
         return None if self.target_ms is None else self.measured_ms <= self.target_ms
+
+    @property
+    def verdict(self) -> str | None:
+        """MEETS, MISSES or TOO CLOSE TO CALL; None without a target."""
+        judged = _judged(self.interval, self.ratio, self.target_ms, self.target_ratio)
+        return None if judged is None else verdict(*judged)
 
     @property
     def speedup(self) -> float | None:
@@ -73,6 +95,11 @@ class VerifyResult:
             "target_ms": self.target_ms,
             "target_source": self.target_source,
             "meets_target": self.meets_target,
+            "verdict": self.verdict,
+            "interval": None if self.interval is None else self.interval.to_json(),
+            "target_ratio": self.target_ratio,
+            "ratio": None if self.ratio is None else self.ratio.to_json(),
+            "health": self.health,
             "baseline_ms": None if self.baseline_timing is None else self.baseline_timing.median_ms,
             "baseline_spread_ms": None if self.baseline_timing is None else self.baseline_timing.spread_ms,
             "speedup": self.speedup,
@@ -125,10 +152,22 @@ def check_compatible(artifact: Artifact, device: Device) -> None:
         raise EdgepruneError(mismatch, hint=hint)
 
 
+def _judged(
+    interval: Interval | None, ratio: Interval | None, target_ms: float | None, target_ratio: float | None
+) -> tuple[Interval, float] | None:
+    """The interval a target is judged on and the target: the ratio's for a relative target, else the ms'."""
+    if target_ratio is not None and ratio is not None:
+        return ratio, target_ratio
+    if target_ms is not None and interval is not None:
+        return interval, target_ms
+    return None
+
+
 @dataclass
 class SideBySide:
     """What one verify measured: the artifact (timing and output), and beside it the baseline artifact and
-    ONNX Runtime where there were any (or why ORT could not run the model)."""
+    ONNX Runtime where there were any (or why ORT could not run the model). `samples`: each timer's samples in
+    the order taken (the artifact's i-th and the baseline's i-th were taken one after the other: a pair)."""
 
     timing: Timing
     output: np.ndarray
@@ -136,11 +175,42 @@ class SideBySide:
     ort: Timing | None
     ort_threads: int | None
     ort_error: str | None
+    samples: dict[str, list[float]]
     ort_baseline: Timing | None = None
+
+    @property
+    def interval(self) -> Interval:
+        return median_interval(self.samples["artifact"])
+
+    @property
+    def ratio(self) -> Interval | None:
+        if "baseline" not in self.samples:
+            return None
+        return ratio_interval(self.samples["artifact"], self.samples["baseline"])
+
+
+Enough = Callable[[dict[str, list[float]]], bool]
+
+
+def sample_until(timers: Mapping[str, Sampler], repeat: int, enough: Enough | None = None) -> dict[str, list[float]]:
+    """`repeat` rounds of `sample_in_turn`, then `repeat` more while `enough(samples)` says no, up to MORE_SAMPLES x
+    `repeat` rounds in all; each timer's samples in the order taken. The first timer's count is the rounds'."""
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    first = next(iter(timers))
+    while not samples[first] or (
+        enough is not None and len(samples[first]) < MORE_SAMPLES * repeat and not enough(samples)
+    ):
+        for name, taken in sample_in_turn(timers, repeat).items():
+            samples[name] += sum(taken, [])
+    return samples
 
 
 def measure_side_by_side(
-    artifact: Artifact, device: Device, base: Artifact | None = None, repeat: int | None = None
+    artifact: Artifact,
+    device: Device,
+    base: Artifact | None = None,
+    repeat: int | None = None,
+    enough: Enough | None = None,
 ) -> SideBySide:
     """The artifact on the device, and with it the baseline artifact and (where `ort.available`) ONNX Runtime
     on the artifact's model.onnx (and the baseline's) with the TVM server's thread count: one sample of each in
@@ -148,7 +218,9 @@ def measure_side_by_side(
 
     Taken in alternation, load that comes and goes on the device hits all of them alike, so the pruned/baseline
     ratio a relative target is checked against is steadier than two measurements taken one after the other
-    (taken so, one quiet run's re-measured baseline ranged 2.01-2.46 ms between rounds)."""
+    (taken so, one quiet run's re-measured baseline ranged 2.01-2.46 ms between rounds).
+
+    While `enough(samples)` says no, another `repeat` rounds are taken, up to MORE_SAMPLES x `repeat` in all."""
     settings = device.timing.with_counts(repeat=repeat)
     one = settings.with_counts(repeat=1)
     reference_input, _ = artifact.reference()
@@ -173,8 +245,8 @@ def measure_side_by_side(
             timers |= ort_timers  # both or neither: a failure above leaves TVM's figures alone
         except Exception as exc:  # noqa: BLE001 - ORT reports an op or opset it lacks as several types
             ort_threads, ort_error = None, f"{type(exc).__name__}: {exc}"
-    rounds = sample_in_turn(timers, settings.repeat)  # a remote failure names its own library (RemoteTimer)
-    timings = {name: Timing.from_samples(sum(rounds[name], []), timer.number) for name, timer in timers.items()}
+    samples = sample_until(timers, settings.repeat, enough)  # a remote failure names its library (RemoteTimer)
+    timings = {name: Timing.from_samples(samples[name], timer.number) for name, timer in timers.items()}
     return SideBySide(
         timings["artifact"],
         tvm_timer.output,
@@ -182,6 +254,7 @@ def measure_side_by_side(
         timings.get("ort"),
         ort_threads,
         ort_error,
+        samples,
         timings.get("ort-baseline"),
     )
 
@@ -192,6 +265,8 @@ def verify_artifact(
     target_ms: float | None = None,
     baseline: Path | None = None,
     repeat: int | None = None,
+    target_ratio: float | None = None,
+    precision: float | None = None,
 ) -> VerifyResult:
     """Measure the artifact on the device (with the baseline artifact in alternation, same settings), compare
     outputs with PyTorch's, and write `verify.json` into the artifact folder.
@@ -199,11 +274,17 @@ def verify_artifact(
     Without `target_ms` the pruning budget recorded in the manifest is the target, if there is one. Where
     ONNX Runtime is importable and the device runs on this host, ORT is timed on the same model.onnx in the
     same alternation (`ort_ms` in verify.json), and on the baseline's (`ort_baseline_ms`).
+
+    `target_ratio` (with `baseline`) judges a relative target on the paired ratio. More samples are taken while
+    the verdict is TOO CLOSE TO CALL, or, with `precision` (0.01: +-1%), while the median's interval is wider:
+    how a run's one reference measurement of the unpruned network is taken.
     """
     if target_ms is not None:
         parse_target("ms", target_ms)  # the same check, and message, as every other latency budget
     if repeat is not None and repeat < 3:
         raise EdgepruneError(f"--repeat must be at least 3 for a median and a spread, got {repeat}")
+    if target_ratio is not None and (baseline is None or not 0 < target_ratio < 1):
+        raise EdgepruneError(f"a relative target ({target_ratio}) needs a baseline and must be in (0, 1)")
     artifact = load_artifact(folder)
     check_compatible(artifact, device)
     base = load_artifact(baseline) if baseline is not None else None
@@ -213,8 +294,19 @@ def verify_artifact(
     if target_ms is None and artifact.pruning_target_ms is not None:
         target_ms, source = artifact.pruning_target_ms, "pruning budget"
 
+    def enough(samples: dict[str, list[float]]) -> bool:
+        interval = median_interval(samples["artifact"])
+        if precision is not None:
+            return interval.half_width <= precision
+        pairs = samples.get("baseline")
+        ratio = None if pairs is None else ratio_interval(samples["artifact"], pairs)
+        judged = _judged(interval, ratio, target_ms, target_ratio)
+        return judged is None or verdict(*judged) != TOO_CLOSE
+
+    before = device.health()  # what the board says of its clocks and heat, on either side of the measurement
     with device.serving():
-        measured = measure_side_by_side(artifact, device, base, repeat)
+        measured = measure_side_by_side(artifact, device, base, repeat, enough)
+    after = device.health()
 
     _, expected = artifact.reference()
     output = np.asarray(measured.output)
@@ -238,6 +330,10 @@ def verify_artifact(
         ort_threads=measured.ort_threads,
         ort_error=measured.ort_error,
         ort_baseline_timing=measured.ort_baseline,
+        interval=measured.interval,
+        ratio=measured.ratio,
+        target_ratio=target_ratio,
+        health=health.record(before, after),
     )
     atomic.write_json(artifact.folder / VERIFY_FILE, result.to_json())
     return result

@@ -1,0 +1,272 @@
+"""Board health on record: the CPU clocks and governors, temperatures, a Pi's throttle flags, a Jetson's power mode.
+
+A latency table profiled while a Pi throttled at 80-85 °C, or while the governor was `ondemand`, is wrong for the
+rest of its life, and nothing in the numbers says so. So every timing session (profile, verify) reads what the
+board can tell before and after, keeps it beside the numbers, and warns when the governor scales the clock with
+load, a throttle flag is set, the board runs hot, or a core's clock moved during the measurement.
+
+Readers go through a `Source`: `FileTree` reads a folder as if it were `/` (this machine's `/`, or a fake tree in a
+test) and `OverCommand` sends each read as a shell command to a board (over SSH). A file or command that is
+absent is "unknown" (None), never an error: boards expose different subsets.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+ROOT_ENV = "EDGEPRUNE_SYSFS_ROOT"  # read health below this folder instead of `/` (a test's fake tree)
+CPU = "/sys/devices/system/cpu"
+THERMAL = "/sys/class/thermal"
+DEVFREQ = "/sys/class/devfreq"  # a Jetson's GPU (and other accelerators') clocks
+PI_THROTTLED = "/sys/devices/platform/soc/soc:firmware/get_throttled"  # Raspberry Pi OS kernels; else vcgencmd
+# bits of `vcgencmd get_throttled` (Raspberry Pi documentation)
+THROTTLE_BITS = {
+    0: "under-voltage now",
+    1: "ARM frequency capped now",
+    2: "throttled now",
+    3: "soft temperature limit now",
+    16: "under-voltage has occurred",
+    17: "ARM frequency capping has occurred",
+    18: "throttling has occurred",
+    19: "soft temperature limit has occurred",
+}
+SCALING_GOVERNORS = frozenset({"ondemand", "powersave", "conservative", "schedutil"})  # the clock follows load
+HOT_C = 80.0  # a Pi starts throttling at 80-85 °C
+CLOCK_MOVED = 0.05  # a core's clock that changed by more than this during a measurement is reported
+
+
+class Source(Protocol):
+    """Where health is read: files by absolute path, folders' entries, and commands (stdout, or None)."""
+
+    def read(self, path: str) -> str | None: ...
+
+    def listdir(self, path: str) -> list[str]: ...
+
+    def run(self, argv: list[str]) -> str | None: ...
+
+
+def sysfs_root() -> Path:
+    """`/`, or `$EDGEPRUNE_SYSFS_ROOT` (a folder laid out like it, for a test or a board's sysfs mounted here)."""
+    return Path(os.environ.get(ROOT_ENV) or "/")
+
+
+def _local_command(argv: list[str]) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class FileTree:
+    """A folder read as if it were `/`; commands run on this machine (a test gives its own `command`)."""
+
+    root: Path
+    command: Callable[[list[str]], str | None] = _local_command
+
+    def _path(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def read(self, path: str) -> str | None:
+        try:
+            return self._path(path).read_text().strip()
+        except OSError:
+            return None
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self._path(path)))
+        except OSError:
+            return []
+
+    def run(self, argv: list[str]) -> str | None:
+        return self.command(argv)
+
+
+@dataclass(frozen=True)
+class OverCommand:
+    """A board's files and commands through one callable that runs a shell command there and returns its stdout
+    (None when it failed): `cat` a file, `ls` a folder. `root` as for `FileTree`."""
+
+    execute: Callable[[str], str | None]
+    root: str = "/"
+
+    def _path(self, path: str) -> str:
+        return shlex.quote(str(Path(self.root) / path.lstrip("/")))
+
+    def read(self, path: str) -> str | None:
+        out = self.execute(f"cat {self._path(path)} 2>/dev/null")
+        return None if out is None else out.strip()
+
+    def listdir(self, path: str) -> list[str]:
+        out = self.execute(f"ls -1 {self._path(path)} 2>/dev/null")
+        return sorted(out.split()) if out else []
+
+    def run(self, argv: list[str]) -> str | None:
+        return self.execute(shlex.join(argv) + " 2>/dev/null")
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
+
+
+def _cpus(source: Source) -> list[int]:
+    """The CPU numbers in `cpu/online` ("0-3,5"), else the `cpuN` folders."""
+    text = source.read(f"{CPU}/online")
+    if text:
+        cpus: list[int] = []
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cpus += range(int(first), int(last or first) + 1)
+        return cpus
+    return sorted(int(n[3:]) for n in source.listdir(CPU) if n.startswith("cpu") and n[3:].isdigit())
+
+
+def _mhz(khz: str | None) -> float | None:
+    value = _number(khz)
+    return None if value is None else value / 1000
+
+
+def read_cores(source: Source) -> list[dict[str, Any]]:
+    """Per core: its governor and current and maximum clock (MHz); None where the kernel has no cpufreq."""
+    cores = []
+    for cpu in _cpus(source):
+        freq = f"{CPU}/cpu{cpu}/cpufreq"
+        cores.append(
+            {
+                "cpu": cpu,
+                "governor": source.read(f"{freq}/scaling_governor"),
+                "mhz": _mhz(source.read(f"{freq}/scaling_cur_freq")),
+                "max_mhz": _mhz(source.read(f"{freq}/scaling_max_freq")),
+            }
+        )
+    return cores
+
+
+def read_temperatures(source: Source) -> dict[str, float]:
+    """Each thermal zone's temperature in °C, by `zoneN (type)`."""
+    found = {}
+    for zone in source.listdir(THERMAL):
+        if not zone.startswith("thermal_zone"):
+            continue
+        milli = _number(source.read(f"{THERMAL}/{zone}/temp"))
+        if milli is not None:
+            found[f"{zone} ({source.read(f'{THERMAL}/{zone}/type') or '?'})"] = milli / 1000
+    return found
+
+
+def read_throttled(source: Source) -> dict[str, Any] | None:
+    """A Raspberry Pi's throttle word and the flags it sets: from the firmware's sysfs file, else `vcgencmd
+    get_throttled`; None on a board that has neither."""
+    raw = source.read(PI_THROTTLED)
+    if raw is None and (out := source.run(["vcgencmd", "get_throttled"])):
+        raw = out.strip().partition("=")[2] or None
+    if raw is None:
+        return None
+    try:
+        word = int(raw, 16)
+    except ValueError:
+        return None
+    return {"raw": hex(word), "flags": [name for bit, name in THROTTLE_BITS.items() if word >> bit & 1]}
+
+
+def read_power_mode(source: Source) -> str | None:
+    """A Jetson's power mode (`nvpmodel -q`: "NV Power Mode: MAXN"); None elsewhere."""
+    out = source.run(["nvpmodel", "-q"])
+    if not out:
+        return None
+    line = next((x for x in out.splitlines() if "Power Mode" in x), out.splitlines()[0])
+    return line.partition(":")[2].strip() or line.strip()
+
+
+def read_accelerator_clocks(source: Source) -> dict[str, float]:
+    """devfreq devices' current clocks in MHz (a Jetson's GPU), by device name."""
+    clocks = {}
+    for name in source.listdir(DEVFREQ):
+        hz = _number(source.read(f"{DEVFREQ}/{name}/cur_freq"))
+        if hz is not None:
+            clocks[name] = hz / 1e6
+    return clocks
+
+
+def read_health(source: Source, where: str) -> dict[str, Any]:
+    """Everything the board tells about its clocks and heat now; `where` says how it was read."""
+    return {
+        "read_from": where,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cores": read_cores(source),
+        "temperatures_c": read_temperatures(source),
+        "throttled": read_throttled(source),
+        "power_mode": read_power_mode(source),
+        "accelerator_mhz": read_accelerator_clocks(source),
+    }
+
+
+def this_machine() -> dict[str, Any]:
+    """This machine's health (below `sysfs_root()`)."""
+    root = sysfs_root()
+    return read_health(FileTree(root), "this machine" + ("" if root == Path("/") else f" (files below {root})"))
+
+
+def summary_line(state: dict[str, Any]) -> str:
+    """One line for a terminal: governor(s), throttle flags, hottest zone, power mode; "unknown" where absent."""
+    if "cores" not in state:
+        return f"health: unknown ({state.get('unknown', 'not read')})"
+    governors = sorted({str(c["governor"]) for c in state["cores"] if c["governor"]}) or ["unknown"]
+    throttled = state["throttled"]
+    flags = "unknown" if throttled is None else (", ".join(throttled["flags"]) or f"none ({throttled['raw']})")
+    temps = state["temperatures_c"]
+    hottest = f"{max(temps.values()):.0f} °C" if temps else "unknown"
+    mode = f", power mode {state['power_mode']}" if state.get("power_mode") else ""
+    return (
+        f"health ({state['read_from']}): governor {'/'.join(governors)} on {len(state['cores'])} core(s), "
+        f"throttle flags {flags}, hottest zone {hottest}{mode}"
+    )
+
+
+def warnings(before: dict[str, Any] | None, after: dict[str, Any] | None = None) -> list[str]:
+    """What makes a measurement taken between two readings doubtful: a governor that scales the clock with load,
+    a throttle flag, a hot zone, a core's clock that moved by more than CLOCK_MOVED."""
+    said: list[str] = []
+    last = after or before
+    if not last or "cores" not in last:
+        return said
+    governors = sorted({c["governor"] for c in last["cores"] if c["governor"] in SCALING_GOVERNORS})
+    if governors:
+        said.append(
+            f"CPU governor {', '.join(governors)} scales the clock with load: timings vary with what ran before "
+            "(set 'performance' for stable numbers: cpupower frequency-set -g performance)"
+        )
+    for reading in (before, after):
+        if reading and reading.get("throttled") and reading["throttled"]["flags"]:
+            flags = reading["throttled"]
+            said.append(f"throttle flags set ({flags['raw']}): {', '.join(flags['flags'])}")
+            break
+    hot = {zone: c for zone, c in last.get("temperatures_c", {}).items() if c >= HOT_C}
+    if hot:
+        said.append("running hot: " + ", ".join(f"{zone} {c:.0f} °C" for zone, c in hot.items()))
+    if before and after:
+        moved = [
+            f"cpu{a['cpu']} {b['mhz']:.0f} -> {a['mhz']:.0f} MHz"
+            for b, a in zip(before["cores"], after["cores"], strict=False)
+            if b["mhz"] and a["mhz"] and abs(a["mhz"] - b["mhz"]) > CLOCK_MOVED * b["mhz"]
+        ]
+        if moved:
+            said.append("the clock moved during the measurement: " + ", ".join(moved))
+    return said
+
+
+def record(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Health before and after one timing session and what it warns of: what verify.json and a LUT keep."""
+    return {"before": before, "after": after, "warnings": warnings(before, after)}
