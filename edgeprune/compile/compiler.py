@@ -121,7 +121,7 @@ def compile_model(
     input_shape = (1, *bundle.input_shape)
 
     stage("export")
-    relax_model = export.to_relax(bundle.module, input_shape)
+    relax_model = export.to_relax(bundle.module, input_shape, config.layout)
     stage("check")
     host_lib = _build_for_host(relax_model.mod)
     diff = export.check_against_torch(host_lib, bundle.module, input_shape)

@@ -82,11 +82,17 @@ class LatencyTable:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     emulated: bool = False  # measured on an emulator: says nothing about a board's speed
+    layout: str = "NCHW"  # the device's tuning.layout: its kernels are the ones measured (tables before it: NCHW)
 
     @classmethod
     def new(cls, device: Device) -> LatencyTable:
         return cls(
-            lut_path(device), device.name, dict(device.target), tvm_version(), emulated=not device.timings_are_real
+            lut_path(device),
+            device.name,
+            dict(device.target),
+            tvm_version(),
+            emulated=not device.timings_are_real,
+            layout=device.tuning.layout,
         )
 
     @classmethod
@@ -123,6 +129,12 @@ class LatencyTable:
                 "its kernels differ",
                 hint=rerun,
             )
+        if data.get("layout", "NCHW") != device.tuning.layout:
+            raise EdgepruneError(
+                f"latency table {path} measured {data.get('layout', 'NCHW')} kernels; device '{device.name}' now "
+                f"compiles with tuning.layout = {device.tuning.layout!r}: its kernels differ",
+                hint=rerun,
+            )
         try:
             table = cls(
                 path=path,
@@ -133,6 +145,7 @@ class LatencyTable:
                 entries={str(k): dict(v) for k, v in data["entries"].items()},
                 networks={str(k): dict(v) for k, v in data["networks"].items()},
                 emulated=bool(data.get("emulated", False)),
+                layout=str(data.get("layout", "NCHW")),
             )
             for key, entry in table.entries.items():
                 split_key(key)
@@ -158,6 +171,7 @@ class LatencyTable:
             "tvm_version": self.tvm_version,
             "kernels": KERNELS,
             "emulated": self.emulated,
+            "layout": self.layout,
             "created": self.created,
             "updated": now(),
             "entries": dict(sorted(self.entries.items())),

@@ -13,6 +13,7 @@ from typing import Any
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.defaults import TRIALS
+from edgeprune.tvmx.layout import PLAIN, block_of
 
 STRATEGIES = ("replay-trace", "evolutionary")
 COST_MODELS = ("random", "xgb")
@@ -42,6 +43,9 @@ class TuningConfig:
     # mobilenetv2 stand-in, 64-trial database: 46.1 vs 34.4 ms. Shapes on the table's grid reuse the profile's
     # records anyway.
     transplant: bool = False
+    # the convolutions' data layout: NCHW, or blocked NCHW<x>c where the channels divide x (tvmx/layout.py);
+    # it decides which kernels the latency table measures and compile ships, so changing it means profiling again
+    layout: str = PLAIN
 
     def __post_init__(self) -> None:
         # the same value comes from a profile's [tuning] table or from a command's flag: the error names both
@@ -63,6 +67,7 @@ class TuningConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise EdgepruneError(f"tuning.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        block_of(self.layout)  # raises on a malformed layout
         if not self.ops or not all(isinstance(op, str) and op for op in self.ops):
             raise EdgepruneError(f"tuning.ops must be a non-empty list of op names (or ['all']), got {self.ops!r}")
 
@@ -85,7 +90,7 @@ class TuningConfig:
         counts = ("trials", "profile_trials", "max_trials", "population")
         types: dict[str, tuple[type, ...]] = {name: (int,) for name in counts}
         types |= {"minutes": (int, float), "transplant": (bool,), "ops": (list,)}
-        types |= {name: (str,) for name in ("strategy", "cost_model", "task_scheduler")}
+        types |= {name: (str,) for name in ("strategy", "cost_model", "task_scheduler", "layout")}
         assert set(types) == {f.name for f in fields(cls)}, "every field has a TOML type"
         return types
 

@@ -156,7 +156,7 @@ def family_key(workload: Any) -> str:
     and OIHW weights: input, kernel and output sizes, which fix stride and padding too). Channel-pruned shapes
     of one layer share it; a different kernel size, stride, padding, feature map or fusion does not (blanked
     alone, a 3x3 and a 5x5 convolution, or strides 2 and 3, read the same)."""
-    spatial = [shape[2:] for shape in _shapes(workload) if len(shape) == 4]
+    spatial = [shape[2:4] for shape in _shapes(workload) if len(shape) in (4, 5, 6)]  # blocked: NCHWc, OIHWio
     return re.sub(r"\d+", "N", workload.script()) + f"|{spatial}"
 
 

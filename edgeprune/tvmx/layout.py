@@ -1,0 +1,67 @@
+"""The blocked channel layout (NCHW[x]c): convolutions whose channels divide the block run on data laid out as
+(N, C/x, H, W, x) with weights prepacked as (O/x, I/x, KH, KW, x, x), the layout ONNX Runtime's CPU provider
+and TVM's own x86/ARM schedules use: the innermost block is one vector register of output channels, so the
+tuned kernel vectorises without gathers. Measured in bench/results/runtime.md (issue 36).
+
+Convolutions the block does not fit (a pruned width such as 11 or 24 channels with a 16 block, a 1-channel
+stem, depthwise and grouped ones) stay NCHW: Relax's ConvertLayout leaves them alone and inserts the layout
+transforms between the two kinds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from edgeprune.errors import EdgepruneError
+
+PLAIN = "NCHW"
+_BLOCKED = re.compile(r"NCHW([1-9][0-9]*)c")
+
+
+def block_of(layout: str) -> int | None:
+    """The channel block of a layout setting ("NCHW8c" -> 8; "NCHW" -> None); raises on anything else."""
+    if layout == PLAIN:
+        return None
+    match = _BLOCKED.fullmatch(layout)
+    if match is None:
+        raise EdgepruneError(f"tuning.layout must be NCHW or NCHW<block>c (e.g. NCHW8c), got {layout!r}")
+    return int(match.group(1))
+
+
+def _legalize_conv2d(bb: Any, call: Any) -> Any:
+    """Blocked (5-D) convolutions as TOPI's conv2d_NCHWc; the stock legalization refuses blocked layouts and
+    still handles the 4-D ones."""
+    import tvm
+    from tvm import topi
+
+    attrs = call.attrs
+    if len(call.args[0].ty.shape) != 5:
+        return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
+    return bb.call_te(
+        topi.nn.conv2d_NCHWc,
+        call.args[0],
+        call.args[1],
+        attrs.strides,
+        attrs.padding,
+        attrs.dilation,
+        attrs.data_layout,
+        attrs.out_layout,
+        call.ty.dtype,
+        primfunc_name_hint="conv2d_NCHWc",
+    )
+
+
+def to_blocked(mod: Any, block: int) -> Any:
+    """A Relax module (BatchNorm decomposed, not yet legalized) with its convolutions in NCHW{block}c where
+    the channels allow, legalized; the weights' layout transforms are folded into constants (prepacked)."""
+    import tvm
+    from tvm import relax
+
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]})(mod)
+    mod = relax.transform.Normalize()(mod)
+    mod = relax.transform.FoldConstant()(mod)
+    # TOPI's conv2d_NCHWc asks for a current target and does not use it: the compute is the same for every
+    # device, whose own schedule comes later from tuning
+    with tvm.target.Target({"kind": "llvm"}):
+        return relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})(mod)
