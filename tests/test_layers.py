@@ -67,7 +67,8 @@ def test_blocked_layout_converts_only_the_convs_whose_channels_divide_the_block(
 def test_a_malformed_layout_is_refused_with_the_setting_named(layout: str) -> None:
     with pytest.raises(EdgepruneError, match="tuning.layout"):
         TuningConfig(layout=layout)
-    assert TuningConfig.from_table({"layout": "NCHW16c"}).layout == "NCHW16c"
+    assert TuningConfig.from_table({"layout": "NCHW16c"}).conv_layout(8) == "NCHW16c"
+    assert TuningConfig(layout="NCHWc").conv_layout(8) == "NCHW8c", "NCHWc: blocked by the device's channel step"
 
 
 def test_compare_layers_maps_every_layer_to_a_tvm_kernel_and_an_ort_node(
@@ -79,7 +80,8 @@ def test_compare_layers_maps_every_layer_to_a_tvm_kernel_and_an_ort_node(
     torch.manual_seed(0)
     bundle = ModelBundle(small_net(), (3, 8, 8), 4, {"arch": "small"})
     art = tmp_path / "art"
-    compile_model(bundle, local_device(), art, trials_per_task=0, tuning=TuningConfig(layout="NCHW8c"))
+    result = compile_model(bundle, local_device(), art, trials_per_task=0, tuning=TuningConfig(layout="NCHW8c"))
+    assert result.artifact.manifest["tuning"]["layout"] == "NCHW8c"
     tool = load_tool()
     table = tool.compare(art, threads=1, rounds=1)  # type: ignore[attr-defined]
     rows = table["layers"]

@@ -367,7 +367,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strategy", default="replay-trace", help="tuning.strategy (replay-trace, evolutionary)")
     parser.add_argument("--cost-model", default="random", help="tuning.cost_model (random, xgb)")
     parser.add_argument("--task-scheduler", default="round-robin", help="tuning.task_scheduler")
-    parser.add_argument("--layout", default="NCHW", help="tuning.layout (NCHW, NCHW8c, NCHW16c, ...)")
+    parser.add_argument("--layout", default="NCHW", help="tuning.layout (NCHW, NCHWc, NCHW8c, ...)")
     parser.add_argument(
         "--layers",
         action="store_true",

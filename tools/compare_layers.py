@@ -203,7 +203,7 @@ def trials_by_kernel(artifact: Any, onnx_bytes: bytes) -> dict[str, int]:
     db_dir = artifact.manifest["tuning"].get("database")
     if not db_dir or not (Path(db_dir) / "database_tuning_record.json").exists():
         return {}
-    layout = artifact.manifest["tuning"].get("config", {}).get("layout", "NCHW")
+    layout = artifact.manifest["tuning"].get("layout", "NCHW")  # artifacts before layouts were NCHW
     mod = onnx_to_relax(onnx_bytes, layout)
     db = ms.database.JSONDatabase(work_dir=db_dir)
     counts = {}

@@ -61,7 +61,10 @@ class EntryBuilder:
         if family.key not in self._anchor_traces:
             anchor = self.anchor_of[family.key]
             _, relax_model = single_layer.to_relax(
-                family, anchor.in_channels, anchor.out_channels, self.device.tuning.layout
+                family,
+                anchor.in_channels,
+                anchor.out_channels,
+                self.device.tuning.conv_layout(self.device.channel_step),
             )
             record = self.store.best(transplant.task_module(relax_model.mod, self.device))
             if record is None:
@@ -71,7 +74,10 @@ class EntryBuilder:
 
     def build(self, entry: PlannedEntry, folder: Path) -> _Built:
         module, relax_model = single_layer.to_relax(
-            entry.family, entry.in_channels, entry.out_channels, self.device.tuning.layout
+            entry.family,
+            entry.in_channels,
+            entry.out_channels,
+            self.device.tuning.conv_layout(self.device.channel_step),
         )
         workload = transplant.task_module(relax_model.mod, self.device)
         record = self.store.best(workload)

@@ -92,7 +92,7 @@ class LatencyTable:
             dict(device.target),
             tvm_version(),
             emulated=not device.timings_are_real,
-            layout=device.tuning.layout,
+            layout=device.tuning.conv_layout(device.channel_step),
         )
 
     @classmethod
@@ -129,10 +129,11 @@ class LatencyTable:
                 "its kernels differ",
                 hint=rerun,
             )
-        if data.get("layout", "NCHW") != device.tuning.layout:
+        layout = device.tuning.conv_layout(device.channel_step)
+        if data.get("layout", "NCHW") != layout:
             raise EdgepruneError(
                 f"latency table {path} measured {data.get('layout', 'NCHW')} kernels; device '{device.name}' now "
-                f"compiles with tuning.layout = {device.tuning.layout!r}: its kernels differ",
+                f"compiles with layout {layout} (tuning.layout = {device.tuning.layout!r}): its kernels differ",
                 hint=rerun,
             )
         try:

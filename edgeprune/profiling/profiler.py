@@ -70,7 +70,9 @@ def measure_network(
     from edgeprune.tvmx.export import to_relax
 
     with device.serving():
-        relax_model = relax_model or to_relax(bundle.module, (1, *bundle.input_shape), device.tuning.layout)
+        relax_model = relax_model or to_relax(
+            bundle.module, (1, *bundle.input_shape), device.tuning.conv_layout(device.channel_step)
+        )
         tuning = tune.tune(relax_model.mod, device, trials)  # None: the device's compile budget
         lib = tune.build(relax_model.mod, device)
         with tempfile.TemporaryDirectory(prefix="edgeprune-net-") as folder:
@@ -129,7 +131,7 @@ def profile_model(
         if missing or network is None:
             with device.serving(2 if parallel else 1):
                 device.request_session()  # fail fast, before minutes of export and tuning
-                relax_model = to_relax(bundle.module, (1, *bundle.input_shape), config.layout)
+                relax_model = to_relax(bundle.module, (1, *bundle.input_shape), config.conv_layout(device.channel_step))
                 phase_start = time.perf_counter()
                 report.tuning = tune.tune(
                     relax_model.mod,

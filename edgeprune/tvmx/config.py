@@ -13,7 +13,7 @@ from typing import Any
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.defaults import TRIALS
-from edgeprune.tvmx.layout import PLAIN, block_of
+from edgeprune.tvmx.layout import PLAIN, block_of, concrete
 
 STRATEGIES = ("replay-trace", "evolutionary")
 COST_MODELS = ("random", "xgb")
@@ -43,8 +43,9 @@ class TuningConfig:
     # mobilenetv2 stand-in, 64-trial database: 46.1 vs 34.4 ms. Shapes on the table's grid reuse the profile's
     # records anyway.
     transplant: bool = False
-    # the convolutions' data layout: NCHW, or blocked NCHW<x>c where the channels divide x (tvmx/layout.py);
-    # it decides which kernels the latency table measures and compile ships, so changing it means profiling again
+    # the convolutions' data layout: NCHW, NCHWc (blocked by the device's channel step) or NCHW<x>c, blocked
+    # where the channels divide the block (tvmx/layout.py); it decides which kernels the latency table
+    # measures and compile ships, so changing it means profiling again
     layout: str = PLAIN
 
     def __post_init__(self) -> None:
@@ -67,7 +68,7 @@ class TuningConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise EdgepruneError(f"tuning.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        block_of(self.layout)  # raises on a malformed layout
+        block_of(concrete(self.layout, 1))  # raises on a malformed layout
         if not self.ops or not all(isinstance(op, str) and op for op in self.ops):
             raise EdgepruneError(f"tuning.ops must be a non-empty list of op names (or ['all']), got {self.ops!r}")
 
@@ -106,6 +107,11 @@ class TuningConfig:
     def tunes(self, task_name: str) -> bool:
         """Whether a task of this name is tuned (others keep the default schedule)."""
         return ALL_OPS in self.ops or any(op in task_name for op in self.ops)
+
+    def conv_layout(self, channel_step: int) -> str:
+        """The layout the convolutions are compiled in on a device with this channel step (the one place
+        `NCHWc` is resolved: the table's entries, the profiled network and compile all ask here)."""
+        return concrete(self.layout, channel_step)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ops": list(self.ops)}

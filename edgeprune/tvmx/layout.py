@@ -16,16 +16,26 @@ from typing import Any
 from edgeprune.errors import EdgepruneError
 
 PLAIN = "NCHW"
+DEVICE_BLOCK = "NCHWc"  # blocked by the device's channel step (its SIMD lanes: the grid the pruner keeps widths on)
 _BLOCKED = re.compile(r"NCHW([1-9][0-9]*)c")
 
 
+def concrete(layout: str, channel_step: int) -> str:
+    """A `tuning.layout` setting for a device: "NCHWc" becomes NCHW<the device's channel step>c, so a pruned
+    network, whose widths sit on that grid, keeps every convolution blocked."""
+    return f"NCHW{channel_step}c" if layout == DEVICE_BLOCK else layout
+
+
 def block_of(layout: str) -> int | None:
-    """The channel block of a layout setting ("NCHW8c" -> 8; "NCHW" -> None); raises on anything else."""
+    """The channel block of a concrete layout ("NCHW8c" -> 8; "NCHW" -> None); raises on anything else."""
     if layout == PLAIN:
         return None
     match = _BLOCKED.fullmatch(layout)
     if match is None:
-        raise EdgepruneError(f"tuning.layout must be NCHW or NCHW<block>c (e.g. NCHW8c), got {layout!r}")
+        raise EdgepruneError(
+            f"tuning.layout must be NCHW, NCHWc (blocked by the device's channel step) or NCHW<block>c (e.g. "
+            f"NCHW8c), got {layout!r}"
+        )
     return int(match.group(1))
 
 
