@@ -67,8 +67,10 @@ def test_blocked_layout_converts_only_the_convs_whose_channels_divide_the_block(
 def test_a_malformed_layout_is_refused_with_the_setting_named(layout: str) -> None:
     with pytest.raises(EdgepruneError, match="tuning.layout"):
         TuningConfig(layout=layout)
-    assert TuningConfig.from_table({"layout": "NCHW16c"}).conv_layout(8) == "NCHW16c"
-    assert TuningConfig(layout="NCHWc").conv_layout(8) == "NCHW8c", "NCHWc: blocked by the device's channel step"
+    cpu, gpu = {"kind": "llvm"}, {"kind": "cuda"}
+    assert TuningConfig.from_table({"layout": "NCHW16c"}).conv_layout(cpu, 8) == "NCHW16c"
+    assert TuningConfig(layout="NCHWc").conv_layout(cpu, 8) == "NCHW8c", "NCHWc: blocked by the device's step"
+    assert TuningConfig(layout="NCHWc").conv_layout(gpu, 32) == "NCHW", "a GPU keeps NCHW"
 
 
 def test_compare_layers_maps_every_layer_to_a_tvm_kernel_and_an_ort_node(

@@ -64,7 +64,7 @@ class EntryBuilder:
                 family,
                 anchor.in_channels,
                 anchor.out_channels,
-                self.device.tuning.conv_layout(self.device.channel_step),
+                self.device.tuning.conv_layout(self.device.target, self.device.channel_step),
             )
             record = self.store.best(transplant.task_module(relax_model.mod, self.device))
             if record is None:
@@ -77,7 +77,7 @@ class EntryBuilder:
             entry.family,
             entry.in_channels,
             entry.out_channels,
-            self.device.tuning.conv_layout(self.device.channel_step),
+            self.device.tuning.conv_layout(self.device.target, self.device.channel_step),
         )
         workload = transplant.task_module(relax_model.mod, self.device)
         record = self.store.best(workload)

@@ -92,7 +92,7 @@ class LatencyTable:
             dict(device.target),
             tvm_version(),
             emulated=not device.timings_are_real,
-            layout=device.tuning.conv_layout(device.channel_step),
+            layout=device.tuning.conv_layout(device.target, device.channel_step),
         )
 
     @classmethod
@@ -129,7 +129,7 @@ class LatencyTable:
                 "its kernels differ",
                 hint=rerun,
             )
-        layout = device.tuning.conv_layout(device.channel_step)
+        layout = device.tuning.conv_layout(device.target, device.channel_step)
         if data.get("layout", "NCHW") != layout:
             raise EdgepruneError(
                 f"latency table {path} measured {data.get('layout', 'NCHW')} kernels; device '{device.name}' now "

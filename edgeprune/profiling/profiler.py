@@ -71,7 +71,7 @@ def measure_network(
 
     with device.serving():
         relax_model = relax_model or to_relax(
-            bundle.module, (1, *bundle.input_shape), device.tuning.conv_layout(device.channel_step)
+            bundle.module, (1, *bundle.input_shape), device.tuning.conv_layout(device.target, device.channel_step)
         )
         tuning = tune.tune(relax_model.mod, device, trials)  # None: the device's compile budget
         lib = tune.build(relax_model.mod, device)
@@ -131,7 +131,9 @@ def profile_model(
         if missing or network is None:
             with device.serving(2 if parallel else 1):
                 device.request_session()  # fail fast, before minutes of export and tuning
-                relax_model = to_relax(bundle.module, (1, *bundle.input_shape), config.conv_layout(device.channel_step))
+                relax_model = to_relax(
+                    bundle.module, (1, *bundle.input_shape), config.conv_layout(device.target, device.channel_step)
+                )
                 phase_start = time.perf_counter()
                 report.tuning = tune.tune(
                     relax_model.mod,

@@ -68,7 +68,7 @@ class TuningConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise EdgepruneError(f"tuning.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        block_of(concrete(self.layout, 1))  # raises on a malformed layout
+        block_of(concrete(self.layout, "llvm", 1))  # raises on a malformed layout
         if not self.ops or not all(isinstance(op, str) and op for op in self.ops):
             raise EdgepruneError(f"tuning.ops must be a non-empty list of op names (or ['all']), got {self.ops!r}")
 
@@ -108,10 +108,10 @@ class TuningConfig:
         """Whether a task of this name is tuned (others keep the default schedule)."""
         return ALL_OPS in self.ops or any(op in task_name for op in self.ops)
 
-    def conv_layout(self, channel_step: int) -> str:
-        """The layout the convolutions are compiled in on a device with this channel step (the one place
-        `NCHWc` is resolved: the table's entries, the profiled network and compile all ask here)."""
-        return concrete(self.layout, channel_step)
+    def conv_layout(self, target: dict[str, Any], channel_step: int) -> str:
+        """The layout the convolutions are compiled in for a device's TVM target and channel step (the one
+        place `NCHWc` is resolved: the table's entries, the profiled network and compile all ask here)."""
+        return concrete(self.layout, str(target.get("kind")), channel_step)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ops": list(self.ops)}

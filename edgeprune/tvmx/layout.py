@@ -20,10 +20,13 @@ DEVICE_BLOCK = "NCHWc"  # blocked by the device's channel step (its SIMD lanes: 
 _BLOCKED = re.compile(r"NCHW([1-9][0-9]*)c")
 
 
-def concrete(layout: str, channel_step: int) -> str:
-    """A `tuning.layout` setting for a device: "NCHWc" becomes NCHW<the device's channel step>c, so a pruned
-    network, whose widths sit on that grid, keeps every convolution blocked."""
-    return f"NCHW{channel_step}c" if layout == DEVICE_BLOCK else layout
+def concrete(layout: str, target_kind: str, channel_step: int) -> str:
+    """A `tuning.layout` setting for a device: "NCHWc" becomes NCHW<the device's channel step>c on a CPU (an
+    LLVM target), so a pruned network, whose widths sit on that grid, keeps every convolution blocked; a GPU
+    keeps NCHW (the blocked layout is a SIMD register's, unmeasured on GPUs)."""
+    if layout != DEVICE_BLOCK:
+        return layout
+    return f"NCHW{channel_step}c" if target_kind == "llvm" else PLAIN
 
 
 def block_of(layout: str) -> int | None:

@@ -143,12 +143,15 @@ def _tuned_workloads(db_dir: Path, tasks: list[Any]) -> set[int]:
 
 
 def _search_strategy(config: TuningConfig) -> Any:
-    """A fresh search strategy for one task (an evolutionary search keeps per-task state)."""
+    """A fresh search strategy for one task (an evolutionary search keeps per-task state). Its population is
+    at most 8 candidates per trial the task will measure: searching 128 to measure 2 (a small compile budget,
+    the tests) costs seconds per task and round for nothing."""
     from tvm.s_tir import meta_schedule as ms
 
     if config.strategy == "evolutionary":
+        population = max(2, min(config.population, 8 * config.trials))
         return ms.search_strategy.EvolutionarySearch(
-            population_size=config.population, genetic_num_iters=2, init_min_unmeasured=config.population // 4
+            population_size=population, genetic_num_iters=2, init_min_unmeasured=max(1, population // 4)
         )
     return config.strategy
 
