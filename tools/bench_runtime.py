@@ -85,7 +85,8 @@ def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work
 
     db = work / "baseline-db"
     db.mkdir(parents=True)
-    tasks = tune.extract_tasks(to_relax(baseline.bundle.module, (1, *baseline.bundle.input_shape)).mod, device)
+    layout = config.conv_layout(device.target, device.channel_step)
+    tasks = tune.extract_tasks(to_relax(baseline.bundle.module, (1, *baseline.bundle.input_shape), layout).mod, device)
     step = progress.add_task("baseline: tuning", total=None)
     done, seconds = 0, 0.0
     for trials in budgets:
@@ -106,7 +107,7 @@ def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work
         shutil.copytree(db, snapshot)
         label = tuned_label(trials)
         # trials > 0 applies the database; every task has records there, so nothing is tuned
-        result = compile_model(baseline.bundle, device, work / f"baseline-{label}", 1, snapshot)
+        result = compile_model(baseline.bundle, device, work / f"baseline-{label}", 1, snapshot, tuning=config)
         baseline.libraries[label] = result.artifact.library
         baseline.artifacts[label] = result.artifact.folder
         baseline.tuning[label] = {
