@@ -5,7 +5,8 @@ was compiled from; both run here, on this host, at `--threads`:
 
 - TVM: the Relax VM runs the network once with an instrument that records each kernel call and its arguments,
   then `time_evaluator` times every kernel alone on those arguments (the VM has no profiler in TVM 0.27);
-- ORT: the same ONNX file with ONNX Runtime's profiling on, its per-node kernel times averaged over the runs;
+- ORT: the same ONNX file with ONNX Runtime's profiling on, its per-node kernel times over the runs;
+- each the median of many short repeats or runs, so that on a shared machine the preempted ones drop out;
 - both end to end, so what the kernels do not account for (VM calls and allocations, ORT's session) is a row.
 
 Rounds alternate TVM and ORT (load that comes and goes hits both); each figure is the median over rounds.
@@ -34,6 +35,11 @@ import numpy as np
 LAYER_OPS = ("Conv", "Gemm", "MatMul")  # ONNX nodes that are a network layer
 ROUNDS = 3
 ORT_RUNS = 50  # profiled runs per round (after warm-up)
+ORT_WARM_UP = 5
+# TVM: the median of many short repeats, like ORT's per-run median: on a shared machine a repeat that is
+# preempted is an outlier the median drops (long repeats would all carry some of it)
+TVM_NUMBER = 3
+TVM_REPEAT = 25
 
 
 @dataclass
@@ -115,13 +121,14 @@ def tvm_calls(library: Path, x: np.ndarray) -> tuple[Any, list[tuple[str, list[n
 
 
 def kernel_timer(lib: Any, symbol: str, args: list[np.ndarray]) -> Any:
-    """A callable giving the kernel's mean time alone (us), from whichever module of the library holds it."""
+    """A callable giving the kernel's time alone (us; the median repeat), from whichever module of the library
+    holds it."""
     import tvm
 
     tensors = [tvm.runtime.tensor(a) for a in args]
     for module in [lib, *lib.imports]:
         try:
-            evaluator = module.time_evaluator(symbol, tvm.cpu(), number=10, repeat=3, min_repeat_ms=20)
+            evaluator = module.time_evaluator(symbol, tvm.cpu(), number=TVM_NUMBER, repeat=TVM_REPEAT)
         except Exception:  # noqa: BLE001,S112 - not in this module: try the next
             continue
         return lambda: evaluator(*tensors).median * 1e6
@@ -133,13 +140,15 @@ def network_timer(lib: Any, x: np.ndarray) -> Any:
     from tvm import relax
 
     vm = relax.VirtualMachine(lib, tvm.cpu())
-    evaluator = vm.time_evaluator("main", tvm.cpu(), number=10, repeat=3, min_repeat_ms=50)
+    evaluator = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=TVM_REPEAT)
     data = tvm.runtime.tensor(x)
     return lambda: evaluator(data).median * 1e6
 
 
 def ort_profile(onnx_file: Path, x: np.ndarray, threads: int, runs: int) -> tuple[dict[str, float], float]:
-    """ONNX Runtime's mean kernel time per node (us) over `runs` profiled runs, and its mean run time (us)."""
+    """ONNX Runtime's kernel time per node (us) and its run time (us), each the median of `runs` profiled
+    runs after a warm-up: a median, as on a shared machine some runs are preempted (a node's time then jumps
+    several-fold, which a mean would spread over the whole table)."""
     import onnxruntime
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-ort-") as folder:
@@ -149,22 +158,19 @@ def ort_profile(onnx_file: Path, x: np.ndarray, threads: int, runs: int) -> tupl
         options.profile_file_prefix = str(Path(folder) / "ort")
         session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x}
-        for _ in range(5):
-            session.run(None, feed)
-        warm = 5
-        for _ in range(runs):
+        for _ in range(ORT_WARM_UP + runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
-    node_us: dict[str, float] = {}
-    model_runs = [e for e in events if e.get("name") == "model_run"][warm:]
+    node_us: dict[str, list[float]] = {}
     for event in events:
         name = event.get("name", "")
         if event.get("cat") == "Node" and name.endswith("_kernel_time"):
-            node_us[name.removesuffix("_kernel_time")] = (
-                node_us.get(name.removesuffix("_kernel_time"), 0) + event["dur"]
-            )
-    total_runs = warm + runs
-    return {k: v / total_runs for k, v in node_us.items()}, statistics.mean(e["dur"] for e in model_runs)
+            node_us.setdefault(name.removesuffix("_kernel_time"), []).append(float(event["dur"]))
+    model_runs = [float(e["dur"]) for e in events if e.get("name") == "model_run"]
+    return (
+        {node: statistics.median(us[ORT_WARM_UP:] or us) for node, us in node_us.items()},
+        statistics.median(model_runs[ORT_WARM_UP:]),
+    )
 
 
 def ort_layer(node: str, owner: dict[str, str]) -> str | None:
