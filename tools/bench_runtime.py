@@ -365,10 +365,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pruned", help="a saved pruned model (edgeprune prune -o); default: narrower stand-in")
     parser.add_argument("--budgets", type=int, nargs="+", default=[16, 64, 128], help="trials per task, ascending")
     parser.add_argument("--pruned-trials", type=int, default=16, help="compile's trials per new task (pruned)")
-    parser.add_argument("--strategy", default="replay-trace", help="tuning.strategy (replay-trace, evolutionary)")
-    parser.add_argument("--cost-model", default="random", help="tuning.cost_model (random, xgb)")
-    parser.add_argument("--task-scheduler", default="round-robin", help="tuning.task_scheduler")
-    parser.add_argument("--layout", default="NCHW", help="tuning.layout (NCHW, NCHWc, NCHW8c, ...)")
+    parser.add_argument("--strategy", help="tuning.strategy (replay-trace, evolutionary; default: the product's)")
+    parser.add_argument("--cost-model", help="tuning.cost_model (random, xgb; default: the product's)")
+    parser.add_argument("--task-scheduler", help="tuning.task_scheduler (default: the product's)")
+    parser.add_argument("--layout", help="tuning.layout (NCHW, NCHWc, NCHW8c, ...; default: the product's)")
     parser.add_argument(
         "--layers",
         action="store_true",
@@ -415,7 +415,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from edgeprune.models.io import load_model, parse_input_shape
     from edgeprune.tvmx.config import TuningConfig
 
-    config = TuningConfig(
+    config = TuningConfig().with_changes(  # the product's defaults where a lever is not named
         trials=args.pruned_trials,
         strategy=args.strategy,
         cost_model=args.cost_model,

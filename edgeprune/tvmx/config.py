@@ -1,9 +1,10 @@
 """How MetaSchedule tunes: one typed, validated setting per knob (import-free, so profiles load fast).
 
 A device profile's `[tuning]` table overrides the defaults for its board; a command's flags override the
-profile (`with_changes`). Defaults are what the measurements in bench/results/runtime.md support on a small
-shared x86 machine: replay-trace with random sampling beat evolutionary search + XGBoost at small budgets
-(the cost model needs data before it helps, and a 512 population costs ~20 s of search per round per task).
+profile (`with_changes`). Defaults are what the measurements in bench/results/runtime.md (issue 36) support
+on a small shared x86 machine: evolutionary search with the XGBoost cost model over a population of 128 (512
+cost ~20 s of search per round and task) found kernels replay-trace with random sampling needed several times
+the trials for; see that file for the per-layer tables each setting was judged on.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.tvmx.defaults import TRIALS
-from edgeprune.tvmx.layout import PLAIN, block_of, concrete
+from edgeprune.tvmx.defaults import PROFILE_TRIALS, TRIALS
+from edgeprune.tvmx.layout import DEVICE_BLOCK, block_of, concrete
 
 STRATEGIES = ("replay-trace", "evolutionary")
 COST_MODELS = ("random", "xgb")
@@ -28,12 +29,12 @@ class TuningConfig:
     whose records every later compile reuses."""
 
     trials: int = TRIALS  # per new task at compile (0: build untuned)
-    profile_trials: int = TRIALS  # per task at profile time (the anchors every later compile reuses)
+    profile_trials: int = PROFILE_TRIALS  # per task at profile time (the anchors every later compile reuses)
     max_trials: int | None = None  # per tuning run, over all tasks (None: trials x tasks)
     minutes: float | None = None  # per tuning run: the tuner stops after it and keeps what it measured
-    strategy: str = "replay-trace"
+    strategy: str = "evolutionary"
     population: int = 128  # evolutionary only: 128 searched in ~5 s a round on one thread, 512 in ~20 s
-    cost_model: str = "random"
+    cost_model: str = "xgb"
     task_scheduler: str = "round-robin"
     ops: tuple[str, ...] = ("conv2d", "matmul", "dense")  # substrings of task names, or "all"
     # compile: give a new shape its family's tuned schedule (re-applied, measured) instead of tuning it. Off by
@@ -46,7 +47,7 @@ class TuningConfig:
     # the convolutions' data layout: NCHW, NCHWc (blocked by the device's channel step) or NCHW<x>c, blocked
     # where the channels divide the block (tvmx/layout.py); it decides which kernels the latency table
     # measures and compile ships, so changing it means profiling again
-    layout: str = PLAIN
+    layout: str = DEVICE_BLOCK
 
     def __post_init__(self) -> None:
         # the same value comes from a profile's [tuning] table or from a command's flag: the error names both
