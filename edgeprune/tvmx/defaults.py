@@ -4,6 +4,7 @@
 # variant's new shapes (those on the latency table's grid were recorded when profiling).
 TRIALS = 16
 # Trials per task when `profile` tunes the full-width network once: the records every later compile reuses.
-# Measured on resnet20 3x32x32, 1 thread, evolutionary + xgb, NCHW16c (bench/results/runtime-layers.md): 32 brought
-# its kernels level with ONNX Runtime's, layer by layer; it took 12 min on 2 loaded cores.
+# Measured on resnet20 3x32x32, 1 thread, evolutionary + xgb (bench/results/runtime-layers-32trials.md): at 32 its
+# NCHW16c kernels were level with ONNX Runtime's layer by layer (NCHW, the default layout: 1.43x ORT end to end);
+# 32 took 12-14 min on 2 loaded cores, 64 twice that for ~10% more.
 PROFILE_TRIALS = 32
