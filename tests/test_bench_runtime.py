@@ -115,3 +115,35 @@ def test_results_keep_one_run_per_baseline_model(tmp_path: Path) -> None:
     assert "| 1.20 |" in text and "| 1.50 |" not in text
     bench.plot(results, tmp_path / "runtime.png")
     assert (tmp_path / "runtime.png").stat().st_size > 0
+
+
+def test_runs_of_other_levers_are_kept_beside_each_other_with_their_layer_tables(tmp_path: Path) -> None:
+    """A run with another search or layout is another row set (the levers are compared); its per-layer tables
+    are written with it."""
+    bench = _tool()
+    path = tmp_path / "runtime.json"
+    lever = _report("resnet20", 0.9)
+    lever["tuning_config"] |= {"strategy": "evolutionary", "cost_model": "xgb", "layout": "NCHW16c"}
+    row = {"layer": "/conv1/Conv", "op": "Conv", "tvm_kernel": "fused_conv2d_NCHWc", "macs": 10**6, "trials": 64}
+    table = {
+        "threads": 1,
+        "rounds": 3,
+        "load_average": [1.0],
+        "layers": [row | {"tvm_us": 9.0, "ort_us": 10.0}],
+        "tvm_other_kernels_us": 1.0,
+        "ort_other_nodes_us": 2.0,
+        "tvm_overhead_us": 3.0,
+        "ort_overhead_us": 4.0,
+        "tvm_total_us": 13.0,
+        "ort_total_us": 16.0,
+    }
+    lever["layers"] = {"1": {"baseline tvm_64": table}}
+    for report in (_report("resnet20", 1.5), lever):
+        results = bench.merged(report, path)
+        path.write_text(json.dumps(results))
+    assert len(results["runs"]) == 2
+    text = bench.markdown(results)
+    assert "evolutionary + xgb, NCHW16c" in text and "replay-trace + random, NCHW" in text
+    layers = bench.layers_markdown(results)
+    assert "| /conv1/Conv | fused_conv2d_NCHWc | 9.0 | 10.0 | 0.90 | 1.00 |" in layers
+    assert "**0.81**" in layers  # end to end 13 / 16

@@ -143,7 +143,7 @@ def test_source_digest_of_a_zoo_model_identifies_its_weights(untuned: CompileRes
             next(lenet.module.parameters())[0].sub_(1.0)
 
 
-def test_tuning_measures_candidates_on_the_device(tuned: CompileResult, tuning_db: Path) -> None:
+def test_tuning_measures_candidates_on_the_device(tuned: CompileResult, tuning_db: Path, local_farm: Device) -> None:
     report = tuned.tuning
     assert report.tasks > 0 and report.tasks_reused == 0
     assert report.trials == 2 * report.tasks and report.failed < report.trials
@@ -154,6 +154,7 @@ def test_tuning_measures_candidates_on_the_device(tuned: CompileResult, tuning_d
         "tasks_transplanted": 0,
         "database": str(tuning_db.resolve()),
         "config": TuningConfig(trials=2).to_json(),
+        "layout": TuningConfig().conv_layout(local_farm.target, local_farm.channel_step),
     }
     records = (tuning_db / "database_tuning_record.json").read_text().splitlines()
     assert len(records) >= report.trials - report.failed

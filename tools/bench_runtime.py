@@ -21,12 +21,14 @@ baseline model: running the tool for another model adds it, a rerun of the same 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import shlex
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +67,7 @@ class Variant:
     bundle: Any
     onnx: Path
     libraries: dict[str, Path] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)  # by label: the folders compare_layers reads
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
 
@@ -82,7 +85,8 @@ def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work
 
     db = work / "baseline-db"
     db.mkdir(parents=True)
-    tasks = tune.extract_tasks(to_relax(baseline.bundle.module, (1, *baseline.bundle.input_shape)).mod, device)
+    layout = config.conv_layout(device.target, device.channel_step)
+    tasks = tune.extract_tasks(to_relax(baseline.bundle.module, (1, *baseline.bundle.input_shape), layout).mod, device)
     step = progress.add_task("baseline: tuning", total=None)
     done, seconds = 0, 0.0
     for trials in budgets:
@@ -103,8 +107,9 @@ def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work
         shutil.copytree(db, snapshot)
         label = tuned_label(trials)
         # trials > 0 applies the database; every task has records there, so nothing is tuned
-        result = compile_model(baseline.bundle, device, work / f"baseline-{label}", 1, snapshot)
+        result = compile_model(baseline.bundle, device, work / f"baseline-{label}", 1, snapshot, tuning=config)
         baseline.libraries[label] = result.artifact.library
+        baseline.artifacts[label] = result.artifact.folder
         baseline.tuning[label] = {
             "trials_per_task": trials,
             "tasks": len(tasks),
@@ -116,20 +121,24 @@ def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work
     return db
 
 
-def compile_pruned(pruned: Variant, device: Any, deep_db: Path, trials: int, config: Any, work: Path) -> None:
-    """The pruned variant compiled as `edgeprune compile` does: reusing the deep database, and from nothing."""
+def compile_pruned(
+    pruned: Variant, device: Any, deep_db: Path, trials: int, config: Any, work: Path, from_empty: bool
+) -> None:
+    """The pruned variant compiled as `edgeprune compile` does: reusing the deep database, and (`from_empty`)
+    from nothing."""
     from edgeprune.compile.compiler import compile_model
 
     reuse_db = work / "pruned-reuse-db"
     shutil.copytree(deep_db, reuse_db)
-    for label, db, source in (
-        ("tvm_reuse", reuse_db, f"the baseline's {deep_db.name} (records, transplants, the rest tuned)"),
-        (tuned_label(trials), work / "pruned-own-db", "an empty database"),
-    ):
+    compiles = [("tvm_reuse", reuse_db, f"the baseline's {deep_db.name} (records, transplants, the rest tuned)")]
+    if from_empty:
+        compiles.append((tuned_label(trials), work / "pruned-own-db", "an empty database"))
+    for label, db, source in compiles:
         tuning = config.with_changes(transplant=label == "tvm_reuse")
         result = compile_model(pruned.bundle, device, work / f"pruned-{label}", None, db, tuning=tuning)
         report = result.tuning
         pruned.libraries[label] = result.artifact.library
+        pruned.artifacts[label] = result.artifact.folder
         pruned.tuning[label] = {
             "trials_per_task": trials,
             "tasks": report.tasks,
@@ -198,6 +207,29 @@ def measure(variants: list[Variant], threads: int, progress: Any) -> None:
         run["tvm_vs_onnxruntime"] = {label: run["ms"][label] / run["ms"]["onnxruntime"] for label in variant.libraries}
 
 
+def per_layer(variants: list[Variant], labels: dict[str, str], threads: int, progress: Any) -> dict[str, Any]:
+    """tools/compare_layers.py on the chosen artifact of each variant (`labels`: variant -> library label), in a
+    process of its own so TVM's thread pool starts at `threads`; its tables by `variant label`."""
+    tables = {}
+    step = progress.add_task(f"{threads} thread(s): per-layer tables", total=len(labels))
+    for variant in variants:
+        label = labels.get(variant.name)
+        if label is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="edgeprune-layers-") as folder:
+            out = Path(folder) / "table"
+            command = [
+                sys.executable,
+                str(Path(__file__).with_name("compare_layers.py")),
+                str(variant.artifacts[label]),
+            ]
+            subprocess.run([*command, "--threads", str(threads), "--out", str(out)], check=True, capture_output=True)
+            tables[f"{variant.name} {label}"] = json.loads(out.with_suffix(".json").read_text())
+        progress.advance(step)
+    progress.remove_task(step)
+    return tables
+
+
 def to_json(variant: Variant) -> dict[str, Any]:
     from edgeprune.pruning import cost
 
@@ -217,9 +249,12 @@ def to_json(variant: Variant) -> dict[str, Any]:
 
 
 def run_key(report: dict[str, Any]) -> str:
-    """Which baseline a run measured: a rerun of the same one replaces it in the results file."""
-    baseline = report["variants"][0]
-    return f"{baseline['model']} {'x'.join(map(str, baseline['input_shape']))} width {baseline['width']}"
+    """Which baseline and which levers a run measured: a rerun of the same replaces it in the results file."""
+    baseline, tuning = report["variants"][0], report["tuning_config"]
+    return (
+        f"{baseline['model']} {'x'.join(map(str, baseline['input_shape']))} width {baseline['width']}, "
+        f"{tuning['strategy']} + {tuning['cost_model']}, {tuning.get('layout', 'NCHW')}"
+    )
 
 
 def merged(report: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -245,7 +280,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"{machine['cpu']} ({machine['cores']} cores, TVM target {machine['target']}); load average "
             f"{machine['load_before']} before, {machine['load_after']} after. Tuning: {tuning['strategy']} + "
-            f"{tuning['cost_model']} cost model, {tuning['task_scheduler']}.",
+            f"{tuning['cost_model']} cost model, {tuning['task_scheduler']}, layout {tuning.get('layout', 'NCHW')}.",
             "",
             f"Command: `{report['command']}`",
             "",
@@ -269,6 +304,27 @@ def markdown(results: dict[str, Any]) -> str:
                     )
             lines.append("")
         lines += [*[f"- {note}" for note in report["notes"]], ""]
+    return "\n".join(lines)
+
+
+def layers_markdown(results: dict[str, Any]) -> str:
+    """Every run's per-layer tables (compare_layers.py's markdown), one section per run."""
+    spec = importlib.util.spec_from_file_location("compare_layers", Path(__file__).with_name("compare_layers.py"))
+    assert spec is not None and spec.loader is not None
+    compare_layers = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = compare_layers  # its dataclasses look their module up
+    spec.loader.exec_module(compare_layers)
+    lines = [
+        "# Per-layer time, TVM against ONNX Runtime (tools/bench_runtime.py --layers, tools/compare_layers.py)",
+        "",
+        "The deepest baseline artifact and the pruned variant compiled from its database, per run of "
+        "bench_runtime (runtime.md has the runs' settings and machine). Layer names are the ONNX exporter's.",
+        "",
+    ]
+    for report in results["runs"]:
+        for threads, tables in report.get("layers", {}).items():
+            lines += [f"## {run_key(report)}, {threads} thread(s)", ""]
+            lines += [compare_layers.markdown(table, title) for title, table in tables.items()]
     return "\n".join(lines)
 
 
@@ -309,9 +365,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pruned", help="a saved pruned model (edgeprune prune -o); default: narrower stand-in")
     parser.add_argument("--budgets", type=int, nargs="+", default=[16, 64, 128], help="trials per task, ascending")
     parser.add_argument("--pruned-trials", type=int, default=16, help="compile's trials per new task (pruned)")
-    parser.add_argument("--strategy", default="replay-trace", help="tuning.strategy (replay-trace, evolutionary)")
-    parser.add_argument("--cost-model", default="random", help="tuning.cost_model (random, xgb)")
-    parser.add_argument("--task-scheduler", default="round-robin", help="tuning.task_scheduler")
+    parser.add_argument("--strategy", help="tuning.strategy (replay-trace, evolutionary; default: the product's)")
+    parser.add_argument("--cost-model", help="tuning.cost_model (random, xgb; default: the product's)")
+    parser.add_argument("--task-scheduler", help="tuning.task_scheduler (default: the product's)")
+    parser.add_argument("--layout", help="tuning.layout (NCHW, NCHWc, NCHW8c, ...; default: the product's)")
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="per-layer tables (tools/compare_layers.py) of the deepest baseline "
+        "and the pruned variant compiled from its database, at each thread count: bench/results/runtime-layers.md",
+    )
+    parser.add_argument(
+        "--no-pruned-from-empty",
+        action="store_true",
+        help="skip compiling the pruned variant from an empty "
+        "database (the lever runs compare the shipped path: the pruned variant reusing the baseline's database)",
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts to measure with")
     parser.add_argument("--seed", type=int, default=0, help="seed of the zoo models' initial weights")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes")
@@ -346,11 +415,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from edgeprune.models.io import load_model, parse_input_shape
     from edgeprune.tvmx.config import TuningConfig
 
-    config = TuningConfig(
+    config = TuningConfig().with_changes(  # the product's defaults where a lever is not named
         trials=args.pruned_trials,
         strategy=args.strategy,
         cost_model=args.cost_model,
         task_scheduler=args.task_scheduler,
+        layout=args.layout,
     )
     torch.manual_seed(args.seed)  # zoo weights are freshly initialised: seeded, runs compare alike
     shape = parse_input_shape(args.input_shape)
@@ -394,9 +464,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with Progress(*columns, console=Console(stderr=True)) as progress:
         with device.serving():
             deep_db = deepen(variants[0], device, args.budgets, config, work, progress)
-            compile_pruned(variants[1], device, deep_db, args.pruned_trials, config, work)
+            compile_pruned(
+                variants[1], device, deep_db, args.pruned_trials, config, work, not args.no_pruned_from_empty
+            )
+        report["layers"] = {}
         for threads in args.threads:
             measure(variants, threads, progress)
+            if args.layers:
+                labels = {"baseline": tuned_label(args.budgets[-1]), "pruned": "tvm_reuse"}
+                report["layers"][str(threads)] = per_layer(variants, labels, threads, progress)
     import onnxruntime
     import tvm
 
@@ -426,6 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     old = args.out / "runtime.md"
     kept = old.read_text().partition(KEPT)[2] if old.exists() else ""
     atomic.write_text(old, markdown(results) + "\n" + KEPT + (kept or "\n"))
+    atomic.write_text(args.out / "runtime-layers.md", layers_markdown(results))
     plot(results, args.out / "runtime.png")
     sys.stderr.write(markdown(results))
 

@@ -55,7 +55,7 @@ TrialsOpt = Annotated[
         help="MetaSchedule trials per new task, measured on the device; tasks the device's tuning database already "
         "holds are reused (with tuning.transplant, a compile transplants a tuned layer's schedule to its new "
         "shapes). 0 (compile only) builds the untuned default schedules. Default: the device's [tuning] table "
-        "(profile_trials when profiling, trials when compiling; 16 without one).",
+        "(profile_trials when profiling, trials when compiling; 32 and 16 without one).",
     ),
 ]
 MinutesOpt = Annotated[

@@ -121,7 +121,7 @@ def compile_model(
     input_shape = (1, *bundle.input_shape)
 
     stage("export")
-    relax_model = export.to_relax(bundle.module, input_shape)
+    relax_model = export.to_relax(bundle.module, input_shape, config.conv_layout(device.target, device.channel_step))
     stage("check")
     host_lib = _build_for_host(relax_model.mod)
     diff = export.check_against_torch(host_lib, bundle.module, input_shape)
@@ -157,6 +157,7 @@ def compile_model(
             "tasks_transplanted": report.tasks_transplanted,
             "database": str(db_dir.resolve()) if config.trials > 0 else "",
             "config": config.to_json(),
+            "layout": config.conv_layout(device.target, device.channel_step),  # what the convolutions were compiled in
         },
         "source_model": source_model(source, bundle),
         "pruning": pruning,

@@ -60,7 +60,12 @@ class EntryBuilder:
     def _anchor_trace(self, family: Family) -> Any:
         if family.key not in self._anchor_traces:
             anchor = self.anchor_of[family.key]
-            _, relax_model = single_layer.to_relax(family, anchor.in_channels, anchor.out_channels)
+            _, relax_model = single_layer.to_relax(
+                family,
+                anchor.in_channels,
+                anchor.out_channels,
+                self.device.tuning.conv_layout(self.device.target, self.device.channel_step),
+            )
             record = self.store.best(transplant.task_module(relax_model.mod, self.device))
             if record is None:
                 raise EdgepruneError(f"the tuning database has no record for {anchor.key}: the tuning phase failed")
@@ -68,7 +73,12 @@ class EntryBuilder:
         return self._anchor_traces[family.key]
 
     def build(self, entry: PlannedEntry, folder: Path) -> _Built:
-        module, relax_model = single_layer.to_relax(entry.family, entry.in_channels, entry.out_channels)
+        module, relax_model = single_layer.to_relax(
+            entry.family,
+            entry.in_channels,
+            entry.out_channels,
+            self.device.tuning.conv_layout(self.device.target, self.device.channel_step),
+        )
         workload = transplant.task_module(relax_model.mod, self.device)
         record = self.store.best(workload)
         sch = None

@@ -87,11 +87,17 @@ class LatencyTable:
     emulated: bool = False  # measured on an emulator: says nothing about a board's speed
     # the board's health before and after each profiling session that measured here, last HEALTH_KEPT of them
     health: list[dict[str, Any]] = field(default_factory=list)
+    layout: str = "NCHW"  # the device's tuning.layout: its kernels are the ones measured (tables before it: NCHW)
 
     @classmethod
     def new(cls, device: Device) -> LatencyTable:
         return cls(
-            lut_path(device), device.name, dict(device.target), tvm_version(), emulated=not device.timings_are_real
+            lut_path(device),
+            device.name,
+            dict(device.target),
+            tvm_version(),
+            emulated=not device.timings_are_real,
+            layout=device.tuning.conv_layout(device.target, device.channel_step),
         )
 
     @classmethod
@@ -128,6 +134,13 @@ class LatencyTable:
                 "its kernels differ",
                 hint=rerun,
             )
+        layout = device.tuning.conv_layout(device.target, device.channel_step)
+        if data.get("layout", "NCHW") != layout:
+            raise EdgepruneError(
+                f"latency table {path} measured {data.get('layout', 'NCHW')} kernels; device '{device.name}' now "
+                f"compiles with layout {layout} (tuning.layout = {device.tuning.layout!r}): its kernels differ",
+                hint=rerun,
+            )
         try:
             table = cls(
                 path=path,
@@ -139,6 +152,7 @@ class LatencyTable:
                 networks={str(k): dict(v) for k, v in data["networks"].items()},
                 emulated=bool(data.get("emulated", False)),
                 health=list(data.get("health", [])),
+                layout=str(data.get("layout", "NCHW")),
             )
             for key, entry in table.entries.items():
                 split_key(key)
@@ -164,6 +178,7 @@ class LatencyTable:
             "tvm_version": self.tvm_version,
             "kernels": KERNELS,
             "emulated": self.emulated,
+            "layout": self.layout,
             "created": self.created,
             "updated": now(),
             "entries": dict(sorted(self.entries.items())),

@@ -73,7 +73,9 @@ def measure_network(
     from edgeprune.tvmx.export import to_relax
 
     with device.serving():
-        relax_model = relax_model or to_relax(bundle.module, (1, *bundle.input_shape))
+        relax_model = relax_model or to_relax(
+            bundle.module, (1, *bundle.input_shape), device.tuning.conv_layout(device.target, device.channel_step)
+        )
         tuning = tune.tune(relax_model.mod, device, trials)  # None: the device's compile budget
         lib = tune.build(relax_model.mod, device)
         with tempfile.TemporaryDirectory(prefix="edgeprune-net-") as folder:
@@ -133,7 +135,9 @@ def profile_model(
             before = device.health()  # kept in the table beside what this session measures
             with device.serving(2 if parallel else 1):
                 device.request_session()  # fail fast, before minutes of export and tuning
-                relax_model = to_relax(bundle.module, (1, *bundle.input_shape))
+                relax_model = to_relax(
+                    bundle.module, (1, *bundle.input_shape), config.conv_layout(device.target, device.channel_step)
+                )
                 phase_start = time.perf_counter()
                 report.tuning = tune.tune(
                     relax_model.mod,

@@ -63,9 +63,10 @@ def input_shape(family: Family, in_channels: int) -> tuple[int, ...]:
     return (1, in_channels, family.height, family.width)
 
 
-def to_relax(family: Family, in_channels: int, out_channels: int) -> tuple[SingleLayer, Any]:
-    """The entry's network and its import through the deployment path (a `tvmx.export.RelaxModel`)."""
+def to_relax(family: Family, in_channels: int, out_channels: int, layout: str = "NCHW") -> tuple[SingleLayer, Any]:
+    """The entry's network and its import through the deployment path (a `tvmx.export.RelaxModel`), in the
+    device's `tuning.layout` (so the entry measures the kernel the network ships)."""
     from edgeprune.tvmx.export import to_relax as export_to_relax
 
     module = SingleLayer(family, in_channels, out_channels).eval()
-    return module, export_to_relax(module, input_shape(family, in_channels))
+    return module, export_to_relax(module, input_shape(family, in_channels), layout)

@@ -1,9 +1,10 @@
 """How MetaSchedule tunes: one typed, validated setting per knob (import-free, so profiles load fast).
 
 A device profile's `[tuning]` table overrides the defaults for its board; a command's flags override the
-profile (`with_changes`). Defaults are what the measurements in bench/results/runtime.md support on a small
-shared x86 machine: replay-trace with random sampling beat evolutionary search + XGBoost at small budgets
-(the cost model needs data before it helps, and a 512 population costs ~20 s of search per round per task).
+profile (`with_changes`). Defaults are what the measurements in bench/results/runtime.md (issue 36) support
+on a small shared x86 machine: evolutionary search with the XGBoost cost model over a population of 128 (512
+cost ~20 s of search per round and task) found kernels replay-trace with random sampling needed several times
+the trials for; see that file for the per-layer tables each setting was judged on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.tvmx.defaults import TRIALS
+from edgeprune.tvmx.defaults import PROFILE_TRIALS, TRIALS
+from edgeprune.tvmx.layout import PLAIN, block_of, concrete
 
 STRATEGIES = ("replay-trace", "evolutionary")
 COST_MODELS = ("random", "xgb")
@@ -27,12 +29,12 @@ class TuningConfig:
     whose records every later compile reuses."""
 
     trials: int = TRIALS  # per new task at compile (0: build untuned)
-    profile_trials: int = TRIALS  # per task at profile time (the anchors every later compile reuses)
+    profile_trials: int = PROFILE_TRIALS  # per task at profile time (the anchors every later compile reuses)
     max_trials: int | None = None  # per tuning run, over all tasks (None: trials x tasks)
     minutes: float | None = None  # per tuning run: the tuner stops after it and keeps what it measured
-    strategy: str = "replay-trace"
+    strategy: str = "evolutionary"
     population: int = 128  # evolutionary only: 128 searched in ~5 s a round on one thread, 512 in ~20 s
-    cost_model: str = "random"
+    cost_model: str = "xgb"
     task_scheduler: str = "round-robin"
     ops: tuple[str, ...] = ("conv2d", "matmul", "dense")  # substrings of task names, or "all"
     # compile: give a new shape its family's tuned schedule (re-applied, measured) instead of tuning it. Off by
@@ -42,6 +44,13 @@ class TuningConfig:
     # mobilenetv2 stand-in, 64-trial database: 46.1 vs 34.4 ms. Shapes on the table's grid reuse the profile's
     # records anyway.
     transplant: bool = False
+    # the convolutions' data layout: NCHW, NCHWc (blocked by the device's channel step) or NCHW<x>c, blocked
+    # where the channels divide the block (tvmx/layout.py); it decides which kernels the latency table
+    # measures and compile ships, so changing it means profiling again. NCHW by default although NCHWc measured
+    # 28% faster on resnet20 (bench/results/runtime.md): the profiler transplants a family's full-width schedule
+    # to its narrower entries, and where the block divides some widths of a family but not its full width the
+    # layouts differ and the transplant fails (found by tests/test_emulated.py: lenet5's 6-channel conv, step 4)
+    layout: str = PLAIN
 
     def __post_init__(self) -> None:
         # the same value comes from a profile's [tuning] table or from a command's flag: the error names both
@@ -63,6 +72,7 @@ class TuningConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise EdgepruneError(f"tuning.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        block_of(concrete(self.layout, "llvm", 1))  # raises on a malformed layout
         if not self.ops or not all(isinstance(op, str) and op for op in self.ops):
             raise EdgepruneError(f"tuning.ops must be a non-empty list of op names (or ['all']), got {self.ops!r}")
 
@@ -85,7 +95,7 @@ class TuningConfig:
         counts = ("trials", "profile_trials", "max_trials", "population")
         types: dict[str, tuple[type, ...]] = {name: (int,) for name in counts}
         types |= {"minutes": (int, float), "transplant": (bool,), "ops": (list,)}
-        types |= {name: (str,) for name in ("strategy", "cost_model", "task_scheduler")}
+        types |= {name: (str,) for name in ("strategy", "cost_model", "task_scheduler", "layout")}
         assert set(types) == {f.name for f in fields(cls)}, "every field has a TOML type"
         return types
 
@@ -101,6 +111,11 @@ class TuningConfig:
     def tunes(self, task_name: str) -> bool:
         """Whether a task of this name is tuned (others keep the default schedule)."""
         return ALL_OPS in self.ops or any(op in task_name for op in self.ops)
+
+    def conv_layout(self, target: dict[str, Any], channel_step: int) -> str:
+        """The layout the convolutions are compiled in for a device's TVM target and channel step (the one
+        place `NCHWc` is resolved: the table's entries, the profiled network and compile all ask here)."""
+        return concrete(self.layout, str(target.get("kind")), channel_step)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ops": list(self.ops)}

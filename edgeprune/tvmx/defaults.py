@@ -1,5 +1,10 @@
 """Tuning defaults shared by the API and the CLI (import-free so `edgeprune --help` stays fast)."""
 
-# MetaSchedule trials per task: the budget the latency table's kernels were tuned with, so the table models
-# the kernels `compile` ships. 8 took resnet20 (width 0.5, 3x32x32) from 6.7 ms untuned to 0.55 ms.
+# MetaSchedule trials per task at compile, for a shape the device's database has no record of: the pruned
+# variant's new shapes (those on the latency table's grid were recorded when profiling).
 TRIALS = 16
+# Trials per task when `profile` tunes the full-width network once: the records every later compile reuses.
+# Measured on resnet20 3x32x32, 1 thread, evolutionary + xgb (bench/results/runtime-layers-32trials.md): at 32 its
+# NCHW16c kernels were level with ONNX Runtime's layer by layer (NCHW, the default layout: 1.43x ORT end to end);
+# 32 took 12-14 min on 2 loaded cores, 64 twice that for ~10% more.
+PROFILE_TRIALS = 32

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.tvmx import layout as layouts
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -62,23 +63,28 @@ def to_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     return simplified.SerializeToString()
 
 
-def onnx_to_relax(onnx_bytes: bytes) -> Any:
-    """Import into Relax with weights bound as constants, then legalize (MetaSchedule needs TIR functions)."""
+def onnx_to_relax(onnx_bytes: bytes, layout: str = layouts.PLAIN) -> Any:
+    """Import into Relax with weights bound as constants, convert the convolutions to `layout` (a blocked
+    NCHW[x]c where their channels allow, see `tvmx.layout`), then legalize (MetaSchedule needs TIR functions)."""
     import onnx
     from tvm import relax
     from tvm.relax.frontend import onnx as relax_onnx
 
+    block = layouts.block_of(layout)
     mod = relax_onnx.from_onnx(onnx.load_from_string(onnx_bytes), keep_params_in_input=False)
     mod = relax.transform.DecomposeOpsForInference()(mod)
+    if block is not None:
+        mod = layouts.to_blocked(mod, block)
     return relax.pipeline.get_pipeline("zero")(mod)
 
 
-def to_relax(module: nn.Module, input_shape: tuple[int, ...]) -> RelaxModel:
-    """`input_shape` includes the batch dimension, e.g. (1, 3, 32, 32)."""
+def to_relax(module: nn.Module, input_shape: tuple[int, ...], layout: str = layouts.PLAIN) -> RelaxModel:
+    """`input_shape` includes the batch dimension, e.g. (1, 3, 32, 32); `layout` is the device's
+    `tuning.layout` (the same for the latency table's entries and the shipped network)."""
     onnx_bytes = to_onnx(module, input_shape)
     with torch.no_grad():
         output_shape = tuple(module.eval()(torch.zeros(*input_shape)).shape)
-    return RelaxModel(onnx_to_relax(onnx_bytes), onnx_bytes, tuple(input_shape), output_shape)
+    return RelaxModel(onnx_to_relax(onnx_bytes, layout), onnx_bytes, tuple(input_shape), output_shape)
 
 
 def check_against_torch(

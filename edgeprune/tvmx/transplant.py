@@ -20,7 +20,7 @@ from typing import Any
 
 from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
-from edgeprune.tvmx import tune
+from edgeprune.tvmx import measure
 from edgeprune.tvmx.config import TuningConfig
 
 
@@ -45,7 +45,7 @@ def adapt_tiles(extent: int, factors: list[int]) -> list[int]:
 
 def task_module(relax_mod: Any, device: Device) -> Any:
     """The single tunable TIR workload of a single-layer network (its MetaSchedule task's module)."""
-    tasks = tune.extract_tasks(relax_mod, device, TuningConfig())  # conv and dense: one per layer
+    tasks = measure.extract_tasks(relax_mod, device, TuningConfig())  # conv and dense: one per layer
     if len(tasks) != 1:
         names = [t.task_name for t in tasks]
         raise EdgepruneError(f"expected one tunable kernel in a single-layer network, found {len(tasks)}: {names}")
@@ -96,9 +96,9 @@ class ScheduleStore:
     @classmethod
     @contextlib.contextmanager
     def open(cls, device: Device) -> Iterator[ScheduleStore]:
-        db_dir = tune.tuning_db_dir(device)
+        db_dir = measure.tuning_db_dir(device)
         db_dir.mkdir(parents=True, exist_ok=True)
-        with tune.exclusive(db_dir):
+        with measure.exclusive(db_dir):
             yield cls(device, db_dir)
 
     def best(self, workload: Any) -> Any | None:
@@ -156,7 +156,7 @@ def family_key(workload: Any) -> str:
     and OIHW weights: input, kernel and output sizes, which fix stride and padding too). Channel-pruned shapes
     of one layer share it; a different kernel size, stride, padding, feature map or fusion does not (blanked
     alone, a 3x3 and a 5x5 convolution, or strides 2 and 3, read the same)."""
-    spatial = [shape[2:] for shape in _shapes(workload) if len(shape) == 4]
+    spatial = [shape[2:4] for shape in _shapes(workload) if len(shape) in (4, 5, 6)]  # blocked: NCHWc, OIHWio
     return re.sub(r"\d+", "N", workload.script()) + f"|{spatial}"
 
 
@@ -201,7 +201,7 @@ def transplant_from_families(tasks: list[Any], device: Device, db_dir: Path) -> 
                 break
     if not chosen:
         return set()
-    seconds = tune.measure_schedules(device, list(chosen.values()))
+    seconds = measure.measure_schedules(device, list(chosen.values()))
     done = set()
     for (index, sch), secs in zip(chosen.items(), seconds, strict=True):
         if secs is not None:

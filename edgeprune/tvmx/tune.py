@@ -11,26 +11,21 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune import atomic, logs
+from edgeprune import logs
 from edgeprune.devices import rpc
 from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.config import TuningConfig
+from edgeprune.tvmx.measure import builder, exclusive, extract_tasks, runner, tuning_db_dir
+from edgeprune.tvmx.transplant import transplant_from_families
 
 TRIALS_PER_ITER = 16
-
-
-def tuning_db_dir(device: Device) -> Path:
-    """The device's one tuning database, beside its latency table: `<profiles folder>/<device>/tuning/`."""
-    return device.lut_dir / "tuning"
 
 
 @dataclass
@@ -110,76 +105,6 @@ def _quiet_tvm_logs() -> Iterator[None]:
             logger.addHandler(handler)
 
 
-def _builder(device: Device) -> Any:
-    from tvm import tirx
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
-    @derived_object
-    class InProcessBuilder(ms.builder.PyBuilder):
-        """Builds candidates in this process and links them for the device (cross compiler or .tar)."""
-
-        def build(self, build_inputs: list[Any]) -> list[Any]:
-            results = []
-            for item in build_inputs:
-                try:
-                    lib = tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod), item.target)
-                    folder = tempfile.mkdtemp(prefix="edgeprune-ms-")
-                    path = device.export(lib, Path(folder), stem="candidate")
-                    results.append(ms.builder.BuilderResult(str(path), None))
-                except Exception as exc:  # noqa: BLE001 - a failed candidate is a result, not a crash
-                    results.append(ms.builder.BuilderResult(None, f"{type(exc).__name__}: {exc}"))
-            return results
-
-    return InProcessBuilder()
-
-
-def _runner(device: Device, number: int = 3, repeat: int = 1, min_repeat_ms: int = 20) -> Any:
-    from tvm.s_tir import meta_schedule as ms
-
-    return ms.runner.RPCRunner(
-        ms.runner.RPCConfig(
-            tracker_host=device.tracker_host,
-            tracker_port=device.tracker_port,
-            tracker_key=device.key,
-            session_timeout_sec=60,
-        ),
-        ms.runner.EvaluatorConfig(
-            number=number, repeat=repeat, min_repeat_ms=min_repeat_ms, enable_cpu_cache_flush=False
-        ),
-        max_workers=1,
-    )
-
-
-def measure_schedules(device: Device, schedules: list[Any]) -> list[float | None]:
-    """Build and run TIR schedules on the device as MetaSchedule measures its candidates: the mean run time
-    of each in seconds, None where it failed to build or run."""
-    from tvm.s_tir import meta_schedule as ms
-
-    target = device.tvm_target()
-    built = _builder(device).build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
-    inputs = [
-        ms.runner.RunnerInput(b.artifact_path, device.runtime_kind, ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"]))
-        for b, sch in zip(built, schedules, strict=True)
-        if b.error_msg is None
-    ]
-    runner = _runner(device)
-    try:
-        runs = iter([future.result() for future in runner.run(inputs)])
-    finally:
-        runner.pool.shutdown()  # here: left to the collector, it may run in a pool thread that cannot join itself
-        for b in built:
-            if b.artifact_path is not None:
-                shutil.rmtree(Path(b.artifact_path).parent, ignore_errors=True)
-    seconds: list[float | None] = []
-    for b in built:
-        run = next(runs) if b.error_msg is None else None
-        ok = run is not None and run.error_msg is None and run.run_secs
-        seconds.append(sum(float(s) for s in run.run_secs) / len(run.run_secs) if ok else None)
-    return seconds
-
-
 def _tally_callback(tally: _Tally, ids: list[int], on_batch: Callable[[_Tally], None]) -> Any:
     """A measure callback that counts each batch's trials and failures and keeps each task's best time
     (`ids[task_id]`: the task's index in the whole run, as a round tunes only some of them)."""
@@ -216,27 +141,6 @@ def _require_servers(device: Device) -> None:
         )
 
 
-def extract_tasks(mod: Any, device: Device, config: TuningConfig | None = None) -> list[Any]:
-    """The tasks of a legalized Relax module that `config` tunes (default: the device's; convolutions and
-    dense layers unless its `ops` says otherwise)."""
-    from tvm.s_tir import meta_schedule as ms
-
-    config = config or device.tuning
-    return [t for t in ms.relax_integration.extract_tasks(mod, device.tvm_target()) if config.tunes(t.task_name)]
-
-
-@contextlib.contextmanager
-def exclusive(db_dir: Path) -> Iterator[None]:
-    """One writer per database: MetaSchedule numbers workloads per process, so two processes appending to
-    the same JSON database would point records at each other's workloads."""
-    busy = EdgepruneError(
-        f"another edgeprune process is tuning into {db_dir}",
-        hint="wait for it to finish: what it tunes is then reused here",
-    )
-    with atomic.sole_writer(db_dir / ".lock", busy):
-        yield
-
-
 def _tuned_workloads(db_dir: Path, tasks: list[Any]) -> set[int]:
     """Indices of tasks the database holds a measured record for (these are reused, not tuned again).
 
@@ -256,12 +160,15 @@ def _tuned_workloads(db_dir: Path, tasks: list[Any]) -> set[int]:
 
 
 def _search_strategy(config: TuningConfig) -> Any:
-    """A fresh search strategy for one task (an evolutionary search keeps per-task state)."""
+    """A fresh search strategy for one task (an evolutionary search keeps per-task state). Its population is
+    at most 8 candidates per trial the task will measure: searching 128 to measure 2 (a small compile budget,
+    the tests) costs seconds per task and round for nothing."""
     from tvm.s_tir import meta_schedule as ms
 
     if config.strategy == "evolutionary":
+        population = max(2, min(config.population, 8 * config.trials))
         return ms.search_strategy.EvolutionarySearch(
-            population_size=config.population, genetic_num_iters=2, init_min_unmeasured=config.population // 4
+            population_size=population, genetic_num_iters=2, init_min_unmeasured=max(1, population // 4)
         )
     return config.strategy
 
@@ -304,7 +211,7 @@ def run_tuning(
             weights += weight
         tally = _Tally(weights=[float(w) for w in weights])
         report = on_progress or (lambda _done, _total, _best: None)
-        builder, runner = _builder(device), _runner(device)
+        candidate_builder, candidate_runner = builder(device), runner(device)
         cost_model = ms.cost_model.CostModel.create(config.cost_model, num_tuning_cores=1, tree_method="auto")
         exhausted: set[int] = set()  # tasks whose search space ran out before their trials
         while tally.done < total:
@@ -320,8 +227,8 @@ def run_tuning(
                 max_trials_global=min(total - tally.done, per_round * len(ids)),
                 max_trials_per_task=min(per_round, config.trials),
                 num_trials_per_iter=min(TRIALS_PER_ITER, config.trials),
-                builder=builder,
-                runner=runner,
+                builder=candidate_builder,
+                runner=candidate_runner,
                 database=ms.database.JSONDatabase(work_dir=str(db_dir)),
                 cost_model=cost_model,
                 measure_callbacks=[
@@ -370,8 +277,6 @@ def tune(
         _require_servers(device)
         transplanted = 0
         if config.transplant:
-            from edgeprune.tvmx.transplant import transplant_from_families  # it builds on this module
-
             done = transplant_from_families(todo, device, db_dir)
             transplanted = len(done)
             todo = [t for i, t in enumerate(todo) if i not in done]

@@ -1,0 +1,80 @@
+"""The blocked channel layout (NCHW[x]c): convolutions whose channels divide the block run on data laid out as
+(N, C/x, H, W, x) with weights prepacked as (O/x, I/x, KH, KW, x, x), the layout ONNX Runtime's CPU provider
+and TVM's own x86/ARM schedules use: the innermost block is one vector register of output channels, so the
+tuned kernel vectorises without gathers. Measured in bench/results/runtime.md (issue 36).
+
+Convolutions the block does not fit (a pruned width such as 11 or 24 channels with a 16 block, a 1-channel
+stem, depthwise and grouped ones) stay NCHW: Relax's ConvertLayout leaves them alone and inserts the layout
+transforms between the two kinds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from edgeprune.errors import EdgepruneError
+
+PLAIN = "NCHW"
+DEVICE_BLOCK = "NCHWc"  # blocked by the device's channel step (its SIMD lanes: the grid the pruner keeps widths on)
+_BLOCKED = re.compile(r"NCHW([1-9][0-9]*)c")
+
+
+def concrete(layout: str, target_kind: str, channel_step: int) -> str:
+    """A `tuning.layout` setting for a device: "NCHWc" becomes NCHW<the device's channel step>c on a CPU (an
+    LLVM target), so a pruned network, whose widths sit on that grid, keeps every convolution blocked; a GPU
+    keeps NCHW (the blocked layout is a SIMD register's, unmeasured on GPUs)."""
+    if layout != DEVICE_BLOCK:
+        return layout
+    return f"NCHW{channel_step}c" if target_kind == "llvm" else PLAIN
+
+
+def block_of(layout: str) -> int | None:
+    """The channel block of a concrete layout ("NCHW8c" -> 8; "NCHW" -> None); raises on anything else."""
+    if layout == PLAIN:
+        return None
+    match = _BLOCKED.fullmatch(layout)
+    if match is None:
+        raise EdgepruneError(
+            f"tuning.layout must be NCHW, NCHWc (blocked by the device's channel step) or NCHW<block>c (e.g. "
+            f"NCHW8c), got {layout!r}"
+        )
+    return int(match.group(1))
+
+
+def _legalize_conv2d(bb: Any, call: Any) -> Any:
+    """Blocked (5-D) convolutions as TOPI's conv2d_NCHWc; the stock legalization refuses blocked layouts and
+    still handles the 4-D ones."""
+    import tvm
+    from tvm import topi
+
+    attrs = call.attrs
+    if len(call.args[0].ty.shape) != 5:
+        return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
+    return bb.call_te(
+        topi.nn.conv2d_NCHWc,
+        call.args[0],
+        call.args[1],
+        attrs.strides,
+        attrs.padding,
+        attrs.dilation,
+        attrs.data_layout,
+        attrs.out_layout,
+        call.ty.dtype,
+        primfunc_name_hint="conv2d_NCHWc",
+    )
+
+
+def to_blocked(mod: Any, block: int) -> Any:
+    """A Relax module (BatchNorm decomposed, not yet legalized) with its convolutions in NCHW{block}c where
+    the channels allow, legalized; the weights' layout transforms are folded into constants (prepacked)."""
+    import tvm
+    from tvm import relax
+
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]})(mod)
+    mod = relax.transform.Normalize()(mod)
+    mod = relax.transform.FoldConstant()(mod)
+    # TOPI's conv2d_NCHWc asks for a current target and does not use it: the compute is the same for every
+    # device, whose own schedule comes later from tuning
+    with tvm.target.Target({"kind": "llvm"}):
+        return relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})(mod)

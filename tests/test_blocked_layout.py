@@ -1,0 +1,116 @@
+"""The blocked NCHWc layout (tvmx/layout.py) and the per-layer TVM vs ONNX Runtime table (tools/compare_layers.py):
+real imports and builds on this host, untuned (0 trials), so cheap."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.models.io import ModelBundle
+from edgeprune.tvmx.config import TuningConfig
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_layers.py"
+
+
+def load_tool() -> object:
+    spec = importlib.util.spec_from_file_location("compare_layers", TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def small_net() -> nn.Module:
+    """A stem whose 3 input channels cannot be blocked, two 16-channel convs that can (one depthwise, which
+    stays NCHW), an 11-channel pruned-looking conv that cannot, and a linear head."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16),
+        nn.Conv2d(16, 16, 1),
+        nn.ReLU(),
+        nn.Conv2d(16, 11, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(11, 4),
+    ).eval()
+
+
+def test_blocked_layout_converts_only_the_convs_whose_channels_divide_the_block() -> None:
+    import tvm
+
+    from edgeprune.tvmx.export import check_against_torch, to_relax
+
+    module = small_net()
+    relax_model = to_relax(module, (1, 3, 8, 8), "NCHW8c")
+    kernels = [g.name_hint for g in relax_model.mod.get_global_vars()]
+    blocked = [k for k in kernels if "conv2d_NCHWc" in k]
+    assert len(blocked) == 1, f"the 16->16 1x1 conv alone is blocked: {kernels}"
+    assert sum("conv2d" in k for k in kernels) == 4, f"every conv has its kernel: {kernels}"
+    lib = tvm.compile(relax_model.mod, target=tvm.target.Target({"kind": "llvm"}))
+    assert check_against_torch(lib, module, (1, 3, 8, 8)) < 1e-4
+    plain = to_relax(module, (1, 3, 8, 8)).mod.script()
+    assert "NCHWc" not in plain
+
+
+@pytest.mark.parametrize("layout", ["NCHW8", "nchw8c", "NCHW0c", "NHWC"])
+def test_a_malformed_layout_is_refused_with_the_setting_named(layout: str) -> None:
+    with pytest.raises(EdgepruneError, match="tuning.layout"):
+        TuningConfig(layout=layout)
+    cpu, gpu = {"kind": "llvm"}, {"kind": "cuda"}
+    assert TuningConfig.from_table({"layout": "NCHW16c"}).conv_layout(cpu, 8) == "NCHW16c"
+    assert TuningConfig(layout="NCHWc").conv_layout(cpu, 8) == "NCHW8c", "NCHWc: blocked by the device's step"
+    assert TuningConfig(layout="NCHWc").conv_layout(gpu, 32) == "NCHW", "a GPU keeps NCHW"
+
+
+def test_compare_layers_maps_every_layer_to_a_tvm_kernel_and_an_ort_node(
+    isolated_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from edgeprune.compile.compiler import compile_model
+    from edgeprune.devices.profile import local_device
+
+    torch.manual_seed(0)
+    bundle = ModelBundle(small_net(), (3, 8, 8), 4, {"arch": "small"})
+    art = tmp_path / "art"
+    result = compile_model(bundle, local_device(), art, trials_per_task=0, tuning=TuningConfig(layout="NCHW8c"))
+    assert result.artifact.manifest["tuning"]["layout"] == "NCHW8c"
+    tool = load_tool()
+    table = tool.compare(art, threads=1, rounds=1)  # type: ignore[attr-defined]
+    rows = table["layers"]
+    assert [r["op"] for r in rows] == ["Conv", "Conv", "Conv", "Conv", "Gemm"]
+    assert rows[0]["macs"] == 16 * 8 * 8 * 3 * 9 and rows[1]["macs"] == 16 * 8 * 8 * 9  # depthwise: 1 in/group
+    assert len({r["tvm_kernel"] for r in rows}) == len(rows), "each layer has its own kernel"
+    assert "NCHWc" in rows[2]["tvm_kernel"] and "NCHWc" not in rows[3]["tvm_kernel"]
+    assert all(r["tvm_us"] > 0 for r in rows)
+    assert all(r["ort_us"] > 0 for r in rows if r["op"] == "Conv"), "ORT's conv nodes map to their layers"
+    assert all(r["trials"] is None for r in rows), "built untuned: no database"
+    assert table["tvm_total_us"] > 0 and table["ort_total_us"] > 0
+    text = tool.markdown(table, "small")  # type: ignore[attr-defined]
+    assert "| **end to end** |" in text and rows[0]["layer"] in text
+
+
+def test_compare_layers_cli_refuses_a_folder_that_is_no_artifact(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(TOOL), str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0
+    assert "error:" in result.stderr and "manifest" in result.stderr
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
+def test_ort_nodes_fused_or_renamed_map_to_their_layer() -> None:
+    tool = load_tool()
+    owner = {"/c/Conv": "/c/Conv", "/c/Conv_output_0": "/c/Conv", "/r/Relu": "/c/Conv", "/r/Relu_output_0": "/c/Conv"}
+    assert tool.ort_layer("/r/Relu_output_0_nchwc", owner) == "/c/Conv"  # type: ignore[attr-defined]
+    assert tool.ort_layer("/c/Conv", owner) == "/c/Conv"  # type: ignore[attr-defined]
+    assert tool.ort_layer("ReorderOutput_token_3", owner) is None  # type: ignore[attr-defined]
