@@ -24,6 +24,7 @@ from typing import Any
 from edgeprune import atomic
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
+from edgeprune.logs import LOGS, TVM_LOG, tvm_log
 from edgeprune.loop import LoopSteps, prune_to_measured_target
 from edgeprune.pipeline import (
     RESUMABLE,
@@ -107,7 +108,7 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
     device = load_device(config.run.device)
     open_sweep_folder(config, folder)
     shared = Run(config.shared, folder, device, stages or Stages())
-    with device.serving(1):
+    with tvm_log(folder / LOGS / TVM_LOG), device.serving(1):  # TVM's tuning output: the sweep's log, not the terminal
         bundle, data = _baseline(shared)
         _profile(shared, bundle)
         lut = LatencyPredictor(device, bundle, profile_missing=True)

@@ -291,19 +291,30 @@ def test_board_without_cross_compiler_gets_a_tar_to_link_itself(
     assert artifacts.load_artifact(tmp_path / "pi-tar").manifest["library"] == "model.tar"
 
 
-def test_one_tuning_run_per_database(local_farm: Device, lenet: ModelBundle, tmp_path: Path) -> None:
+def test_one_tuning_run_per_database_and_a_second_waits_its_turn(
+    local_farm: Device, lenet: ModelBundle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two runs on one shared board take turns on its tuning database: the second says for whom it waits and
+    goes on once the first has finished, rather than failing (issue 35: shared boards)."""
     import fcntl
+    import logging
     import os
+    import threading
+    import time
 
     from edgeprune.tvmx import export, tune
 
     relax_model = export.to_relax(lenet.module, (1, *SHAPE))
     (tmp_path / "db").mkdir()
     fd = os.open(tmp_path / "db" / ".lock", os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # as another process tuning into this database would
-        with pytest.raises(EdgepruneError, match="another edgeprune process is tuning"):
-            tune.tune(relax_model.mod, local_farm, 2, tmp_path / "db")
-    finally:
-        os.close(fd)
-    assert tune.tune(relax_model.mod, local_farm, 0, tmp_path / "db").trials == 0
+    os.write(fd, b"pid 1 (`edgeprune profile lenet5`) since then")  # who holds it, as a holder records itself
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as another process tuning into this database would
+    released = threading.Timer(1.5, os.close, (fd,))  # that process finishes 1.5 s later
+    started = time.monotonic()
+    released.start()
+    with caplog.at_level(logging.WARNING, logger="edgeprune.tvmx.measure"):
+        report = tune.tune(relax_model.mod, local_farm, 0, tmp_path / "db")
+    released.join()
+    assert time.monotonic() - started >= 1.4  # it waited for the holder
+    assert report.trials == 0
+    assert "waiting for pid 1 (`edgeprune profile lenet5`)" in caplog.text and str(tmp_path / "db") in caplog.text

@@ -7,6 +7,7 @@ device. Its own module so that `tune` (which transplants before it tunes) and `t
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from edgeprune import atomic
 from edgeprune.devices.base import Device
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.config import TuningConfig
+
+_log = logging.getLogger(__name__)
 
 
 def tuning_db_dir(device: Device) -> Path:
@@ -106,10 +109,12 @@ def extract_tasks(mod: Any, device: Device, config: TuningConfig | None = None) 
 @contextlib.contextmanager
 def exclusive(db_dir: Path) -> Iterator[None]:
     """One writer per database: MetaSchedule numbers workloads per process, so two processes appending to
-    the same JSON database would point records at each other's workloads."""
-    busy = EdgepruneError(
-        f"another edgeprune process is tuning into {db_dir}",
-        hint="wait for it to finish: what it tunes is then reused here",
-    )
-    with atomic.sole_writer(db_dir / ".lock", busy):
+    the same JSON database would point records at each other's workloads. A second process waits its turn,
+    saying for whom (two runs on one shared board take turns; the later one then reuses what the first tuned)."""
+    busy = EdgepruneError(f"another edgeprune process is tuning into {db_dir}")  # never raised: it waits
+
+    def waiting(holder: str) -> None:
+        _log.warning("waiting for %s, which is tuning into %s", holder, db_dir)
+
+    with atomic.sole_writer(db_dir / ".lock", busy, waiting):
         yield
