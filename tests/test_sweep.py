@@ -224,11 +224,12 @@ def test_the_api_and_the_cli_have_the_sweep() -> None:
 def test_a_real_sweep_measures_every_target_on_the_local_farm(local_farm: Device, tmp_path: Path) -> None:
     args = [
         "resnet20", "--device", "local", "--data", "digits", "--input-shape", "1x32x32", "--width", "0.5",
-        "--targets", "0.8x,0.6x", "--train-epochs", "2", "--finetune-epochs", "1", "--search-minutes", "0.2",
+        "--targets", "0.9x,0.75x", "--train-epochs", "2", "--finetune-epochs", "1", "--search-minutes", "0.2",
         "--generations", "2", "--population", "3", "--trials", "2", "--max-rounds", "2", "--limit", "600",
     ]  # fmt: skip
-    # not 0.5x: at this size fixed costs put the 10% floor near it (on a loaded machine the table's smallest
-    # reachable was 0.617 ms against 0.5x = 0.589 ms: that point was recorded unreachable, rightly, with no network)
+    # not 0.6x or below: at this size fixed costs put the 10% floor near it (a loaded machine's table once had its
+    # smallest reachable at 0.617 ms against 0.5x = 0.589 ms; with one reference measurement, the quieter unpruned
+    # latency put it at 0.67x: such a point is recorded unreachable, rightly, with no network to check)
     folder = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, "-m", "edgeprune", "sweep", *args, "--sweep-dir", str(folder), "--json"],
@@ -238,13 +239,13 @@ def test_a_real_sweep_measures_every_target_on_the_local_farm(local_farm: Device
     )
     assert result.returncode in (0, 1), result.stderr[-3000:]
     summary = json.loads(result.stdout)
-    assert [p["target"] for p in summary["points"]] == ["0.8x", "0.6x"]
+    assert [p["target"] for p in summary["points"]] == ["0.9x", "0.75x"]
     for point in summary["points"]:
         verified = json.loads((Path(point["artifacts"]) / "verify.json").read_text())
         assert verified["outputs_match"] and verified["measured_ms"] == point["measured_ms"]  # measured there
         assert point["flops"] < summary["original"]["flops"] and 0 <= point["accuracy"] <= 1
     assert summary["search"]["evaluations"] > 0
-    reused = json.loads((folder / "target-0.6x" / "round-1" / "prune.json").read_text())["reused_search"]
+    reused = json.loads((folder / "target-0.75x" / "round-1" / "prune.json").read_text())["reused_search"]
     assert reused == str(folder / "learned-legr.json")
     report = (folder / "report.html").read_text()
     assert "pareto.png" in report and (folder / "pareto.png").stat().st_size > 5000
