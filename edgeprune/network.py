@@ -6,7 +6,7 @@ epilogue TVM fuses into it, `profiling.signature`), and pruning's FLOPs / params
 layers at other channel counts (`pruning.cost`). Both read a layer's `Geometry` from here and count its
 multiply-accumulates and parameters with its `macs` / `params`, so the figures `estimate`, `prune` and the
 table report cannot drift apart. Pruning changes channel counts only, never a geometry (but for the groups of a
-convolution with one input channel per group, which follow its inputs: `pruning.groups.structure.Layer.cost`).
+convolution with one input channel per group, which follow its inputs: `pruning.groups.structure.GroupedLayer.cost`).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_geometry_counts_grouped_and_channel_multiplier_convs() -> None:
     assert grouped.macs(8, 12) == 16 * 12 * 9 * 2  # 2 inputs per group
     assert grouped.params(8, 12, bias=True) == 12 * 9 * 2 + 12
     # a channel multiplier (one input per group) keeps one input per group when pruning shrinks its groups
-    multiplier = groups.Layer(
+    multiplier = groups.GroupedLayer(
         "m", Geometry(GROUPED, (3, 3), (1, 1), (1, 1), (1, 1), 4, 4, groups=4), 4, 8, False, (), ()
     )
     assert multiplier.channelwise and multiplier.cost(2, 4) == (16 * 4 * 9, 4 * 9)

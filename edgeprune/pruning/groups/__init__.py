@@ -10,7 +10,7 @@ surgery.py    `prune` (physical surgery on a copy) and `skeleton` (a copy sized 
 # `name as name`: re-exported, what the rest of pruning uses
 from edgeprune.pruning.groups.check import analyze as analyze
 from edgeprune.pruning.groups.structure import ChannelGroup as ChannelGroup
-from edgeprune.pruning.groups.structure import Layer as Layer
+from edgeprune.pruning.groups.structure import GroupedLayer as GroupedLayer
 from edgeprune.pruning.groups.structure import Structure as Structure
 from edgeprune.pruning.groups.structure import classifier_layers as classifier_layers
 from edgeprune.pruning.groups.structure import layer_widths as layer_widths

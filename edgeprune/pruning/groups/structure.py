@@ -23,10 +23,11 @@ Shares = tuple[tuple[str, int], ...]  # (group, channels of this layer per unit 
 
 
 @dataclass(frozen=True)
-class Layer:
-    """A conv or linear layer: its geometry (`edgeprune.network`), its widths as the module counts them
-    (in_features for a linear layer), and which groups set them. Profiling's `signature.Layer` is the same
-    layer at one set of widths, keyed for the latency table; `layer_widths` gives the widths it is read at."""
+class GroupedLayer:
+    """A conv or linear layer as pruning sees it: its geometry (`edgeprune.network`), its widths as the module
+    counts them (in_features for a linear layer), and the channel groups that set them. Profiling's
+    `signature.Layer` is the same layer at one set of widths, keyed for the latency table; `layer_widths` gives
+    the widths it is read at."""
 
     name: str
     geometry: Geometry
@@ -87,7 +88,7 @@ class ChannelGroup:
 class Structure:
     input_shape: tuple[int, int, int]
     groups: dict[str, ChannelGroup]
-    layers: dict[str, Layer]
+    layers: dict[str, GroupedLayer]
     norms: dict[str, Norm]
     other_params: int  # parameters outside conv / linear / BN (constant under pruning)
     classifier: tuple[str, ...]  # layers producing the logits: never lose outputs
@@ -137,7 +138,7 @@ def _removed(shares: Shares, counts: dict[str, int], structure: Structure) -> in
     )
 
 
-def _widths(layer: Layer, counts: dict[str, int], structure: Structure) -> tuple[int, int]:
+def _widths(layer: GroupedLayer, counts: dict[str, int], structure: Structure) -> tuple[int, int]:
     """(input, output) width of a layer when each group keeps `counts[group]` units."""
     out = layer.out_channels - _removed(layer.out_groups, counts, structure)
     if layer.depthwise:

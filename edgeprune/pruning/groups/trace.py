@@ -27,7 +27,14 @@ import torch
 from torch import fx, nn
 
 from edgeprune.network import inference, is_depthwise, is_prunable, sites, widths
-from edgeprune.pruning.groups.structure import NORM_TYPES, ChannelGroup, Layer, Norm, Structure, classifier_layers
+from edgeprune.pruning.groups.structure import (
+    NORM_TYPES,
+    ChannelGroup,
+    GroupedLayer,
+    Norm,
+    Structure,
+    classifier_layers,
+)
 
 _METADATA = ("size", "dim", "numel")
 _RESHAPES = ("view", "reshape", "flatten", "unflatten", "transpose", "permute", "movedim", "swapaxes", "swapdims")
@@ -332,13 +339,13 @@ def build_structure(
     order = {name: index for index, name in enumerate(modules)}
     groups = dict(sorted(groups.items(), key=lambda item: (order[item[0].split("#")[0]], item[0])))
     geometry = {site.name: site.geometry for site in sites(module, input_shape)}
-    layers_info: dict[str, Layer] = {}
+    layers_info: dict[str, GroupedLayer] = {}
     norms_info: dict[str, Norm] = {}
     sized = 0
     for name, layer in modules.items():
         outs, ins = tuple(shares.get((name, "out"), ())), tuple(shares.get((name, "in"), ()))
         if name in geometry:
-            layers_info[name] = Layer(name, geometry[name], *widths(layer), layer.bias is not None, outs, ins)
+            layers_info[name] = GroupedLayer(name, geometry[name], *widths(layer), layer.bias is not None, outs, ins)
         elif isinstance(layer, NORM_TYPES):
             norms_info[name] = Norm(name, layer.num_features, layer.affine, outs)
         else:
