@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # the CLI imports SLACK for its --help: no torch at its start
 MAX_MARGIN = 0.10  # the safety margin below the target after a measurement, at most
 MIN_STEP = 0.02  # the factor moves at least this much between rounds: a smaller change prunes the same network
 SLACK = 0.97  # a round that meets with less than this share of the target measured leaves budget to use
+# a first round whose table puts the target out of reach by at most this factor measures the smallest network the
+# settings allow instead: a small network's layers, timed one by one, can sum 20% above the whole network's time
+FLOOR_REACH = 1.25
 
 C = TypeVar("C")
 
@@ -137,6 +140,13 @@ class ScaledPredictor:
         return ScaledNetwork(self.inner.network(module, input_shape), self.scale)
 
 
+def table_factor(reference_ms: float, lut: Any, bundle: Any) -> float:
+    """The latency table's factor before any round: the unpruned model as measured whole over the sum of its layers
+    the table predicts. A whole network measures below or above its layers' sum (fused epilogues, one call instead
+    of many, a machine busier when profiling than now), so every first round starts from this fit."""
+    return reference_ms / float(lut.predict_ms(bundle.module, bundle.input_shape))
+
+
 @dataclass
 class ScaledNetwork:
     """A predictor bound to one network (`NetworkLatency`), times the loop's factor."""
@@ -195,19 +205,33 @@ def next_scale(rounds: list[Round], drift: float, slack: float) -> tuple[float |
 
 
 def _prune_within_reach(
-    steps: LoopSteps[C], index: int, scale: float, rounds: list[Round], say: Callable[[str], None]
+    steps: LoopSteps[C], index: int, scale: float, rounds: list[Round], target_ms: float, say: Callable[[str], None]
 ) -> tuple[C, float]:
-    """Prune round `index` with `scale`, and return it with the factor used: where the margin below the target
-    put the target out of reach, aim at the target itself once (the factor without the last round's margin), as
-    long as that still prunes more than a factor that missed. A noisy measurement's wide interval then costs the
-    margin, not the round."""
+    """Prune round `index` with `scale`, and return it with the factor used. Where the table puts the target out
+    of reach, two cases are worth a round rather than giving up:
+
+    - after a measurement, the margin below the target may be what put it out of reach: aim at the target itself
+      once (the factor without the last round's margin), as long as that still prunes more than a factor that
+      missed. A noisy measurement's wide interval then costs the margin, not the round.
+    - in the first round, the table's smallest network may be within FLOOR_REACH of the target: the table is a
+      model, so prune to that smallest network and let the device say whether it meets.
+    """
     from edgeprune.pruning.ranking import BudgetUnreachable
 
     try:
         return steps.prune(index, scale), scale
-    except BudgetUnreachable:
+    except BudgetUnreachable as error:
         last = rounds[-1] if rounds else None
-        if last is None or last.correction != scale or min(last.margin, MAX_MARGIN) <= 0:
+        if last is None:
+            if error.minimum > target_ms * FLOOR_REACH:
+                raise
+            floor = scale * target_ms / error.minimum * (1 - 1e-6)
+            say(
+                f"round {index}: the table's smallest network ({error.minimum:.3f} ms) is above the target "
+                f"{target_ms:.3f} ms, by less than {FLOOR_REACH - 1:.0%}: measuring it (x{floor:.3f})"
+            )
+            return steps.prune(index, floor), floor
+        if last.correction != scale or min(last.margin, MAX_MARGIN) <= 0:
             raise
         bare = scale / (1 + min(last.margin, MAX_MARGIN))
         missed = [r.scale for r in rounds if not r.meets_target]
@@ -236,7 +260,8 @@ def prune_to_measured_target(
     correction compares the candidate's time, rescaled to the reference's conditions by the paired ratio, with
     the table's prediction. The target does not move: a `relative` one (0.5 for 0.5x; `target_ms` is it times
     the reference) is judged on the paired candidate/unpruned ratio, an absolute one on the ms. Raises
-    `BudgetUnreachable` when the first round cannot reach the target; a later round that cannot, or that prunes
+    `BudgetUnreachable` when the first round cannot reach the target (its table's smallest network more than
+    FLOOR_REACH above it: a nearer one is measured); a later round that cannot, or that prunes
     the same network as an earlier one (same prediction: nothing would change), ends the loop with the reason
     recorded.
     """
@@ -251,7 +276,7 @@ def prune_to_measured_target(
     stopped = f"{max_rounds} round(s), the most allowed"
     for index in range(1, max_rounds + 1):
         try:
-            pruned, scale = _prune_within_reach(steps, index, scale, rounds, say)
+            pruned, scale = _prune_within_reach(steps, index, scale, rounds, target_ms, say)
         except BudgetUnreachable as error:
             if not rounds:
                 raise

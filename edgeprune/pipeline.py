@@ -22,7 +22,7 @@ from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.logs import LOGS, TVM_LOG, tvm_log
-from edgeprune.loop import SLACK, Measured, ScaledPredictor, prune_to_measured_target
+from edgeprune.loop import SLACK, Measured, ScaledPredictor, prune_to_measured_target, table_factor
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -56,7 +56,9 @@ class RunConfig:
     trials: int | None = None
     max_rounds: int = 3
     slack: float = SLACK  # prune again while the measured latency is below this share of the target (0: never)
-    latency_scale: float = 1.0  # a known correction of the LUT for this board (the loop learns its own)
+    # a known correction of the LUT for this board; None: the unpruned model's measured latency over the LUT's
+    # prediction of it (the loop learns its own from there)
+    latency_scale: float | None = None
     seed: int = 0
     limit: int | None = None
     threads: int = 1  # torch threads; on a small shared machine one is fastest (and leaves a core to the RPC server)
@@ -83,7 +85,7 @@ class RunConfig:
         if (
             self.max_rounds < 1
             or (self.trials is not None and self.trials < 1)
-            or self.latency_scale <= 0
+            or (self.latency_scale is not None and self.latency_scale <= 0)
             or self.threads < 1
         ):
             raise EdgepruneError("--max-rounds, --trials and --threads must be >= 1, and --latency-scale > 0")
@@ -374,12 +376,13 @@ def _execute(run: Run, deploy: bool, trust_new_host: bool, started: float) -> di
                 f"the unpruned model already runs in {reference_ms:.3f} ms <= target {target_ms:.3f} ms",
                 hint="nothing to prune; lower the target",
             )
+        factor = config.latency_scale or table_factor(reference_ms, lut, bundle)
         result = prune_to_measured_target(
             _RunRounds(run, bundle, data, lut, target_ms),
             reference_ms,
             target_ms,
             config.max_rounds,
-            scale=config.latency_scale,
+            scale=factor,
             relative=config.relative_target,
             slack=config.slack,
             say=run.say,
@@ -397,6 +400,7 @@ def _execute(run: Run, deploy: bool, trust_new_host: bool, started: float) -> di
         "timings_are_real": device.timings_are_real,
         "target_ms": chosen.target_ms,
         "target_ratio": config.relative_target,
+        "lut_factor": factor,
         "reference": reference_record(run, reference),
         "meets_target": chosen.meets_target,
         "verdict": chosen.verdict,

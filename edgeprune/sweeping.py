@@ -25,7 +25,7 @@ from edgeprune import atomic
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
 from edgeprune.logs import LOGS, TVM_LOG, tvm_log
-from edgeprune.loop import LoopSteps, prune_to_measured_target
+from edgeprune.loop import LoopSteps, prune_to_measured_target, table_factor
 from edgeprune.pipeline import (
     RESUMABLE,
     Run,
@@ -79,7 +79,7 @@ class SweepConfig:
             raise EdgepruneError(f"--targets {','.join(self.targets)} names a target twice")
         for target in self.targets:
             self.for_target(target).check()
-        if self.run.latency_scale != 1.0:
+        if self.run.latency_scale is not None:
             raise EdgepruneError(
                 "a sweep measures the latency table's factor on the unpruned network: --latency-scale does not apply"
             )
@@ -115,7 +115,7 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
         original = _reference(shared, bundle)
         predicted_ms = lut.predict_ms(bundle.module, bundle.input_shape)
         steps = partial(_RunRounds, bundle=bundle, data=data, lut=lut)
-        factor = original["measured_ms"] / predicted_ms
+        factor = table_factor(original["measured_ms"], lut, bundle)
         points = sweep_targets(shared, config, original["measured_ms"], steps, factor)
     flops, params = measure(bundle.module, bundle.input_shape)
     said = health_warnings(original) + [w for p in points for w in p.get("health_warnings", [])]

@@ -14,7 +14,15 @@ from edgeprune.confidence import Interval
 from edgeprune.data import Dataset
 from edgeprune.devices.profile import list_devices, load_profile
 from edgeprune.errors import EdgepruneError
-from edgeprune.loop import MIN_STEP, Measured, Round, ScaledPredictor, next_scale, prune_to_measured_target
+from edgeprune.loop import (
+    FLOOR_REACH,
+    MIN_STEP,
+    Measured,
+    Round,
+    ScaledPredictor,
+    next_scale,
+    prune_to_measured_target,
+)
 from edgeprune.models.io import ModelBundle, load_model
 from edgeprune.pruning import PruneSettings, TrainSettings, parse_target, prune_bundle
 from edgeprune.pruning.finetune import evaluate
@@ -195,6 +203,24 @@ def test_a_target_out_of_reach_stops_with_the_reason(tmp_path: Path, model: Mode
     steps.unreachable_after = 0
     with pytest.raises(BudgetUnreachable):  # nothing to fall back on in the first round
         prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=3)
+
+
+def test_a_first_round_just_out_of_reach_measures_the_smallest_network(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
+    steps = rounds_for(tmp_path, model, digits, bias=1.0, fraction=0.01)
+    with pytest.raises(BudgetUnreachable) as caught:
+        steps.prune(1, 1.0)
+    floor = caught.value.minimum
+    steps.target_ms, steps.scales = floor / 1.1, []  # 10% below the table's smallest network: within FLOOR_REACH
+    said: list[str] = []
+    result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=1, say=said.append)
+    assert steps.scales == [1.0, pytest.approx(1 / 1.1, rel=1e-4)] and result.rounds[0].scale == steps.scales[1]
+    assert result.rounds[0].predicted_ms == pytest.approx(floor)  # the smallest network, measured
+    assert any("smallest network" in line and "measuring it" in line for line in said)
+    steps.target_ms = floor / (FLOOR_REACH * 1.05)  # further than FLOOR_REACH: out of reach, said at once
+    with pytest.raises(BudgetUnreachable):
+        prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=1)
 
 
 def test_max_rounds_bounds_the_loop(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:

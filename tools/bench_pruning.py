@@ -58,7 +58,7 @@ from statistics import mean, stdev
 from typing import Any
 
 from edgeprune import search_defaults
-from edgeprune.loop import SLACK, Measured
+from edgeprune.loop import SLACK, Measured, table_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -349,7 +349,7 @@ class Bench:
                 recalibrate_batchnorm(module, calibration)
                 return evaluate(module, data, data.val)[1]
 
-        scale = table_scale(lut, bundle, original_ms)
+        scale = table_factor(original_ms, lut, bundle)
         target = parse_target("ms", fraction * original_ms)
         rounds = Rounds()
         try:
@@ -435,7 +435,7 @@ class Bench:
     def predicted_peer_ratio(self, bundle: Any, lut: Any, original_ms: float, fraction: float) -> float:
         """The smallest MetaPruner ratio whose network the table, scaled to the unpruned measurement, predicts
         within the target (bisected to 0.002; the most the peer may prune when none is)."""
-        scale = table_scale(lut, bundle, original_ms)
+        scale = table_factor(original_ms, lut, bundle)
         low, high = 0.0, 1.0 - self.plan.min_keep
         while high - low > 0.002:
             middle = (low + high) / 2
@@ -551,11 +551,6 @@ class Bench:
                     reason = str(getattr(error, "message", error))
                     self.say(f"  [red]{method} at {fraction}x seed {seed} failed, no row:[/] {reason}")
                     self.record_failure(model, method, fraction, seed, reason)
-
-
-def table_scale(lut: Any, bundle: Any, original_ms: float) -> float:
-    """The factor that fits the latency table to the unpruned model's measurement (every method starts from it)."""
-    return original_ms / lut.predict_ms(bundle.module, bundle.input_shape)
 
 
 def iterative_rounds(method: str, budget: int) -> int:

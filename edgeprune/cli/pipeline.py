@@ -194,8 +194,13 @@ def run_cmd(
         Path | None, typer.Option("--run-dir", help="Run folder (default runs/<model>-<device>).")
     ] = None,
     latency_scale: Annotated[
-        float, typer.Option("--latency-scale", help="Known correction factor of the LUT's predictions.")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--latency-scale",
+            help="Known correction factor of the LUT's predictions (default: the unpruned model's measured latency "
+            "over the LUT's prediction of it).",
+        ),
+    ] = None,
     deploy: Annotated[
         bool, typer.Option("--deploy/--no-deploy", help="Deploy over SSH when the budget holds and the device has SSH.")
     ] = True,
