@@ -229,7 +229,8 @@ def test_a_real_sweep_measures_every_target_on_the_local_farm(local_farm: Device
     ]  # fmt: skip
     # not 0.6x or below: at this size fixed costs put the 10% floor near it (a loaded machine's table once had its
     # smallest reachable at 0.617 ms against 0.5x = 0.589 ms; with one reference measurement, the quieter unpruned
-    # latency put it at 0.67x: such a point is recorded unreachable, rightly, with no network to check)
+    # latency put it at 0.67x: the loop then measures the smallest network, which misses, or records the point
+    # unreachable when the table's floor is further than loop.FLOOR_REACH away)
     folder = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, "-m", "edgeprune", "sweep", *args, "--sweep-dir", str(folder), "--json"],
