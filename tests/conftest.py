@@ -29,6 +29,7 @@ FAST_MODULES = {
     "test_lut_lock",
     "test_models",
     "test_pipeline_config",
+    "test_profile_health",
     "test_pruning_criteria",
     "test_pruning_groups",
     "test_pruning_knapsack",

@@ -32,7 +32,12 @@ app = typer.Typer()
 class _PhaseProgress:
     """One rich progress bar per profiling phase (tuning trials, network, entries), with an ETA."""
 
-    LABELS = {"tuning": "tuning (trials)", "network": "whole network", "entries": "entries"}
+    LABELS = {
+        "tuning": "tuning (trials)",
+        "network": "whole network",
+        "entries": "entries",
+        "cooling": "cooling down (s)",  # a throttled board, before its entries are measured again
+    }
 
     def __init__(self, progress: Any) -> None:
         self.progress = progress

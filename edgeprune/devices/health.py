@@ -235,12 +235,37 @@ def summary_line(state: dict[str, Any]) -> str:
     )
 
 
+def _throttle_flags(reading: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A reading's throttle word when it has flags set, else None."""
+    throttled = (reading or {}).get("throttled")
+    return throttled if throttled and throttled["flags"] else None
+
+
+def _hot(reading: dict[str, Any]) -> str | None:
+    hot = {zone: c for zone, c in reading.get("temperatures_c", {}).items() if c >= HOT_C}
+    return ("running hot: " + ", ".join(f"{zone} {c:.0f} °C" for zone, c in hot.items())) if hot else None
+
+
+def _clock_moved(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    moved = [
+        f"cpu{a['cpu']} {b['mhz']:.0f} -> {a['mhz']:.0f} MHz"
+        for b, a in zip(before["cores"], after["cores"], strict=False)
+        if b["mhz"] and a["mhz"] and abs(a["mhz"] - b["mhz"]) > CLOCK_MOVED * b["mhz"]
+    ]
+    return ("the clock moved during the measurement: " + ", ".join(moved)) if moved else None
+
+
+def _read(reading: dict[str, Any] | None) -> bool:
+    """Whether the board could be read (an unknown reading has no "cores")."""
+    return reading is not None and "cores" in reading
+
+
 def warnings(before: dict[str, Any] | None, after: dict[str, Any] | None = None) -> list[str]:
     """What makes a measurement taken between two readings doubtful: a governor that scales the clock with load,
     a throttle flag, a hot zone, a core's clock that moved by more than CLOCK_MOVED."""
     said: list[str] = []
     last = after or before
-    if not last or "cores" not in last:
+    if last is None or not _read(last):
         return said
     governors = sorted({c["governor"] for c in last["cores"] if c["governor"] in SCALING_GOVERNORS})
     if governors:
@@ -248,23 +273,75 @@ def warnings(before: dict[str, Any] | None, after: dict[str, Any] | None = None)
             f"CPU governor {', '.join(governors)} scales the clock with load: timings vary with what ran before "
             "(set 'performance' for stable numbers: cpupower frequency-set -g performance)"
         )
-    for reading in (before, after):
-        if reading and reading.get("throttled") and reading["throttled"]["flags"]:
-            flags = reading["throttled"]
-            said.append(f"throttle flags set ({flags['raw']}): {', '.join(flags['flags'])}")
-            break
-    hot = {zone: c for zone, c in last.get("temperatures_c", {}).items() if c >= HOT_C}
-    if hot:
-        said.append("running hot: " + ", ".join(f"{zone} {c:.0f} °C" for zone, c in hot.items()))
-    if before and after:
-        moved = [
-            f"cpu{a['cpu']} {b['mhz']:.0f} -> {a['mhz']:.0f} MHz"
-            for b, a in zip(before["cores"], after["cores"], strict=False)
-            if b["mhz"] and a["mhz"] and abs(a["mhz"] - b["mhz"]) > CLOCK_MOVED * b["mhz"]
-        ]
-        if moved:
-            said.append("the clock moved during the measurement: " + ", ".join(moved))
-    return said
+    flags = _throttle_flags(before) or _throttle_flags(after)
+    if flags:
+        said.append(f"throttle flags set ({flags['raw']}): {', '.join(flags['flags'])}")
+    moved = _clock_moved(before, after) if before is not None and after is not None and _read(before) else None
+    return said + [x for x in (_hot(last), moved) if x]
+
+
+def _throttling_now(reading: dict[str, Any]) -> list[str]:
+    """The throttle flags that say the board is held back at this moment (bits 0-3, not the sticky "has
+    occurred" ones, which stay set from boot until the next one)."""
+    throttled = reading.get("throttled")
+    return [] if not throttled else [f for f in throttled["flags"] if f.endswith(" now")]
+
+
+def disturbances(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Why a measurement taken between these two readings must be taken again: the board throttles now, a
+    sticky throttle flag was newly set, or a core's clock or governor moved. A governor that
+    scales with load, or a zone above HOT_C, is only warned of (`warnings`): a hot x86 host often runs at full
+    clock, and a Pi that heat holds back says so in its throttle flags."""
+    if not (_read(before) and _read(after)):
+        return []  # a board that cannot be read is recorded as unknown, never a reason to stop
+    said = []
+    now = _throttling_now(after) or _throttling_now(before)
+    if now:
+        said.append(f"the board throttles: {', '.join(now)} ({after['throttled']['raw']})")
+    old = set((before.get("throttled") or {}).get("flags", []))
+    new = [f for f in (after.get("throttled") or {}).get("flags", []) if f not in old and not f.endswith(" now")]
+    if new:
+        said.append(f"throttle flags set during the measurement: {', '.join(new)} ({after['throttled']['raw']})")
+    moved = [
+        f"cpu{a['cpu']} {b['governor']} -> {a['governor']}"
+        for b, a in zip(before["cores"], after["cores"], strict=False)
+        if b["governor"] != a["governor"]
+    ]
+    if moved:
+        said.append("the governor changed during the measurement: " + ", ".join(moved))
+    moved_clock = _clock_moved(before, after)
+    return said + ([moved_clock] if moved_clock else [])
+
+
+def calm(reading: dict[str, Any]) -> bool:
+    """Whether a board may be measured now: not throttling and no zone hot (unknown counts as calm)."""
+    return not _read(reading) or not (_throttling_now(reading) or _hot(reading))
+
+
+@dataclass(frozen=True)
+class CoolDown:
+    """How long `profile` waits for a disturbed board to calm down (polling its health every `poll` seconds)
+    before it measures the disturbed entries again."""
+
+    seconds: float = 120.0  # a Pi's SoC cools from its 80-85 °C limit in about a minute when idle
+    poll: float = 5.0
+
+
+def cool_down(
+    read: Callable[[], dict[str, Any]], wait: CoolDown, on_wait: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Poll `read()` until the board is `calm` or `wait.seconds` have passed; `on_wait(elapsed, total)` (whole
+    seconds) after each poll. Returns the last reading: the caller judges whether it is calm."""
+    started = time.monotonic()
+    total = max(1, round(wait.seconds))
+    while True:
+        reading = read()
+        elapsed = time.monotonic() - started
+        if on_wait is not None:
+            on_wait(min(total, round(elapsed)), total)
+        if calm(reading) or elapsed >= wait.seconds:
+            return reading
+        time.sleep(min(wait.poll, max(0.0, wait.seconds - elapsed)))
 
 
 def record(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

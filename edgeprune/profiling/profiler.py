@@ -9,6 +9,7 @@ interrupted run resumes, and entries measured for other models are reused.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,13 +24,16 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle
 from edgeprune.profiling.calibration import network_record, network_samples
 from edgeprune.profiling.entries import measure_entries
-from edgeprune.profiling.grid import anchors, plan
+from edgeprune.profiling.grid import PlannedEntry, anchors, plan
 from edgeprune.profiling.lut import LatencyTable, exclusive
 from edgeprune.profiling.signature import LayerExtractor
 from edgeprune.tvmx import tune
 from edgeprune.tvmx.config import TuningConfig
 
-Progress = Callable[[str, int, int], None]  # (phase, done, total); phases: "tuning", "network", "entries"
+Progress = Callable[[str, int, int], None]  # (phase, done, total): "tuning", "network", "entries", "cooling" (s)
+MeasureChunk = Callable[[list[PlannedEntry], Callable[[], None]], int]  # (entries, on_entry) -> servers used
+HEALTH_CHUNK = 8  # entries measured between two readings of the board's health
+_log = logging.getLogger(__name__)  # a disturbed board's warning (Python's last-resort handler: stderr)
 
 
 @dataclass
@@ -93,6 +97,7 @@ def profile_model(
     trials: int | None = None,
     on_progress: Progress | None = None,
     tuning: TuningConfig | None = None,
+    cool: health.CoolDown | None = None,
 ) -> ProfileReport:
     """Measure the table entries `bundle` needs on `device` (resuming; reusing entries already there).
 
@@ -100,7 +105,8 @@ def profile_model(
     (`profile_trials`, or `trials` per task where given): these are the records later compiles reuse and
     transplant, so this is where a large budget pays. For `local`, a farm is started for the duration when
     none runs. Raises EdgepruneError when the device is lost before the table is complete; everything
-    measured up to then is saved, and running again measures only what is missing.
+    measured up to then is saved, and running again measures only what is missing. The board's health is read
+    around every HEALTH_CHUNK entries: see `measure_watched` (`cool`: how long it waits for a throttled board).
     """
     from edgeprune.tvmx.export import to_relax
 
@@ -151,16 +157,14 @@ def profile_model(
                     progress("network", 0, 2)
                     calibration += network_samples(bundle, device, relax_model, settings)
                     progress("network", 1, 2)
-                done = [0]
-
-                def advance() -> None:
-                    done[0] += 1
-                    report.entries_measured = done[0]
-                    progress("entries", done[0], len(missing))
-
-                progress("entries", 0, len(missing))
                 phase_start = time.perf_counter()
-                report.servers = measure_entries(device, table, missing, anchors(layers), settings, parallel, advance)
+                session: dict[str, Any] = {"before": before}  # this session's health record, as it grows
+
+                def chunk(entries: list[PlannedEntry], on_entry: Callable[[], None]) -> int:
+                    return measure_entries(device, table, entries, anchors(layers), settings, parallel, on_entry)
+
+                report.servers = measure_watched(device, table, missing, chunk, progress, cool, session)
+                report.entries_measured = len(missing)
                 report.phase_seconds["entries"] = time.perf_counter() - phase_start
                 if network is None:
                     calibration += network_samples(bundle, device, relax_model, settings)
@@ -168,8 +172,93 @@ def profile_model(
                     table.save()
                     report.network_ms = table.networks[structure]["measured_ms"]
                     progress("network", 2, 2)
-            table.health.append({**health.record(before, device.health()), "entries_measured": report.entries_measured})
+            session |= {**health.record(before, device.health()), "entries_measured": report.entries_measured}
+            table.health.append(session)
             table.save()
             report.health_warnings = table.health[-1]["warnings"]
     report.seconds = time.perf_counter() - start
     return report
+
+
+def measure_watched(
+    device: Device,
+    table: LatencyTable,
+    missing: list[PlannedEntry],
+    measure: MeasureChunk,
+    progress: Progress,
+    cool: health.CoolDown | None = None,
+    session: dict[str, Any] | None = None,
+) -> int:
+    """`measure` the entries HEALTH_CHUNK at a time, reading the board's health before and after each chunk:
+    a table profiled while the board throttled is wrong for the rest of its life, and nothing in its numbers
+    says so. When a chunk was `health.disturbances`-ed (throttling, heat, a clock or governor that moved), its
+    entries are discarded from the table, the board gets up to `cool.seconds` to calm down (progress phase
+    "cooling", in seconds), and the chunk is measured again. A board still hot, or disturbed again, is refused:
+    EdgepruneError with the fix, the disturbed entries not in the table (running again measures them) and what
+    happened recorded in `session["disturbed"]` (kept in the table's health). Returns the servers used."""
+    cool = cool or health.CoolDown()
+    session = {} if session is None else session
+    done = [0]
+
+    def advance() -> None:
+        done[0] += 1
+        progress("entries", done[0], len(missing))
+
+    progress("entries", 0, len(missing))
+    if not missing:
+        return 0
+    servers = 0
+    before = device.health()
+    for start in range(0, len(missing), HEALTH_CHUNK):
+        entries = missing[start : start + HEALTH_CHUNK]
+        for attempt in (1, 2):
+            servers = max(servers, measure(entries, advance))
+            after = device.health()
+            said = health.disturbances(before, after)
+            if not said:
+                break
+            before = _set_aside(device, table, entries, (after, said), attempt, cool, session, progress)
+            done[0] -= len(entries)
+            progress("entries", done[0], len(missing))
+        before = after
+    return servers
+
+
+def _set_aside(
+    device: Device,
+    table: LatencyTable,
+    entries: list[PlannedEntry],
+    disturbed: tuple[dict[str, Any], list[str]],
+    attempt: int,
+    cool: health.CoolDown,
+    session: dict[str, Any],
+    progress: Progress,
+) -> dict[str, Any]:
+    """Discard the entries a disturbed chunk measured, say so, and wait for the board to cool down; returns the
+    reading to measure again from, or refuses (after recording why in the table) when it is the second time or
+    the board did not calm down. `disturbed`: the reading after the chunk and what it said."""
+    after, said = disturbed
+    table.discard([e.key for e in entries])
+    _log.warning("board health: %s; %d entries discarded", "; ".join(said), len(entries))
+    record: dict[str, Any] = {"entries": [e.key for e in entries], "disturbances": said, "attempt": attempt}
+    session.setdefault("disturbed", []).append(record)
+    calmed = None
+    if attempt == 1:
+        _log.warning("cooling down for up to %.0f s before measuring them again", cool.seconds)
+        calmed = health.cool_down(device.health, cool, lambda elapsed, total: progress("cooling", elapsed, total))
+        record["cooled"] = health.calm(calmed)
+    if calmed is not None and health.calm(calmed):
+        return calmed
+    last = calmed or after
+    session |= {**health.record(session.get("before", after), last), "refused": "; ".join(said)}
+    table.health.append(session)
+    table.save()
+    why = "again after cooling down" if attempt == 2 else f"and did not calm down in {cool.seconds:.0f} s"
+    raise EdgepruneError(
+        f"the board was disturbed while it was profiled ({'; '.join(said)}) {why}: its {len(entries)} entries "
+        f"were discarded; {len(table.entries)} entries are saved in {table.path}",
+        hint="keep the board's clock fixed and cool: set the governor to performance (`sudo cpupower "
+        "frequency-set -g performance`; on a Jetson `sudo nvpmodel -m 0 && sudo jetson_clocks`), give it a "
+        "heatsink or fan and a steady power supply (under-voltage throttles too), then run the same command "
+        "again: it measures only what is missing",
+    )
