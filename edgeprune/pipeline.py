@@ -68,20 +68,12 @@ class RunConfig:
         return float(self.target[:-1]) if self.target.endswith("x") else None
 
     def check(self) -> None:
-        from edgeprune.targets import parse_target
+        from edgeprune.targets import parse_relative, parse_target
 
         if not self.target.endswith("x"):
             parse_target("ms", self.target)  # a finite positive number of ms (no 'nan', 'inf', '-1')
         else:
-            try:
-                parse_target("ms", self.target.removesuffix("x"))
-            except EdgepruneError:
-                raise EdgepruneError(
-                    f"--target {self.target}: a relative target must be a positive number below 1 followed by x, "
-                    "like 0.5x (a fraction of the unpruned latency)"
-                ) from None
-            if self.relative_target is not None and self.relative_target >= 1:
-                raise EdgepruneError(f"--target {self.target}: a relative target must be below 1x")
+            parse_relative(self.target)
         if (
             self.max_rounds < 1
             or (self.trials is not None and self.trials < 1)

@@ -36,6 +36,7 @@ FAST_MODULES = {
     "test_pruning_ranking",
     "test_pruning_schedule",
     "test_toolchain",
+    "test_verify_relative",
 }
 
 
