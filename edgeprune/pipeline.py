@@ -353,7 +353,7 @@ def _execute(run: Run, deploy: bool, trust_new_host: bool, started: float) -> di
     """The stages of `execute` over its opened folder, TVM's output going to the folder's log."""
     from edgeprune.pruning import LatencyPredictor
     from edgeprune.pruning.cost import measure
-    from edgeprune.report.build import ort_timing
+    from edgeprune.verify.verifier import ort_timing
 
     config, folder, device = run.config, run.folder, run.device
     with device.serving(1):

@@ -133,6 +133,15 @@ class VerifyResult:
         return keys
 
 
+ORT_KEYS = ("ort_ms", "ort_spread_ms", "ort_threads")  # what verify.json holds when ONNX Runtime was measured
+
+
+def ort_timing(verified: dict[str, Any] | None) -> dict[str, Any]:
+    """ONNX Runtime's timing from a verify.json (`VerifyResult.to_json`), for a run's or sweep's summary: empty
+    when it was not measured (onnxruntime not installed, or the device is not this host)."""
+    return {k: verified[k] for k in ORT_KEYS if verified and verified.get(k) is not None}
+
+
 def _normalized(target: dict[str, Any]) -> dict[str, Any]:
     return {k: sorted(v) if isinstance(v, list) else v for k, v in target.items()}
 
