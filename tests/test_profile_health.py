@@ -147,3 +147,17 @@ def test_a_board_disturbed_again_after_cooling_is_refused(board: Board) -> None:
     with pytest.raises(EdgepruneError, match="again after cooling down"):
         watch(board, todo, {})
     assert board.chunks == 2 and saved(board)["entries"] == {}
+
+
+def test_a_board_already_throttling_cools_down_before_anything_is_measured(board: Board) -> None:
+    todo = entries(profiler.HEALTH_CHUNK)
+    board.throttle(THROTTLING)
+    with pytest.raises(EdgepruneError, match="was not fit to measure .*nothing was measured"):
+        watch(board, todo, {})
+    assert board.chunks == 0 and saved(board)["entries"] == {}  # the table holds only why it was refused
+    assert saved(board)["health"][-1]["disturbed"][0]["cooled"] is False
+    board.on_cooling = lambda: board.throttle("50000")
+    session: dict = {}
+    watch(board, todo, session)
+    assert board.chunks == 1 and session["disturbed"][0]["entries"] == [] and session["disturbed"][0]["cooled"]
+    assert set(saved(board)["entries"]) == {e.key for e in todo}

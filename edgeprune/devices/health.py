@@ -287,6 +287,11 @@ def _throttling_now(reading: dict[str, Any]) -> list[str]:
     return [] if not throttled else [f for f in throttled["flags"] if f.endswith(" now")]
 
 
+def _throttles(reading: dict[str, Any]) -> str | None:
+    now = _throttling_now(reading)
+    return f"the board throttles: {', '.join(now)} ({reading['throttled']['raw']})" if now else None
+
+
 def disturbances(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """Why a measurement taken between these two readings must be taken again: the board throttles now, a
     sticky throttle flag was newly set, or a core's clock or governor moved. A governor that
@@ -294,10 +299,8 @@ def disturbances(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     clock, and a Pi that heat holds back says so in its throttle flags."""
     if not (_read(before) and _read(after)):
         return []  # a board that cannot be read is recorded as unknown, never a reason to stop
-    said = []
-    now = _throttling_now(after) or _throttling_now(before)
-    if now:
-        said.append(f"the board throttles: {', '.join(now)} ({after['throttled']['raw']})")
+    throttles = _throttles(after) or _throttles(before)
+    said = [throttles] if throttles else []
     old = set((before.get("throttled") or {}).get("flags", []))
     new = [f for f in (after.get("throttled") or {}).get("flags", []) if f not in old and not f.endswith(" now")]
     if new:
@@ -313,9 +316,14 @@ def disturbances(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return said + ([moved_clock] if moved_clock else [])
 
 
+def unsettled(reading: dict[str, Any]) -> list[str]:
+    """Why a board should not be measured now: it throttles, or a zone runs hot (nothing when unknown)."""
+    return [x for x in (_throttles(reading), _hot(reading)) if x] if _read(reading) else []
+
+
 def calm(reading: dict[str, Any]) -> bool:
-    """Whether a board may be measured now: not throttling and no zone hot (unknown counts as calm)."""
-    return not _read(reading) or not (_throttling_now(reading) or _hot(reading))
+    """Whether a board may be measured now (see `unsettled`)."""
+    return not unsettled(reading)
 
 
 @dataclass(frozen=True)

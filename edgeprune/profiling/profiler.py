@@ -193,7 +193,8 @@ def measure_watched(
     a table profiled while the board throttled is wrong for the rest of its life, and nothing in its numbers
     says so. When a chunk was `health.disturbances`-ed (throttling, heat, a clock or governor that moved), its
     entries are discarded from the table, the board gets up to `cool.seconds` to calm down (progress phase
-    "cooling", in seconds), and the chunk is measured again. A board still hot, or disturbed again, is refused:
+    "cooling", in seconds), and the chunk is measured again; a board that throttles or runs hot before the first
+    chunk gets the same wait first. A board still hot, or disturbed again, is refused:
     EdgepruneError with the fix, the disturbed entries not in the table (running again measures them) and what
     happened recorded in `session["disturbed"]` (kept in the table's health). Returns the servers used."""
     cool = cool or health.CoolDown()
@@ -209,6 +210,8 @@ def measure_watched(
         return 0
     servers = 0
     before = device.health()
+    if not health.calm(before):  # throttling or hot already: what it measured now would only be discarded
+        before = _set_aside(device, table, [], (before, health.unsettled(before)), 1, cool, session, progress)
     for start in range(0, len(missing), HEALTH_CHUNK):
         entries = missing[start : start + HEALTH_CHUNK]
         for attempt in (1, 2):
@@ -234,11 +237,13 @@ def _set_aside(
     session: dict[str, Any],
     progress: Progress,
 ) -> dict[str, Any]:
-    """Discard the entries a disturbed chunk measured, say so, and wait for the board to cool down; returns the
-    reading to measure again from, or refuses (after recording why in the table) when it is the second time or
-    the board did not calm down. `disturbed`: the reading after the chunk and what it said."""
+    """Discard the entries a disturbed chunk measured (none: the board was not calm before the first), say so,
+    and wait for the board to cool down; returns the reading to measure again from, or refuses (after recording
+    why in the table) when it is the second time or the board did not calm down. `disturbed`: the reading after
+    the chunk and what it said."""
     after, said = disturbed
-    table.discard([e.key for e in entries])
+    if entries:
+        table.discard([e.key for e in entries])
     _log.warning("board health: %s; %d entries discarded", "; ".join(said), len(entries))
     record: dict[str, Any] = {"entries": [e.key for e in entries], "disturbances": said, "attempt": attempt}
     session.setdefault("disturbed", []).append(record)
@@ -254,9 +259,10 @@ def _set_aside(
     table.health.append(session)
     table.save()
     why = "again after cooling down" if attempt == 2 else f"and did not calm down in {cool.seconds:.0f} s"
+    what = f"was disturbed while {len(entries)} entries were measured" if entries else "was not fit to measure"
+    lost = "they were discarded" if entries else "nothing was measured"
     raise EdgepruneError(
-        f"the board was disturbed while it was profiled ({'; '.join(said)}) {why}: its {len(entries)} entries "
-        f"were discarded; {len(table.entries)} entries are saved in {table.path}",
+        f"the board {what} ({'; '.join(said)}) {why}: {lost}; {len(table.entries)} entries are saved in {table.path}",
         hint="keep the board's clock fixed and cool: set the governor to performance (`sudo cpupower "
         "frequency-set -g performance`; on a Jetson `sudo nvpmodel -m 0 && sudo jetson_clocks`), give it a "
         "heatsink or fan and a steady power supply (under-voltage throttles too), then run the same command "
