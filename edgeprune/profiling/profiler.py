@@ -138,7 +138,8 @@ def profile_model(
             network_ms=float(network["measured_ms"]) if network else None,
         )
         if missing or network is None:
-            before = device.health()  # kept in the table beside what this session measures
+            session: dict[str, Any] = {}  # this session's health record, kept in the table, as it grows
+            before = session["before"] = settle(device, table, cool or health.CoolDown(), session, progress)
             with device.serving(2 if parallel else 1):
                 device.request_session()  # fail fast, before minutes of export and tuning
                 relax_model = to_relax(
@@ -158,7 +159,6 @@ def profile_model(
                     calibration += network_samples(bundle, device, relax_model, settings)
                     progress("network", 1, 2)
                 phase_start = time.perf_counter()
-                session: dict[str, Any] = {"before": before}  # this session's health record, as it grows
 
                 def chunk(entries: list[PlannedEntry], on_entry: Callable[[], None]) -> int:
                     return measure_entries(device, table, entries, anchors(layers), settings, parallel, on_entry)
@@ -209,9 +209,7 @@ def measure_watched(
     if not missing:
         return 0
     servers = 0
-    before = device.health()
-    if not health.calm(before):  # throttling or hot already: what it measured now would only be discarded
-        before = _set_aside(device, table, [], (before, health.unsettled(before)), 1, cool, session, progress)
+    before = settle(device, table, cool, session, progress)
     for start in range(0, len(missing), HEALTH_CHUNK):
         entries = missing[start : start + HEALTH_CHUNK]
         for attempt in (1, 2):
@@ -225,6 +223,17 @@ def measure_watched(
             progress("entries", done[0], len(missing))
         before = after
     return servers
+
+
+def settle(
+    device: Device, table: LatencyTable, cool: health.CoolDown, session: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    """The board's health now; when it throttles or runs hot, first the cool-down (what it measured now would
+    only be discarded), refused as `measure_watched` refuses when it does not calm down."""
+    before = device.health()
+    if health.calm(before):
+        return before
+    return _set_aside(device, table, [], (before, health.unsettled(before)), 1, cool, session, progress)
 
 
 def _set_aside(
@@ -244,12 +253,13 @@ def _set_aside(
     after, said = disturbed
     if entries:
         table.discard([e.key for e in entries])
-    _log.warning("board health: %s; %d entries discarded", "; ".join(said), len(entries))
+    discarded = f"; the {len(entries)} entries measured meanwhile are discarded" if entries else ""
+    _log.warning("board health: %s%s", "; ".join(said), discarded)
     record: dict[str, Any] = {"entries": [e.key for e in entries], "disturbances": said, "attempt": attempt}
     session.setdefault("disturbed", []).append(record)
     calmed = None
     if attempt == 1:
-        _log.warning("cooling down for up to %.0f s before measuring them again", cool.seconds)
+        _log.warning("cooling down for up to %.0f s before measuring%s", cool.seconds, " them again" * bool(entries))
         calmed = health.cool_down(device.health, cool, lambda elapsed, total: progress("cooling", elapsed, total))
         record["cooled"] = health.calm(calmed)
     if calmed is not None and health.calm(calmed):
