@@ -106,9 +106,16 @@ def test_what_makes_a_measurement_be_taken_again_and_when_a_board_is_calm(tmp_pa
         "throttle flags set during the measurement: under-voltage has occurred, throttling has occurred (0x50000)"
     ]
     assert health.disturbances(quiet, reading("now", "4"))[0] == "the board throttles: throttled now (0x4)"
-    moved = health.disturbances(quiet, reading("moved", "0", "performance", 1200))
-    assert moved == ["the governor changed during the measurement: cpu0 ondemand -> performance",
-                     "the clock moved during the measurement: cpu0 1500 -> 1200 MHz"]  # fmt: skip
+    assert health.disturbances(quiet, reading("changed", "0", "performance", 1200)) == [
+        "the governor changed during the measurement: cpu0 ondemand -> performance"
+    ]
+    # a clock that moves is a disturbance where a fixed governor holds it, by design under a scaling one
+    fixed = reading("fixed", "0", "performance")
+    assert health.disturbances(fixed, reading("slowed", "0", "performance", 1200)) == [
+        "the clock moved during the measurement: cpu0 1500 -> 1200 MHz"
+    ]
+    assert health.disturbances(quiet, reading("scaled", "0", "ondemand", 1200)) == []
+    assert health.throttles(reading("now", "4")) and health.throttles(sticky) is None
     unknown = {"read_from": None, "unknown": "no ssh"}
     assert health.disturbances(unknown, quiet) == [] and health.calm(unknown)
 

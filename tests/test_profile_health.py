@@ -42,6 +42,7 @@ class Board:
     def __init__(self, root: Path, table: LatencyTable) -> None:
         self.root = fake_board_tree(root, mhz=(1800, 1800), throttled=QUIET)
         (self.root / health.THERMAL.lstrip("/") / "thermal_zone0/temp").write_text("45000\n")  # cool
+        self.governor("performance")  # the clock holds still unless something holds it back
         self.table = table
         self.chunks = 0
         self.on_chunk: Callable[[int], None] = lambda _n: None  # changes the tree during chunk n (1-based)
@@ -50,6 +51,9 @@ class Board:
 
     def throttle(self, word: str) -> None:
         (self.root / health.PI_THROTTLED.lstrip("/")).write_text(word + "\n")
+
+    def governor(self, name: str) -> None:
+        (self.root / health.CPU.lstrip("/") / "cpu0/cpufreq/scaling_governor").write_text(name + "\n")
 
     def clock(self, mhz: int) -> None:
         (self.root / health.CPU.lstrip("/") / "cpu0/cpufreq/scaling_cur_freq").write_text(f"{mhz * 1000}\n")
@@ -121,13 +125,31 @@ def test_a_clock_that_moves_during_a_chunk_discards_it_too(board: Board) -> None
     assert board.chunks == 2 and "cpu0 1800 -> 1200 MHz" in session["disturbed"][0]["disturbances"][0]
 
 
+def test_a_clock_that_moves_again_on_a_board_that_does_not_throttle_is_kept_and_recorded(board: Board) -> None:
+    todo = entries(profiler.HEALTH_CHUNK)
+    board.on_chunk = lambda n: board.clock(1500 if n == 1 else 1000)  # an x86 turbo that moves with the load
+    session: dict = {}
+    watch(board, todo, session)
+    assert board.chunks == 2 and set(saved(board)["entries"]) == {e.key for e in todo}
+    first, second = session["disturbed"]
+    assert "cooled" in first and second["kept"] and "cpu0 1500 -> 1000 MHz" in second["disturbances"][0]
+
+
+def test_under_a_scaling_governor_a_moving_clock_is_warned_of_not_measured_again(board: Board) -> None:
+    board.governor("ondemand")
+    board.on_chunk = lambda n: board.clock(600 * n)
+    session: dict = {}
+    watch(board, entries(2 * profiler.HEALTH_CHUNK), session)
+    assert board.chunks == 2 and "disturbed" not in session
+
+
 def test_a_board_that_stays_throttled_is_refused_with_the_fix_and_nothing_suspect_kept(board: Board) -> None:
     todo = entries(2 * profiler.HEALTH_CHUNK)
     board.on_chunk = lambda n: board.throttle(THROTTLING) if n == 2 else None
     session: dict = {"before": health.this_machine()}
     with pytest.raises(EdgepruneError) as refused:
         watch(board, todo, session)
-    assert "did not calm down in 1 s" in refused.value.message and "governor to performance" in str(refused.value.hint)
+    assert "still throttles after 1 s" in refused.value.message and "governor to performance" in str(refused.value.hint)
     assert board.chunks == 2  # not measured again while it still throttles
     on_disk = saved(board)
     assert set(on_disk["entries"]) == {e.key for e in todo[: profiler.HEALTH_CHUNK]}  # the good chunk stays
@@ -141,9 +163,10 @@ def test_a_board_that_stays_throttled_is_refused_with_the_fix_and_nothing_suspec
     assert set(saved(board)["entries"]) == {e.key for e in todo}
 
 
-def test_a_board_disturbed_again_after_cooling_is_refused(board: Board) -> None:
+def test_a_board_that_throttles_again_after_cooling_is_refused(board: Board) -> None:
     todo = entries(profiler.HEALTH_CHUNK)
-    board.on_chunk = lambda n: board.clock(1500 if n == 1 else 1000)
+    board.on_chunk = lambda _n: board.throttle("4")  # throttled now, in each chunk
+    board.on_cooling = lambda: board.throttle("40000")  # cooled: only "throttling has occurred" stays
     with pytest.raises(EdgepruneError, match="again after cooling down"):
         watch(board, todo, {})
     assert board.chunks == 2 and saved(board)["entries"] == {}

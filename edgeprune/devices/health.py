@@ -246,10 +246,11 @@ def _hot(reading: dict[str, Any]) -> str | None:
     return ("running hot: " + ", ".join(f"{zone} {c:.0f} °C" for zone, c in hot.items())) if hot else None
 
 
-def _clock_moved(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+def _clock_moved(cores: list[tuple[dict[str, Any], dict[str, Any]]]) -> str | None:
+    """The cores of (before, after) pairs whose clock moved by more than CLOCK_MOVED, in one line."""
     moved = [
         f"cpu{a['cpu']} {b['mhz']:.0f} -> {a['mhz']:.0f} MHz"
-        for b, a in zip(before["cores"], after["cores"], strict=False)
+        for b, a in cores
         if b["mhz"] and a["mhz"] and abs(a["mhz"] - b["mhz"]) > CLOCK_MOVED * b["mhz"]
     ]
     return ("the clock moved during the measurement: " + ", ".join(moved)) if moved else None
@@ -276,7 +277,9 @@ def warnings(before: dict[str, Any] | None, after: dict[str, Any] | None = None)
     flags = _throttle_flags(before) or _throttle_flags(after)
     if flags:
         said.append(f"throttle flags set ({flags['raw']}): {', '.join(flags['flags'])}")
-    moved = _clock_moved(before, after) if before is not None and after is not None and _read(before) else None
+    moved = None
+    if before is not None and after is not None and _read(before):
+        moved = _clock_moved(list(zip(before["cores"], after["cores"], strict=False)))
     return said + [x for x in (_hot(last), moved) if x]
 
 
@@ -287,38 +290,49 @@ def _throttling_now(reading: dict[str, Any]) -> list[str]:
     return [] if not throttled else [f for f in throttled["flags"] if f.endswith(" now")]
 
 
-def _throttles(reading: dict[str, Any]) -> str | None:
-    now = _throttling_now(reading)
+def throttles(reading: dict[str, Any]) -> str | None:
+    """What says the board is held back at this moment (its throttle flags of now), or None."""
+    now = _throttling_now(reading) if _read(reading) else []
     return f"the board throttles: {', '.join(now)} ({reading['throttled']['raw']})" if now else None
 
 
-def disturbances(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """Why a measurement taken between these two readings must be taken again: the board throttles now, a
-    sticky throttle flag was newly set, or a core's clock or governor moved. A governor that
-    scales with load, or a zone above HOT_C, is only warned of (`warnings`): a hot x86 host often runs at full
-    clock, and a Pi that heat holds back says so in its throttle flags."""
+def throttled_during(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The throttling a measurement taken between these two readings may have suffered: flags of now on either
+    side, or sticky ("has occurred") flags newly set between them."""
     if not (_read(before) and _read(after)):
         return []  # a board that cannot be read is recorded as unknown, never a reason to stop
-    throttles = _throttles(after) or _throttles(before)
-    said = [throttles] if throttles else []
+    now = throttles(after) or throttles(before)
     old = set((before.get("throttled") or {}).get("flags", []))
     new = [f for f in (after.get("throttled") or {}).get("flags", []) if f not in old and not f.endswith(" now")]
-    if new:
-        said.append(f"throttle flags set during the measurement: {', '.join(new)} ({after['throttled']['raw']})")
-    moved = [
-        f"cpu{a['cpu']} {b['governor']} -> {a['governor']}"
-        for b, a in zip(before["cores"], after["cores"], strict=False)
-        if b["governor"] != a["governor"]
-    ]
-    if moved:
-        said.append("the governor changed during the measurement: " + ", ".join(moved))
-    moved_clock = _clock_moved(before, after)
-    return said + ([moved_clock] if moved_clock else [])
+    flags = f"throttle flags set during the measurement: {', '.join(new)} ({after['throttled']['raw']})"
+    return ([now] if now else []) + ([flags] if new else [])
+
+
+def moved_during(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """A core's governor that changed between these two readings, or the clock of a core that a fixed governor
+    holds moving by more than CLOCK_MOVED: the speed the numbers were taken at changed. Under a governor that
+    scales the clock with load (SCALING_GOVERNORS) the clock moves by design: that is warned of (`warnings`),
+    and measuring again would not make it hold still."""
+    if not (_read(before) and _read(after)):
+        return []
+    pairs = list(zip(before["cores"], after["cores"], strict=False))
+    changed = [f"cpu{a['cpu']} {b['governor']} -> {a['governor']}" for b, a in pairs if b["governor"] != a["governor"]]
+    said = ["the governor changed during the measurement: " + ", ".join(changed)] if changed else []
+    held = [(b, a) for b, a in pairs if b["governor"] == a["governor"] and a["governor"] not in SCALING_GOVERNORS]
+    clock = _clock_moved(held)
+    return said + ([clock] if clock else [])
+
+
+def disturbances(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Why a measurement taken between these two readings must be taken again: `throttled_during` and
+    `moved_during`. A governor that scales with load, or a zone above HOT_C, is only warned of (`warnings`): a
+    hot x86 host often runs at full clock, and a Pi that heat holds back says so in its throttle flags."""
+    return throttled_during(before, after) + moved_during(before, after)
 
 
 def unsettled(reading: dict[str, Any]) -> list[str]:
     """Why a board should not be measured now: it throttles, or a zone runs hot (nothing when unknown)."""
-    return [x for x in (_throttles(reading), _hot(reading)) if x] if _read(reading) else []
+    return [x for x in (throttles(reading), _hot(reading)) if x] if _read(reading) else []
 
 
 def calm(reading: dict[str, Any]) -> bool:

@@ -191,12 +191,14 @@ def measure_watched(
 ) -> int:
     """`measure` the entries HEALTH_CHUNK at a time, reading the board's health before and after each chunk:
     a table profiled while the board throttled is wrong for the rest of its life, and nothing in its numbers
-    says so. When a chunk was `health.disturbances`-ed (throttling, heat, a clock or governor that moved), its
-    entries are discarded from the table, the board gets up to `cool.seconds` to calm down (progress phase
-    "cooling", in seconds), and the chunk is measured again; a board that throttles or runs hot before the first
-    chunk gets the same wait first. A board still hot, or disturbed again, is refused:
-    EdgepruneError with the fix, the disturbed entries not in the table (running again measures them) and what
-    happened recorded in `session["disturbed"]` (kept in the table's health). Returns the servers used."""
+    says so. When the readings around a chunk show `health.disturbances` (throttling; a governor, or the clock
+    of a core that a fixed governor holds, that moved), its entries are discarded from the table, the board gets
+    up to `cool.seconds` to calm down (progress phase "cooling", in seconds), and the chunk is measured again; a
+    board that throttles or runs hot before the first chunk gets the same wait first. A board that still
+    throttles after the wait, or throttles again, is refused: EdgepruneError with the fix, the disturbed entries
+    not in the table (running again measures them) and what happened recorded in `session["disturbed"]` (kept
+    in the table's health); a clock that moved again on a board that does not throttle is kept and recorded
+    (`_keep_moved`). Returns the servers used."""
     cool = cool or health.CoolDown()
     session = {} if session is None else session
     done = [0]
@@ -218,11 +220,23 @@ def measure_watched(
             said = health.disturbances(before, after)
             if not said:
                 break
+            if attempt == 2 and not health.throttled_during(before, after):
+                _keep_moved(entries, said, session)
+                break
             before = _set_aside(device, table, entries, (after, said), attempt, cool, session, progress)
             done[0] -= len(entries)
             progress("entries", done[0], len(missing))
         before = after
     return servers
+
+
+def _keep_moved(entries: list[PlannedEntry], said: list[str], session: dict[str, Any]) -> None:
+    """A chunk whose clock or governor moved again after a cool-down, on a board that does not throttle: kept
+    (the clock of an x86 host's turbo moves with what else runs, and refusing would stop every profile there),
+    warned of and recorded, so the table says which entries it concerns."""
+    _log.warning("board health: %s, again; the %d entries are kept and this is recorded", "; ".join(said), len(entries))
+    record = {"entries": [e.key for e in entries], "disturbances": said, "attempt": 2, "kept": True}
+    session.setdefault("disturbed", []).append(record)
 
 
 def settle(
@@ -262,13 +276,13 @@ def _set_aside(
         _log.warning("cooling down for up to %.0f s before measuring%s", cool.seconds, " them again" * bool(entries))
         calmed = health.cool_down(device.health, cool, lambda elapsed, total: progress("cooling", elapsed, total))
         record["cooled"] = health.calm(calmed)
-    if calmed is not None and health.calm(calmed):
-        return calmed
+        if health.throttles(calmed) is None:  # still hot but not held back: measured, and warned of
+            return calmed
     last = calmed or after
     session |= {**health.record(session.get("before", after), last), "refused": "; ".join(said)}
     table.health.append(session)
     table.save()
-    why = "again after cooling down" if attempt == 2 else f"and did not calm down in {cool.seconds:.0f} s"
+    why = "again after cooling down" if attempt == 2 else f"and still throttles after {cool.seconds:.0f} s"
     what = f"was disturbed while {len(entries)} entries were measured" if entries else "was not fit to measure"
     lost = "they were discarded" if entries else "nothing was measured"
     raise EdgepruneError(
