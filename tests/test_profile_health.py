@@ -184,3 +184,11 @@ def test_a_board_already_throttling_cools_down_before_anything_is_measured(board
     watch(board, todo, session)
     assert board.chunks == 1 and session["disturbed"][0]["entries"] == [] and session["disturbed"][0]["cooled"]
     assert set(saved(board)["entries"]) == {e.key for e in todo}
+
+
+def test_a_board_only_hot_is_measured_at_once_and_warned_of(board: Board) -> None:
+    (board.root / health.THERMAL.lstrip("/") / "thermal_zone0/temp").write_text("82150\n")  # a hot x86 host
+    session: dict = {}
+    watch(board, entries(profiler.HEALTH_CHUNK), session)
+    assert board.chunks == 1 and "disturbed" not in session and not any(p[0] == "cooling" for p in board.phases)
+    assert any("82 °C" in w for w in health.warnings(health.this_machine()))

@@ -194,7 +194,7 @@ def measure_watched(
     says so. When the readings around a chunk show `health.disturbances` (throttling; a governor, or the clock
     of a core that a fixed governor holds, that moved), its entries are discarded from the table, the board gets
     up to `cool.seconds` to calm down (progress phase "cooling", in seconds), and the chunk is measured again; a
-    board that throttles or runs hot before the first chunk gets the same wait first. A board that still
+    board that throttles before the first chunk gets the same wait first. A board that still
     throttles after the wait, or throttles again, is refused: EdgepruneError with the fix, the disturbed entries
     not in the table (running again measures them) and what happened recorded in `session["disturbed"]` (kept
     in the table's health); a clock that moved again on a board that does not throttle is kept and recorded
@@ -242,10 +242,11 @@ def _keep_moved(entries: list[PlannedEntry], said: list[str], session: dict[str,
 def settle(
     device: Device, table: LatencyTable, cool: health.CoolDown, session: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    """The board's health now; when it throttles or runs hot, first the cool-down (what it measured now would
-    only be discarded), refused as `measure_watched` refuses when it does not calm down."""
+    """The board's health now; when it throttles, first the cool-down (what it measured now would only be
+    discarded), refused as `measure_watched` refuses when it still throttles. A board that is only hot starts
+    (with the warning): an x86 host may idle above a Pi's limit at full clock."""
     before = device.health()
-    if health.calm(before):
+    if health.throttles(before) is None:
         return before
     return _set_aside(device, table, [], (before, health.unsettled(before)), 1, cool, session, progress)
 
