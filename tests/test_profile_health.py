@@ -16,7 +16,7 @@ from torch import nn
 from edgeprune.devices import health
 from edgeprune.devices.profile import local_device
 from edgeprune.errors import EdgepruneError
-from edgeprune.profiling import profiler
+from edgeprune.profiling import watch
 from edgeprune.profiling.grid import PlannedEntry, plan
 from edgeprune.profiling.lut import LatencyTable
 from edgeprune.profiling.signature import LayerExtractor
@@ -81,8 +81,8 @@ def board(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Board:
     return made
 
 
-def watch(board: Board, todo: list[PlannedEntry], session: dict) -> int:
-    return profiler.measure_watched(local_device(), board.table, todo, board.measure, board.progress, SHORT, session)
+def measured(board: Board, todo: list[PlannedEntry], session: dict) -> int:
+    return watch.measure_watched(local_device(), board.table, todo, board.measure, board.progress, SHORT, session)
 
 
 def saved(board: Board) -> dict:
@@ -90,26 +90,26 @@ def saved(board: Board) -> dict:
 
 
 def test_a_quiet_board_is_measured_in_chunks_with_its_health_read_around_each(board: Board) -> None:
-    todo = entries(2 * profiler.HEALTH_CHUNK + 1)
+    todo = entries(2 * watch.HEALTH_CHUNK + 1)
     session: dict = {}
-    assert watch(board, todo, session) == 1
+    assert measured(board, todo, session) == 1
     assert board.chunks == 3 and set(saved(board)["entries"]) == {e.key for e in todo}
     assert "disturbed" not in session and not any(p[0] == "cooling" for p in board.phases)
     assert board.phases[-1] == ("entries", len(todo), len(todo))
 
 
 def test_a_chunk_measured_while_the_board_throttled_is_measured_again_after_cooling(board: Board) -> None:
-    todo = entries(2 * profiler.HEALTH_CHUNK)
+    todo = entries(2 * watch.HEALTH_CHUNK)
     board.on_chunk = lambda n: board.throttle(THROTTLING) if n == 2 else None
     board.on_cooling = lambda: board.throttle("50000")  # cooled: the flags of now cleared, "has occurred" stay
     session: dict = {}
-    watch(board, todo, session)
+    measured(board, todo, session)
     assert board.chunks == 3  # the second chunk twice
     table = saved(board)["entries"]
-    second = {e.key for e in todo[profiler.HEALTH_CHUNK :]}
+    second = {e.key for e in todo[watch.HEALTH_CHUNK :]}
     assert set(table) == {e.key for e in todo} and {table[k]["chunk"] for k in second} == {3}
     [record] = session["disturbed"]
-    assert record["entries"] == [e.key for e in todo[profiler.HEALTH_CHUNK :]] and record["cooled"] is True
+    assert record["entries"] == [e.key for e in todo[watch.HEALTH_CHUNK :]] and record["cooled"] is True
     assert "the board throttles: under-voltage now, throttled now (0x50005)" in record["disturbances"]
     cooling = [p for p in board.phases if p[0] == "cooling"]
     assert cooling and cooling[-1][2] == 1  # whole seconds, bounded by the cool-down
@@ -118,18 +118,18 @@ def test_a_chunk_measured_while_the_board_throttled_is_measured_again_after_cool
 
 
 def test_a_clock_that_moves_during_a_chunk_discards_it_too(board: Board) -> None:
-    todo = entries(profiler.HEALTH_CHUNK)
+    todo = entries(watch.HEALTH_CHUNK)
     board.on_chunk = lambda _n: board.clock(1200)  # moved during the first; held still during the second
     session: dict = {}
-    watch(board, todo, session)
+    measured(board, todo, session)
     assert board.chunks == 2 and "cpu0 1800 -> 1200 MHz" in session["disturbed"][0]["disturbances"][0]
 
 
 def test_a_clock_that_moves_again_on_a_board_that_does_not_throttle_is_kept_and_recorded(board: Board) -> None:
-    todo = entries(profiler.HEALTH_CHUNK)
+    todo = entries(watch.HEALTH_CHUNK)
     board.on_chunk = lambda n: board.clock(1500 if n == 1 else 1000)  # an x86 turbo that moves with the load
     session: dict = {}
-    watch(board, todo, session)
+    measured(board, todo, session)
     assert board.chunks == 2 and set(saved(board)["entries"]) == {e.key for e in todo}
     first, second = session["disturbed"]
     assert "cooled" in first and second["kept"] and "cpu0 1500 -> 1000 MHz" in second["disturbances"][0]
@@ -139,49 +139,49 @@ def test_under_a_scaling_governor_a_moving_clock_is_warned_of_not_measured_again
     board.governor("ondemand")
     board.on_chunk = lambda n: board.clock(600 * n)
     session: dict = {}
-    watch(board, entries(2 * profiler.HEALTH_CHUNK), session)
+    measured(board, entries(2 * watch.HEALTH_CHUNK), session)
     assert board.chunks == 2 and "disturbed" not in session
 
 
 def test_a_board_that_stays_throttled_is_refused_with_the_fix_and_nothing_suspect_kept(board: Board) -> None:
-    todo = entries(2 * profiler.HEALTH_CHUNK)
+    todo = entries(2 * watch.HEALTH_CHUNK)
     board.on_chunk = lambda n: board.throttle(THROTTLING) if n == 2 else None
     session: dict = {"before": health.this_machine()}
     with pytest.raises(EdgepruneError) as refused:
-        watch(board, todo, session)
+        measured(board, todo, session)
     assert "still throttles after 1 s" in refused.value.message and "governor to performance" in str(refused.value.hint)
     assert board.chunks == 2  # not measured again while it still throttles
     on_disk = saved(board)
-    assert set(on_disk["entries"]) == {e.key for e in todo[: profiler.HEALTH_CHUNK]}  # the good chunk stays
+    assert set(on_disk["entries"]) == {e.key for e in todo[: watch.HEALTH_CHUNK]}  # the good chunk stays
     assert on_disk["health"][-1]["refused"].startswith("the board throttles")
     assert any("0x50005" in w for w in on_disk["health"][-1]["warnings"])
     # resumable: once the board is quiet, running again measures only what is missing
     board.throttle(QUIET)
     board.on_chunk = lambda _n: None
     rest = [e for e in todo if e.key not in board.table.entries]
-    watch(board, rest, {})
+    measured(board, rest, {})
     assert set(saved(board)["entries"]) == {e.key for e in todo}
 
 
 def test_a_board_that_throttles_again_after_cooling_is_refused(board: Board) -> None:
-    todo = entries(profiler.HEALTH_CHUNK)
+    todo = entries(watch.HEALTH_CHUNK)
     board.on_chunk = lambda _n: board.throttle("4")  # throttled now, in each chunk
     board.on_cooling = lambda: board.throttle("40000")  # cooled: only "throttling has occurred" stays
     with pytest.raises(EdgepruneError, match="again after cooling down"):
-        watch(board, todo, {})
+        measured(board, todo, {})
     assert board.chunks == 2 and saved(board)["entries"] == {}
 
 
 def test_a_board_already_throttling_cools_down_before_anything_is_measured(board: Board) -> None:
-    todo = entries(profiler.HEALTH_CHUNK)
+    todo = entries(watch.HEALTH_CHUNK)
     board.throttle(THROTTLING)
     with pytest.raises(EdgepruneError, match="was not fit to measure .*nothing was measured"):
-        watch(board, todo, {})
+        measured(board, todo, {})
     assert board.chunks == 0 and saved(board)["entries"] == {}  # the table holds only why it was refused
     assert saved(board)["health"][-1]["disturbed"][0]["cooled"] is False
     board.on_cooling = lambda: board.throttle("50000")
     session: dict = {}
-    watch(board, todo, session)
+    measured(board, todo, session)
     assert board.chunks == 1 and session["disturbed"][0]["entries"] == [] and session["disturbed"][0]["cooled"]
     assert set(saved(board)["entries"]) == {e.key for e in todo}
 
@@ -189,6 +189,6 @@ def test_a_board_already_throttling_cools_down_before_anything_is_measured(board
 def test_a_board_only_hot_is_measured_at_once_and_warned_of(board: Board) -> None:
     (board.root / health.THERMAL.lstrip("/") / "thermal_zone0/temp").write_text("82150\n")  # a hot x86 host
     session: dict = {}
-    watch(board, entries(profiler.HEALTH_CHUNK), session)
+    measured(board, entries(watch.HEALTH_CHUNK), session)
     assert board.chunks == 1 and "disturbed" not in session and not any(p[0] == "cooling" for p in board.phases)
     assert any("82 °C" in w for w in health.warnings(health.this_machine()))
