@@ -83,7 +83,9 @@ def test_the_real_reader_on_this_machines_sysfs() -> None:
         assert core["governor"] is None or isinstance(core["governor"], str)
         assert core["mhz"] is None or core["mhz"] > 0
     assert all(-40 < c < 150 for c in state["temperatures_c"].values())
-    health.warnings(state, health.this_machine())  # reads twice without error
+    later = health.this_machine()
+    health.warnings(state, later)  # reads twice without error, and judges them as profile does
+    assert isinstance(health.disturbances(state, later), list) and isinstance(health.unsettled(later), list)
 
 
 def test_the_root_can_be_pointed_at_a_fake_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,6 +118,10 @@ def test_what_makes_a_measurement_be_taken_again_and_when_a_board_is_calm(tmp_pa
     ]
     assert health.disturbances(quiet, reading("scaled", "0", "ondemand", 1200)) == []
     assert health.throttles(reading("now", "4")) and health.throttles(sticky) is None
+    x86 = fake_board_tree(tmp_path / "x86", (1500, 1800), "0")
+    (x86 / health.PI_THROTTLED.lstrip("/")).unlink()  # a host without a Pi's throttle word
+    no_flags = health.read_health(health.FileTree(x86, no_commands), "x86")
+    assert no_flags["throttled"] is None and health.disturbances(no_flags, no_flags) == []
     unknown = {"read_from": None, "unknown": "no ssh"}
     assert health.disturbances(unknown, quiet) == [] and health.calm(unknown)
 

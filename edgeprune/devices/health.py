@@ -304,8 +304,10 @@ def throttled_during(before: dict[str, Any], after: dict[str, Any]) -> list[str]
     now = throttles(after) or throttles(before)
     old = set((before.get("throttled") or {}).get("flags", []))
     new = [f for f in (after.get("throttled") or {}).get("flags", []) if f not in old and not f.endswith(" now")]
-    flags = f"throttle flags set during the measurement: {', '.join(new)} ({after['throttled']['raw']})"
-    return ([now] if now else []) + ([flags] if new else [])
+    said = [now] if now else []
+    if new:
+        said.append(f"throttle flags set during the measurement: {', '.join(new)} ({after['throttled']['raw']})")
+    return said
 
 
 def moved_during(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
