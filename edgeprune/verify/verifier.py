@@ -286,9 +286,9 @@ def verify_artifact(
 
     `target_ratio` (with `baseline`: 0.5 for `--target 0.5x`) judges a relative target on the paired ratio of
     artifact to baseline samples (its `target_ms` is that share of the baseline's median, for the record; the
-    manifest's pruning budget does not apply). More samples are taken while
-    the verdict is TOO CLOSE TO CALL, or, with `precision` (0.01: +-1%), while the median's interval is wider:
-    how a run's one reference measurement of the unpruned network is taken.
+    manifest's pruning budget does not apply). More samples are taken while the verdict is TOO CLOSE TO CALL,
+    or, with `precision` (0.01: +-1%), while the median's interval is wider: how a run's one reference
+    measurement of the unpruned network is taken.
     """
     if target_ms is not None:
         parse_target("ms", target_ms)  # the same check, and message, as every other latency budget
