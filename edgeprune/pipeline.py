@@ -68,20 +68,12 @@ class RunConfig:
         return float(self.target[:-1]) if self.target.endswith("x") else None
 
     def check(self) -> None:
-        from edgeprune.targets import parse_target
+        from edgeprune.targets import parse_relative, parse_target
 
         if not self.target.endswith("x"):
             parse_target("ms", self.target)  # a finite positive number of ms (no 'nan', 'inf', '-1')
         else:
-            try:
-                parse_target("ms", self.target.removesuffix("x"))
-            except EdgepruneError:
-                raise EdgepruneError(
-                    f"--target {self.target}: a relative target must be a positive number below 1 followed by x, "
-                    "like 0.5x (a fraction of the unpruned latency)"
-                ) from None
-            if self.relative_target is not None and self.relative_target >= 1:
-                raise EdgepruneError(f"--target {self.target}: a relative target must be below 1x")
+            parse_relative(self.target)
         if (
             self.max_rounds < 1
             or (self.trials is not None and self.trials < 1)
@@ -361,7 +353,7 @@ def _execute(run: Run, deploy: bool, trust_new_host: bool, started: float) -> di
     """The stages of `execute` over its opened folder, TVM's output going to the folder's log."""
     from edgeprune.pruning import LatencyPredictor
     from edgeprune.pruning.cost import measure
-    from edgeprune.report.build import ort_timing
+    from edgeprune.verify.verifier import ort_timing
 
     config, folder, device = run.config, run.folder, run.device
     with device.serving(1):

@@ -101,7 +101,8 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
     from edgeprune.profiling.lut import lut_path
     from edgeprune.pruning import LatencyPredictor
     from edgeprune.pruning.cost import measure
-    from edgeprune.report.build import ort_timing, write_sweep_report
+    from edgeprune.report.build import write_sweep_report
+    from edgeprune.verify.verifier import ort_timing
 
     started = time.monotonic()
     config.check()
@@ -178,7 +179,7 @@ def _point(
     target found out of reach is not pruned again on resume (its first round would fail the same way: the
     reference and the table's factor it started from are the sweep's own, reused too)."""
     from edgeprune.pruning.ranking import BudgetUnreachable
-    from edgeprune.report.build import ort_timing
+    from edgeprune.verify.verifier import ort_timing
 
     folder = shared.path(target_folder(config.target))
     folder.mkdir(exist_ok=True)

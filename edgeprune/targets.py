@@ -1,4 +1,5 @@
-"""Budgets as the user writes them: '12.5' ms, '1.2M' FLOPs, '50%' or 0.5 of the original params.
+"""Budgets as the user writes them: '12.5' ms, '0.5x' of the unpruned latency, '1.2M' FLOPs, '50%' or 0.5 of the
+original params.
 
 A leaf module: pruning binds a target to a model, verify and the pipeline only check one, and neither should
 import the other for that.
@@ -66,6 +67,23 @@ def parse_target(kind: str, text: str | float) -> Target:
     if kind != "ms" and value < 1.0:
         return Target(kind, value, relative=True)
     return Target(kind, value)
+
+
+def parse_relative(text: str) -> float:
+    """'0.5x': a fraction of the unpruned model's measured latency, in (0, 1) (`--target` of run, sweep, verify)."""
+    raw = str(text).strip()
+    try:
+        value = parse_target("ms", raw.removesuffix("x")).value if raw.endswith("x") else None
+    except EdgepruneError:
+        value = None
+    if value is None:
+        raise EdgepruneError(
+            f"--target {text}: a relative target must be a positive number below 1 followed by x, like 0.5x "
+            "(a fraction of the unpruned latency)"
+        )
+    if value >= 1:
+        raise EdgepruneError(f"--target {text}: a relative target must be below 1x")
+    return value
 
 
 def format_cost(kind: str, value: float | None) -> str:

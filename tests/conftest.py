@@ -29,12 +29,14 @@ FAST_MODULES = {
     "test_lut_lock",
     "test_models",
     "test_pipeline_config",
+    "test_profile_health",
     "test_pruning_criteria",
     "test_pruning_groups",
     "test_pruning_knapsack",
     "test_pruning_ranking",
     "test_pruning_schedule",
     "test_toolchain",
+    "test_verify_relative",
 }
 
 

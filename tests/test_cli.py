@@ -141,6 +141,12 @@ ROUTES = [  # argv, the ep function, keywords it must get, what it returns
         _json_result({"passed": True}),
     ),
     (
+        ["verify", "out", "-d", "fake", "--target", "0.5x", "--baseline", "base"],
+        "verify",
+        {"target_ms": None, "target": "0.5x", "baseline": Path("base")},
+        _json_result({"passed": True}),
+    ),
+    (
         ["deploy", "out", "-d", "fake", "--no-smoke", "--name", "x"],
         "deploy",
         {"smoke": False, "name": "x", "ignore_device_mismatch": False, "trust_new_host": False},

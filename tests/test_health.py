@@ -83,10 +83,53 @@ def test_the_real_reader_on_this_machines_sysfs() -> None:
         assert core["governor"] is None or isinstance(core["governor"], str)
         assert core["mhz"] is None or core["mhz"] > 0
     assert all(-40 < c < 150 for c in state["temperatures_c"].values())
-    health.warnings(state, health.this_machine())  # reads twice without error
+    later = health.this_machine()
+    health.warnings(state, later)  # reads twice without error, and judges them as profile does
+    assert isinstance(health.disturbances(state, later), list) and isinstance(health.unsettled(later), list)
 
 
 def test_the_root_can_be_pointed_at_a_fake_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(health.ROOT_ENV, str(fake_board_tree(tmp_path)))
     state = health.this_machine()
     assert state["cores"][0]["governor"] == "ondemand" and str(tmp_path) in state["read_from"]
+
+
+def test_what_makes_a_measurement_be_taken_again_and_when_a_board_is_calm(tmp_path: Path) -> None:
+    def reading(name: str, throttled: str, governor: str = "ondemand", mhz: int = 1500) -> dict:
+        root = fake_board_tree(tmp_path / name, (mhz, 1800), throttled)
+        (root / health.CPU.lstrip("/") / "cpu0/cpufreq/scaling_governor").write_text(governor + "\n")
+        return health.read_health(health.FileTree(root, no_commands), name)
+
+    quiet = reading("quiet", "0")
+    assert health.disturbances(quiet, quiet) == []  # ondemand and 82 °C are warned of, not a reason to wait
+    assert not health.calm(quiet) and health.calm(reading("cool", "0") | {"temperatures_c": {}})
+    sticky = reading("sticky", "50000")  # throttled once since boot, not now: nothing happened in between
+    assert health.disturbances(sticky, sticky) == [] and health.disturbances(quiet, sticky) == [
+        "throttle flags set during the measurement: under-voltage has occurred, throttling has occurred (0x50000)"
+    ]
+    assert health.disturbances(quiet, reading("now", "4"))[0] == "the board throttles: throttled now (0x4)"
+    assert health.disturbances(quiet, reading("changed", "0", "performance", 1200)) == [
+        "the governor changed during the measurement: cpu0 ondemand -> performance"
+    ]
+    # a clock that moves is a disturbance where a fixed governor holds it, by design under a scaling one
+    fixed = reading("fixed", "0", "performance")
+    assert health.disturbances(fixed, reading("slowed", "0", "performance", 1200)) == [
+        "the clock moved during the measurement: cpu0 1500 -> 1200 MHz"
+    ]
+    assert health.disturbances(quiet, reading("scaled", "0", "ondemand", 1200)) == []
+    assert health.throttles(reading("now", "4")) and health.throttles(sticky) is None
+    x86 = fake_board_tree(tmp_path / "x86", (1500, 1800), "0")
+    (x86 / health.PI_THROTTLED.lstrip("/")).unlink()  # a host without a Pi's throttle word
+    no_flags = health.read_health(health.FileTree(x86, no_commands), "x86")
+    assert no_flags["throttled"] is None and health.disturbances(no_flags, no_flags) == []
+    unknown = {"read_from": None, "unknown": "no ssh"}
+    assert health.disturbances(unknown, quiet) == [] and health.calm(unknown)
+
+
+def test_cool_down_polls_until_calm_or_the_bound(tmp_path: Path) -> None:
+    readings = iter([{"cores": [], "throttled": {"raw": "0x4", "flags": ["throttled now"]}}] * 2 + [{"cores": []}])
+    waited: list[tuple[int, int]] = []
+    last = health.cool_down(lambda: next(readings), health.CoolDown(5, 0.01), lambda *a: waited.append(a))
+    assert last == {"cores": []} and len(waited) == 3 and waited[-1][1] == 5
+    hot = {"cores": [], "throttled": {"raw": "0x4", "flags": ["throttled now"]}}
+    assert not health.calm(health.cool_down(lambda: hot, health.CoolDown(0.1, 0.02)))

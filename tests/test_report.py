@@ -95,9 +95,8 @@ def sweep_summary(folder: Path) -> dict[str, Any]:
 
 def run_summary(folder: Path) -> dict[str, Any]:
     history = rounds(1.05, [1.2, 1.01])
-    for side, ms in (("original", 2.1), ("round-2/artifacts", 1.01)):
+    for side in ("original", "round-2/artifacts"):
         (folder / side).mkdir(parents=True)
-        (folder / side / "verify.json").write_text(json.dumps({"measured_ms": ms, **ORT, "ort_ms": ms / 5}))
     original = {"measured_ms": 2.1, "predicted_ms": 2.0, "accuracy": 0.9926, "flops": 40_000_000, "params": 270_000}
     return {
         "run_dir": str(folder),
@@ -118,8 +117,15 @@ def run_summary(folder: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def with_ort(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary of a run that measured ONNX Runtime beside TVM (its sides carry verify.json's ORT keys)."""
+    summary["original"] |= {**ORT, "ort_ms": 0.42}
+    summary["pruned"] |= {**ORT, "ort_ms": 0.202}
+    return summary
+
+
 def test_a_run_report_shows_percentages_rounds_and_the_onnx_runtime_line(tmp_path: Path) -> None:
-    page = write_report(tmp_path, run_summary(tmp_path)).read_text()
+    page = write_report(tmp_path, with_ort(run_summary(tmp_path))).read_text()
     assert "99.26%" in page and "99.07%" in page and "0.9926" not in page
     assert "ONNX Runtime, same ONNX file, 2 threads" in page and "0.420 ms" in page and "0.202 ms" in page
     assert "Rounds of the closed loop" in page and page.count("x1.100") >= 1
@@ -138,10 +144,7 @@ def test_a_run_report_plots_the_search_of_round_one_when_a_later_round_is_kept(t
 
 
 def test_a_run_report_without_onnx_runtime_has_no_such_line(tmp_path: Path) -> None:
-    summary = run_summary(tmp_path)
-    for side in ("original", "round-2/artifacts"):
-        (tmp_path / side / "verify.json").write_text(json.dumps({"measured_ms": 1.0}))
-    assert "ONNX Runtime" not in write_report(tmp_path, summary).read_text()
+    assert "ONNX Runtime" not in write_report(tmp_path, run_summary(tmp_path)).read_text()
 
 
 def test_a_sweep_report_has_the_table_and_the_pareto_plot(tmp_path: Path) -> None:
@@ -195,7 +198,7 @@ def test_a_run_report_shows_onnx_runtime_beside_tvm_in_a_real_browser(tmp_path: 
     (`shot.png`), so a person can look at it."""
     from PIL import Image
 
-    report = write_report(tmp_path, run_summary(tmp_path))
+    report = write_report(tmp_path, with_ort(run_summary(tmp_path)))
     page = report.read_text()
     assert page.index("latency.png") < page.index("predicted_vs_measured.png")  # the comparison comes first
     with Image.open(tmp_path / "latency.png") as chart:
@@ -224,10 +227,7 @@ def terminal(summary: dict[str, Any]) -> str:
 
 def test_the_run_terminal_table_shows_onnx_runtime_beside_tvm(tmp_path: Path) -> None:
     """The closing table has the report's ORT row, under TVM's measured latency; none without a measurement."""
-    summary = run_summary(tmp_path)
-    summary["original"] |= {**ORT, "ort_ms": 0.42}
-    summary["pruned"] |= {**ORT, "ort_ms": 0.202}
-    rows = terminal(summary).splitlines()
+    rows = terminal(with_ort(run_summary(tmp_path))).splitlines()
     measured = next(i for i, row in enumerate(rows) if "measured latency" in row)
     assert "ONNX Runtime, same ONNX file, 2 threads" in rows[measured + 1]
     assert "0.420 ms" in rows[measured + 1] and "0.202 ms" in rows[measured + 1]

@@ -133,6 +133,21 @@ def test_speedup_is_measured_against_the_baseline(artifact: Path, baseline: Path
     assert result.ort_baseline_timing.repeats == result.timing.repeats
 
 
+def test_a_relative_target_is_judged_on_the_measured_paired_ratio(
+    artifact: Path, baseline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeprune.confidence import Interval, verdict
+
+    args = ("verify", str(artifact), "--device", "local", "--baseline", str(baseline), "--target", "0.01x")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and "0.01x of the baseline" in err and "MISSES" in err and "pairs measured in turn" in err
+    saved = json.loads((artifact / "verify.json").read_text())
+    ratio = saved["ratio"]
+    assert saved["target_ratio"] == 0.01 and saved["target_ms"] == pytest.approx(0.01 * saved["baseline_ms"])
+    assert ratio["low"] <= ratio["estimate"] <= ratio["high"] and ratio["samples"] == saved["timing"]["repeats"]
+    assert saved["verdict"] == "MISSES" == verdict(Interval(**ratio), 0.01) and saved["passed"] is False
+
+
 def test_the_baseline_is_timed_in_alternation_with_the_artifact(
     artifact: Path, baseline: Path, local_farm: Device, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeprune.api.models import Shape, bundle, need_device
+from edgeprune.errors import EdgepruneError
 
 if TYPE_CHECKING:
     import torch
@@ -189,15 +190,28 @@ def verify(
     device: Device,
     *,
     target_ms: float | None = None,
+    target: str | None = None,
     baseline: str | Path | None = None,
     repeat: int | None = None,
 ) -> VerifyResult:
     """Measure the compiled model on the device and check its outputs against PyTorch (`edgeprune verify`);
-    `result.passed`, `result.measured_ms`, `result.meets_target`. Writes `verify.json` into the folder."""
+    `result.passed`, `result.measured_ms`, `result.meets_target`, `result.verdict` (MEETS, MISSES or TOO CLOSE
+    TO CALL, from the 95% interval). Writes `verify.json` into the folder.
+
+    The target is `target_ms`, or `target="0.5x"`: a fraction of `baseline`'s latency, judged on the paired
+    ratio of the two measured in alternation (`result.ratio`), as `run` judges its rounds."""
+    from edgeprune.targets import parse_relative
     from edgeprune.verify.verifier import verify_artifact
 
+    if target_ms is not None and target is not None:
+        raise EdgepruneError("give one target: --target-ms T (ms) or --target 0.5x (of --baseline's latency)")
     return verify_artifact(
-        _folder(artifacts), device, target_ms, Path(baseline) if baseline is not None else None, repeat
+        _folder(artifacts),
+        device,
+        target_ms,
+        Path(baseline) if baseline is not None else None,
+        repeat,
+        target_ratio=None if target is None else parse_relative(target),
     )
 
 

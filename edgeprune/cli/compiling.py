@@ -148,16 +148,24 @@ def _verify_table(result: Any, min_repeat_ms: int) -> Any:
     if result.interval is not None:
         i = result.interval
         table.add_row("95% interval", f"{i.low:.4f}-{i.high:.4f} ms (median of {i.samples} samples)")
-    if result.target_ms is not None:
-        colour = {"MEETS": "green", "MISSES": "red"}.get(result.verdict or "", "yellow")
-        margin = (result.measured_ms / result.target_ms - 1) * 100
-        verdict = f"[{colour}]{result.verdict}[/], {margin:+.1f}%"
-        table.add_row("target", f"{result.target_ms:.4f} ms ({result.target_source}): {verdict}")
     if result.baseline_timing is not None:
         table.add_row(
             "baseline",
             f"{result.baseline_timing.median_ms:.4f} ms ({result.baseline}): speedup {result.speedup:.2f}x",
         )
+    if result.ratio is not None:
+        r = result.ratio
+        interval = f"95% interval {r.low:.3f}-{r.high:.3f}, {r.samples} pairs measured in turn"
+        table.add_row("ratio", f"{r.estimate:.3f} of the baseline ({interval})")
+    if result.target_ms is not None:
+        colour = {"MEETS": "green", "MISSES": "red"}.get(result.verdict or "", "yellow")
+        if result.target_ratio is not None and result.ratio is not None:  # judged on the paired ratio
+            margin = (result.ratio.estimate / result.target_ratio - 1) * 100
+            aim = f"{result.target_ratio:g}x of the baseline ({result.target_ms:.4f} ms at its median)"
+        else:
+            margin = (result.measured_ms / result.target_ms - 1) * 100
+            aim = f"{result.target_ms:.4f} ms ({result.target_source})"
+        table.add_row("target", f"{aim}: [{colour}]{result.verdict}[/], {margin:+.1f}%")
     if result.ort_timing is not None:
         ort_timing = result.ort_timing
         table.add_row(
@@ -188,22 +196,32 @@ def verify_cmd(
     artifacts: ArtifactsArg,
     device: DeviceOpt,
     target_ms: TargetMsOpt = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="Budget as a fraction of --baseline's latency: 0.5x, judged on the paired ratio of the two.",
+        ),
+    ] = None,
     baseline: Annotated[
-        Path | None, typer.Option("--baseline", help="Another artifact folder to measure for the speedup.")
+        Path | None,
+        typer.Option("--baseline", help="Another artifact folder (the unpruned model) measured in alternation."),
     ] = None,
     repeat: RepeatOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure a compiled artifact on the device against the budget, a baseline and PyTorch's outputs.
 
-    Without --target-ms, the pruning budget the manifest records (if any) is the target. Exit 0 when the outputs
-    match and the target holds, 1 when not (numbers printed), 2 on an error. Writes verify.json into the artifact
-    folder.
+    The verdict is MEETS, MISSES or TOO CLOSE TO CALL, from the 95% interval of the median (more samples are
+    taken before the last). --target 0.5x is relative to --baseline: both are measured in alternation and the
+    paired ratio is judged, so load that hits both alike cancels. Without a target, the pruning budget the
+    manifest records (if any) is the target. Exit 0 when the outputs match and the target holds, 1 when not
+    (numbers printed), 2 on an error. Writes verify.json into the artifact folder.
     """
     import edgeprune as ep
 
     dev = ep.device(device)
     with console.status(f"measuring on {dev.name} through RPC"):
-        result = ep.verify(artifacts, dev, target_ms=target_ms, baseline=baseline, repeat=repeat)
+        result = ep.verify(artifacts, dev, target_ms=target_ms, target=target, baseline=baseline, repeat=repeat)
     emit(result.to_json(), as_json, lambda: [_verify_table(result, dev.timing.min_repeat_ms)])
     raise typer.Exit(0 if result.passed else 1)

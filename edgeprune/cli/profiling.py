@@ -32,7 +32,12 @@ app = typer.Typer()
 class _PhaseProgress:
     """One rich progress bar per profiling phase (tuning trials, network, entries), with an ETA."""
 
-    LABELS = {"tuning": "tuning (trials)", "network": "whole network", "entries": "entries"}
+    LABELS = {
+        "tuning": "tuning (trials)",
+        "network": "whole network",
+        "entries": "entries",
+        "cooling": "cooling down (s)",  # a throttled board, before its entries are measured again
+    }
 
     def __init__(self, progress: Any) -> None:
         self.progress = progress
@@ -81,7 +86,9 @@ def profile_cmd(
     The table models the tuned kernels `compile` ships (one MetaSchedule database per device, shared).
     An interrupted run resumes; entries measured for other models are reused. A second profile of a device
     waits for the first (saying for whom), then measures only what the table still lacks. TVM's own output
-    goes to logs/tvm.log beside the table (--verbose shows it here too).
+    goes to logs/tvm.log beside the table (--verbose shows it here too). The board's health is read around every
+    few entries: what was measured while it throttled or its clock moved is measured again after a cool-down (up
+    to 2 minutes), or the profile is refused with the fix (exit 2; run it again to resume).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -235,12 +235,38 @@ def summary_line(state: dict[str, Any]) -> str:
     )
 
 
+def _throttle_flags(reading: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A reading's throttle word when it has flags set, else None."""
+    throttled = (reading or {}).get("throttled")
+    return throttled if throttled and throttled["flags"] else None
+
+
+def _hot(reading: dict[str, Any]) -> str | None:
+    hot = {zone: c for zone, c in reading.get("temperatures_c", {}).items() if c >= HOT_C}
+    return ("running hot: " + ", ".join(f"{zone} {c:.0f} °C" for zone, c in hot.items())) if hot else None
+
+
+def _clock_moved(cores: list[tuple[dict[str, Any], dict[str, Any]]]) -> str | None:
+    """The cores of (before, after) pairs whose clock moved by more than CLOCK_MOVED, in one line."""
+    moved = [
+        f"cpu{a['cpu']} {b['mhz']:.0f} -> {a['mhz']:.0f} MHz"
+        for b, a in cores
+        if b["mhz"] and a["mhz"] and abs(a["mhz"] - b["mhz"]) > CLOCK_MOVED * b["mhz"]
+    ]
+    return ("the clock moved during the measurement: " + ", ".join(moved)) if moved else None
+
+
+def _read(reading: dict[str, Any] | None) -> bool:
+    """Whether the board could be read (an unknown reading has no "cores")."""
+    return reading is not None and "cores" in reading
+
+
 def warnings(before: dict[str, Any] | None, after: dict[str, Any] | None = None) -> list[str]:
     """What makes a measurement taken between two readings doubtful: a governor that scales the clock with load,
     a throttle flag, a hot zone, a core's clock that moved by more than CLOCK_MOVED."""
     said: list[str] = []
     last = after or before
-    if not last or "cores" not in last:
+    if last is None or not _read(last):
         return said
     governors = sorted({c["governor"] for c in last["cores"] if c["governor"] in SCALING_GOVERNORS})
     if governors:
@@ -248,23 +274,98 @@ def warnings(before: dict[str, Any] | None, after: dict[str, Any] | None = None)
             f"CPU governor {', '.join(governors)} scales the clock with load: timings vary with what ran before "
             "(set 'performance' for stable numbers: cpupower frequency-set -g performance)"
         )
-    for reading in (before, after):
-        if reading and reading.get("throttled") and reading["throttled"]["flags"]:
-            flags = reading["throttled"]
-            said.append(f"throttle flags set ({flags['raw']}): {', '.join(flags['flags'])}")
-            break
-    hot = {zone: c for zone, c in last.get("temperatures_c", {}).items() if c >= HOT_C}
-    if hot:
-        said.append("running hot: " + ", ".join(f"{zone} {c:.0f} °C" for zone, c in hot.items()))
-    if before and after:
-        moved = [
-            f"cpu{a['cpu']} {b['mhz']:.0f} -> {a['mhz']:.0f} MHz"
-            for b, a in zip(before["cores"], after["cores"], strict=False)
-            if b["mhz"] and a["mhz"] and abs(a["mhz"] - b["mhz"]) > CLOCK_MOVED * b["mhz"]
-        ]
-        if moved:
-            said.append("the clock moved during the measurement: " + ", ".join(moved))
+    flags = _throttle_flags(before) or _throttle_flags(after)
+    if flags:
+        said.append(f"throttle flags set ({flags['raw']}): {', '.join(flags['flags'])}")
+    moved = None
+    if before is not None and after is not None and _read(before):
+        moved = _clock_moved(list(zip(before["cores"], after["cores"], strict=False)))
+    return said + [x for x in (_hot(last), moved) if x]
+
+
+def _throttling_now(reading: dict[str, Any]) -> list[str]:
+    """The throttle flags that say the board is held back at this moment (bits 0-3, not the sticky "has
+    occurred" ones, which stay set from boot until the next one)."""
+    throttled = reading.get("throttled")
+    return [] if not throttled else [f for f in throttled["flags"] if f.endswith(" now")]
+
+
+def throttles(reading: dict[str, Any]) -> str | None:
+    """What says the board is held back at this moment (its throttle flags of now), or None."""
+    now = _throttling_now(reading) if _read(reading) else []
+    return f"the board throttles: {', '.join(now)} ({reading['throttled']['raw']})" if now else None
+
+
+def throttled_during(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The throttling a measurement taken between these two readings may have suffered: flags of now on either
+    side, or sticky ("has occurred") flags newly set between them."""
+    if not (_read(before) and _read(after)):
+        return []  # a board that cannot be read is recorded as unknown, never a reason to stop
+    now = throttles(after) or throttles(before)
+    old = set((before.get("throttled") or {}).get("flags", []))
+    new = [f for f in (after.get("throttled") or {}).get("flags", []) if f not in old and not f.endswith(" now")]
+    said = [now] if now else []
+    if new:
+        said.append(f"throttle flags set during the measurement: {', '.join(new)} ({after['throttled']['raw']})")
     return said
+
+
+def moved_during(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """A core's governor that changed between these two readings, or the clock of a core that a fixed governor
+    holds moving by more than CLOCK_MOVED: the speed the numbers were taken at changed. Under a governor that
+    scales the clock with load (SCALING_GOVERNORS) the clock moves by design: that is warned of (`warnings`),
+    and measuring again would not make it hold still."""
+    if not (_read(before) and _read(after)):
+        return []
+    pairs = list(zip(before["cores"], after["cores"], strict=False))
+    changed = [f"cpu{a['cpu']} {b['governor']} -> {a['governor']}" for b, a in pairs if b["governor"] != a["governor"]]
+    said = ["the governor changed during the measurement: " + ", ".join(changed)] if changed else []
+    held = [(b, a) for b, a in pairs if b["governor"] == a["governor"] and a["governor"] not in SCALING_GOVERNORS]
+    clock = _clock_moved(held)
+    return said + ([clock] if clock else [])
+
+
+def disturbances(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Why a measurement taken between these two readings must be taken again: `throttled_during` and
+    `moved_during`. A governor that scales with load, or a zone above HOT_C, is only warned of (`warnings`): a
+    hot x86 host often runs at full clock, and a Pi that heat holds back says so in its throttle flags."""
+    return throttled_during(before, after) + moved_during(before, after)
+
+
+def unsettled(reading: dict[str, Any]) -> list[str]:
+    """Why a board should not be measured now: it throttles, or a zone runs hot (nothing when unknown)."""
+    return [x for x in (throttles(reading), _hot(reading)) if x] if _read(reading) else []
+
+
+def calm(reading: dict[str, Any]) -> bool:
+    """Whether a board may be measured now (see `unsettled`)."""
+    return not unsettled(reading)
+
+
+@dataclass(frozen=True)
+class CoolDown:
+    """How long `profile` waits for a disturbed board to calm down (polling its health every `poll` seconds)
+    before it measures the disturbed entries again."""
+
+    seconds: float = 120.0  # a Pi's SoC cools from its 80-85 °C limit in about a minute when idle
+    poll: float = 5.0
+
+
+def cool_down(
+    read: Callable[[], dict[str, Any]], wait: CoolDown, on_wait: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Poll `read()` until the board is `calm` or `wait.seconds` have passed; `on_wait(elapsed, total)` (whole
+    seconds) after each poll. Returns the last reading: the caller judges whether it is calm."""
+    started = time.monotonic()
+    total = max(1, round(wait.seconds))
+    while True:
+        reading = read()
+        elapsed = time.monotonic() - started
+        if on_wait is not None:
+            on_wait(min(total, round(elapsed)), total)
+        if calm(reading) or elapsed >= wait.seconds:
+            return reading
+        time.sleep(min(wait.poll, max(0.0, wait.seconds - elapsed)))
 
 
 def record(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -207,6 +207,14 @@ class LatencyTable:
                     if isinstance(record, dict):
                         mine.setdefault(str(key), dict(record))
 
+    def discard(self, keys: list[str]) -> None:
+        """Remove entries and rewrite the file without them (entries measured while the board throttled). Only
+        under `exclusive`: the file is written as this table holds it, without `save`'s merge, which would bring
+        them back; under the lock no other writer can have added any since the table was opened."""
+        for key in keys:
+            self.entries.pop(key, None)
+        atomic.write_json(self.path, self.to_json())
+
     def median_ms(self, key: str) -> float | None:
         entry = self.entries.get(key)
         return None if entry is None else float(entry["median_ms"])

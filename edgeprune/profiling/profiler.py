@@ -23,13 +23,12 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle
 from edgeprune.profiling.calibration import network_record, network_samples
 from edgeprune.profiling.entries import measure_entries
-from edgeprune.profiling.grid import anchors, plan
+from edgeprune.profiling.grid import PlannedEntry, anchors, plan
 from edgeprune.profiling.lut import LatencyTable, exclusive
 from edgeprune.profiling.signature import LayerExtractor
+from edgeprune.profiling.watch import Progress, measure_watched, settle
 from edgeprune.tvmx import tune
 from edgeprune.tvmx.config import TuningConfig
-
-Progress = Callable[[str, int, int], None]  # (phase, done, total); phases: "tuning", "network", "entries"
 
 
 @dataclass
@@ -93,6 +92,7 @@ def profile_model(
     trials: int | None = None,
     on_progress: Progress | None = None,
     tuning: TuningConfig | None = None,
+    cool: health.CoolDown | None = None,
 ) -> ProfileReport:
     """Measure the table entries `bundle` needs on `device` (resuming; reusing entries already there).
 
@@ -100,7 +100,8 @@ def profile_model(
     (`profile_trials`, or `trials` per task where given): these are the records later compiles reuse and
     transplant, so this is where a large budget pays. For `local`, a farm is started for the duration when
     none runs. Raises EdgepruneError when the device is lost before the table is complete; everything
-    measured up to then is saved, and running again measures only what is missing.
+    measured up to then is saved, and running again measures only what is missing. The board's health is read
+    before tuning and around every few entries: see `watch` (`cool`: how long it waits for a throttled board).
     """
     from edgeprune.tvmx.export import to_relax
 
@@ -132,7 +133,8 @@ def profile_model(
             network_ms=float(network["measured_ms"]) if network else None,
         )
         if missing or network is None:
-            before = device.health()  # kept in the table beside what this session measures
+            session: dict[str, Any] = {}  # this session's health record, kept in the table, as it grows
+            before = session["before"] = settle(device, table, cool or health.CoolDown(), session, progress)
             with device.serving(2 if parallel else 1):
                 device.request_session()  # fail fast, before minutes of export and tuning
                 relax_model = to_relax(
@@ -151,16 +153,13 @@ def profile_model(
                     progress("network", 0, 2)
                     calibration += network_samples(bundle, device, relax_model, settings)
                     progress("network", 1, 2)
-                done = [0]
-
-                def advance() -> None:
-                    done[0] += 1
-                    report.entries_measured = done[0]
-                    progress("entries", done[0], len(missing))
-
-                progress("entries", 0, len(missing))
                 phase_start = time.perf_counter()
-                report.servers = measure_entries(device, table, missing, anchors(layers), settings, parallel, advance)
+
+                def chunk(entries: list[PlannedEntry], on_entry: Callable[[], None]) -> int:
+                    return measure_entries(device, table, entries, anchors(layers), settings, parallel, on_entry)
+
+                report.servers = measure_watched(device, table, missing, chunk, progress, cool, session)
+                report.entries_measured = len(missing)
                 report.phase_seconds["entries"] = time.perf_counter() - phase_start
                 if network is None:
                     calibration += network_samples(bundle, device, relax_model, settings)
@@ -168,7 +167,8 @@ def profile_model(
                     table.save()
                     report.network_ms = table.networks[structure]["measured_ms"]
                     progress("network", 2, 2)
-            table.health.append({**health.record(before, device.health()), "entries_measured": report.entries_measured})
+            session |= {**health.record(before, device.health()), "entries_measured": report.entries_measured}
+            table.health.append(session)
             table.save()
             report.health_warnings = table.health[-1]["warnings"]
     report.seconds = time.perf_counter() - start

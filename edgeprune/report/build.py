@@ -32,14 +32,6 @@ def _lut_grid(lut_file: Path) -> tuple[str, list[int], list[int], list[list[floa
     return family, ins, outs, grid
 
 
-ORT_KEYS = ("ort_ms", "ort_spread_ms", "ort_threads")  # what verify.json holds when ONNX Runtime was measured
-
-
-def ort_timing(verified: dict[str, Any] | None) -> dict[str, Any]:
-    """ONNX Runtime's timing from a verify.json: empty when it was not measured (onnxruntime not installed)."""
-    return {k: verified[k] for k in ORT_KEYS if verified and verified.get(k) is not None}
-
-
 def _lut_figure(lut_file: Path | None, folder: Path) -> list[html.Figure]:
     grid = _lut_grid(lut_file) if lut_file is not None else None
     if grid is None:
@@ -98,10 +90,8 @@ def write_report(folder: Path, summary: dict[str, Any], lut_file: Path | None = 
         for r in summary["round_details"]
     ]
     figures += _predicted_figure(points, folder) + _lut_figure(lut_file, folder)
-    ort = {
-        "original": ort_timing(_json(folder / "original" / "verify.json")),
-        "pruned": ort_timing(_json(folder / kept / "artifacts" / "verify.json")),
-    }
+    # ONNX Runtime's figures, where it was measured, are in the summary's sides as verify.json had them
+    ort = {side: {k: v for k, v in summary[side].items() if k.startswith("ort_")} for side in ("original", "pruned")}
     figures[:0] = _latency_figure(summary, ort, folder)
     return html.render(summary, figures, folder / "report.html", ort if any(ort.values()) else None)
 

@@ -40,7 +40,7 @@ class VerifyResult:
     max_abs_diff: float
     outputs_match: bool
     target_ms: float | None
-    target_source: str | None  # "--target-ms" or "pruning budget"
+    target_source: str | None  # "--target-ms", "pruning budget" or "0.5x of the baseline"
     baseline: Path | None = None
     baseline_timing: Timing | None = None
     predicted_ms: float | None = None
@@ -131,6 +131,15 @@ class VerifyResult:
         if (base := self.ort_baseline_timing) is not None:
             keys |= {"ort_baseline_ms": base.median_ms, "ort_baseline_spread_ms": base.spread_ms}
         return keys
+
+
+ORT_KEYS = ("ort_ms", "ort_spread_ms", "ort_threads")  # what verify.json holds when ONNX Runtime was measured
+
+
+def ort_timing(verified: dict[str, Any] | None) -> dict[str, Any]:
+    """ONNX Runtime's timing from a verify.json (`VerifyResult.to_json`), for a run's or sweep's summary: empty
+    when it was not measured (onnxruntime not installed, or the device is not this host)."""
+    return {k: verified[k] for k in ORT_KEYS if verified and verified.get(k) is not None}
 
 
 def _normalized(target: dict[str, Any]) -> dict[str, Any]:
@@ -275,23 +284,30 @@ def verify_artifact(
     ONNX Runtime is importable and the device runs on this host, ORT is timed on the same model.onnx in the
     same alternation (`ort_ms` in verify.json), and on the baseline's (`ort_baseline_ms`).
 
-    `target_ratio` (with `baseline`) judges a relative target on the paired ratio. More samples are taken while
-    the verdict is TOO CLOSE TO CALL, or, with `precision` (0.01: +-1%), while the median's interval is wider:
-    how a run's one reference measurement of the unpruned network is taken.
+    `target_ratio` (with `baseline`: 0.5 for `--target 0.5x`) judges a relative target on the paired ratio of
+    artifact to baseline samples (its `target_ms` is that share of the baseline's median, for the record; the
+    manifest's pruning budget does not apply). More samples are taken while the verdict is TOO CLOSE TO CALL,
+    or, with `precision` (0.01: +-1%), while the median's interval is wider: how a run's one reference
+    measurement of the unpruned network is taken.
     """
     if target_ms is not None:
         parse_target("ms", target_ms)  # the same check, and message, as every other latency budget
     if repeat is not None and repeat < 3:
         raise EdgepruneError(f"--repeat must be at least 3 for a median and a spread, got {repeat}")
-    if target_ratio is not None and (baseline is None or not 0 < target_ratio < 1):
-        raise EdgepruneError(f"a relative target ({target_ratio}) needs a baseline and must be in (0, 1)")
+    if target_ratio is not None and not 0 < target_ratio < 1:
+        raise EdgepruneError(f"a relative target must be in (0, 1), got {target_ratio}")
+    if target_ratio is not None and baseline is None:
+        raise EdgepruneError(
+            f"a relative target ({target_ratio:g}x) is a fraction of the baseline's latency: give the baseline",
+            hint="--baseline DIR: the unpruned model's artifacts, compiled for the same device",
+        )
     artifact = load_artifact(folder)
     check_compatible(artifact, device)
     base = load_artifact(baseline) if baseline is not None else None
     if base is not None:
         check_compatible(base, device)
     source = "--target-ms" if target_ms is not None else None
-    if target_ms is None and artifact.pruning_target_ms is not None:
+    if target_ms is None and target_ratio is None and artifact.pruning_target_ms is not None:
         target_ms, source = artifact.pruning_target_ms, "pruning budget"
 
     def enough(samples: dict[str, list[float]]) -> bool:
@@ -308,6 +324,9 @@ def verify_artifact(
         measured = measure_side_by_side(artifact, device, base, repeat, enough)
     after = device.health()
 
+    if target_ms is None and target_ratio is not None and measured.baseline is not None:
+        # what the relative target is in ms at this measurement's baseline (it is judged on the ratio)
+        target_ms, source = target_ratio * measured.baseline.median_ms, f"{target_ratio:g}x of the baseline"
     _, expected = artifact.reference()
     output = np.asarray(measured.output)
     if output.shape != expected.shape:
