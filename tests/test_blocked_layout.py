@@ -114,3 +114,57 @@ def test_ort_nodes_fused_or_renamed_map_to_their_layer() -> None:
     assert tool.ort_layer("/r/Relu_output_0_nchwc", owner) == "/c/Conv"  # type: ignore[attr-defined]
     assert tool.ort_layer("/c/Conv", owner) == "/c/Conv"  # type: ignore[attr-defined]
     assert tool.ort_layer("ReorderOutput_token_3", owner) is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "groups", "kind"),
+    [
+        (8, 8, 1, "blocked"),
+        (6, 8, 1, "plain"),
+        (8, 6, 1, "plain"),
+        (3, 8, 1, "plain"),
+        (8, 16, 2, "blocked"),
+        (8, 8, 4, "plain"),
+        (8, 8, 8, "plain"),  # depthwise
+        (16, 8, 4, "regrouped"),  # 2 outputs per group: ConvertLayout blocks it, conv2d_NCHWc cannot compute it
+    ],
+)
+def test_which_convs_are_blocked_is_what_convert_layout_does(cin: int, cout: int, groups: int, kind: str) -> None:
+    """The profiler plans its anchors from `kernel_kind` before anything is built: it must say what Relax
+    does; every kind computes what PyTorch does."""
+    import tvm
+
+    from edgeprune.tvmx.export import check_against_torch, to_relax
+    from edgeprune.tvmx.layout import kernel_kind
+
+    module = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, groups=groups), nn.ReLU()).eval()
+    relax_model = to_relax(module, (1, cin, 6, 6), "NCHW4c")
+    kernels = [g.name_hint for g in relax_model.mod.get_global_vars() if "conv2d" in g.name_hint]
+    assert kernel_kind("NCHW4c", cin, cout, groups) == kind
+    names = {"blocked": "conv2d_NCHWc", "regrouped": "conv2d_regrouped", "plain": "conv2d_add"}
+    assert len(kernels) == 1 and names[kind] in kernels[0], kernels
+    assert kernel_kind("NCHW", cin, cout, groups) == "plain"
+    lib = tvm.compile(relax_model.mod, target=tvm.target.Target({"kind": "llvm"}))
+    assert check_against_torch(lib, module, (1, cin, 6, 6)) < 1e-4
+
+
+def test_each_family_is_anchored_per_kernel_kind() -> None:
+    """lenet5's 6-channel conv at a 4 block: its full width runs NCHW, its 4-channel entries blocked; each
+    kind takes its schedule from a tuned shape of its own kind (the network's layer where it is of that kind)."""
+    from edgeprune.models.zoo import build
+    from edgeprune.profiling.grid import anchors, plan
+    from edgeprune.profiling.signature import LayerExtractor
+
+    module = build("lenet5", in_channels=1, input_hw=(28, 28))
+    layers = LayerExtractor().layers(module, (1, 28, 28))
+    planned = list(plan(layers, 4).values())
+    anchored = anchors(layers, planned, "NCHW4c")
+    network = {(layer.family.key, layer.in_channels, layer.out_channels) for layer in layers}
+    assert {entry.anchor_key("NCHW4c") for entry in planned} == set(anchored)
+    assert {kind for _, kind in anchored} == {"blocked", "plain"}, "some of lenet5's entries are blocked at 4"
+    for key, anchor in anchored.items():
+        assert anchor.anchor_key("NCHW4c") == key
+        same_kind = [e for e in planned if e.anchor_key("NCHW4c") == key]
+        is_layer = (anchor.family.key, anchor.in_channels, anchor.out_channels) in network
+        assert is_layer or anchor.macs == max(e.macs for e in same_kind)
+    assert set(anchors(layers, planned, "NCHW")) == {(e.family.key, "plain") for e in planned}

@@ -346,3 +346,29 @@ def test_tracker_and_servers_down_mid_run_stop_cleanly_then_resume(own_farm: tup
     farm.up(servers=1, port=state.port)
     report = profile_model(bundle, device, **FAST)
     assert report.entries_reused == len(saved) and report.entries_measured == total - len(saved)
+
+
+def test_blocked_layout_profiles_widths_of_either_kernel_kind(local_farm: Device, own_profiles: Path) -> None:
+    """At a 4-channel block, width 6's full-width convs run NCHW while their 4-channel entries run blocked
+    (and the reverse for the 12-channel conv's 6-channel inputs): each kind is transplanted from a tuned
+    shape of its own kind, so every entry is measured, and a network pruned onto the grid compiles from
+    records the table measured."""
+    from edgeprune.tvmx import tune
+    from edgeprune.tvmx.config import TuningConfig
+    from edgeprune.tvmx.export import to_relax
+
+    allow_second_tuning()
+    device = dataclasses.replace(local_device(), tuning=TuningConfig(layout="NCHW4c", profile_trials=1))
+    bundle = tiny(width=6)
+    report = profile_model(bundle, device, **FAST)
+    planned = plan(LayerExtractor().layers(bundle.module, bundle.input_shape), device.channel_step, FAST["grid"])
+    data = json.loads(lut_path(device).read_text())
+    assert data["layout"] == "NCHW4c" and set(planned) <= set(data["entries"])
+    assert report.entries_measured == len(planned)
+    assert report.tuning is not None and report.tuning.trials > report.tuning.tasks, "the other kind's anchors"
+    kinds = {entry.anchor_key("NCHW4c")[1] for entry in planned.values()}
+    assert kinds == {"plain", "blocked"}
+    for module in (narrowed(bundle, 4), tiny(width=4).module):  # pruned onto the grid: NCHW, then blocked
+        pruned = to_relax(module, (1, *bundle.input_shape), "NCHW4c").mod
+        assert tune.tune(pruned, device, trials_per_task=1).trials == 0, "every kernel is one the table measured"
+    assert "conv2d_NCHWc" in pruned.script(), "at width 4 the convs run blocked"

@@ -160,7 +160,8 @@ def speedup_phase(bundle: Any, device: Any, workdir: Path) -> dict[str, Any]:
         table.path = workdir / f"speedup-{label.replace(' ', '_').replace(',', '')}.json"
         console.print(f"speed-up run: {label}")
         start = time.perf_counter()
-        servers = measure_entries(device, table, planned, anchors(layers), parallel=parallel, exclusive=exclusive)
+        anchor_of = anchors(layers, planned, device.tuning.conv_layout(device.target, device.channel_step))
+        servers = measure_entries(device, table, planned, anchor_of, parallel=parallel, exclusive=exclusive)
         seconds = time.perf_counter() - start
         diffs = [abs(e["median_ms"] / first[k]["median_ms"] - 1) * 100 for k, e in table.entries.items()]
         runs[label] = {
@@ -334,7 +335,7 @@ def interpolation_phase(
             device,
             scratch,
             unique,
-            anchors(layers),
+            anchors(layers, unique, device.tuning.conv_layout(device.target, device.channel_step)),
             TimingSettings(repeat=args.repeat),
             on_entry=lambda: progress.advance(task),
         )

@@ -72,13 +72,16 @@ class Variant:
     runs: dict[str, Any] = field(default_factory=dict)
 
 
-def tuned_label(trials: int) -> str:
-    return f"tvm_{trials}"
+def tuned_label(trials: int, layout: str = "") -> str:
+    """A TVM library's label: its trials per task, and its layout where a run compares several."""
+    return f"tvm_{trials}" + (f" {layout}" if layout else "")
 
 
-def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work: Path, progress: Any) -> Path:
-    """Tune the baseline budget after budget into one database; an artifact from a copy of it after each.
-    Returns the deepest database."""
+def deepen(
+    baseline: Variant, device: Any, budgets: list[int], config: Any, work: Path, progress: Any, suffix: str = ""
+) -> Path:
+    """Tune the baseline budget after budget into one database; an artifact from a copy of it after each
+    (labelled with `suffix`, the layout where a run compares several). Returns the deepest database."""
     from edgeprune.compile.compiler import compile_model
     from edgeprune.tvmx import tune
     from edgeprune.tvmx.export import to_relax
@@ -87,7 +90,7 @@ def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work
     db.mkdir(parents=True)
     layout = config.conv_layout(device.target, device.channel_step)
     tasks = tune.extract_tasks(to_relax(baseline.bundle.module, (1, *baseline.bundle.input_shape), layout).mod, device)
-    step = progress.add_task("baseline: tuning", total=None)
+    step = progress.add_task(f"baseline {suffix}: tuning", total=None)
     done, seconds = 0, 0.0
     for trials in budgets:
         progress.update(step, description=f"baseline: tuning to {trials}/task", completed=0, total=None)
@@ -105,7 +108,7 @@ def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work
         done = trials
         snapshot = work / f"baseline-db-{trials}"
         shutil.copytree(db, snapshot)
-        label = tuned_label(trials)
+        label = tuned_label(trials, suffix)
         # trials > 0 applies the database; every task has records there, so nothing is tuned
         result = compile_model(baseline.bundle, device, work / f"baseline-{label}", 1, snapshot, tuning=config)
         baseline.libraries[label] = result.artifact.library
@@ -122,7 +125,14 @@ def deepen(baseline: Variant, device: Any, budgets: list[int], config: Any, work
 
 
 def compile_pruned(
-    pruned: Variant, device: Any, deep_db: Path, trials: int, config: Any, work: Path, from_empty: bool
+    pruned: Variant,
+    device: Any,
+    deep_db: Path,
+    trials: int,
+    config: Any,
+    work: Path,
+    from_empty: bool,
+    suffix: str = "",
 ) -> None:
     """The pruned variant compiled as `edgeprune compile` does: reusing the deep database, and (`from_empty`)
     from nothing."""
@@ -130,11 +140,12 @@ def compile_pruned(
 
     reuse_db = work / "pruned-reuse-db"
     shutil.copytree(deep_db, reuse_db)
-    compiles = [("tvm_reuse", reuse_db, f"the baseline's {deep_db.name} (records, transplants, the rest tuned)")]
+    reuse = "tvm_reuse" + (f" {suffix}" if suffix else "")
+    compiles = [(reuse, reuse_db, f"the baseline's {deep_db.name} (records, transplants, the rest tuned)")]
     if from_empty:
-        compiles.append((tuned_label(trials), work / "pruned-own-db", "an empty database"))
+        compiles.append((tuned_label(trials, suffix), work / "pruned-own-db", "an empty database"))
     for label, db, source in compiles:
-        tuning = config.with_changes(transplant=label == "tvm_reuse")
+        tuning = config.with_changes(transplant=label == reuse)
         result = compile_model(pruned.bundle, device, work / f"pruned-{label}", None, db, tuning=tuning)
         report = result.tuning
         pruned.libraries[label] = result.artifact.library
@@ -362,13 +373,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="resnet20", help="zoo model (the baseline)")
     parser.add_argument("--input-shape", default="3x32x32")
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier of the baseline")
-    parser.add_argument("--pruned", help="a saved pruned model (edgeprune prune -o); default: narrower stand-in")
+    parser.add_argument(
+        "--pruned", help="a saved pruned model (edgeprune prune -o) or a MODEL file; default: narrower stand-in"
+    )
     parser.add_argument("--budgets", type=int, nargs="+", default=[16, 64, 128], help="trials per task, ascending")
     parser.add_argument("--pruned-trials", type=int, default=16, help="compile's trials per new task (pruned)")
     parser.add_argument("--strategy", help="tuning.strategy (replay-trace, evolutionary; default: the product's)")
     parser.add_argument("--cost-model", help="tuning.cost_model (random, xgb; default: the product's)")
     parser.add_argument("--task-scheduler", help="tuning.task_scheduler (default: the product's)")
-    parser.add_argument("--layout", help="tuning.layout (NCHW, NCHWc, NCHW8c, ...; default: the product's)")
+    parser.add_argument(
+        "--layout",
+        nargs="+",
+        help="tuning.layout (NCHW, NCHWc, NCHW8c, ...; default: the product's); "
+        "several: each tuned into its own database, all measured in the same interleaved rounds",
+    )
+    parser.add_argument(
+        "--pruned-width",
+        type=float,
+        default=0.5**0.5,
+        help="the stand-in's uniform width when no --pruned is given (default: 0.707, about half the MACs)",
+    )
     parser.add_argument(
         "--layers",
         action="store_true",
@@ -420,17 +444,18 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         strategy=args.strategy,
         cost_model=args.cost_model,
         task_scheduler=args.task_scheduler,
-        layout=args.layout,
     )
+    layouts = args.layout or [config.layout]
     torch.manual_seed(args.seed)  # zoo weights are freshly initialised: seeded, runs compare alike
     shape = parse_input_shape(args.input_shape)
     baseline_bundle = load_model(args.model, shape, None, args.width)
     if args.pruned:
-        pruned_bundle = load_model(args.pruned)
-        summary = pruned_bundle.meta.get("pruning") or {}
-        notes = [f"pruned: {args.pruned} ({summary.get('method')}, target {summary.get('target')})"]
+        pruned_bundle = load_model(args.pruned, shape)  # the shape serves a model file (path.py:factory)
+        summary = pruned_bundle.meta.get("pruning")
+        how = f"{summary.get('method')}, target {summary.get('target')}" if summary else "a STAND-IN, not pruned"
+        notes = [f"pruned: {args.pruned} ({how})"]
     else:
-        stand_in = round(args.width * 0.5**0.5, 3)
+        stand_in = round(args.width * args.pruned_width, 3)
         pruned_bundle = load_model(args.model, shape, None, stand_in)
         notes = [
             f"pruned: a STAND-IN, not the pruner's output: {args.model} at uniform width {stand_in} (about half "
@@ -458,21 +483,29 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         },
         "threads": args.threads,
         "budgets": args.budgets,
-        "tuning_config": config.to_json(),
+        "tuning_config": {**config.to_json(), "layout": " vs ".join(layouts)},
     }
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
         with device.serving():
-            deep_db = deepen(variants[0], device, args.budgets, config, work, progress)
-            compile_pruned(
-                variants[1], device, deep_db, args.pruned_trials, config, work, not args.no_pruned_from_empty
-            )
+            for layout in layouts:
+                suffix = layout if len(layouts) > 1 else ""
+                folder = work / layout
+                layout_config = config.with_changes(layout=layout)
+                deep_db = deepen(variants[0], device, args.budgets, layout_config, folder, progress, suffix)
+                from_empty = not args.no_pruned_from_empty
+                compile_pruned(
+                    variants[1], device, deep_db, args.pruned_trials, layout_config, folder, from_empty, suffix
+                )
         report["layers"] = {}
         for threads in args.threads:
             measure(variants, threads, progress)
             if args.layers:
-                labels = {"baseline": tuned_label(args.budgets[-1]), "pruned": "tvm_reuse"}
-                report["layers"][str(threads)] = per_layer(variants, labels, threads, progress)
+                for layout in layouts:
+                    suffix = layout if len(layouts) > 1 else ""
+                    reuse = "tvm_reuse" + (f" {suffix}" if suffix else "")
+                    labels = {"baseline": tuned_label(args.budgets[-1], suffix), "pruned": reuse}
+                    report["layers"].setdefault(str(threads), {}).update(per_layer(variants, labels, threads, progress))
     import onnxruntime
     import tvm
 

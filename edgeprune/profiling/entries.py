@@ -27,10 +27,10 @@ from edgeprune.devices.base import Device, TimingSettings
 from edgeprune.devices.timing import Timing, run_remote
 from edgeprune.errors import EdgepruneError
 from edgeprune.profiling import single_layer
-from edgeprune.profiling.grid import PlannedEntry
+from edgeprune.profiling.grid import AnchorKey, PlannedEntry
 from edgeprune.profiling.lut import LatencyTable, now
-from edgeprune.profiling.signature import Family
-from edgeprune.tvmx import transplant
+from edgeprune.tvmx import transplant, tune
+from edgeprune.tvmx.config import TuningConfig
 
 MAX_ATTEMPTS = 3  # an entry whose measurement fails this often (on any server) is reported, not retried
 
@@ -51,39 +51,37 @@ class _Built:
 class EntryBuilder:
     """Builds an entry's single-layer network with the schedule `compile` would use for that shape."""
 
-    def __init__(self, device: Device, store: transplant.ScheduleStore, anchor_of: dict[str, PlannedEntry]) -> None:
+    def __init__(
+        self,
+        device: Device,
+        store: transplant.ScheduleStore,
+        anchor_of: dict[AnchorKey, PlannedEntry],
+        layout: str,
+    ) -> None:
         self.device = device
         self.store = store
         self.anchor_of = anchor_of
-        self._anchor_traces: dict[str, Any] = {}
+        self.layout = layout  # concrete (NCHW, NCHW16c): the kernels the network is compiled with
+        self._anchor_traces: dict[AnchorKey, Any] = {}
 
-    def _anchor_trace(self, family: Family) -> Any:
-        if family.key not in self._anchor_traces:
-            anchor = self.anchor_of[family.key]
-            _, relax_model = single_layer.to_relax(
-                family,
-                anchor.in_channels,
-                anchor.out_channels,
-                self.device.tuning.conv_layout(self.device.target, self.device.channel_step),
-            )
+    def _anchor_trace(self, entry: PlannedEntry) -> Any:
+        key = entry.anchor_key(self.layout)
+        if key not in self._anchor_traces:
+            anchor = self.anchor_of[key]
+            _, relax_model = single_layer.to_relax(anchor.family, anchor.in_channels, anchor.out_channels, self.layout)
             record = self.store.best(transplant.task_module(relax_model.mod, self.device))
             if record is None:
                 raise EdgepruneError(f"the tuning database has no record for {anchor.key}: the tuning phase failed")
-            self._anchor_traces[family.key] = record.trace
-        return self._anchor_traces[family.key]
+            self._anchor_traces[key] = record.trace
+        return self._anchor_traces[key]
 
     def build(self, entry: PlannedEntry, folder: Path) -> _Built:
-        module, relax_model = single_layer.to_relax(
-            entry.family,
-            entry.in_channels,
-            entry.out_channels,
-            self.device.tuning.conv_layout(self.device.target, self.device.channel_step),
-        )
+        module, relax_model = single_layer.to_relax(entry.family, entry.in_channels, entry.out_channels, self.layout)
         workload = transplant.task_module(relax_model.mod, self.device)
         record = self.store.best(workload)
         sch = None
         if record is None:
-            sch = transplant.transplant(workload, self._anchor_trace(entry.family), self.device)
+            sch = transplant.transplant(workload, self._anchor_trace(entry), self.device)
             record = self.store.record_for(workload, sch)
         lib = transplant.build_with(relax_model.mod, record, self.device)
         # a session keeps earlier libraries loaded: overwriting one by name crashes the server (SIGBUS)
@@ -231,28 +229,53 @@ def _sessions(device: Device, parallel: bool) -> list[Any]:
     return sessions
 
 
+def tune_anchors(
+    device: Device,
+    anchors: list[PlannedEntry],
+    config: TuningConfig,
+    on_tuned: Callable[[tune.TuneReport], None] | None = None,
+) -> None:
+    """Tune each anchor's single-layer network where the database lacks its shape: the anchors tuning the
+    full-width network did not cover (a family's other kernel kind, see `grid.anchors`); the others are
+    reused at once. `config` is the profile's (its trials and layout)."""
+    layout = config.conv_layout(device.target, device.channel_step)
+    for anchor in anchors:
+        _, relax_model = single_layer.to_relax(anchor.family, anchor.in_channels, anchor.out_channels, layout)
+        report = tune.tune(relax_model.mod, device, config=config)
+        if on_tuned is not None:
+            on_tuned(report)
+
+
 def measure_entries(
     device: Device,
     table: LatencyTable,
     entries: list[PlannedEntry],
-    anchor_of: dict[str, PlannedEntry],
+    anchor_of: dict[AnchorKey, PlannedEntry],
     settings: TimingSettings | None = None,
     parallel: bool = False,
     on_entry: Callable[[], None] | None = None,
     exclusive: bool | None = None,
+    tuning: TuningConfig | None = None,
+    on_anchor_tuned: Callable[[tune.TuneReport], None] | None = None,
 ) -> int:
     """Measure `entries` into `table` (saved after each); returns how many servers were used.
 
-    `anchor_of[family key]` names the tuned shape whose schedule narrower shapes reuse. `exclusive`
-    (default: for the local device) keeps builds in this process from overlapping measurements, because
-    the servers run on this machine's cores; boards measure while the next entry builds. Raises
-    EdgepruneError when the servers are lost or entries fail; what was measured stays in the table.
+    `anchor_of` (`grid.anchors`) names, per family and kernel kind, the tuned shape whose schedule the
+    other shapes reuse; an anchor the database lacks is tuned first with `tuning` (default: the device's
+    profile settings), each reported to `on_anchor_tuned`. `exclusive` (default: for the local device)
+    keeps builds in this process from overlapping measurements, because the servers run on this machine's
+    cores; boards measure while the next entry builds. Raises EdgepruneError when the servers are lost or
+    entries fail; what was measured stays in the table.
     """
     if not entries:
         return 0
+    config = tuning or device.tuning.for_profile()
+    layout = config.conv_layout(device.target, device.channel_step)
+    needed = {entry.anchor_key(layout) for entry in entries}
+    tune_anchors(device, [anchor for key, anchor in anchor_of.items() if key in needed], config, on_anchor_tuned)
     exclusive = device.shares_host_cores if exclusive is None else exclusive
     with transplant.ScheduleStore.open(device) as store:
-        builder = EntryBuilder(device, store, anchor_of)
+        builder = EntryBuilder(device, store, anchor_of, layout)
         settings = settings or device.timing
         measurer = _EntryMeasurer(device, table, builder, settings, on_entry or (lambda: None), exclusive)
         sessions = _sessions(device, parallel)

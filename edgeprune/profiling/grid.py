@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeprune.network import DEPTHWISE
+from edgeprune.network import DEPTHWISE, LINEAR
 from edgeprune.profiling.defaults import MAX_GRID_POINTS
 from edgeprune.profiling.signature import Family, Layer
+from edgeprune.profiling.single_layer import groups
+from edgeprune.tvmx.layout import PLAIN_KERNEL, kernel_kind
+
+AnchorKey = tuple[str, str]  # a family's key and the kind of kernel its shapes compile to (tvmx.layout.kernel_kind)
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,19 @@ class PlannedEntry:
     @property
     def key(self) -> str:
         return self.family.entry_key(self.in_channels, self.out_channels)
+
+    @property
+    def macs(self) -> int:
+        return self.family.macs(self.family.in_width(self.in_channels), self.out_channels)
+
+    def anchor_key(self, layout: str) -> AnchorKey:
+        """Which tuned shape this entry's schedule comes from: its family's, in the kind of kernel (blocked
+        or NCHW) that `layout` gives it at these widths (a blocked kernel's schedule does not fit an NCHW one)."""
+        if self.family.kind == LINEAR:
+            return self.family.key, PLAIN_KERNEL
+        return self.family.key, kernel_kind(
+            layout, self.in_channels, self.out_channels, groups(self.family, self.in_channels)
+        )
 
 
 def default_step(channels: int, lanes: int) -> int:
@@ -65,11 +82,19 @@ def plan(layers: list[Layer], lanes: int, step: int | None = None) -> dict[str, 
     return planned
 
 
-def anchors(layers: list[Layer]) -> dict[str, PlannedEntry]:
-    """Per family, its widest layer in the unpruned model: the shape tuning sees, whose schedule is reused."""
-    widest: dict[str, PlannedEntry] = {}
-    for layer in layers:
-        current = widest.get(layer.family.key)
-        if current is None or layer.in_channels * layer.out_channels > current.in_channels * current.out_channels:
-            widest[layer.family.key] = PlannedEntry(layer.family, layer.in_channels, layer.out_channels)
-    return widest
+def anchors(layers: list[Layer], entries: list[PlannedEntry], layout: str) -> dict[AnchorKey, PlannedEntry]:
+    """The anchor of each family and kernel kind that `entries` need: the shape whose tuned schedule the
+    others reuse. Its widest layer in the unpruned model where that layer is of the kind (tuning the network
+    tuned it), else the kind's widest entry (tuned on its own before the entries are measured). With a
+    blocked layout one family holds both kinds wherever the block divides some of its widths but not others
+    (resnet20's 16 channels at a 16 block, pruned to 8)."""
+    anchored: dict[AnchorKey, PlannedEntry] = {}
+    network = [PlannedEntry(layer.family, layer.in_channels, layer.out_channels) for layer in layers]
+    needed = {entry.anchor_key(layout) for entry in entries}
+    for candidates in (network, entries):
+        for entry in sorted(candidates, key=lambda e: (e.macs, e.key), reverse=True):
+            key = entry.anchor_key(layout)
+            if key in needed:
+                anchored.setdefault(key, entry)
+        needed -= set(anchored)
+    return anchored

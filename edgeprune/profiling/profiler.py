@@ -141,7 +141,7 @@ def profile_model(
                     bundle.module, (1, *bundle.input_shape), config.conv_layout(device.target, device.channel_step)
                 )
                 phase_start = time.perf_counter()
-                report.tuning = tune.tune(
+                tuned = report.tuning = tune.tune(
                     relax_model.mod,
                     device,
                     on_progress=lambda n, total, _b: progress("tuning", n, total),
@@ -153,14 +153,35 @@ def profile_model(
                     progress("network", 0, 2)
                     calibration += network_samples(bundle, device, relax_model, settings)
                     progress("network", 1, 2)
-                phase_start = time.perf_counter()
+                anchor_seconds = [0.0]
+
+                def anchor_tuned(anchor: tune.TuneReport) -> None:
+                    """A family's other kernel kind, tuned on its own: counted as tuning, not as entries."""
+                    tuned.trials += anchor.trials
+                    tuned.seconds += anchor.seconds
+                    anchor_seconds[0] += anchor.seconds
+
+                layout = config.conv_layout(device.target, device.channel_step)
+                family_anchors = anchors(layers, list(planned.values()), layout)
 
                 def chunk(entries: list[PlannedEntry], on_entry: Callable[[], None]) -> int:
-                    return measure_entries(device, table, entries, anchors(layers), settings, parallel, on_entry)
+                    return measure_entries(
+                        device,
+                        table,
+                        entries,
+                        family_anchors,
+                        settings,
+                        parallel,
+                        on_entry,
+                        tuning=config,
+                        on_anchor_tuned=anchor_tuned,
+                    )
 
+                phase_start = time.perf_counter()
                 report.servers = measure_watched(device, table, missing, chunk, progress, cool, session)
                 report.entries_measured = len(missing)
-                report.phase_seconds["entries"] = time.perf_counter() - phase_start
+                report.phase_seconds["entries"] = time.perf_counter() - phase_start - anchor_seconds[0]
+                report.phase_seconds["tuning"] += anchor_seconds[0]
                 if network is None:
                     calibration += network_samples(bundle, device, relax_model, settings)
                     table.networks[structure] = network_record(bundle, layers, calibration, settings.number)

@@ -25,8 +25,6 @@ class SingleLayer(nn.Module):
             self.layer: nn.Module = nn.Linear(in_channels * family.height * family.width, out_channels, bias=bias)
             residual_shape: tuple[int, ...] = (1, out_channels)
         else:
-            # depthwise and a channel multiplier: one input channel per group, however many there are
-            groups = in_channels if family.outputs_per_input else family.groups if family.kind == GROUPED else 1
             self.layer = nn.Conv2d(
                 in_channels,
                 out_channels,
@@ -34,7 +32,7 @@ class SingleLayer(nn.Module):
                 family.stride,
                 family.padding,
                 family.dilation,
-                groups=groups,
+                groups=groups(family, in_channels),
                 bias=bias,
             )
             residual_shape = (1, out_channels, *family.output_size)
@@ -54,6 +52,14 @@ class SingleLayer(nn.Module):
             elif op == "relu6":
                 y = nn.functional.relu6(y)
         return y
+
+
+def groups(family: Family, in_channels: int) -> int:
+    """The convolution's groups at `in_channels`: depthwise and a channel multiplier have one input channel
+    per group, however many there are; a grouped layer keeps its groups; a plain one (and a linear) has one."""
+    if family.outputs_per_input:
+        return in_channels
+    return family.groups if family.kind == GROUPED else 1
 
 
 def input_shape(family: Family, in_channels: int) -> tuple[int, ...]:

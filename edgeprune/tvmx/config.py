@@ -14,7 +14,7 @@ from typing import Any
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx.defaults import PROFILE_TRIALS, TRIALS
-from edgeprune.tvmx.layout import PLAIN, block_of, concrete
+from edgeprune.tvmx.layout import DEVICE_BLOCK, block_of, concrete
 
 STRATEGIES = ("replay-trace", "evolutionary")
 COST_MODELS = ("random", "xgb")
@@ -46,11 +46,11 @@ class TuningConfig:
     transplant: bool = False
     # the convolutions' data layout: NCHW, NCHWc (blocked by the device's channel step) or NCHW<x>c, blocked
     # where the channels divide the block (tvmx/layout.py); it decides which kernels the latency table
-    # measures and compile ships, so changing it means profiling again. NCHW by default although NCHWc measured
-    # 28% faster on resnet20 (bench/results/runtime.md): the profiler transplants a family's full-width schedule
-    # to its narrower entries, and where the block divides some widths of a family but not its full width the
-    # layouts differ and the transplant fails (found by tests/test_emulated.py: lenet5's 6-channel conv, step 4)
-    layout: str = PLAIN
+    # measures and compile ships, so changing it means profiling again. NCHWc by default: on resnet20 at the
+    # default 32 profile trials it cut TVM/ORT from 1.43 (NCHW) to about 1.0 (bench/results/runtime.md); a GPU
+    # target resolves it to NCHW. A family whose widths the block divides only in part is anchored per kernel
+    # kind (profiling/grid.py), so every width of a pruned network is profiled.
+    layout: str = DEVICE_BLOCK
 
     def __post_init__(self) -> None:
         # the same value comes from a profile's [tuning] table or from a command's flag: the error names both

@@ -4,7 +4,7 @@
 # variant's new shapes (those on the latency table's grid were recorded when profiling).
 TRIALS = 16
 # Trials per task when `profile` tunes the full-width network once: the records every later compile reuses.
-# Measured on resnet20 3x32x32, 1 thread, evolutionary + xgb (bench/results/runtime-layers-32trials.md): at 32 its
-# NCHW16c kernels were level with ONNX Runtime's layer by layer (NCHW, the default layout: 1.43x ORT end to end);
-# 32 took 12-14 min on 2 loaded cores, 64 twice that for ~10% more.
+# Measured on resnet20 3x32x32, 1 thread, evolutionary + xgb (bench/results/runtime.md, runtime-layers.md): at 32
+# its NCHW16c kernels (the default layout, NCHWc) were level with ONNX Runtime's, 1.01x end to end (NCHW: 1.58x);
+# 32 took 6.5 min (NCHWc) to 14 min on 2 loaded cores, 64 twice that for ~10% more.
 PROFILE_TRIALS = 32

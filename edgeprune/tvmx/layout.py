@@ -42,15 +42,51 @@ def block_of(layout: str) -> int | None:
     return int(match.group(1))
 
 
+PLAIN_KERNEL, BLOCKED_KERNEL, REGROUPED_KERNEL = "plain", "blocked", "regrouped"
+
+
+def kernel_kind(layout: str, in_channels: int, out_channels: int, groups: int) -> str:
+    """Which kernel a convolution compiles to in a concrete `layout`. Relax's ConvertLayout blocks it where
+    the block divides its input and output channels and its inputs per group (so depthwise, and widths such
+    as 6 or 24 with an 8 or 16 block, stay `plain` NCHW). TOPI's conv2d_NCHWc also needs the outputs per
+    group blocked: a grouped conv without them is `regrouped` (unblocked around a grouped NCHW conv, in one
+    kernel). Checked against ConvertLayout in tests/test_blocked_layout.py. One family (a layer at its pruned
+    widths) can hold several kinds, whose kernels are different TIR: the profiler anchors each on its own."""
+    block = block_of(layout)
+    if block is None or groups < 1 or in_channels % groups or out_channels % groups:
+        return PLAIN_KERNEL
+    if in_channels % block or out_channels % block or (in_channels // groups) % block:
+        return PLAIN_KERNEL
+    return REGROUPED_KERNEL if (out_channels // groups) % block else BLOCKED_KERNEL
+
+
+def _regrouped(data: Any, kernel: Any, attrs: Any, out_dtype: str) -> Any:
+    """A blocked grouped convolution TOPI's conv2d_NCHWc cannot compute (outputs per group not a multiple of
+    the block): the data and weights unblocked, a grouped NCHW convolution, the result blocked again."""
+    from tvm import topi
+
+    x = topi.layout_transform(data, attrs.data_layout, PLAIN)
+    w = topi.layout_transform(kernel, attrs.kernel_layout, "OIHW")
+    strides, padding, dilation = ([int(v) for v in values] for values in (attrs.strides, attrs.padding, attrs.dilation))
+    y = topi.nn.group_conv2d_nchw(x, w, strides, padding, dilation, int(attrs.groups), out_dtype)
+    return topi.layout_transform(y, PLAIN, attrs.out_layout)
+
+
 def _legalize_conv2d(bb: Any, call: Any) -> Any:
-    """Blocked (5-D) convolutions as TOPI's conv2d_NCHWc; the stock legalization refuses blocked layouts and
-    still handles the 4-D ones."""
+    """Blocked (5-D) convolutions as TOPI's conv2d_NCHWc (or `_regrouped`); the stock legalization refuses
+    blocked layouts and still handles the 4-D ones."""
     import tvm
     from tvm import topi
 
     attrs = call.attrs
     if len(call.args[0].ty.shape) != 5:
         return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
+    block = int(call.args[1].ty.shape[-1])
+    out_channels = int(call.args[1].ty.shape[0]) * block
+    if attrs.groups > 1 and (out_channels // attrs.groups) % block:
+        return bb.call_te(
+            _regrouped, call.args[0], call.args[1], attrs, call.ty.dtype, primfunc_name_hint="conv2d_regrouped"
+        )
     return bb.call_te(
         topi.nn.conv2d_NCHWc,
         call.args[0],
