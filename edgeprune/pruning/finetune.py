@@ -234,16 +234,18 @@ def train(
     checkpoint: Path | None = None,
     fingerprint: str = "",
     description: str = "training",
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> float:
-    """Train in place for `settings.epochs` epochs; returns the last epoch's mean training loss."""
+    """Train in place for `settings.epochs` epochs; returns the last epoch's mean training loss. `on_epoch(epoch,
+    mean loss)` is called after each epoch is checkpointed (a long run's log of how it converges)."""
     if settings.epochs <= 0:
         return float("nan")
     settings.check()
     steps_per_epoch = -(-len(data.train) // settings.batch_size)
-    total = settings.epochs * steps_per_epoch
-    warmup = min(round(settings.warmup_epochs * steps_per_epoch), total // 5)
+    total_steps = settings.epochs * steps_per_epoch
+    warmup = min(round(settings.warmup_epochs * steps_per_epoch), total_steps // 5)
     optimizer = RECIPES.get(settings.recipe)().optimizer(module.parameters(), settings)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule_factor(step, total, warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule_factor(step, total_steps, warmup))
     start, last_loss = 0, float("nan")
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -254,22 +256,21 @@ def train(
             generator.set_state(state["generator"])
             start, last_loss = int(state["epoch"]), float(state["loss"])
     module.train()
-    with _task(progress, description, settings.epochs * steps_per_epoch) as update:
+    with _task(progress, description, total_steps) as update:
         update(completed=start * steps_per_epoch)
         for epoch in range(start, settings.epochs):
-            total, seen = 0.0, 0
+            loss_sum, seen = 0.0, 0
             for inputs, labels in data.batches(data.train, settings.batch_size, generator, settings.augment):
                 optimizer.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(module(inputs), labels, label_smoothing=settings.label_smoothing)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += float(loss.detach()) * len(labels)
+                loss_sum += float(loss.detach()) * len(labels)
                 seen += len(labels)
-                update(
-                    advance=1, description=f"{description} epoch {epoch + 1}/{settings.epochs} loss {total / seen:.3f}"
-                )
-            last_loss = total / max(1, seen)
+                shown = f"{description} epoch {epoch + 1}/{settings.epochs} loss {loss_sum / seen:.3f}"
+                update(advance=1, description=shown)
+            last_loss = loss_sum / max(1, seen)
             if checkpoint is not None:
                 state = {
                     "fingerprint": fingerprint,
@@ -283,5 +284,8 @@ def train(
                 }
                 with atomic.atomic_path(checkpoint) as tmp:
                     torch.save(state, tmp)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, last_loss)
+                module.train()
     module.eval()
     return last_loss
