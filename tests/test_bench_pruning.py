@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from edgeprune.models.io import load_model
+from edgeprune.pruning import TrainSettings
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_pruning.py"
 
@@ -201,5 +202,32 @@ def test_train_only_caches_the_baselines_and_times_nothing(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr[-3000:]
     assert "baseline test accuracy" in done.stderr  # rich's console writes to stderr
     bench = _tool()
-    assert [p.name for p in (cache / "baselines").iterdir()] == [f"{bench.QUICK.tag('resnet20', 0)}.pt"]
+    tag = bench.QUICK.baseline_tag("resnet20")
+    assert sorted(p.name for p in (cache / "baselines").iterdir()) == [f"{tag}.log", f"{tag}.pt"]
+    log = (cache / "baselines" / f"{tag}.log").read_text().splitlines()
+    assert len(log) == bench.QUICK.train_epochs and log[-1].startswith(f"epoch {bench.QUICK.train_epochs}/")
     assert not out.exists() and not (cache / "farm").exists()  # no rows, no farm: nothing was measured
+
+
+def test_every_seed_prunes_one_converged_baseline() -> None:
+    """Issue 31: the full plan's baseline is trained once (SGD with crops and flips on the whole training split),
+    and the seeds replicate pruning and fine-tuning on it, each in a work folder of its own."""
+    bench = _tool()
+    full = bench.FULL
+    assert full.tag("resnet20", 0) != full.tag("resnet20", 1)
+    assert full.tag("resnet20", 1).startswith(full.baseline_tag("resnet20"))
+    assert full.baseline_tag("resnet20") == "fashion-mnist-native-resnet20-w1.0-lNone-sgd+aug-e20-s0"
+    settings = full.train_settings()
+    assert (settings.recipe, settings.augment, settings.epochs, settings.lr) == ("sgd", True, 20, 0.05)
+    assert bench.QUICK.train_settings() == TrainSettings(epochs=bench.QUICK.train_epochs)  # as it always was
+
+
+def test_rows_on_the_old_baselines_are_made_again(tmp_path: Path) -> None:
+    bench = _tool()
+    runner = bench.Bench.__new__(bench.Bench)
+    runner.plan, runner.out, runner.failures = bench.FULL, tmp_path / "pruning.json", []
+    runner.rows = [seed_rows(bench, "legr", [0.9], bench.FULL)[0] | {"dataset": "fashion-mnist"}]
+    assert runner.done("resnet20", "legr", 0.5, 0)
+    for field in ("train_recipe", "train_limit"):
+        del runner.rows[0]["plan"][field]  # a row from before: 10 Adam epochs on the fine-tunes' 6000 images
+    assert not runner.done("resnet20", "legr", 0.5, 0)

@@ -65,6 +65,7 @@ RESULTS = ROOT / "bench" / "results"
 CACHE = ROOT / "bench" / "cache"
 EDGEPRUNE_METHODS = ("legr", "global", "uniform", "iap", "aiap", "pai")
 PEER = "torch-pruning"
+BASELINE_SEED = 0  # one trained baseline (and its data split) for every seed: seeds replicate pruning, not training
 BN_IMAGES = 2048  # training images that re-estimate BatchNorm statistics before a round's validation score
 # Plan fields that choose which rows to make, not how: a row made under a plan that differs only in these is done
 SELECTION = ("models", "targets", "methods", "seeds")
@@ -111,8 +112,8 @@ class Plan:
     methods: tuple[str, ...]
     input_shape: tuple[int, int, int] | None  # None: the data set's native size
     width: float
-    limit: int | None  # training images used (None: the whole training split)
-    train_epochs: int
+    limit: int | None  # training images the fine-tunes and the search use (None: the whole training split)
+    train_epochs: int  # the baseline's
     finetune_epochs: int
     trials: int  # MetaSchedule trials per task, for every compiled model
     search_minutes: float  # LeGR's time box
@@ -127,11 +128,28 @@ class Plan:
     # peer: bisect within +- this of the ratio the latency table predicts meets the target (None: over the whole
     # range; a compiled mobilenetv2 costs minutes of tuning at the peer's widths, a prediction milliseconds)
     peer_window: float | None = None
+    # the baseline's recipe: a RECIPES name, "+aug" for augmentation (None: "adam", how rows ran before it existed)
+    train_recipe: str | None = None
+    # the baseline's training images, a prefix of the same split as `limit` (0: the whole training split; None:
+    # `limit`, how rows ran before it existed)
+    train_limit: int | None = None
+
+    def baseline_tag(self, model: str) -> str:
+        """What identifies the trained baseline every seed prunes, in the cache."""
+        shape = "x".join(map(str, self.input_shape)) if self.input_shape else "native"
+        limit = self.limit if self.train_limit is None else (self.train_limit or None)
+        recipe = self.train_recipe or "adam"
+        return f"{self.data}-{shape}-{model}-w{self.width}-l{limit}-{recipe}-e{self.train_epochs}-s{BASELINE_SEED}"
 
     def tag(self, model: str, seed: int) -> str:
-        """What identifies a baseline (and the work done on it) in the cache."""
-        shape = "x".join(map(str, self.input_shape)) if self.input_shape else "native"
-        return f"{self.data}-{shape}-{model}-w{self.width}-l{self.limit}-e{self.train_epochs}-s{seed}"
+        """What identifies the work one seed does on the baseline, in the cache."""
+        return f"{self.baseline_tag(model)}-p{seed}"
+
+    def train_settings(self) -> Any:
+        """The baseline's TrainSettings: `train_recipe`, "+aug" switching augmentation on."""
+        from edgeprune.pruning import TrainSettings
+
+        return TrainSettings.variant(self.train_recipe or "adam", epochs=self.train_epochs)
 
 
 QUICK = Plan(
@@ -162,8 +180,8 @@ FULL = Plan(
     methods=("legr", "global", "uniform", PEER),  # iap, aiap, pai with --methods
     input_shape=None,
     width=1.0,  # at 0.5 the narrowest layers (8 channels) leave the grid no room below 0.57x
-    limit=6000,
-    train_epochs=10,
+    limit=6000,  # fine-tunes and the search: the budget every method gets
+    train_epochs=20,
     finetune_epochs=3,
     trials=8,
     search_minutes=5.0,  # the issue's box for >= 200 candidates (bench/results/search.md)
@@ -175,6 +193,10 @@ FULL = Plan(
     slack=SLACK,
     bisect_steps=5,
     seeds=(0, 1, 2),
+    # issue 31: a converged baseline (SGD, crops and flips, the whole training split), not 10 Adam epochs on 6000
+    # images (87.5%): differences between methods on an unconverged network say little about users' networks
+    train_recipe="sgd+aug",
+    train_limit=0,
 )
 
 
@@ -239,21 +261,43 @@ class Bench:
         write_report(self.rows, self.out, self.failures)
 
     # -- baseline -----------------------------------------------------------------------------------------
-    def baseline(self, model: str, seed: int) -> tuple[Any, Any]:
-        """The model trained with `seed` (cached) and its data, split with `seed`."""
+    def baseline(self, model: str) -> tuple[Any, Any]:
+        """The baseline every seed prunes (trained once with BASELINE_SEED, cached) and its data, split with that
+        seed too, so no seed validates on images the baseline trained on; `limit` takes a prefix of the same
+        training split. Training logs each epoch's test accuracy to <baseline>.log beside it."""
         from edgeprune.models.io import load_saved, save_model
-        from edgeprune.pruning import TrainSettings, train_bundle
+        from edgeprune.pruning import train_bundle
+        from edgeprune.pruning.finetune import evaluate
         from edgeprune.pruning.inputs import model_and_data
 
         p = self.plan
-        bundle, data = model_and_data(model, p.input_shape, p.data, None, p.width, seed, None, p.limit)
-        path = self.cache / "baselines" / f"{p.tag(model, seed)}.pt"
+        bundle, data = model_and_data(model, p.input_shape, p.data, None, p.width, BASELINE_SEED, None, p.limit)
+        path = self.cache / "baselines" / f"{p.baseline_tag(model)}.pt"
         if path.is_file():
             return load_saved(path), data
-        self.say(f"train {model} (width {p.width}, seed {seed}) on {data.spec} for {p.train_epochs} epochs")
+        limit = p.limit if p.train_limit is None else (p.train_limit or None)
+        training = (
+            data
+            if limit == p.limit
+            else model_and_data(model, p.input_shape, p.data, None, p.width, BASELINE_SEED, None, limit)[1]
+        )
+        settings = p.train_settings()
+        self.say(f"train {model} (width {p.width}) on {training.spec} ({training.sizes['train']} images), {settings}")
         checkpoint = path.with_suffix(".checkpoint.pt")
+        log = path.with_suffix(".log")
         path.parent.mkdir(parents=True, exist_ok=True)
-        trained, _ = train_bundle(bundle, data, TrainSettings(epochs=p.train_epochs), seed, self.progress, checkpoint)
+        started = time.monotonic()
+
+        def logged(epoch: int, loss: float, module: Any) -> None:
+            _, accuracy = evaluate(module, training, training.test)
+            seconds = time.monotonic() - started
+            line = f"epoch {epoch}/{settings.epochs} loss {loss:.4f} test {accuracy:.2%} {seconds:.0f} s"
+            with log.open("a") as file:  # a log: a line per epoch; a resumed run's seconds start again
+                file.write(f"{line} (load {os.getloadavg()[0]:.1f})\n")
+            self.say(line)
+
+        trained, report = train_bundle(bundle, training, settings, BASELINE_SEED, self.progress, checkpoint, logged)
+        trained.meta["training"] |= {"recipe": p.train_recipe or "adam", "seconds": report["seconds"]}
         save_model(trained, path)
         checkpoint.unlink(missing_ok=True)
         return trained, data
@@ -516,9 +560,9 @@ class Bench:
 
     def train(self) -> None:
         """Only the baselines the plan needs, in the order `run` needs them."""
-        for seed, model in itertools.product(self.plan.seeds, self.plan.models):
-            bundle, _ = self.baseline(model, seed)
-            self.say(f"{model} seed {seed}: baseline test accuracy {bundle.meta['accuracy']:.2%}")
+        for model in self.plan.models:
+            bundle, _ = self.baseline(model)
+            self.say(f"{model}: baseline test accuracy {bundle.meta['accuracy']:.2%}")
 
     def run(self) -> None:
         """Seed by seed (one whole replication before the next), model by model."""
@@ -531,7 +575,7 @@ class Bench:
             pending = [(f, m) for f in p.targets for m in p.methods if not self.done(model, m, f, seed)]
             if not pending:
                 continue
-            bundle, data = self.baseline(model, seed)
+            bundle, data = self.baseline(model)
             self.say(
                 f"{model} seed {seed}: baseline test accuracy {bundle.meta['accuracy']:.2%}; profiling what the "
                 "table lacks"

@@ -95,6 +95,15 @@ class TrainSettings:
         chosen = {k: v for k, v in given.items() if v is not None}
         return cls(**{**RECIPES.get(recipe).defaults, **chosen, "recipe": recipe})
 
+    @classmethod
+    def variant(cls, name: str, **given: Any) -> TrainSettings:
+        """`recipe_default` of a variant as the benchmarks name it: a recipe, "+aug" switching augmentation on
+        ("sgd", "sgd+aug", "adam")."""
+        recipe, plus, extra = name.partition("+")
+        if plus and extra != "aug":
+            raise EdgepruneError(f"unknown training variant {name!r}: a recipe, optionally '+aug'")
+        return cls.recipe_default(recipe, **{**given, **({"augment": True} if plus else {})})
+
     def check(self) -> None:
         """Before any work: a zero batch or a negative rate would fail deep inside torch, minutes later."""
         if self.epochs < 0 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
