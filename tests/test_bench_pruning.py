@@ -216,9 +216,9 @@ def test_every_seed_prunes_one_converged_baseline() -> None:
     full = bench.FULL
     assert full.tag("resnet20", 0) != full.tag("resnet20", 1)
     assert full.tag("resnet20", 1).startswith(full.baseline_tag("resnet20"))
-    assert full.baseline_tag("resnet20") == "fashion-mnist-native-resnet20-w1.0-lNone-sgd+aug-e20-s0"
+    assert full.baseline_tag("resnet20") == "fashion-mnist-native-resnet20-w1.0-lNone-sgd+aug-e12-s0"
     settings = full.train_settings()
-    assert (settings.recipe, settings.augment, settings.epochs, settings.lr) == ("sgd", True, 20, 0.05)
+    assert (settings.recipe, settings.augment, settings.epochs, settings.lr) == ("sgd", True, 12, 0.05)
     assert bench.QUICK.train_settings() == TrainSettings(epochs=bench.QUICK.train_epochs)  # as it always was
 
 

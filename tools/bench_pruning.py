@@ -181,7 +181,7 @@ FULL = Plan(
     input_shape=None,
     width=1.0,  # at 0.5 the narrowest layers (8 channels) leave the grid no room below 0.57x
     limit=6000,  # fine-tunes and the search: the budget every method gets
-    train_epochs=20,
+    train_epochs=12,
     finetune_epochs=3,
     trials=8,
     search_minutes=5.0,  # the box for >= 200 candidates (bench/results/search.md)
