@@ -160,7 +160,7 @@ def test_seeds_and_slack_from_the_command_line() -> None:
     plan = bench.plan_from(bench.parse_args(["--quick", "--seeds", "2,0,2", "--slack", "0"]))
     assert plan.seeds == (2, 0) and plan.slack == 0.0 and plan.data == "digits"
     assert bench.plan_from(bench.parse_args([])).seeds == (0, 1, 2)
-    assert bench.plan_from(bench.parse_args([])).methods == ("legr", "global", "uniform", "torch-pruning")
+    assert bench.plan_from(bench.parse_args([])).methods == ("legr", "legr-knapsack", "global", "uniform", bench.PEER)
     for bad in (["--seeds", "0,x"], ["--seeds", "-1"], ["--slack", "1.0"]):
         with pytest.raises(SystemExit):
             bench.plan_from(bench.parse_args(bad))
@@ -168,6 +168,11 @@ def test_seeds_and_slack_from_the_command_line() -> None:
 
 def test_method_variants_are_methods_of_their_own() -> None:
     bench = _tool()
+    knapsack = bench.method_variant("legr-knapsack-tau20-iter3")
+    assert knapsack == ("legr-knapsack", {"fitness": "tau-steps", "tau": 20}, {"steps": 3})
+    assert bench.method_variant("legr-distill5") == ("legr", {"fitness": "distill", "tau": 5}, {})
+    assert bench.method_variant("global-mean-iter2") == ("global", {}, {"normalize": "mean", "steps": 2})
+    assert bench.scheduled("legr-knapsack-iter3") and not bench.scheduled("legr-knapsack")
     assert bench.method_variant("legr-steps10") == ("legr", {"steps": 10}, {})
     assert bench.method_variant("legr-probe") == ("legr", {"fitness": "probe"}, {})
     assert bench.method_variant("legr-final4-mean") == ("legr", {"finalists": 4}, {"normalize": "mean"})
@@ -175,7 +180,7 @@ def test_method_variants_are_methods_of_their_own() -> None:
     assert bench.method_variant("global-mean-grid1") == ("global", {}, {"normalize": "mean", "channel_step": 1})
     assert bench.method_variant("legr-grid4-steps3") == ("legr", {"steps": 3}, {"channel_step": 4})
     assert bench.method_variant(bench.PEER) == (bench.PEER, {}, {})
-    for unknown in ("global-steps3", "uniform-grid0", "legr-fast", "magnitude-mean"):
+    for unknown in ("global-steps3", "uniform-grid0", "legr-fast", "magnitude-mean", "iap-iter3", "legr-iter1"):
         assert bench.method_variant(unknown) == (unknown, {}, {})
     plan = bench.plan_from(bench.parse_args(["--methods", "legr-steps3", "legr-probe"]))
     assert plan.methods == ("legr-steps3", "legr-probe")

@@ -11,12 +11,17 @@ fine-tuning budget (one `edgeprune.pruning.finetune.train` call with the same se
   after re-estimating BatchNorm statistics (no training: the fine-tuning budget stays the same) is kept;
 - the peer, Torch-Pruning's MetaPruner (global pruning, GroupMagnitudeImportance, each layer keeping at least
   the same share as edgeprune's min_keep), has its pruning ratio bisected on compiled, measured latency;
-- variants, rows of their own, named by suffixes: legr's `-probe` (the probe fitness), `-steps<N>` (N Adam
-  steps before a candidate is scored) and `-final<K>` (the K best candidates and the two seeds re-judged after
-  a short fine-tune, `SearchSettings.finalists`), and for any edgeprune method `-mean` (mean-normalised scores; a name
-  without it ranks raw scores, whatever the product's default: `edgeprune prune --method global` is the
-  `global-mean` row) and `-grid<N>` (kept counts multiples of N, predicted by interpolating the table, where by
-  default they sit on its grid), e.g. `--methods legr-steps10 global-mean-grid1`.
+- variants, rows of their own, named by suffixes: the searching methods' (legr, legr-knapsack) `-probe` (the
+  probe fitness), `-tau<N>` and `-distill<N>` (the tau-steps and distill fitnesses, N training steps per
+  candidate), `-steps<N>` (N Adam steps before a candidate is scored) and `-final<K>` (the K best candidates and
+  the two seeds re-judged after a short fine-tune, `SearchSettings.finalists`); for any edgeprune method `-mean`
+  (mean-normalised scores; a name without it ranks raw scores, whatever the product's default: `edgeprune prune
+  --method global` is the `global-mean` row) and `-grid<N>` (kept counts multiples of N, predicted by
+  interpolating the table, where by default they sit on its grid); for the one-shot methods `-iter<K>` (the
+  iterative schedule, `--steps K`: K cuts under a decaying target with the fine-tune budget split between them,
+  the last share after the last cut; no common fine-tune follows, and the training is counted in prune s), e.g.
+  `--methods legr-steps10 global-mean-grid1 legr-knapsack-iter3`. Ablations at 0.3x, one seed:
+  `--targets 0.3 --seeds 0 --methods legr legr-knapsack legr-iter3 legr-knapsack-iter3 legr-knapsack-tau20`.
 
 Architectures are searched without fine-tuning (latency depends on shapes only), so no method gets extra
 training; pai's "fine-tune" is its training from scratch with the same budget. iap and aiap prune in rounds
@@ -63,7 +68,9 @@ from edgeprune.loop import SLACK, Measured, table_factor
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CACHE = ROOT / "bench" / "cache"
-EDGEPRUNE_METHODS = ("legr", "global", "uniform", "iap", "aiap", "pai")
+EDGEPRUNE_METHODS = ("legr", "legr-knapsack", "global", "uniform", "iap", "aiap", "pai")
+SEARCHING = ("legr", "legr-knapsack")  # the methods that run the LeGR search
+ONE_SHOT = ("legr", "legr-knapsack", "global", "uniform")  # the methods `-iter<K>` (PruneSettings.steps) applies to
 PEER = "torch-pruning"
 BASELINE_SEED = 0  # one trained baseline (and its data split) for every seed: seeds replicate pruning, not training
 BN_IMAGES = 2048  # training images that re-estimate BatchNorm statistics before a round's validation score
@@ -75,31 +82,46 @@ SEARCH = ("search_minutes", "population", "generations", "search_steps")
 
 def method_variant(method: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(the method a benchmark method name runs, its SearchSettings changes, its PruneSettings changes). Suffixes
-    after an edgeprune method's name, in any order: "-probe" (legr: the probe fitness), "-steps<N>" (legr: N Adam
-    steps per candidate), "-final<K>" (legr: K finalists), "-mean" (mean-normalised scores), "-grid<N>" (kept
-    counts multiples of N, not the latency table's grid). A name with a suffix it cannot read comes back whole (and
-    is then unknown)."""
-    base, *suffixes = method.split("-")
-    if method == PEER or base not in EDGEPRUNE_METHODS:
+    after an edgeprune method's name, in any order: for the searching methods (legr, legr-knapsack) "-probe" (the
+    probe fitness), "-tau<N>" (the tau-steps fitness: validation loss after N training steps, LeGR's own),
+    "-distill<N>" (the distill fitness, N steps), "-steps<N>" (N Adam steps before the default fitness scores),
+    "-final<K>" (K finalists); for any "-mean" (mean-normalised scores) and "-grid<N>" (kept counts multiples of
+    N, not the latency table's grid); for the one-shot methods "-iter<K>" (the iterative schedule: K steps toward
+    the target, the fine-tune budget split between them). A name with a suffix it cannot read comes back whole
+    (and is then unknown)."""
+    if method == PEER:
+        return method, {}, {}
+    base = max((m for m in EDGEPRUNE_METHODS if method == m or method.startswith(f"{m}-")), key=len, default=None)
+    if base is None:
         return method, {}, {}
     search: dict[str, Any] = {}
     settings: dict[str, Any] = {}
-    for suffix in suffixes:
-        steps, grid = re.fullmatch(r"steps(\d+)", suffix), re.fullmatch(r"grid(\d+)", suffix)
-        final = re.fullmatch(r"final(\d+)", suffix)
-        if suffix == "probe" and base == "legr":
+    for suffix in method[len(base) :].split("-")[1:]:
+        number = re.fullmatch(r"(steps|grid|final|tau|distill|iter)(\d+)", suffix)
+        kind, count = (number[1], int(number[2])) if number else (suffix, 0)
+        if kind == "probe" and base in SEARCHING:
             search["fitness"] = "probe"
-        elif steps and base == "legr":
-            search["steps"] = int(steps[1])
-        elif final and base == "legr":
-            search["finalists"] = int(final[1])
-        elif suffix == "mean":
+        elif kind == "steps" and base in SEARCHING:
+            search["steps"] = count
+        elif kind in ("tau", "distill") and base in SEARCHING:
+            search |= {"fitness": "tau-steps" if kind == "tau" else "distill", "tau": count}
+        elif kind == "final" and base in SEARCHING:
+            search["finalists"] = count
+        elif kind == "mean":
             settings["normalize"] = "mean"
-        elif grid and int(grid[1]) >= 1:
-            settings["channel_step"] = int(grid[1])
+        elif kind == "grid" and count >= 1:
+            settings["channel_step"] = count
+        elif kind == "iter" and count >= 2 and base in ONE_SHOT:
+            settings["steps"] = count
         else:
             return method, {}, {}
     return base, search, settings
+
+
+def scheduled(method: str) -> bool:
+    """Whether the method prunes in steps (`-iter<K>`): its fine-tunes, between the steps and after the last, are
+    then the pruning's own and spend the whole budget, and no common fine-tune follows."""
+    return method_variant(method)[2].get("steps", 1) > 1
 
 
 @dataclass(frozen=True)
@@ -177,7 +199,7 @@ FULL = Plan(
     data="fashion-mnist",
     models=("resnet20", "mobilenetv2"),
     targets=(0.5, 0.3),  # 0.7 with --targets 0.7 0.5 0.3
-    methods=("legr", "global", "uniform", PEER),  # iap, aiap, pai with --methods
+    methods=("legr", "legr-knapsack", "global", "uniform", PEER),  # iap, aiap, pai with --methods
     input_shape=None,
     width=1.0,  # at 0.5 the narrowest layers (8 channels) leave the grid no room below 0.57x
     limit=6000,  # fine-tunes and the search: the budget every method gets
@@ -340,12 +362,13 @@ class Bench:
         settings = PruneSettings(
             method=base,
             min_keep=p.min_keep,
-            finetune=TrainSettings(epochs=0),  # the common fine-tune follows, for every method alike
+            # the common fine-tune follows, for every method alike; a scheduled one spends the budget in its steps
+            finetune=TrainSettings(epochs=p.finetune_epochs if scheduled(method) else 0),
             search=replace(search, **search_changes),
             rounds=iterative_rounds(base, p.finetune_epochs),
             round_epochs=1,
             seed=seed,
-            search_file=work / "learned-legr.json" if base == "legr" else None,
+            search_file=work / "learned-legr.json" if base in SEARCHING else None,
             **({"normalize": "none"} | changes),  # a row's name says its normalisation, not the product's default
         )
         calibration = list(itertools.islice(data.batches(data.train, 128), max(1, BN_IMAGES // 128)))
@@ -366,7 +389,7 @@ class Bench:
                     )
                 finally:
                     self.prune_seconds += time.monotonic() - started
-                if base == "legr" and self.settings.reuse_search is None:  # one search, every round
+                if base in SEARCHING and self.settings.reuse_search is None:  # one search, every round
                     self.settings = replace(self.settings, reuse_search=self.settings.search_file)
                 return candidate
 
@@ -524,6 +547,7 @@ class Bench:
         tune_started = time.monotonic()
         base = method_variant(method)[0]
         epochs = p.finetune_epochs - (iterative_rounds(base, p.finetune_epochs) - 1)  # iap/aiap spent the rest
+        epochs = 0 if scheduled(method) else epochs  # the schedule's steps trained the whole budget
         settings = TrainSettings(epochs=epochs)
         verb = "training from scratch" if base == "pai" else "fine-tuning"
         train(module, data, settings, torch.Generator().manual_seed(seed), self.progress, None, "", verb)
@@ -647,7 +671,7 @@ def seed_of(row: dict[str, Any]) -> int:
 def conditions(plan: dict[str, Any], method: str) -> dict[str, Any]:
     """What a row of `method` depends on besides its own model, target, method and seed (as JSON holds it): a
     new search default redoes legr's rows, not the others'."""
-    ignored = SELECTION if method_variant(method)[0] == "legr" else SELECTION + SEARCH
+    ignored = SELECTION if method_variant(method)[0] in SEARCHING else SELECTION + SEARCH
     # a field at None is how rows ran before it existed (rows from then lack it)
     return {k: v for k, v in json.loads(json.dumps(plan)).items() if k not in ignored and v is not None}
 
@@ -817,7 +841,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--methods",
         nargs="+",
         help=f"subset of {', '.join((*EDGEPRUNE_METHODS, PEER))}; an edgeprune method may carry suffixes: -mean "
-        "(mean-normalised scores), -grid<N> (counts multiples of N), legr's -probe and -steps<N> (e.g. legr-grid1)",
+        "(mean-normalised scores), -grid<N> (counts multiples of N), -iter<K> (K steps under a decaying target, "
+        "the fine-tune budget split between them), and legr's and legr-knapsack's -probe, -tau<N>, -distill<N>, "
+        "-steps<N>, -final<K> (e.g. legr-grid1, legr-knapsack-iter3)",
     )
     parser.add_argument("--trials", type=int, help="MetaSchedule trials per task for every compiled model")
     parser.add_argument(
