@@ -236,3 +236,16 @@ def test_rows_on_the_old_baselines_are_made_again(tmp_path: Path) -> None:
     for field in ("train_recipe", "train_limit"):
         del runner.rows[0]["plan"][field]  # a row from before: 10 Adam epochs on the fine-tunes' 6000 images
     assert not runner.done("resnet20", "legr", 0.5, 0)
+
+
+def test_the_search_benchmark_scores_the_pruning_benchmarks_baseline(tmp_path: Path, monkeypatch) -> None:
+    """bench_search --baseline pruning reads the one converged baseline bench_pruning caches, and says how to
+    make it when it is missing."""
+    _tool()  # registered as bench_pruning, the name bench_search imports it by
+    spec = importlib.util.spec_from_file_location("bench_search", TOOL.with_name("bench_search.py"))
+    search_tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = search_tool
+    spec.loader.exec_module(search_tool)
+    monkeypatch.setattr(search_tool, "CACHE", tmp_path)
+    with pytest.raises(SystemExit, match=r"baselines/fashion-mnist-native-resnet20-w1.0-lNone-sgd\+aug.*--train-only"):
+        search_tool.baseline(search_tool.Plan(baseline="pruning"), "resnet20")
