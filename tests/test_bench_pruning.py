@@ -225,6 +225,8 @@ def test_every_seed_prunes_one_converged_baseline() -> None:
     settings = full.train_settings()
     assert (settings.recipe, settings.augment, settings.epochs, settings.lr) == ("sgd", True, 12, 0.05)
     assert bench.QUICK.train_settings() == TrainSettings(epochs=bench.QUICK.train_epochs)  # as it always was
+    text = bench.markdown(seed_rows(bench, "legr", [0.9, 0.8], full), [])
+    assert "(one baseline, sgd+aug, 12 epochs: unpruned test accuracy 95.00%; 2 seed(s))" in text
 
 
 def test_rows_on_the_old_baselines_are_made_again(tmp_path: Path) -> None:

@@ -753,6 +753,10 @@ def _label(data: str, model: str, group: list[dict[str, Any]]) -> str:
     plan = group[0].get("plan", {})
     label = f"{model} (width {plan['width']}, {plan['finetune_epochs']} fine-tune epochs)" if plan else model
     baselines = {seed_of(r): r["baseline_accuracy"] for r in group}
+    if plan.get("train_recipe"):  # one baseline, pruned by every seed
+        trained = f"one baseline, {plan['train_recipe']}, {plan['train_epochs']} epochs"
+        accuracy = _spread(sorted(set(baselines.values())))
+        return f"{label} on {data} ({trained}: unpruned test accuracy {accuracy}; {len(baselines)} seed(s))"
     accuracy = _spread(list(baselines.values()))
     return f"{label} on {data} (unpruned test accuracy {accuracy}, {len(baselines)} seed(s))"
 
