@@ -211,6 +211,8 @@ def test_train_only_caches_the_baselines_and_times_nothing(tmp_path: Path) -> No
     assert sorted(p.name for p in (cache / "baselines").iterdir()) == [f"{tag}.log", f"{tag}.pt"]
     log = (cache / "baselines" / f"{tag}.log").read_text().splitlines()
     assert len(log) == bench.QUICK.train_epochs and log[-1].startswith(f"epoch {bench.QUICK.train_epochs}/")
+    report = bench.baselines_path(out).read_text()
+    assert "## resnet20: " in report and f"    {log[-1]}" in report and "adam, 15 epochs" in report
     assert not out.exists() and not (cache / "farm").exists()  # no rows, no farm: nothing was measured
 
 
