@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from edgeprune.models.io import load_model
+from edgeprune.pruning import TrainSettings
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_pruning.py"
 
@@ -159,7 +160,7 @@ def test_seeds_and_slack_from_the_command_line() -> None:
     plan = bench.plan_from(bench.parse_args(["--quick", "--seeds", "2,0,2", "--slack", "0"]))
     assert plan.seeds == (2, 0) and plan.slack == 0.0 and plan.data == "digits"
     assert bench.plan_from(bench.parse_args([])).seeds == (0, 1, 2)
-    assert bench.plan_from(bench.parse_args([])).methods == ("legr", "global", "uniform", "torch-pruning")
+    assert bench.plan_from(bench.parse_args([])).methods == ("legr", "legr-knapsack", "global", "uniform", bench.PEER)
     for bad in (["--seeds", "0,x"], ["--seeds", "-1"], ["--slack", "1.0"]):
         with pytest.raises(SystemExit):
             bench.plan_from(bench.parse_args(bad))
@@ -167,6 +168,11 @@ def test_seeds_and_slack_from_the_command_line() -> None:
 
 def test_method_variants_are_methods_of_their_own() -> None:
     bench = _tool()
+    knapsack = bench.method_variant("legr-knapsack-tau20-iter3")
+    assert knapsack == ("legr-knapsack", {"fitness": "tau-steps", "tau": 20}, {"steps": 3})
+    assert bench.method_variant("legr-distill5") == ("legr", {"fitness": "distill", "tau": 5}, {})
+    assert bench.method_variant("global-mean-iter2") == ("global", {}, {"normalize": "mean", "steps": 2})
+    assert bench.scheduled("legr-knapsack-iter3") and not bench.scheduled("legr-knapsack")
     assert bench.method_variant("legr-steps10") == ("legr", {"steps": 10}, {})
     assert bench.method_variant("legr-probe") == ("legr", {"fitness": "probe"}, {})
     assert bench.method_variant("legr-final4-mean") == ("legr", {"finalists": 4}, {"normalize": "mean"})
@@ -174,7 +180,7 @@ def test_method_variants_are_methods_of_their_own() -> None:
     assert bench.method_variant("global-mean-grid1") == ("global", {}, {"normalize": "mean", "channel_step": 1})
     assert bench.method_variant("legr-grid4-steps3") == ("legr", {"steps": 3}, {"channel_step": 4})
     assert bench.method_variant(bench.PEER) == (bench.PEER, {}, {})
-    for unknown in ("global-steps3", "uniform-grid0", "legr-fast", "magnitude-mean"):
+    for unknown in ("global-steps3", "uniform-grid0", "legr-fast", "magnitude-mean", "iap-iter3", "legr-iter1"):
         assert bench.method_variant(unknown) == (unknown, {}, {})
     plan = bench.plan_from(bench.parse_args(["--methods", "legr-steps3", "legr-probe"]))
     assert plan.methods == ("legr-steps3", "legr-probe")
@@ -201,5 +207,49 @@ def test_train_only_caches_the_baselines_and_times_nothing(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr[-3000:]
     assert "baseline test accuracy" in done.stderr  # rich's console writes to stderr
     bench = _tool()
-    assert [p.name for p in (cache / "baselines").iterdir()] == [f"{bench.QUICK.tag('resnet20', 0)}.pt"]
+    tag = bench.QUICK.baseline_tag("resnet20")
+    assert sorted(p.name for p in (cache / "baselines").iterdir()) == [f"{tag}.log", f"{tag}.pt"]
+    log = (cache / "baselines" / f"{tag}.log").read_text().splitlines()
+    assert len(log) == bench.QUICK.train_epochs and log[-1].startswith(f"epoch {bench.QUICK.train_epochs}/")
+    report = bench.baselines_path(out).read_text()
+    assert "## resnet20: " in report and f"    {log[-1]}" in report and "adam, 15 epochs" in report
     assert not out.exists() and not (cache / "farm").exists()  # no rows, no farm: nothing was measured
+
+
+def test_every_seed_prunes_one_converged_baseline() -> None:
+    """Issue 31: the full plan's baseline is trained once (SGD with crops and flips on the whole training split),
+    and the seeds replicate pruning and fine-tuning on it, each in a work folder of its own."""
+    bench = _tool()
+    full = bench.FULL
+    assert full.tag("resnet20", 0) != full.tag("resnet20", 1)
+    assert full.tag("resnet20", 1).startswith(full.baseline_tag("resnet20"))
+    assert full.baseline_tag("resnet20") == "fashion-mnist-native-resnet20-w1.0-lNone-sgd+aug-e12-s0"
+    settings = full.train_settings()
+    assert (settings.recipe, settings.augment, settings.epochs, settings.lr) == ("sgd", True, 12, 0.05)
+    assert bench.QUICK.train_settings() == TrainSettings(epochs=bench.QUICK.train_epochs)  # as it always was
+    text = bench.markdown(seed_rows(bench, "legr", [0.9, 0.8], full), [])
+    assert "(one baseline, sgd+aug, 12 epochs: unpruned test accuracy 95.00%; 2 seed(s))" in text
+
+
+def test_rows_on_the_old_baselines_are_made_again(tmp_path: Path) -> None:
+    bench = _tool()
+    runner = bench.Bench.__new__(bench.Bench)
+    runner.plan, runner.out, runner.failures = bench.FULL, tmp_path / "pruning.json", []
+    runner.rows = [seed_rows(bench, "legr", [0.9], bench.FULL)[0] | {"dataset": "fashion-mnist"}]
+    assert runner.done("resnet20", "legr", 0.5, 0)
+    for field in ("train_recipe", "train_limit"):
+        del runner.rows[0]["plan"][field]  # a row from before: 10 Adam epochs on the fine-tunes' 6000 images
+    assert not runner.done("resnet20", "legr", 0.5, 0)
+
+
+def test_the_search_benchmark_scores_the_pruning_benchmarks_baseline(tmp_path: Path, monkeypatch) -> None:
+    """bench_search --baseline pruning reads the one converged baseline bench_pruning caches, and says how to
+    make it when it is missing."""
+    _tool()  # registered as bench_pruning, the name bench_search imports it by
+    spec = importlib.util.spec_from_file_location("bench_search", TOOL.with_name("bench_search.py"))
+    search_tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = search_tool
+    spec.loader.exec_module(search_tool)
+    monkeypatch.setattr(search_tool, "CACHE", tmp_path)
+    with pytest.raises(SystemExit, match=r"baselines/fashion-mnist-native-resnet20-w1.0-lNone-sgd\+aug.*--train-only"):
+        search_tool.baseline(search_tool.Plan(baseline="pruning"), "resnet20")

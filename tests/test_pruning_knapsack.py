@@ -4,6 +4,7 @@ a latency claim."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,6 +13,9 @@ from edgeprune.models.io import load_model
 from edgeprune.network import to_graph_module
 from edgeprune.pruning import criteria, groups, knapsack, ranking
 from edgeprune.pruning.budget import bind
+from edgeprune.pruning.methods import METHODS
+from edgeprune.pruning.search import SearchSettings, search, search_fingerprint
+from edgeprune.pruning.trainer import SearchFitness
 from edgeprune.targets import Target, parse_target
 from tests.test_pruning_ranking import StandInLatency
 
@@ -94,3 +98,49 @@ def test_an_unreachable_budget_is_a_clear_error(resnet) -> None:
     floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.5)
     with pytest.raises(ranking.BudgetUnreachable, match="below the smallest reachable"):
         knapsack.select(scores, budget, floor)
+
+
+class Recording:
+    """A trainer whose search score only records the plan it was asked to score (no data, no training)."""
+
+    input_shape = None
+
+    def __init__(self) -> None:
+        self.scored: list[tuple[int, ...]] = []
+
+    def search_fitness(self, module, structure, settings, rng, rows) -> SearchFitness:
+        def score(keep: dict[str, list[int]]) -> float:
+            self.scored.append(tuple(len(keep[name]) for name in structure.groups))
+            return float(len(self.scored) % 5)  # any score: the evolution needs one
+
+        return SearchFitness(score, np.zeros((0, settings.batch_size), dtype=np.int64), "recorded")
+
+    def finalist_judge(self, module, structure, settings, seed) -> None:
+        return None
+
+
+def test_legr_knapsacks_search_scores_the_knapsacks_plans(resnet) -> None:
+    """The search optimises what the method ships: every candidate legr-knapsack's search scores is a knapsack
+    plan, and a checkpoint of a search on the ranking's plans is not continued as one on the knapsack's."""
+    module, structure, scores = resnet
+    budget = bind(Target("ms", 0.4, relative=True), module, structure, StandInLatency())
+    floor = ranking.minimum_counts(structure.sizes(), budget.steps, 0.1)
+    planner = METHODS.get("legr-knapsack").planner
+    assert planner is knapsack.select and METHODS.get("legr").planner is ranking.rank
+    made: list[tuple[int, ...]] = []
+
+    def spy(*args, **kwargs) -> ranking.Plan:
+        plan = planner(*args, **kwargs)
+        made.append(tuple(plan.counts().values()))
+        return plan
+
+    trainer = Recording()
+    settings = SearchSettings(population=6, sample_size=2, generations=6)
+    result = search(module, structure, scores, budget, floor, trainer, settings, 0, planner=spy)
+    assert result.evaluations == 12 and trainer.scored and set(trainer.scored) <= set(made)
+    ranked = {tuple(ranking.rank(scores, budget, floor).counts().values())}
+    assert trainer.scored[0] == tuple(knapsack.select(scores, budget, floor).counts().values()) not in ranked
+    fingerprints = [
+        search_fingerprint(structure, budget, "l2", "none", settings, 0, p) for p in (planner, ranking.rank)
+    ]
+    assert fingerprints[0] != fingerprints[1]

@@ -50,8 +50,11 @@ def test_each_step_meets_its_decreasing_target_and_the_last_meets_the_goal(
     full = measure(kind, module)
     outcome = prune_module(module, loop, Target(kind, share, relative=True), settings, predictor, None, SHAPE)
     goal = share * full
-    searched = len(steps) - 3  # before the steps, legr's search fine-tuned its candidates 0 epochs: one search
-    assert searched == (outcome.search.evaluations if outcome.search else 0) and (searched > 0) == (method != "global")
+    # before the steps, legr's search fine-tuned its candidates 0 epochs, one search, once per distinct plan (the
+    # knapsack's grid plans coincide more often than the ranking's)
+    searched = len(steps) - 3
+    evaluations = outcome.search.evaluations if outcome.search else 0
+    assert 0 < searched <= evaluations if method != "global" else searched == evaluations == 0
     steps = steps[-3:]
     assert [epochs for _, epochs in steps] == [1, 1, 3]  # the one-shot budget of 5 epochs, split
     goals = schedule.targets(full, goal, 3)

@@ -99,6 +99,18 @@ def test_the_sgd_recipe_learns_and_is_reproducible_by_seed(digits: Dataset) -> N
     assert not torch.equal(unaugmented.state_dict()["fc.weight"], first.state_dict()["fc.weight"])
 
 
+def test_the_rate_follows_the_schedule_to_zero_at_the_last_step(digits: Dataset, tmp_path: Path) -> None:
+    """The schedule's step count is not the running loss sum: the two once shared a name, and the rate then
+    wandered with the loss instead of decaying (every recipe trained so until the fix)."""
+    settings = TrainSettings.recipe_default("sgd", epochs=2)
+    checkpoint = tmp_path / "ckpt.pt"
+    _trained(digits, settings, checkpoint)
+    state = torch.load(checkpoint, weights_only=False)
+    steps = 2 * -(-len(digits.train) // settings.batch_size)
+    assert state["schedule"]["last_epoch"] == steps
+    assert state["schedule"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_an_interrupted_sgd_run_resumes_to_the_same_weights(digits: Dataset, tmp_path: Path) -> None:
     """The generator's state in the checkpoint covers the augmentation's draws too, the schedule its warm-up."""
     settings = TrainSettings.recipe_default("sgd", epochs=2, augment=True)

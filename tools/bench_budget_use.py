@@ -33,9 +33,9 @@ def use(model: str, seed: int) -> list[dict]:
     from edgeprune.pruning.groups import analyze
     from edgeprune.targets import parse_target
 
-    path = CACHE / "baselines" / f"{FULL.tag(model, seed)}.pt"
+    path = CACHE / "baselines" / f"{FULL.baseline_tag(model)}.pt"  # one baseline, whatever the seed
     if not path.is_file():
-        raise SystemExit(f"{path} is missing: run tools/bench_pruning.py --models {model} --seeds {seed} first")
+        raise SystemExit(f"{path} is missing: run tools/bench_pruning.py --train-only --models {model} first")
     bundle = load_saved(path)
     lut = LatencyPredictor(ep.device("local"), bundle, profile_missing=True)
     structure = analyze(bundle.module, bundle.input_shape)

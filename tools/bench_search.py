@@ -28,7 +28,13 @@ registered fitness kinds (edgeprune.pruning.fitness.FITNESSES, scorers named "fi
 drawn as the search draws them, `--tau` steps for the training kinds) to both parts. `--flops 0.5 0.3` measures
 each share in turn (issue 31: every fitness at 0.5x and 0.3x on both models; a FLOPs share stands in for the
 latency target here). `--recipe` is how the baselines are trained (default "sgd", edgeprune train's; cached
-under a name of their own, "adam" under bench_pruning's).
+under a name of their own, "adam" under bench_pruning's old one). `--baseline pruning` scores candidates of
+bench_pruning's converged baseline instead (issue 31: the fitness on the networks the benchmark prunes; its
+fine-tune is 3 Adam epochs on 6,000 images, 282 steps):
+
+    .venv/bin/python tools/bench_search.py --baseline pruning --parts correlation --flops 0.5 0.3 \
+        --no-old-correlation --fitnesses adaptive-bn tau-steps distill --tau 20 --finetune-steps 282 \
+        --out bench/results/search-fitness.json
 
     .venv/bin/python tools/bench_search.py [--models resnet20 mobilenetv2] [--parts speed box correlation]
     .venv/bin/python tools/bench_search.py --parts correlation --flops 0.5 0.3 --no-old-correlation \
@@ -75,6 +81,9 @@ class Plan:
     fitnesses: tuple[str, ...] = ()  # FITNESSES kinds scored as the search scores them
     tau: int = 20  # their training steps (SearchSettings.tau)
     recipe: str = "sgd"  # how the baseline is trained (edgeprune.pruning.finetune.RECIPES)
+    # "own": trained here as the fields above say; "pruning": bench_pruning's converged baseline of its full plan
+    # (`tools/bench_pruning.py --train-only`), the network its rows prune, on its data split
+    baseline: str = "own"
     threads: int = 1
     seed: int = 0
 
@@ -85,6 +94,14 @@ def baseline(plan: Plan, model: str) -> tuple[Any, Any]:
     from edgeprune.pruning import TrainSettings, train_bundle
     from edgeprune.pruning.inputs import model_and_data
 
+    if plan.baseline == "pruning":
+        from bench_pruning import BASELINE_SEED, FULL
+
+        path = CACHE / "baselines" / f"{FULL.baseline_tag(model)}.pt"
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: run tools/bench_pruning.py --train-only --models {model} first")
+        _, data = model_and_data(model, FULL.input_shape, FULL.data, None, FULL.width, BASELINE_SEED, None, FULL.limit)
+        return load_saved(path), data
     bundle, data = model_and_data(model, None, plan.data, None, plan.width, plan.seed, None, plan.limit)
     tag = f"{plan.data}-native-{model}-w{plan.width}-l{plan.limit}-e{plan.train_epochs}-s{plan.seed}"
     tag += "" if plan.recipe == "adam" else f"-{plan.recipe}"  # adam: the recipe bench_pruning's names meant
@@ -355,9 +372,14 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for model, result in results.items():
         plan = result["plan"]
+        trained = (
+            f"bench_pruning's converged baseline, test accuracy {result.get('baseline_accuracy', float('nan')):.2%}"
+            if plan.get("baseline") == "pruning"
+            else f"baseline trained {plan['train_epochs']} epoch(s) on {plan['limit']} images, "
+            f"{plan.get('recipe', 'adam')} recipe"
+        )
         lines += [
-            f"## {model} ({plan['data']} 28x28, width {plan['width']}, {plan['flops']:.0%} FLOPs budget, baseline "
-            f"trained {plan['train_epochs']} epoch(s) on {plan['limit']} images, {plan.get('recipe', 'adam')} recipe)",
+            f"## {model} ({plan['data']} 28x28, width {plan['width']}, {plan['flops']:.0%} FLOPs budget, {trained})",
             "",
         ]
         loads = ", ".join(f"{part} {result[part]['load']}" for part in PARTS if part in result)
@@ -415,6 +437,12 @@ def main() -> None:
     parser.add_argument("--tau", type=int, default=Plan.tau, help="training steps of tau-steps and distill")
     parser.add_argument("--recipe", default=Plan.recipe, help="how the baselines are trained (sgd, adam)")
     parser.add_argument(
+        "--baseline",
+        choices=("own", "pruning"),
+        default=Plan.baseline,
+        help="own: trained here (--train-epochs, --recipe); pruning: bench_pruning's converged baseline",
+    )
+    parser.add_argument(
         "--step-scorers", nargs="*", type=int, default=[], help="also score by the loss fitness after N Adam steps"
     )
     parser.add_argument("--no-old-correlation", action="store_true", help="skip the old scorer in the correlation")
@@ -438,6 +466,7 @@ def main() -> None:
             tau=args.tau,
             recipe=args.recipe,
             threads=args.threads,
+            baseline=args.baseline,
         )
         for flops in args.flops
     ]
@@ -455,7 +484,8 @@ def measure(plan: Plan, model: str, parts: list[str], results: dict[str, Any], o
     setup = Setup(plan, model)
     key = model + (f", {plan.threads} threads" if plan.threads != 1 else "")
     key += f", {plan.flops:.0%} FLOPs" if plan.flops != Plan.flops else ""
-    key += f", {plan.recipe} baseline" if plan.recipe != "adam" else ""
+    key += f", {plan.recipe} baseline" if plan.recipe != "adam" and plan.baseline == "own" else ""
+    key += ", converged baseline" if plan.baseline == "pruning" else ""
     entry = results.setdefault(key, {})
     conditions = json.loads(json.dumps(asdict(plan)))  # as the file holds them (tuples become lists)
     for part in parts:
@@ -464,6 +494,7 @@ def measure(plan: Plan, model: str, parts: list[str], results: dict[str, Any], o
         if entry.get("plan") != conditions:  # other conditions: start this model's entry again
             entry.clear()
         entry["plan"] = conditions
+        entry["baseline_accuracy"] = setup.bundle.meta.get("accuracy")
         before = os.getloadavg()[0]
         print(f"{model}: {part}", flush=True)
         run = {"speed": speed, "box": box, "correlation": correlation}[part]

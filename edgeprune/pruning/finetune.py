@@ -5,9 +5,10 @@ How a network is fitted is a `Recipe`, a small class registered in `RECIPES` by 
 networks are trained to convergence with, and `edgeprune train`'s default) and "adam" (Adam with cosine decay:
 edgeprune's first recipe, which left resnet20 at 87.5% on Fashion-MNIST, issue 31; still the default of a pruned
 network's short fine-tune, whose benchmarks were measured with it). Augmentation (random crops and, where the data
-set allows, flips; `augment`) is an option of either, off by default: on short runs it cost accuracy (resnet20
-at width 0.5, 3 epochs on 4,000 Fashion-MNIST images: 64.8% with it, 76.9% without, Adam 74.6%;
-bench/results/train-recipe.md), and what it adds to a run long enough to converge is not measured yet.
+set allows, flips; `augment`) is an option of either, off by default: on short runs it costs accuracy (lenet5,
+10 epochs on 4,000 Fashion-MNIST images: 80.7% with it, 85.8% without, Adam 82.0%; bench/results/train-recipe.md).
+Run to convergence with it, resnet20 reached 93.3% (12 epochs on the whole split, bench/results/pruning-baselines.md);
+the same run without it is not measured, so it does not yet decide the default.
 Cross-entropy, optionally label-smoothed. A run with a checkpoint path saves model, optimiser, schedule and the
 shuffling generator after every epoch, and a rerun with the same fingerprint continues from there.
 """
@@ -94,6 +95,15 @@ class TrainSettings:
             raise EdgepruneError(f"unknown training setting(s): {', '.join(unknown)}")
         chosen = {k: v for k, v in given.items() if v is not None}
         return cls(**{**RECIPES.get(recipe).defaults, **chosen, "recipe": recipe})
+
+    @classmethod
+    def variant(cls, name: str, **given: Any) -> TrainSettings:
+        """`recipe_default` of a variant as the benchmarks name it: a recipe, "+aug" switching augmentation on
+        ("sgd", "sgd+aug", "adam")."""
+        recipe, plus, extra = name.partition("+")
+        if plus and extra != "aug":
+            raise EdgepruneError(f"unknown training variant {name!r}: a recipe, optionally '+aug'")
+        return cls.recipe_default(recipe, **{**given, **({"augment": True} if plus else {})})
 
     def check(self) -> None:
         """Before any work: a zero batch or a negative rate would fail deep inside torch, minutes later."""
@@ -234,16 +244,18 @@ def train(
     checkpoint: Path | None = None,
     fingerprint: str = "",
     description: str = "training",
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> float:
-    """Train in place for `settings.epochs` epochs; returns the last epoch's mean training loss."""
+    """Train in place for `settings.epochs` epochs; returns the last epoch's mean training loss. `on_epoch(epoch,
+    mean loss)` is called after each epoch is checkpointed (a long run's log of how it converges)."""
     if settings.epochs <= 0:
         return float("nan")
     settings.check()
     steps_per_epoch = -(-len(data.train) // settings.batch_size)
-    total = settings.epochs * steps_per_epoch
-    warmup = min(round(settings.warmup_epochs * steps_per_epoch), total // 5)
+    total_steps = settings.epochs * steps_per_epoch
+    warmup = min(round(settings.warmup_epochs * steps_per_epoch), total_steps // 5)
     optimizer = RECIPES.get(settings.recipe)().optimizer(module.parameters(), settings)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule_factor(step, total, warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule_factor(step, total_steps, warmup))
     start, last_loss = 0, float("nan")
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -254,22 +266,21 @@ def train(
             generator.set_state(state["generator"])
             start, last_loss = int(state["epoch"]), float(state["loss"])
     module.train()
-    with _task(progress, description, settings.epochs * steps_per_epoch) as update:
+    with _task(progress, description, total_steps) as update:
         update(completed=start * steps_per_epoch)
         for epoch in range(start, settings.epochs):
-            total, seen = 0.0, 0
+            loss_sum, seen = 0.0, 0
             for inputs, labels in data.batches(data.train, settings.batch_size, generator, settings.augment):
                 optimizer.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(module(inputs), labels, label_smoothing=settings.label_smoothing)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += float(loss.detach()) * len(labels)
+                loss_sum += float(loss.detach()) * len(labels)
                 seen += len(labels)
-                update(
-                    advance=1, description=f"{description} epoch {epoch + 1}/{settings.epochs} loss {total / seen:.3f}"
-                )
-            last_loss = total / max(1, seen)
+                shown = f"{description} epoch {epoch + 1}/{settings.epochs} loss {loss_sum / seen:.3f}"
+                update(advance=1, description=shown)
+            last_loss = loss_sum / max(1, seen)
             if checkpoint is not None:
                 state = {
                     "fingerprint": fingerprint,
@@ -283,5 +294,8 @@ def train(
                 }
                 with atomic.atomic_path(checkpoint) as tmp:
                     torch.save(state, tmp)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, last_loss)
+                module.train()
     module.eval()
     return last_loss

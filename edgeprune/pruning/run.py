@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -44,8 +45,10 @@ def train_bundle(
     seed: int = 0,
     progress: Progress | None = None,
     checkpoint: Any = None,
+    on_epoch: Callable[[int, float, nn.Module], None] | None = None,
 ) -> tuple[ModelBundle, dict[str, Any]]:
-    """Train a copy of the bundle's module; the result's meta records data set, accuracy and normalisation."""
+    """Train a copy of the bundle's module; the result's meta records data set, accuracy and normalisation.
+    `on_epoch(epoch, mean loss, module)` after every epoch (a caller's log of how a long run converges)."""
     check_fit(bundle, data)
     started = time.monotonic()
     module = copy.deepcopy(bundle.module)
@@ -53,7 +56,8 @@ def train_bundle(
         initialize(module, seed)
     generator = torch.Generator().manual_seed(seed)
     fingerprint = f"train:{bundle.name}:{data.spec}:{seed}:{settings}"
-    loss = train(module, data, settings, generator, progress, checkpoint, fingerprint, "training")
+    after = None if on_epoch is None else (lambda epoch, loss: on_epoch(epoch, loss, module))
+    loss = train(module, data, settings, generator, progress, checkpoint, fingerprint, "training", after)
     _, accuracy = evaluate(module, data, data.test)
     seconds = time.monotonic() - started
     meta = {

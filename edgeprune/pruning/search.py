@@ -218,8 +218,22 @@ class _Evolution:
         self.population = [self.history[i] for i in state["population"]]
 
 
+Planner = Callable[..., Plan]  # (scores, budget, floor, alpha, kappa) -> the channels kept: rank, knapsack.select
+
+
+def planner_name(planner: Planner) -> str:
+    """How a checkpoint names the rule that turned candidates into plans."""
+    return f"{planner.__module__}.{planner.__qualname__}"
+
+
 def search_fingerprint(
-    structure: Structure, budget: Budget, criterion: str, normalize: str, settings: SearchSettings, seed: int
+    structure: Structure,
+    budget: Budget,
+    criterion: str,
+    normalize: str,
+    settings: SearchSettings,
+    seed: int,
+    planner: Planner = rank,
 ) -> dict:
     """What a checkpoint must match to be continued. The time box and the finalists do not change the evolution,
     so a search continues across changes to them (the finalists' losses are kept by how they were judged)."""
@@ -230,6 +244,7 @@ def search_fingerprint(
         "steps": budget.steps,  # the channel grid candidates are ranked on
         "criterion": criterion,
         "normalize": normalize,
+        "planner": planner_name(planner),
         "settings": tuning,
         "seed": seed,
     }
@@ -286,6 +301,7 @@ def search(
     checkpoint: Path | None = None,
     progress: Progress | None = None,
     normalize: str = "none",
+    planner: Planner = rank,
 ) -> SearchResult:
     """Run (or continue) the evolution; returns the best (alpha, kappa) found within the time box.
 
@@ -293,6 +309,9 @@ def search(
     module docstring says; a `UserLoop` cuts each for real, fine-tunes it with the user's code and scores it by
     minus the user's `evaluate` (lower is better here).
     `criterion` and `normalize` name how `scores` were made: a checkpoint continues only a search on the same.
+    `planner` turns a candidate (alpha, kappa) into the channels it keeps, and must be the rule the method then
+    prunes with (the global ranking for legr, the knapsack for legr-knapsack): the search scores, and so
+    optimises, the plans that ship.
     The time box (`settings.minutes`) leaves out the time `budget` spends measuring the latency table's missing
     entries on the device (`Budget.profiling_seconds`): that is the table's work, kept for every later search.
     """
@@ -301,7 +320,7 @@ def search(
     names = list(structure.groups)
     rng = np.random.default_rng(seed)
     evolution = _Evolution(scores, settings, rng)
-    fingerprint = search_fingerprint(structure, budget, criterion, normalize, settings, seed)
+    fingerprint = search_fingerprint(structure, budget, criterion, normalize, settings, seed, planner)
     saved = _load_checkpoint(checkpoint, fingerprint)
     resumed, spent = None, 0.0
     if saved is not None:
@@ -315,7 +334,8 @@ def search(
     final_losses: dict[str, float] = dict(saved.get("finals", {})) if saved is not None else {}
 
     def plan_of(alpha: list[float], kappa: list[float]) -> Plan:
-        return rank(scores, budget, floor, dict(zip(names, alpha, strict=True)), dict(zip(names, kappa, strict=True)))
+        alphas, kappas = dict(zip(names, alpha, strict=True)), dict(zip(names, kappa, strict=True))
+        return planner(scores, budget, floor, alphas, kappas)
 
     def save() -> None:
         if checkpoint is not None:

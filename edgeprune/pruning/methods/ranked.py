@@ -29,11 +29,14 @@ class Legr(OneShot):
     def prepare(self, job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> None:
         self.alpha, self.kappa = self.learned(job, scores, outcome)
 
-    def plan(self, job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> Plan:
-        return ranking.rank(scores, job.budget, job.floor, self.alpha, self.kappa)
+    # (scores, budget, floor, alpha, kappa) -> Plan: the rule every plan of the method is made by, the search's
+    # candidates included, so that the search optimises what ships
+    planner = staticmethod(ranking.rank)
 
-    @staticmethod
-    def learned(job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> tuple[dict, dict]:
+    def plan(self, job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> Plan:
+        return self.planner(scores, job.budget, job.floor, self.alpha, self.kappa)
+
+    def learned(self, job: Job, scores: dict[str, torch.Tensor], outcome: Outcome) -> tuple[dict, dict]:
         """The (alpha, kappa) a file holds (`reuse_search`), else the ones a new search learns."""
         settings = job.settings
         criterion = settings.criterion_name
@@ -53,6 +56,7 @@ class Legr(OneShot):
             settings.search_checkpoint,
             job.progress,
             normalize=settings.normalizer,
+            planner=self.planner,
         )
         outcome.search = result
         if settings.search.finalists and not result.finalists:
