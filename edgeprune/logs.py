@@ -25,16 +25,20 @@ def tvm_logger() -> logging.Logger:
 
 @contextlib.contextmanager
 def tvm_to(handler: logging.Handler) -> Iterator[None]:
-    """`handler` on the TVM logger for the block (closed after), which passes INFO and up while one is attached."""
+    """`handler` on the TVM logger for the block (closed after), which passes INFO and up while one is attached,
+    to its own handlers only: TVM's legalization calls `logging.info` on the root logger, which gives the root a
+    terminal handler (logging.basicConfig) that would print every propagated tuning line."""
     logger = tvm_logger()
-    old = logger.level
+    old, propagate = logger.level, logger.propagate
     logger.setLevel(logging.INFO)  # the root's WARNING would drop MetaSchedule's INFO lines before any handler
+    logger.propagate = False
     logger.addHandler(handler)
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old)
+        logger.propagate = propagate
         handler.close()
 
 
