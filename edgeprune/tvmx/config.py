@@ -46,8 +46,9 @@ class TuningConfig:
     transplant: bool = False
     # the convolutions' data layout: NCHW, NCHWc (blocked by the device's channel step) or NCHW<x>c, blocked
     # where the channels divide the block (tvmx/layout.py); it decides which kernels the latency table
-    # measures and compile ships, so changing it means profiling again. NCHWc by default: on resnet20 at the
-    # default 32 profile trials it cut TVM/ORT from 1.43 (NCHW) to about 1.0 (bench/results/runtime.md); a GPU
+    # measures and compile ships, so changing it means profiling again. NCHWc by default: at the default 32
+    # profile trials, interleaved with ONNX Runtime at 1 thread, it cut TVM/ORT on resnet20 from 1.72 (NCHW) to
+    # 1.25 and on a 1x28x28 depthwise-separable model from 1.69 to 1.42 (bench/results/runtime.md); a GPU
     # target resolves it to NCHW. A family whose widths the block divides only in part is anchored per kernel
     # kind (profiling/grid.py), so every width of a pruned network is profiled.
     layout: str = DEVICE_BLOCK
