@@ -26,7 +26,6 @@ FAST_MODULES = {
     "test_latency_model",
     "test_layers",
     "test_loop",
-    "test_logs",
     "test_lut_lock",
     "test_models",
     "test_pipeline_config",
