@@ -27,11 +27,14 @@ def tvm_logger() -> logging.Logger:
 def tvm_to(handler: logging.Handler) -> Iterator[None]:
     """`handler` on the TVM logger for the block (closed after), which passes INFO and up while one is attached,
     to its own handlers only: TVM's legalization calls `logging.info` on the root logger, which gives the root a
-    terminal handler (logging.basicConfig) that would print every propagated tuning line."""
+    terminal handler (logging.basicConfig) that would print every propagated tuning line. A logger that a user's
+    `logging.config.dictConfig` disabled (its default disables every logger that exists then) is enabled for the
+    block: the command asked for this log."""
     logger = tvm_logger()
-    old, propagate = logger.level, logger.propagate
+    old, propagate, disabled = logger.level, logger.propagate, logger.disabled
     logger.setLevel(logging.INFO)  # the root's WARNING would drop MetaSchedule's INFO lines before any handler
     logger.propagate = False
+    logger.disabled = False
     logger.addHandler(handler)
     try:
         yield
@@ -39,6 +42,7 @@ def tvm_to(handler: logging.Handler) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.setLevel(old)
         logger.propagate = propagate
+        logger.disabled = disabled
         handler.close()
 
 

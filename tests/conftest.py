@@ -25,6 +25,7 @@ FAST_MODULES = {
     "test_health",
     "test_latency_model",
     "test_layers",
+    "test_logs",
     "test_loop",
     "test_lut_lock",
     "test_models",

