@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle
-from edgeprune.tvmx.config import TuningConfig
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_layers.py"
 

@@ -15,9 +15,9 @@ import torch
 from edgeprune.compile import artifacts
 from edgeprune.compile.compiler import CompileResult, compile_model
 from edgeprune.devices.profile import Device, load_device
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle, load_model, save_model
-from edgeprune.tvmx.config import TuningConfig
 
 SHAPE = (1, 8, 8)
 CROSS_COMPILER = "aarch64-linux-gnu-g++"

@@ -12,8 +12,8 @@ import pytest
 
 from edgeprune.devices.base import TimingSettings
 from edgeprune.devices.profile import load_device, load_profile, profiles_dir
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
-from edgeprune.tvmx.config import TuningConfig
 from tests.loopback_board import edgeprune_main
 
 ROOT = Path(__file__).resolve().parents[1]

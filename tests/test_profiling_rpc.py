@@ -353,8 +353,8 @@ def test_blocked_layout_profiles_widths_of_either_kernel_kind(local_farm: Device
     (and the reverse for the 12-channel conv's 6-channel inputs): each kind is transplanted from a tuned
     shape of its own kind, so every entry is measured, and a network pruned onto the grid compiles from
     records the table measured."""
+    from edgeprune.devices.tuning import TuningConfig
     from edgeprune.tvmx import tune
-    from edgeprune.tvmx.config import TuningConfig
     from edgeprune.tvmx.export import to_relax
 
     allow_second_tuning()

@@ -436,8 +436,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgeprune.devices.profile import local_device
+    from edgeprune.devices.tuning import TuningConfig
     from edgeprune.models.io import load_model, parse_input_shape
-    from edgeprune.tvmx.config import TuningConfig
 
     config = TuningConfig().with_changes(  # the product's defaults where a lever is not named
         trials=args.pruned_trials,

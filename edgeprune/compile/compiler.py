@@ -19,10 +19,10 @@ import torch
 from edgeprune.compile import artifacts
 from edgeprune.devices.base import Device
 from edgeprune.devices.local import host_target
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle, file_sha256
 from edgeprune.tvmx import export, tune
-from edgeprune.tvmx.config import TuningConfig
 
 
 @dataclass

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from edgeprune.devices import elf
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
-from edgeprune.tvmx.config import TuningConfig
 
 if TYPE_CHECKING:
     from tvm.rpc import RPCSession

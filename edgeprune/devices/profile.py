@@ -22,9 +22,9 @@ from edgeprune.devices import cuda as _cuda
 from edgeprune.devices import local as _local
 from edgeprune.devices.base import Device, SSHConfig, TimingSettings, create, kind_class, kinds
 from edgeprune.devices.builtin import LOCAL, LOCAL_DEFAULT_PORT, LOCAL_GPU, LOCAL_GPU_DEFAULT_PORT
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
 from edgeprune.paths import user_data_dir
-from edgeprune.tvmx.config import TuningConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -25,12 +25,12 @@ import torch
 from edgeprune.devices import rpc
 from edgeprune.devices.base import Device, TimingSettings
 from edgeprune.devices.timing import Timing, run_remote
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
 from edgeprune.profiling import single_layer
 from edgeprune.profiling.grid import AnchorKey, PlannedEntry
 from edgeprune.profiling.lut import LatencyTable, now
 from edgeprune.tvmx import transplant, tune
-from edgeprune.tvmx.config import TuningConfig
 
 MAX_ATTEMPTS = 3  # an entry whose measurement fails this often (on any server) is reported, not retried
 

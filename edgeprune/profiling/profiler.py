@@ -19,6 +19,7 @@ from typing import Any
 from edgeprune.devices import health
 from edgeprune.devices.base import Device, TimingSettings
 from edgeprune.devices.timing import Timing, measure_library
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.io import ModelBundle
 from edgeprune.profiling.calibration import network_record, network_samples
@@ -28,7 +29,6 @@ from edgeprune.profiling.lut import LatencyTable, exclusive
 from edgeprune.profiling.signature import LayerExtractor
 from edgeprune.profiling.watch import Progress, measure_watched, settle
 from edgeprune.tvmx import tune
-from edgeprune.tvmx.config import TuningConfig
 
 
 @dataclass

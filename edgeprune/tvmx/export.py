@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeprune.devices.tuning import PLAIN, block_of
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx import layout as layouts
 
@@ -63,14 +64,14 @@ def to_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     return simplified.SerializeToString()
 
 
-def onnx_to_relax(onnx_bytes: bytes, layout: str = layouts.PLAIN) -> Any:
+def onnx_to_relax(onnx_bytes: bytes, layout: str = PLAIN) -> Any:
     """Import into Relax with weights bound as constants, convert the convolutions to `layout` (a blocked
     NCHW[x]c where their channels allow, see `tvmx.layout`), then legalize (MetaSchedule needs TIR functions)."""
     import onnx
     from tvm import relax
     from tvm.relax.frontend import onnx as relax_onnx
 
-    block = layouts.block_of(layout)
+    block = block_of(layout)
     mod = relax_onnx.from_onnx(onnx.load_from_string(onnx_bytes), keep_params_in_input=False)
     mod = relax.transform.DecomposeOpsForInference()(mod)
     if block is not None:
@@ -78,7 +79,7 @@ def onnx_to_relax(onnx_bytes: bytes, layout: str = layouts.PLAIN) -> Any:
     return relax.pipeline.get_pipeline("zero")(mod)
 
 
-def to_relax(module: nn.Module, input_shape: tuple[int, ...], layout: str = layouts.PLAIN) -> RelaxModel:
+def to_relax(module: nn.Module, input_shape: tuple[int, ...], layout: str = PLAIN) -> RelaxModel:
     """`input_shape` includes the batch dimension, e.g. (1, 3, 32, 32); `layout` is the device's
     `tuning.layout` (the same for the latency table's entries and the shipped network)."""
     onnx_bytes = to_onnx(module, input_shape)

@@ -6,41 +6,16 @@ tuned kernel vectorises without gathers. Measured in bench/results/runtime.md (i
 Convolutions the block does not fit (a pruned width such as 11 or 24 channels with a 16 block, a 1-channel
 stem, depthwise and grouped ones) stay NCHW: Relax's ConvertLayout leaves them alone and inserts the layout
 transforms between the two kinds.
+
+The `tuning.layout` setting's names (NCHW, NCHWc, NCHW<x>c) and how a device resolves them are the device
+layer's (devices/tuning.py); this module is what TVM does with a resolved one.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from edgeprune.errors import EdgepruneError
-
-PLAIN = "NCHW"
-DEVICE_BLOCK = "NCHWc"  # blocked by the device's channel step (its SIMD lanes: the grid the pruner keeps widths on)
-_BLOCKED = re.compile(r"NCHW([1-9][0-9]*)c")
-
-
-def concrete(layout: str, target_kind: str, channel_step: int) -> str:
-    """A `tuning.layout` setting for a device: "NCHWc" becomes NCHW<the device's channel step>c on a CPU (an
-    LLVM target), so a pruned network, whose widths sit on that grid, keeps every convolution blocked; a GPU
-    keeps NCHW (the blocked layout is a SIMD register's, unmeasured on GPUs)."""
-    if layout != DEVICE_BLOCK:
-        return layout
-    return f"NCHW{channel_step}c" if target_kind == "llvm" else PLAIN
-
-
-def block_of(layout: str) -> int | None:
-    """The channel block of a concrete layout ("NCHW8c" -> 8; "NCHW" -> None); raises on anything else."""
-    if layout == PLAIN:
-        return None
-    match = _BLOCKED.fullmatch(layout)
-    if match is None:
-        raise EdgepruneError(
-            f"tuning.layout must be NCHW, NCHWc (blocked by the device's channel step) or NCHW<block>c (e.g. "
-            f"NCHW8c), got {layout!r}"
-        )
-    return int(match.group(1))
-
+from edgeprune.devices.tuning import PLAIN, block_of
 
 PLAIN_KERNEL, BLOCKED_KERNEL, REGROUPED_KERNEL = "plain", "blocked", "regrouped"
 

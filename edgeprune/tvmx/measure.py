@@ -16,8 +16,8 @@ from typing import Any
 
 from edgeprune import atomic
 from edgeprune.devices.base import Device
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
-from edgeprune.tvmx.config import TuningConfig
 
 _log = logging.getLogger(__name__)
 

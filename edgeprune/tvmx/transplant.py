@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.devices.base import Device
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
 from edgeprune.tvmx import measure
-from edgeprune.tvmx.config import TuningConfig
 
 
 class TransplantError(EdgepruneError):

@@ -20,8 +20,8 @@ from typing import Any
 from edgeprune import logs
 from edgeprune.devices import rpc
 from edgeprune.devices.base import Device
+from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
-from edgeprune.tvmx.config import TuningConfig
 from edgeprune.tvmx.measure import builder, exclusive, extract_tasks, runner, tuning_db_dir
 from edgeprune.tvmx.transplant import transplant_from_families
 

@@ -1,20 +1,36 @@
-"""How MetaSchedule tunes: one typed, validated setting per knob (import-free, so profiles load fast).
+"""How MetaSchedule tunes on a device: one typed, validated setting per knob (import-free, so profiles load fast).
 
-A device profile's `[tuning]` table overrides the defaults for its board; a command's flags override the
-profile (`with_changes`). Defaults are what the measurements in bench/results/runtime.md (issue 36) support
+It lives in the device layer because a device carries it: a profile's `[tuning]` table overrides the defaults
+for its board, and a command's flags override the profile (`with_changes`); the tuner (tvmx/tune.py), which
+sits above devices, reads it. Defaults are what the measurements in bench/results/runtime.md (issue 36) support
 on a small shared x86 machine: evolutionary search with the XGBoost cost model over a population of 128 (512
 cost ~20 s of search per round and task) found kernels replay-trace with random sampling needed several times
 the trials for; see that file for the per-layer tables each setting was judged on.
+
+The `layout` setting's names are resolved here too (`concrete`, `block_of`): which layout a device compiles its
+convolutions in is a fact of its target and channel step; what TVM does with a blocked layout is tvmx/layout.py.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.tvmx.defaults import PROFILE_TRIALS, TRIALS
-from edgeprune.tvmx.layout import DEVICE_BLOCK, block_of, concrete
+
+# MetaSchedule trials per task at compile, for a shape the device's database has no record of: the pruned
+# variant's new shapes (those on the latency table's grid were recorded when profiling).
+TRIALS = 16
+# Trials per task when `profile` tunes the full-width network once: the records every later compile reuses.
+# Measured on resnet20 3x32x32, 1 thread, evolutionary + xgb (bench/results/runtime.md, runtime-layers.md): at 32
+# its NCHW16c kernels (the default layout, NCHWc) were level with ONNX Runtime's, 1.01x end to end (NCHW: 1.58x);
+# 32 took 6.5 min (NCHWc) to 14 min on 2 loaded cores, 64 twice that for ~10% more.
+PROFILE_TRIALS = 32
+
+PLAIN = "NCHW"
+DEVICE_BLOCK = "NCHWc"  # blocked by the device's channel step (its SIMD lanes: the grid the pruner keeps widths on)
+_BLOCKED = re.compile(r"NCHW([1-9][0-9]*)c")
 
 STRATEGIES = ("replay-trace", "evolutionary")
 COST_MODELS = ("random", "xgb")
@@ -45,7 +61,7 @@ class TuningConfig:
     # records anyway.
     transplant: bool = False
     # the convolutions' data layout: NCHW, NCHWc (blocked by the device's channel step) or NCHW<x>c, blocked
-    # where the channels divide the block (tvmx/layout.py); it decides which kernels the latency table
+    # where the channels divide the block (`concrete`, tvmx/layout.py); it decides which kernels the latency table
     # measures and compile ships, so changing it means profiling again. NCHWc by default: at the default 32
     # profile trials, interleaved with ONNX Runtime at 1 thread, it cut TVM/ORT on resnet20 from 1.72 (NCHW) to
     # 1.25 and on a 1x28x28 depthwise-separable model from 1.69 to 1.42 (bench/results/runtime.md); a GPU
@@ -120,3 +136,25 @@ class TuningConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ops": list(self.ops)}
+
+
+def concrete(layout: str, target_kind: str, channel_step: int) -> str:
+    """A `tuning.layout` setting for a device: "NCHWc" becomes NCHW<the device's channel step>c on a CPU (an
+    LLVM target), so a pruned network, whose widths sit on that grid, keeps every convolution blocked; a GPU
+    keeps NCHW (the blocked layout is a SIMD register's, unmeasured on GPUs)."""
+    if layout != DEVICE_BLOCK:
+        return layout
+    return f"NCHW{channel_step}c" if target_kind == "llvm" else PLAIN
+
+
+def block_of(layout: str) -> int | None:
+    """The channel block of a concrete layout ("NCHW8c" -> 8; "NCHW" -> None); raises on anything else."""
+    if layout == PLAIN:
+        return None
+    match = _BLOCKED.fullmatch(layout)
+    if match is None:
+        raise EdgepruneError(
+            f"tuning.layout must be NCHW, NCHWc (blocked by the device's channel step) or NCHW<block>c (e.g. "
+            f"NCHW8c), got {layout!r}"
+        )
+    return int(match.group(1))
