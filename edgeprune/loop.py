@@ -140,11 +140,12 @@ class ScaledPredictor:
         return ScaledNetwork(self.inner.network(module, input_shape), self.scale)
 
 
-def table_factor(reference_ms: float, lut: Any, bundle: Any) -> float:
+def table_factor(reference_ms: float, predicted_ms: float) -> float:
     """The latency table's factor before any round: the unpruned model as measured whole over the sum of its layers
-    the table predicts. A whole network measures below or above its layers' sum (fused epilogues, one call instead
-    of many, a machine busier when profiling than now), so every first round starts from this fit."""
-    return reference_ms / float(lut.predict_ms(bundle.module, bundle.input_shape))
+    the table predicts (`predicted_ms`, the caller's one prediction, which a summary also reports). A whole network
+    measures below or above its layers' sum (fused epilogues, one call instead of many, a machine busier when
+    profiling than now), so every first round starts from this fit."""
+    return reference_ms / float(predicted_ms)
 
 
 @dataclass

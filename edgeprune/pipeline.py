@@ -368,7 +368,7 @@ def _execute(run: Run, deploy: bool, trust_new_host: bool, started: float) -> di
                 f"the unpruned model already runs in {reference_ms:.3f} ms <= target {target_ms:.3f} ms",
                 hint="nothing to prune; lower the target",
             )
-        factor = config.latency_scale or table_factor(reference_ms, lut, bundle)
+        factor = config.latency_scale or table_factor(reference_ms, lut.predict_ms(bundle.module, bundle.input_shape))
         result = prune_to_measured_target(
             _RunRounds(run, bundle, data, lut, target_ms),
             reference_ms,

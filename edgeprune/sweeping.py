@@ -116,7 +116,7 @@ def sweep(config: SweepConfig, folder: Path, stages: Stages | None = None) -> di
         original = _reference(shared, bundle)
         predicted_ms = lut.predict_ms(bundle.module, bundle.input_shape)
         steps = partial(_RunRounds, bundle=bundle, data=data, lut=lut)
-        factor = table_factor(original["measured_ms"], lut, bundle)
+        factor = table_factor(original["measured_ms"], predicted_ms)
         points = sweep_targets(shared, config, original["measured_ms"], steps, factor)
     flops, params = measure(bundle.module, bundle.input_shape)
     said = health_warnings(original) + [w for p in points for w in p.get("health_warnings", [])]

@@ -416,7 +416,7 @@ class Bench:
                 recalibrate_batchnorm(module, calibration)
                 return evaluate(module, data, data.val)[1]
 
-        scale = table_factor(original_ms, lut, bundle)
+        scale = table_factor(original_ms, lut.predict_ms(bundle.module, bundle.input_shape))
         target = parse_target("ms", fraction * original_ms)
         rounds = Rounds()
         try:
@@ -502,7 +502,7 @@ class Bench:
     def predicted_peer_ratio(self, bundle: Any, lut: Any, original_ms: float, fraction: float) -> float:
         """The smallest MetaPruner ratio whose network the table, scaled to the unpruned measurement, predicts
         within the target (bisected to 0.002; the most the peer may prune when none is)."""
-        scale = table_factor(original_ms, lut, bundle)
+        scale = table_factor(original_ms, lut.predict_ms(bundle.module, bundle.input_shape))
         low, high = 0.0, 1.0 - self.plan.min_keep
         while high - low > 0.002:
             middle = (low + high) / 2
