@@ -2,13 +2,13 @@
 
 How a network is fitted is a `Recipe`, a small class registered in `RECIPES` by the name `--recipe` takes:
 "sgd" (SGD with Nesterov momentum, weight decay 5e-4, a linear warm-up then cosine decay: the recipe CIFAR-style
-networks are trained to convergence with, and `edgeprune train`'s default) and "adam" (Adam with cosine decay:
-edgeprune's first recipe, which left resnet20 at 87.5% on Fashion-MNIST, issue 31; still the default of a pruned
-network's short fine-tune, whose benchmarks were measured with it). Augmentation (random crops and, where the data
-set allows, flips; `augment`) is an option of either, off by default: on short runs it costs accuracy (lenet5,
+networks are trained to convergence with) and "adam" (Adam with cosine decay: edgeprune's first recipe, which left
+resnet20 at 87.5% on Fashion-MNIST, issue 31; still the default of a pruned network's short fine-tune, whose
+benchmarks were measured with it). Augmentation (random crops and, where the data set allows, flips; `augment`) is
+an option of either, off in the settings themselves: on short runs, such as fine-tunes, it costs accuracy (lenet5,
 10 epochs on 4,000 Fashion-MNIST images: 80.7% with it, 85.8% without, Adam 82.0%; bench/results/train-recipe.md).
-Run to convergence with it, resnet20 reached 93.3% (12 epochs on the whole split, bench/results/pruning-baselines.md);
-the same run without it is not measured, so it does not yet decide the default.
+Run to convergence with it, resnet20 reached 93.3% (12 epochs on the whole split, bench/results/pruning-baselines.md):
+`edgeprune train` turns it on by default (edgeprune.api.training).
 Cross-entropy, optionally label-smoothed. A run with a checkpoint path saves model, optimiser, schedule and the
 shuffling generator after every epoch, and a rerun with the same fingerprint continues from there.
 """
