@@ -270,3 +270,33 @@ def test_the_search_benchmark_scores_the_pruning_benchmarks_baseline(tmp_path: P
     monkeypatch.setattr(search_tool, "CACHE", tmp_path)
     with pytest.raises(SystemExit, match=r"baselines/fashion-mnist-native-resnet20-w1.0-lNone-sgd\+aug.*--train-only"):
         search_tool.baseline(search_tool.Plan(baseline="pruning"), "resnet20")
+
+
+def test_a_new_round_score_redoes_edgeprunes_rows_not_the_peers(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    bench = _tool()
+    runner = bench.Bench.__new__(bench.Bench)
+    runner.plan, runner.out, runner.failures = bench.QUICK, tmp_path / "pruning.json", []
+    runner.rows = seed_rows(bench, "global", [0.9]) + seed_rows(bench, bench.PEER, [0.9])
+    runner.plan = replace(bench.QUICK, round_steps=20)
+    assert runner.done("resnet20", bench.PEER, 0.5, 0) and not runner.done("resnet20", "global", 0.5, 0)
+    assert bench.FULL.round_steps == 20
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_rounds_are_scored_after_training_steps_on_a_copy(digits) -> None:
+    """The score that chooses among the closed loop's rounds trains a copy of the round's network (the same
+    batches for every round of a seed), so the network kept starts its fine-tune as every method's does."""
+    bench = _tool()
+    torch.manual_seed(0)
+    module = load_model("resnet20", (1, 8, 8), 10, width=0.25).module.eval()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    calibration = list(digits.batches(digits.train, 128))[:2]
+    steps = bench.score_batches(digits, 20, seed=0)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(steps, bench.score_batches(digits, 20, seed=0), strict=True))
+    trained = bench.round_score(module, digits, steps, calibration)
+    assert trained == bench.round_score(module, digits, steps, calibration)  # deterministic for a seed
+    assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items())  # the round's network untouched
+    untrained = bench.round_score(module, digits, [], calibration)  # how rounds were scored before
+    assert trained > untrained + 0.1  # 20 steps take a fresh network well past its untrained score
