@@ -200,17 +200,31 @@ def test_a_new_search_default_redoes_legr_rows_only(tmp_path: Path) -> None:
     assert runner.done("resnet20", "global", 0.5, 0) and not runner.done("resnet20", "legr", 0.5, 0)
 
 
-def test_train_only_caches_the_baselines_and_times_nothing(tmp_path: Path) -> None:
+def test_train_only_caches_the_baselines_resumes_and_times_nothing(tmp_path: Path) -> None:
+    """Stopped after its second epoch (SIGTERM, as a session's end stops it), the training resumes at the third
+    from the checkpoint in the cache, and its log's seconds count on from the first session's."""
     cache, out = tmp_path / "cache", tmp_path / "pruning.json"
-    args = ["--quick", "--train-only", "--cache", str(cache), "--out", str(out)]
-    done = subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "baseline test accuracy" in done.stderr  # rich's console writes to stderr
+    command = [sys.executable, str(TOOL), "--quick", "--train-only", "--cache", str(cache), "--out", str(out)]
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert first.stderr is not None
+    while "epoch 2/" not in (line := first.stderr.readline()):
+        assert line or first.poll() is None, "ended before its second epoch"
+    first.terminate()
+    assert first.wait(timeout=60) != 0
     bench = _tool()
     tag = bench.QUICK.baseline_tag("resnet20")
+    log_path = cache / "baselines" / f"{tag}.log"
+    assert (cache / "baselines" / f"{tag}.checkpoint.pt").is_file() and not (cache / "baselines" / f"{tag}.pt").exists()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming after its last epoch" in done.stderr and "baseline test accuracy" in done.stderr
     assert sorted(p.name for p in (cache / "baselines").iterdir()) == [f"{tag}.log", f"{tag}.pt"]
-    log = (cache / "baselines" / f"{tag}.log").read_text().splitlines()
-    assert len(log) == bench.QUICK.train_epochs and log[-1].startswith(f"epoch {bench.QUICK.train_epochs}/")
+    log = log_path.read_text().splitlines()
+    epochs = [int(line.split()[1].split("/")[0]) for line in log]
+    assert epochs[:2] == [1, 2] and epochs[-1] == bench.QUICK.train_epochs  # 1, 2 (3 if stopped after it), 3, ...
+    assert epochs[2:] == list(range(epochs[2], bench.QUICK.train_epochs + 1)) and epochs[2] in (3, 4)
+    seconds = [float(line.split(" s ")[0].split()[-1]) for line in log]
+    assert seconds == sorted(seconds)  # the second session counts on
     report = bench.baselines_path(out).read_text()
     assert "## resnet20: " in report and f"    {log[-1]}" in report and "adam, 15 epochs" in report
     assert not out.exists() and not (cache / "farm").exists()  # no rows, no farm: nothing was measured
@@ -224,9 +238,12 @@ def test_every_seed_prunes_one_converged_baseline() -> None:
     assert full.tag("resnet20", 0) != full.tag("resnet20", 1)
     assert full.tag("resnet20", 1).startswith(full.baseline_tag("resnet20"))
     assert full.baseline_tag("resnet20") == "fashion-mnist-native-resnet20-w1.0-lNone-sgd+aug-e12-s0"
-    settings = full.train_settings()
+    settings = full.train_settings("resnet20")
     assert (settings.recipe, settings.augment, settings.epochs, settings.lr) == ("sgd", True, 12, 0.05)
-    assert bench.QUICK.train_settings() == TrainSettings(epochs=bench.QUICK.train_epochs)  # as it always was
+    assert full.train_settings("mobilenetv2").epochs == 15  # its own epochs, in its own cache name
+    assert full.baseline_tag("mobilenetv2") == "fashion-mnist-native-mobilenetv2-w1.0-lNone-sgd+aug-e15-s0"
+    quick = bench.QUICK.train_settings("resnet20")
+    assert quick == TrainSettings(epochs=bench.QUICK.train_epochs)  # as it always was
     text = bench.markdown(seed_rows(bench, "legr", [0.9, 0.8], full), [])
     assert "(one baseline, sgd+aug, 12 epochs: unpruned test accuracy 95.00%; 2 seed(s))" in text
 
@@ -253,3 +270,33 @@ def test_the_search_benchmark_scores_the_pruning_benchmarks_baseline(tmp_path: P
     monkeypatch.setattr(search_tool, "CACHE", tmp_path)
     with pytest.raises(SystemExit, match=r"baselines/fashion-mnist-native-resnet20-w1.0-lNone-sgd\+aug.*--train-only"):
         search_tool.baseline(search_tool.Plan(baseline="pruning"), "resnet20")
+
+
+def test_a_new_round_score_redoes_edgeprunes_rows_not_the_peers(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    bench = _tool()
+    runner = bench.Bench.__new__(bench.Bench)
+    runner.plan, runner.out, runner.failures = bench.QUICK, tmp_path / "pruning.json", []
+    runner.rows = seed_rows(bench, "global", [0.9]) + seed_rows(bench, bench.PEER, [0.9])
+    runner.plan = replace(bench.QUICK, round_steps=20)
+    assert runner.done("resnet20", bench.PEER, 0.5, 0) and not runner.done("resnet20", "global", 0.5, 0)
+    assert bench.FULL.round_steps == 20
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_rounds_are_scored_after_training_steps_on_a_copy(digits) -> None:
+    """The score that chooses among the closed loop's rounds trains a copy of the round's network (the same
+    batches for every round of a seed), so the network kept starts its fine-tune as every method's does."""
+    bench = _tool()
+    torch.manual_seed(0)
+    module = load_model("resnet20", (1, 8, 8), 10, width=0.25).module.eval()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    calibration = list(digits.batches(digits.train, 128))[:2]
+    steps = bench.score_batches(digits, 20, seed=0)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(steps, bench.score_batches(digits, 20, seed=0), strict=True))
+    trained = bench.round_score(module, digits, steps, calibration)
+    assert trained == bench.round_score(module, digits, steps, calibration)  # deterministic for a seed
+    assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items())  # the round's network untouched
+    untrained = bench.round_score(module, digits, [], calibration)  # how rounds were scored before
+    assert trained > untrained + 0.1  # 20 steps take a fresh network well past its untrained score

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -147,3 +148,64 @@ def test_runs_of_other_levers_are_kept_beside_each_other_with_their_layer_tables
     layers = bench.layers_markdown(results)
     assert "| /conv1/Conv | fused_conv2d_NCHWc | 9.0 | 10.0 | 0.90 | 1.00 |" in layers
     assert "**0.81**" in layers  # end to end 13 / 16
+
+
+def test_a_work_folder_holding_another_run_is_refused(tmp_path: Path) -> None:
+    bench = _tool()
+    bench.Checkpoint(tmp_path, {"model": "resnet20", "threads": [1]}).save("rounds 1", {"baseline": 1.0})
+    assert bench.Checkpoint(tmp_path, {"model": "resnet20", "threads": [1]}).get("rounds 1") == {"baseline": 1.0}
+    with pytest.raises(SystemExit, match="threads"):
+        bench.Checkpoint(tmp_path, {"model": "resnet20", "threads": [1, 2]})
+
+
+def test_an_interrupted_run_resumes_without_tuning_again_and_keeps_its_rows(
+    temp_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted in its second thread count's rounds, the same command run again neither tunes nor measures
+    the first thread count again: that row is the one measured before the interruption."""
+    bench = _tool()
+    calls: list[str] = []
+
+    def deepen(baseline, _device, budgets, _config, folder, *_rest):  # noqa: ANN001, ANN202
+        calls.append("tune")
+        label = bench.tuned_label(budgets[-1])
+        baseline.libraries[label] = baseline.artifacts[label] = folder / "baseline.so"
+        baseline.tuning[label] = {"trials_per_task": budgets[-1], "tuning_seconds": 60.0, "from": "an empty database"}
+        return folder / "db"
+
+    def compile_pruned(pruned, _device, _db, trials, _config, folder, *_rest):  # noqa: ANN001, ANN202
+        calls.append("compile")
+        pruned.libraries["tvm_reuse"] = pruned.artifacts["tvm_reuse"] = folder / "pruned.so"
+        pruned.tuning["tvm_reuse"] = {"trials_per_task": trials, "tuning_seconds": 1.0, "from": "the baseline's"}
+
+    def measure(variants, threads, _progress):  # noqa: ANN001, ANN202
+        calls.append(f"rounds {threads}")
+        if calls.count("rounds 2") == 1:
+            raise KeyboardInterrupt
+        for variant in variants:
+            ms = {"pytorch": 3.0, "onnxruntime": 1.0} | dict.fromkeys(variant.libraries, float(len(calls)))
+            variant.runs[str(threads)] = {
+                "ms": ms,
+                "spread_ms": dict.fromkeys(ms, 0.1),
+                "min_ms": ms,
+                "tvm_vs_onnxruntime": {label: ms[label] for label in variant.libraries},
+            }
+
+    device = SimpleNamespace(target={"kind": "llvm"}, serving=contextlib.nullcontext)
+    monkeypatch.setattr(profile, "local_device", lambda: device)
+    monkeypatch.setattr(bench, "deepen", deepen)
+    monkeypatch.setattr(bench, "compile_pruned", compile_pruned)
+    monkeypatch.setattr(bench, "measure", measure)
+    work, out = tmp_path / "work", tmp_path / "results"
+    argv = ["--model", "lenet5", "--input-shape", "1x16x16", "--budgets", "32", "--threads", "1", "2"]
+    with pytest.raises(KeyboardInterrupt):
+        bench.main([*argv, "--work", str(work), "--out", str(out)])
+    assert not out.exists() and (work / "checkpoint.json").exists()
+    with pytest.raises(SystemExit, match="threads"):  # another run in the same folder: refused
+        bench.main([*argv[:-1], "--work", str(work), "--out", str(out)])
+    bench.main([*argv, "--work", str(work), "--out", str(out)])
+    assert calls == ["tune", "compile", "rounds 1", "rounds 2", "rounds 2"]
+    run = json.loads((out / "runtime.json").read_text())["runs"][0]
+    baseline = run["variants"][0]["by_threads"]
+    assert baseline["1"]["ms"]["tvm_32"] == 3.0 and baseline["2"]["ms"]["tvm_32"] == 5.0
+    assert list(temp_root.iterdir()) == []

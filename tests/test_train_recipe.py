@@ -124,19 +124,50 @@ def test_an_interrupted_sgd_run_resumes_to_the_same_weights(digits: Dataset, tmp
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
 
 
-DEFAULT = BASE[:-2]  # test_train_cli's run without its "--recipe adam"
+DEFAULT = BASE[:-3]  # test_train_cli's run without its "--recipe adam --no-augment"
 
 
-def test_train_defaults_to_sgd_and_keeps_adam_as_an_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_defaults_to_sgd_with_augmentation_and_keeps_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = run(capsys, *DEFAULT, "-o", str(tmp_path / "sgd.pt"), "--json")
     assert code == 0, err
-    assert (json.loads(out)["recipe"], json.loads(out)["lr"]) == ("sgd", 0.05)
+    assert {k: json.loads(out)[k] for k in ("recipe", "augment", "lr")} == {
+        "recipe": "sgd",
+        "augment": True,
+        "lr": 0.05,
+    }
     code, out, err = run(
-        capsys, *DEFAULT, "--recipe", "adam", "--lr", "0.002", "-o", str(tmp_path / "adam.pt"), "--json"
+        capsys, *DEFAULT, "--recipe", "adam", "--lr", "0.002", "--no-augment", "-o", str(tmp_path / "adam.pt"), "--json"
     )
     assert code == 0, err
-    assert (json.loads(out)["recipe"], json.loads(out)["lr"]) == ("adam", 0.002)
+    assert {k: json.loads(out)[k] for k in ("recipe", "augment", "lr")} == {
+        "recipe": "adam",
+        "augment": False,
+        "lr": 0.002,
+    }
     assert load_saved(tmp_path / "adam.pt").meta["training"]["lr"] == 0.002
+
+
+def test_train_and_ep_train_default_to_the_measured_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sgd with augmentation, 12 epochs: the recipe that took resnet20 to 93.31% on Fashion-MNIST (issue 31,
+    bench/results/pruning-baselines.md); the command and the API agree on it."""
+    import inspect
+
+    import edgeprune as ep
+    from edgeprune.api import training
+    from edgeprune.cli import main
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(ep, "train", lambda *_args, **kwargs: calls.append(kwargs) or {"accuracy": 0.5, "seconds": 1})
+    monkeypatch.setattr("edgeprune.cli.pruning.set_threads", lambda _threads: None)
+    with pytest.raises(SystemExit) as done:
+        main(["train", "resnet20", "--data", "digits", "-o", "m.pt", "--json"])
+    assert done.value.code in (0, None)
+    measured = {"recipe": "sgd", "augment": True, "epochs": 12}
+    assert {key: calls[0][key] for key in measured} == measured
+    signature = inspect.signature(training.train).parameters
+    assert {key: signature[key].default for key in measured} == measured
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,11 @@ tuning buys a pruned variant's compile. One run:
 Results: bench/results/runtime.json, runtime.md, runtime.png (TVM/ORT against tuning minutes), one run per
 baseline model: running the tool for another model adds it, a rerun of the same model replaces it.
 
-    .venv/bin/python tools/bench_runtime.py [--model resnet20] [--budgets 16 64 128] [--threads 1 2]
+A run with `--work DIR` can be resumed: each finished stage (a layout's tuning and pruned compile, a thread
+count's interleaved rounds, its per-layer tables) is recorded in DIR/checkpoint.json as it ends, and the same
+command run again skips those stages and keeps their rows as measured (an interrupted stage starts over).
+
+    .venv/bin/python tools/bench_runtime.py [--model resnet20] [--budgets 16 64 128] [--threads 1 2] [--work DIR]
 """
 
 from __future__ import annotations
@@ -70,6 +74,61 @@ class Variant:
     artifacts: dict[str, Path] = field(default_factory=dict)  # by label: the folders compare_layers reads
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
+
+
+class Checkpoint:
+    """The stages a run with a kept work folder has finished, with what each produced, saved (atomically) as
+    each ends: a rerun skips them, so hours of tuning and the rows already measured survive an interruption.
+    `signature` is the run's arguments that decide what is measured; a folder holding another run is refused
+    rather than mixed into this one."""
+
+    def __init__(self, work: Path, signature: dict[str, Any]) -> None:
+        self.path = work / "checkpoint.json"
+        self.signature = signature
+        self.stages: dict[str, Any] = {}
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved["signature"] != signature:
+                differing = sorted(
+                    key
+                    for key in signature.keys() | saved["signature"].keys()
+                    if signature.get(key) != saved["signature"].get(key)
+                )
+                raise SystemExit(
+                    f"{work} holds a run with other arguments ({', '.join(differing)}): pass the same arguments to "
+                    "resume it, or another --work folder"
+                )
+            self.stages = saved["stages"]
+
+    def get(self, stage: str) -> Any:
+        """What a finished stage produced, or None when it has not finished."""
+        return self.stages.get(stage)
+
+    def save(self, stage: str, value: Any) -> None:
+        from edgeprune import atomic
+
+        self.stages[stage] = value
+        atomic.write_json(self.path, {"signature": self.signature, "stages": self.stages})
+
+
+def built(variants: list[Variant]) -> dict[str, Any]:
+    """The libraries, artifacts and tuning of every variant so far, as a checkpoint keeps them."""
+    return {
+        v.name: {
+            "libraries": {label: str(path) for label, path in v.libraries.items()},
+            "artifacts": {label: str(path) for label, path in v.artifacts.items()},
+            "tuning": v.tuning,
+        }
+        for v in variants
+    }
+
+
+def restore(variants: list[Variant], state: dict[str, Any]) -> None:
+    """The variants as `built` saved them (a resumed run's finished tuning stages)."""
+    for v in variants:
+        v.libraries = {label: Path(path) for label, path in state[v.name]["libraries"].items()}
+        v.artifacts = {label: Path(path) for label, path in state[v.name]["artifacts"].items()}
+        v.tuning = state[v.name]["tuning"]
 
 
 def tuned_label(trials: int, layout: str = "") -> str:
@@ -409,6 +468,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the zoo models' initial weights")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="keep the run's work folder (databases, artifacts, checkpoint) here, so that the same command run "
+        "again resumes an interrupted run; default: a temporary folder, removed at the end",
+    )
     args = parser.parse_args(argv)
     if args.budgets != sorted(set(args.budgets)):
         parser.error("--budgets must be ascending and distinct")
@@ -424,9 +489,14 @@ def with_onnx(name: str, bundle: Any, work: Path) -> Variant:
     return Variant(name, bundle, onnx)
 
 
+def signature(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments that decide what a run measures (not where it writes, nor its notes): a checkpoint's key."""
+    return {key: value for key, value in vars(args).items() if key not in ("work", "out", "note")}
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The whole benchmark with everything it writes (farm state, profiles, ONNX files, tuning databases,
-    artifacts) under `work`; returns the report."""
+    artifacts, its checkpoint) under `work`; returns the report. Stages the checkpoint has are not rerun."""
     os.environ["EDGEPRUNE_LOCAL_PORT"] = str(free_port())
     os.environ["EDGEPRUNE_STATE_DIR"] = str(work / "state")
     os.environ["EDGEPRUNE_PROFILES_DIR"] = str(work / "profiles")
@@ -473,13 +543,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         with_onnx(name, bundle, work) for name, bundle in (("baseline", baseline_bundle), ("pruned", pruned_bundle))
     ]
     device = local_device()
+    checkpoint = Checkpoint(work, signature(args))
+    if checkpoint.get("load_before") is None:
+        checkpoint.save("load_before", [round(v, 2) for v in os.getloadavg()])
     report: dict[str, Any] = {
         "command": shlex.join(["python", "tools/bench_runtime.py", *sys.argv[1:]]),
         "machine": {
             "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "target": device.target,
-            "load_before": [round(v, 2) for v in os.getloadavg()],
+            "load_before": checkpoint.get("load_before"),
         },
         "threads": args.threads,
         "budgets": args.budgets,
@@ -489,23 +562,40 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with Progress(*columns, console=Console(stderr=True)) as progress:
         with device.serving():
             for layout in layouts:
+                stage = f"tuning {layout}"
+                if checkpoint.get(stage) is not None:
+                    restore(variants, checkpoint.get(stage))
+                    continue
                 suffix = layout if len(layouts) > 1 else ""
                 folder = work / layout
+                shutil.rmtree(folder, ignore_errors=True)  # what an interrupted try left: tuned again from empty
                 layout_config = config.with_changes(layout=layout)
                 deep_db = deepen(variants[0], device, args.budgets, layout_config, folder, progress, suffix)
                 from_empty = not args.no_pruned_from_empty
                 compile_pruned(
                     variants[1], device, deep_db, args.pruned_trials, layout_config, folder, from_empty, suffix
                 )
+                checkpoint.save(stage, built(variants))
         report["layers"] = {}
         for threads in args.threads:
-            measure(variants, threads, progress)
+            measured = checkpoint.get(f"rounds {threads}")
+            if measured is None:
+                measure(variants, threads, progress)
+                checkpoint.save(f"rounds {threads}", {v.name: v.runs[str(threads)] for v in variants})
+            else:
+                for variant in variants:
+                    variant.runs[str(threads)] = measured[variant.name]
             if args.layers:
-                for layout in layouts:
-                    suffix = layout if len(layouts) > 1 else ""
-                    reuse = "tvm_reuse" + (f" {suffix}" if suffix else "")
-                    labels = {"baseline": tuned_label(args.budgets[-1], suffix), "pruned": reuse}
-                    report["layers"].setdefault(str(threads), {}).update(per_layer(variants, labels, threads, progress))
+                tables = checkpoint.get(f"layers {threads}")
+                if tables is None:
+                    tables = {}
+                    for layout in layouts:
+                        suffix = layout if len(layouts) > 1 else ""
+                        reuse = "tvm_reuse" + (f" {suffix}" if suffix else "")
+                        labels = {"baseline": tuned_label(args.budgets[-1], suffix), "pruned": reuse}
+                        tables.update(per_layer(variants, labels, threads, progress))
+                    checkpoint.save(f"layers {threads}", tables)
+                report["layers"][str(threads)] = tables
     import onnxruntime
     import tvm
 
@@ -523,11 +613,17 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="edgeprune-bench-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="edgeprune-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         report = run(args, work)
+    except BaseException:
+        if args.work:
+            sys.stderr.write(f"stopped: the same command resumes it from {work}/checkpoint.json\n")
+        raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # everything the run wrote but its results
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)  # everything the run wrote but its results
     from edgeprune import atomic
 
     results = merged(report, args.out / "runtime.json")

@@ -2,13 +2,13 @@
 
 How a network is fitted is a `Recipe`, a small class registered in `RECIPES` by the name `--recipe` takes:
 "sgd" (SGD with Nesterov momentum, weight decay 5e-4, a linear warm-up then cosine decay: the recipe CIFAR-style
-networks are trained to convergence with, and `edgeprune train`'s default) and "adam" (Adam with cosine decay:
-edgeprune's first recipe, which left resnet20 at 87.5% on Fashion-MNIST, issue 31; still the default of a pruned
-network's short fine-tune, whose benchmarks were measured with it). Augmentation (random crops and, where the data
-set allows, flips; `augment`) is an option of either, off by default: on short runs it costs accuracy (lenet5,
+networks are trained to convergence with) and "adam" (Adam with cosine decay: edgeprune's first recipe, which left
+resnet20 at 87.5% on Fashion-MNIST, issue 31; still the default of a pruned network's short fine-tune, whose
+benchmarks were measured with it). Augmentation (random crops and, where the data set allows, flips; `augment`) is
+an option of either, off in the settings themselves: on short runs, such as fine-tunes, it costs accuracy (lenet5,
 10 epochs on 4,000 Fashion-MNIST images: 80.7% with it, 85.8% without, Adam 82.0%; bench/results/train-recipe.md).
-Run to convergence with it, resnet20 reached 93.3% (12 epochs on the whole split, bench/results/pruning-baselines.md);
-the same run without it is not measured, so it does not yet decide the default.
+Run to convergence with it, resnet20 reached 93.3% (12 epochs on the whole split, bench/results/pruning-baselines.md):
+`edgeprune train` turns it on by default (edgeprune.api.training).
 Cross-entropy, optionally label-smoothed. A run with a checkpoint path saves model, optimiser, schedule and the
 shuffling generator after every epoch, and a rerun with the same fingerprint continues from there.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -244,10 +245,12 @@ def train(
     checkpoint: Path | None = None,
     fingerprint: str = "",
     description: str = "training",
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> float:
     """Train in place for `settings.epochs` epochs; returns the last epoch's mean training loss. `on_epoch(epoch,
-    mean loss)` is called after each epoch is checkpointed (a long run's log of how it converges)."""
+    mean loss, seconds)` is called after each epoch is checkpointed (a long run's log of how it converges);
+    `seconds` is the run's training time so far, the sessions before a resume included (the checkpoint keeps
+    it), so a baseline trained over several sessions states what it cost in all."""
     if settings.epochs <= 0:
         return float("nan")
     settings.check()
@@ -256,7 +259,7 @@ def train(
     warmup = min(round(settings.warmup_epochs * steps_per_epoch), total_steps // 5)
     optimizer = RECIPES.get(settings.recipe)().optimizer(module.parameters(), settings)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule_factor(step, total_steps, warmup))
-    start, last_loss = 0, float("nan")
+    start, last_loss, before = 0, float("nan"), 0.0
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if state.get("fingerprint") == fingerprint and state.get("epochs") == settings.epochs:
@@ -265,6 +268,8 @@ def train(
             schedule.load_state_dict(state["schedule"])
             generator.set_state(state["generator"])
             start, last_loss = int(state["epoch"]), float(state["loss"])
+            before = float(state.get("seconds", 0.0))  # checkpoints from before it was kept: this session only
+    started = time.monotonic()
     module.train()
     with _task(progress, description, total_steps) as update:
         update(completed=start * steps_per_epoch)
@@ -281,6 +286,7 @@ def train(
                 shown = f"{description} epoch {epoch + 1}/{settings.epochs} loss {loss_sum / seen:.3f}"
                 update(advance=1, description=shown)
             last_loss = loss_sum / max(1, seen)
+            seconds = before + time.monotonic() - started
             if checkpoint is not None:
                 state = {
                     "fingerprint": fingerprint,
@@ -291,11 +297,12 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "generator": generator.get_state(),
+                    "seconds": seconds,
                 }
                 with atomic.atomic_path(checkpoint) as tmp:
                     torch.save(state, tmp)
             if on_epoch is not None:
-                on_epoch(epoch + 1, last_loss)
+                on_epoch(epoch + 1, last_loss, seconds)
                 module.train()
     module.eval()
     return last_loss

@@ -45,10 +45,11 @@ def train_bundle(
     seed: int = 0,
     progress: Progress | None = None,
     checkpoint: Any = None,
-    on_epoch: Callable[[int, float, nn.Module], None] | None = None,
+    on_epoch: Callable[[int, float, nn.Module, float], None] | None = None,
 ) -> tuple[ModelBundle, dict[str, Any]]:
     """Train a copy of the bundle's module; the result's meta records data set, accuracy and normalisation.
-    `on_epoch(epoch, mean loss, module)` after every epoch (a caller's log of how a long run converges)."""
+    `on_epoch(epoch, mean loss, module, seconds)` after every epoch (a caller's log of how a long run converges).
+    The report's seconds include the sessions before a resume: what the whole training cost."""
     check_fit(bundle, data)
     started = time.monotonic()
     module = copy.deepcopy(bundle.module)
@@ -56,10 +57,16 @@ def train_bundle(
         initialize(module, seed)
     generator = torch.Generator().manual_seed(seed)
     fingerprint = f"train:{bundle.name}:{data.spec}:{seed}:{settings}"
-    after = None if on_epoch is None else (lambda epoch, loss: on_epoch(epoch, loss, module))
+    last_epoch = [0.0, started]  # (training seconds, all sessions, at the last epoch this call ran; when)
+
+    def after(epoch: int, loss: float, seconds: float) -> None:
+        last_epoch[:] = [seconds, time.monotonic()]
+        if on_epoch is not None:
+            on_epoch(epoch, loss, module, seconds)
+
     loss = train(module, data, settings, generator, progress, checkpoint, fingerprint, "training", after)
     _, accuracy = evaluate(module, data, data.test)
-    seconds = time.monotonic() - started
+    seconds = last_epoch[0] + time.monotonic() - last_epoch[1]  # and the evaluation since
     meta = {
         **bundle.meta,
         "trained": True,
