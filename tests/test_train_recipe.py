@@ -124,6 +124,26 @@ def test_an_interrupted_sgd_run_resumes_to_the_same_weights(digits: Dataset, tmp
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
 
 
+def test_a_resumed_run_counts_its_seconds_on_from_the_checkpoint(digits: Dataset, tmp_path: Path) -> None:
+    """A baseline trained over several sessions states what its training cost in all (issue 31's "training time
+    stated"): the checkpoint keeps the seconds so far, and the resumed run's epochs count on from them."""
+    settings = TrainSettings.recipe_default("sgd", epochs=2)
+    checkpoint = tmp_path / "ckpt.pt"
+    steps_per_epoch = -(-len(digits.train) // settings.batch_size)
+    with pytest.raises(KeyboardInterrupt):
+        _trained(digits, settings, checkpoint, _Interrupt(steps_per_epoch + 5))
+    state = torch.load(checkpoint, weights_only=False)
+    state["seconds"] = 1000.0  # as if the first session had trained its epoch for that long
+    torch.save(state, checkpoint)
+    seen: list[tuple[int, float]] = []
+    module = load_model("resnet20", (1, 8, 8), 10, width=0.25).module
+    initialize(module, 0)
+    generator = torch.Generator().manual_seed(0)
+    train(module, digits, settings, generator, None, checkpoint, on_epoch=lambda e, _loss, s: seen.append((e, s)))
+    assert [epoch for epoch, _ in seen] == [2] and 1000.0 < seen[0][1] < 1000.0 + 120
+    assert torch.load(checkpoint, weights_only=False)["seconds"] == seen[0][1]
+
+
 DEFAULT = BASE[:-3]  # test_train_cli's run without its "--recipe adam --no-augment"
 
 

@@ -713,11 +713,13 @@ def metapruner(bundle: Any, ratio: float, min_keep: float) -> Any:
 
 def score_batches(data: Any, steps: int, seed: int) -> list[Any]:
     """The training batches every round of a row is trained on before it is scored: drawn with the row's seed,
-    the same for every round, so the rounds differ only in their networks."""
+    the same for every round, so the rounds differ only in their networks; the search's batch size."""
     import torch
 
+    from edgeprune.pruning import SearchSettings
+
     generator = torch.Generator().manual_seed(seed)
-    return [data.sample(data.train, 64, generator) for _ in range(steps)]
+    return [data.sample(data.train, SearchSettings().batch_size, generator) for _ in range(steps)]
 
 
 def round_score(module: Any, data: Any, steps: list[Any], calibration: list[Any]) -> float:

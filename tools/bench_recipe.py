@@ -1,7 +1,7 @@
 """Training recipes side by side (issue 31, item 1): the same model, data, seed and epochs trained with each
-variant: a recipe of edgeprune.pruning.finetune.RECIPES ("sgd", `edgeprune train`'s default, and "adam", the
-first one), "+aug" for its random crops (and flips where the data set allows); test accuracy and seconds of each,
-written to bench/results/train-recipe.json and .md (or `--out`).
+variant: a recipe of edgeprune.pruning.finetune.RECIPES ("sgd", with "+aug" `edgeprune train`'s default, and
+"adam", the first one), "+aug" for its random crops (and flips where the data set allows); test accuracy and
+seconds of each, written to bench/results/train-recipe.json and .md (or `--out`).
 
 A short probe, not the issue's measurement: its 92.5% / 92.0% targets need full Fashion-MNIST and tens of
 epochs per model. Each recipe's entry is written as soon as it is done, so an interrupted run resumes.
@@ -51,12 +51,13 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Training recipes (tools/bench_recipe.py)",
         "",
-        "Same model, data, seed and epochs per variant: `sgd` (edgeprune train's default: Nesterov SGD, weight "
-        "decay 5e-4, lr 0.05, warm-up + cosine), `adam` (the first recipe), `+aug` with random crops (and flips "
-        "where the data set allows: fashion-mnist yes, digits no). Accuracy on the data set's whole test split "
-        "(digits: its held-out 15%). A short probe on a shared, loaded machine, torch at one thread (load average "
-        "at start-end of each run): it says whether the new default is worse than the old on a short run, not "
-        "what either reaches trained to convergence. The issue's targets (resnet20 >= 92.5%, mobilenetv2 >= "
+        "Same model, data, seed and epochs per variant: `sgd` (Nesterov SGD, weight decay 5e-4, lr 0.05, "
+        "warm-up + cosine; with `+aug` edgeprune train's default, for 12 epochs), `adam` (the first recipe), "
+        "`+aug` with random crops (and flips where the data set allows: fashion-mnist yes, digits no). Accuracy "
+        "on the data set's whole test split (digits: its held-out 15%). A short probe on a shared, loaded "
+        "machine, torch at one thread (load average at start-end of each run): it says how the recipes compare "
+        "on a short run, not what each reaches trained to convergence (pruning-baselines.md has that). The "
+        "issue's targets (resnet20 >= 92.5%, mobilenetv2 >= "
         "92.0% on Fashion-MNIST) are not measured here: they need the full training set and tens of epochs. "
         'Entries marked "schedule bug" were measured before fe9a950: their learning rate, after warm-up, followed '
         "the epoch's running loss sum instead of the cosine, so they say little about the recipes.",
