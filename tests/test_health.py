@@ -59,13 +59,16 @@ def test_commands_fill_in_where_the_files_are_absent(tmp_path: Path) -> None:
 
 
 def test_the_same_reads_as_shell_commands(tmp_path: Path) -> None:
-    """How a board is read over SSH: each read one shell command (here run by this machine's sh)."""
+    """How a board is read over SSH: every read in one shell command (here run by this machine's sh)."""
+    commands: list[str] = []
 
     def sh(command: str) -> str | None:
+        commands.append(command)
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
         return done.stdout if done.returncode == 0 else None
 
-    over = health.read_health(health.OverCommand(sh, str(fake_board_tree(tmp_path / "a b"))), "sh")
+    over = health.read_health(health.Captured.over(sh, str(fake_board_tree(tmp_path / "a b"))), "sh")
+    assert len(commands) == 1
     direct = health.read_health(health.FileTree(tmp_path / "a b", no_commands), "fake")
     assert {k: over[k] for k in ("cores", "temperatures_c", "throttled")} == {
         k: direct[k] for k in ("cores", "temperatures_c", "throttled")
@@ -133,3 +136,21 @@ def test_cool_down_polls_until_calm_or_the_bound(tmp_path: Path) -> None:
     assert last == {"cores": []} and len(waited) == 3 and waited[-1][1] == 5
     hot = {"cores": [], "throttled": {"raw": "0x4", "flags": ["throttled now"]}}
     assert not health.calm(health.cool_down(lambda: hot, health.CoolDown(0.1, 0.02)))
+
+
+def test_a_boards_commands_come_back_in_the_same_single_command(tmp_path: Path) -> None:
+    """A Pi without the firmware's sysfs file answers `vcgencmd get_throttled`, a Jetson `nvpmodel -q`: run in the
+    one command that reads the files, and absent (None) on a board that has neither."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "vcgencmd").write_text("#!/bin/sh\necho throttled=0x50005\n")
+    (bin_dir / "vcgencmd").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+    def sh(command: str) -> str | None:
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False, env=env)
+        return done.stdout if done.returncode == 0 else None
+
+    state = health.read_health(health.Captured.over(sh, str(tmp_path)), "sh")
+    assert state["throttled"]["raw"] == "0x50005" and "under-voltage now" in state["throttled"]["flags"]
+    assert state["power_mode"] is None and state["cores"] == []

@@ -260,7 +260,7 @@ class Device(ABC):
                     done = conn.run(command, timeout=10)
                     return done.stdout if done.exit_code == 0 else None
 
-                source = health.OverCommand(stdout, str(health.sysfs_root()))
+                source = health.Captured.over(stdout, str(health.sysfs_root()))
                 return health.read_health(source, f"ssh {self.ssh.user}@{self.ssh.host}:{self.ssh.port}")
         except EdgepruneError as error:
             return {"read_from": None, "unknown": f"could not read it over SSH: {error.message}"}
