@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # the CLI imports SLACK for its --help: no torch at its start
 MAX_MARGIN = 0.10  # the safety margin below the target after a measurement, at most
 MIN_STEP = 0.02  # the factor moves at least this much between rounds: a smaller change prunes the same network
 SLACK = 0.97  # a round that meets with less than this share of the target measured leaves budget to use
-# a first round whose table puts the target out of reach by at most this factor measures the smallest network the
-# settings allow instead: a small network's layers, timed one by one, can sum 20% above the whole network's time
+# a round whose table puts the target out of reach by at most this factor measures the smallest network the settings
+# allow instead: a small network's layers, timed one by one, can sum 20% above the whole network's time, and a table
+# tuned with few trials holds schedules drawn at random
 FLOOR_REACH = 1.25
 
 C = TypeVar("C")
@@ -214,33 +215,38 @@ def _prune_within_reach(
     - after a measurement, the margin below the target may be what put it out of reach: aim at the target itself
       once (the factor without the last round's margin), as long as that still prunes more than a factor that
       missed. A noisy measurement's wide interval then costs the margin, not the round.
-    - in the first round, the table's smallest network may be within FLOOR_REACH of the target: the table is a
-      model, so prune to that smallest network and let the device say whether it meets.
+    - the table's smallest network may be within FLOOR_REACH of the target, in the first round or after a
+      correction: the table is a model, so prune to that smallest network and let the device say whether it
+      meets (a later round that would prune it again ends the loop: same network, same prediction).
     """
     from edgeprune.pruning.ranking import BudgetUnreachable
 
     try:
         return steps.prune(index, scale), scale
     except BudgetUnreachable as error:
-        last = rounds[-1] if rounds else None
-        if last is None:
-            if error.minimum > target_ms * FLOOR_REACH:
-                raise
-            floor = scale * target_ms / error.minimum * (1 - 1e-6)
-            say(
-                f"round {index}: the table's smallest network ({error.minimum:.3f} ms) is above the target "
-                f"{target_ms:.3f} ms, by less than {FLOOR_REACH - 1:.0%}: measuring it (x{floor:.3f})"
-            )
-            return steps.prune(index, floor), floor
-        if last.correction != scale or min(last.margin, MAX_MARGIN) <= 0:
-            raise
+        unreachable = error
+    last = rounds[-1] if rounds else None
+    if last is not None and last.correction == scale and min(last.margin, MAX_MARGIN) > 0:
         bare = scale / (1 + min(last.margin, MAX_MARGIN))
         missed = [r.scale for r in rounds if not r.meets_target]
-        if missed and bare <= max(missed) * (1 + MIN_STEP):
-            raise
-        say(f"round {index}: x{scale:.3f} puts the target out of reach; aiming at it without the margin: x{bare:.3f}")
-        last.correction = bare
-        return steps.prune(index, bare), bare
+        if not missed or bare > max(missed) * (1 + MIN_STEP):
+            say(
+                f"round {index}: x{scale:.3f} puts the target out of reach; "
+                f"aiming at it without the margin: x{bare:.3f}"
+            )
+            last.correction = bare
+            try:
+                return steps.prune(index, bare), bare
+            except BudgetUnreachable as error:
+                unreachable, scale = error, bare
+    if unreachable.minimum > target_ms * FLOOR_REACH:
+        raise unreachable
+    floor = scale * target_ms / unreachable.minimum * (1 - 1e-6)
+    say(
+        f"round {index}: the table's smallest network ({unreachable.minimum:.3f} ms) is above the target "
+        f"{target_ms:.3f} ms, by less than {FLOOR_REACH - 1:.0%}: measuring it (x{floor:.3f})"
+    )
+    return steps.prune(index, floor), floor
 
 
 def prune_to_measured_target(
@@ -262,7 +268,7 @@ def prune_to_measured_target(
     the table's prediction. The target does not move: a `relative` one (0.5 for 0.5x; `target_ms` is it times
     the reference) is judged on the paired candidate/unpruned ratio, an absolute one on the ms. Raises
     `BudgetUnreachable` when the first round cannot reach the target (its table's smallest network more than
-    FLOOR_REACH above it: a nearer one is measured); a later round that cannot, or that prunes
+    FLOOR_REACH above it: a nearer one is measured, in any round); a later round that cannot, or that prunes
     the same network as an earlier one (same prediction: nothing would change), ends the loop with the reason
     recorded.
     """

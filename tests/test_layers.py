@@ -3,6 +3,7 @@ through a cycle of modules. Read from the source by grimp (import-linter's engin
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import grimp
@@ -55,7 +56,15 @@ def test_a_cycle_between_packages_is_found() -> None:
 def test_the_layer_contracts_hold(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """What `make lint` runs (lint-imports); a broken contract prints the offending import chain."""
     monkeypatch.chdir(ROOT)
-    code = lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True)
+    # import-linter configures logging with dictConfig, which disables every logger that exists: the later tests
+    # of this process (test_logs) get theirs back as they were
+    loggers = [x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger)]
+    disabled = [x.disabled for x in loggers]
+    try:
+        code = lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True)
+    finally:
+        for logger, was in zip(loggers, disabled, strict=True):
+            logger.disabled = was
     assert code == 0, capsys.readouterr().out
 
 

@@ -223,6 +223,27 @@ def test_a_first_round_just_out_of_reach_measures_the_smallest_network(
         prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=1)
 
 
+def test_a_corrected_round_just_out_of_reach_measures_the_smallest_network(
+    tmp_path: Path, model: ModelBundle, digits: Dataset
+) -> None:
+    """After round 1's measurement corrects the table, the target may sit just below the corrected table's smallest
+    network (a 2-trial table put it 2% above, in test_pipeline): the device measures that network, not nothing."""
+    steps = rounds_for(tmp_path, model, digits, bias=1.0, fraction=0.01)
+    with pytest.raises(BudgetUnreachable) as caught:
+        steps.prune(1, 1.0)
+    floor = caught.value.minimum
+    steps.target_ms, steps.scales = floor / 1.1, []
+    said: list[str] = []
+    result = prune_to_measured_target(
+        steps, steps.baseline_ms, steps.target_ms, max_rounds=3, scale=0.5, say=said.append
+    )
+    first, second = result.rounds[:2]
+    assert first.scale == 0.5 and not first.meets_target and first.correction is not None
+    assert second.predicted_ms == pytest.approx(floor)  # the smallest network, measured after the correction
+    assert any(line.startswith("round 2: the table's smallest network") for line in said), said
+    assert "same network" in result.stopped or len(result.rounds) == 2
+
+
 def test_max_rounds_bounds_the_loop(tmp_path: Path, model: ModelBundle, digits: Dataset) -> None:
     steps = rounds_for(tmp_path, model, digits, bias=0.3, fraction=0.6)
     result = prune_to_measured_target(steps, steps.baseline_ms, steps.target_ms, max_rounds=1)

@@ -1,7 +1,11 @@
 """`edgeprune run` end to end through the real local farm: every stage's output, the closed loop, the resume.
 
 The latency model is given a deliberately wrong factor (it predicts half the real latency), so the first round
-believes the unpruned network already meets the target; the device's measurement must correct it.
+believes the unpruned network already meets the target; the device's measurement must correct it. Round 1 goes on
+finding that error, so the loop gets 4 rounds: with 3, two rounds converging from above once ended at a paired ratio
+of 0.752 against 0.75. The target is 0.8x: on a 16-lane CPU the table's grid stops this half-width resnet20 at 8-16
+channels, and a 2-trial table (MetaSchedule draws other schedules each run) put 0.75x out of reach after round 1 in
+one run of two.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from edgeprune.devices.base import Device
 
 RUN_ARGS = [
     "resnet20", "--device", "local", "--data", "digits", "--input-shape", "1x32x32", "--width", "0.5",
-    "--target", "0.75x", "--train-epochs", "4", "--finetune-epochs", "1", "--search-minutes", "0.2",
-    "--generations", "3", "--population", "4", "--trials", "2", "--max-rounds", "3", "--latency-scale", "0.5",
+    "--target", "0.8x", "--train-epochs", "4", "--finetune-epochs", "1", "--search-minutes", "0.2",
+    "--generations", "3", "--population", "4", "--trials", "2", "--max-rounds", "4", "--latency-scale", "0.5",
 ]  # fmt: skip
 
 
@@ -79,9 +83,9 @@ def test_summary_keys_and_numbers(finished_run: tuple[Path, dict, str]) -> None:
     assert summary["speedup"] == pytest.approx(kept["baseline_ms"] / kept["measured_ms"])
     # a relative target is judged on the paired ratio to the unpruned network measured beside it, and held to
     # the one reference measurement's target in every round
-    assert summary["meets_target"] == (kept["ratio"] <= 0.75) and summary["target_ratio"] == 0.75
+    assert summary["meets_target"] == (kept["ratio"] <= 0.8) and summary["target_ratio"] == 0.8
     reference = summary["reference"]
-    assert all(r["target_ms"] == pytest.approx(0.75 * reference["measured_ms"]) for r in summary["round_details"])
+    assert all(r["target_ms"] == pytest.approx(0.8 * reference["measured_ms"]) for r in summary["round_details"])
     assert reference["interval"]["low"] <= reference["measured_ms"] <= reference["interval"]["high"]
     assert summary["verdict"] in ("MEETS", "MISSES", "TOO CLOSE TO CALL") and kept["verdict"] == summary["verdict"]
     assert summary["pruned"]["measured_ms"] == kept["measured_ms"]
@@ -104,8 +108,8 @@ def test_closed_loop_corrects_a_wrong_latency_model(finished_run: tuple[Path, di
 
 def test_rerun_resumes_without_redoing_stages(finished_run: tuple[Path, dict, str]) -> None:
     run_dir, summary, _ = finished_run
-    # round 1 is the unpruned network against 0.75x of it: it misses by far (the model it trusted was off by 2x),
-    # so measuring it again takes the same decision (at 0.8x, a noisy re-measurement once met it and stopped);
+    # round 1 is the unpruned network against 0.8x of it, judged on the paired ratio to itself (~1.0): it misses by
+    # far (the model it trusted was off by 2x), so measuring it again takes the same decision;
     # a later round may sit close to the target, where a second measurement could fall on either side
     artifacts = run_dir / "round-1" / "artifacts"
     stamp = (artifacts / "manifest.json").stat().st_mtime_ns
@@ -121,7 +125,7 @@ def test_rerun_resumes_without_redoing_stages(finished_run: tuple[Path, dict, st
 
 def test_other_settings_in_the_same_folder_are_refused(finished_run: tuple[Path, dict, str]) -> None:
     run_dir, _, _ = finished_run
-    args = [a if a != "0.75x" else "0.8x" for a in RUN_ARGS]
+    args = [a if a != "0.8x" else "0.85x" for a in RUN_ARGS]
     result = subprocess.run(
         [sys.executable, "-m", "edgeprune", "run", *args, "--run-dir", str(run_dir)],
         capture_output=True,
