@@ -21,6 +21,7 @@ FAST_MODULES = {
     "test_board_wheels",
     "test_confidence",
     "test_data",
+    "test_forked",
     "test_device_profiles",
     "test_health",
     "test_latency_model",

@@ -1,7 +1,7 @@
 """The tuning building blocks `tune` and `transplant` share: the device's tuning database (where, and one writer
-at a time), the tunable tasks of a module, and how a candidate schedule is built in-process and measured on the
-device. Its own module so that `tune` (which transplants before it tunes) and `transplant` (which measures as
-`tune` does) both import it instead of each other.
+at a time), the tunable tasks of a module, and how a candidate schedule is built (in a forked child, under a
+time limit) and measured on the device. Its own module so that `tune` (which transplants before it tunes) and
+`transplant` (which measures as `tune` does) both import it instead of each other.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from edgeprune import atomic
 from edgeprune.devices.base import Device
 from edgeprune.devices.tuning import TuningConfig
 from edgeprune.errors import EdgepruneError
+from edgeprune.tvmx import forked
 
 _log = logging.getLogger(__name__)
 
@@ -27,29 +28,41 @@ def tuning_db_dir(device: Device) -> Path:
     return device.lut_dir / "tuning"
 
 
-def builder(device: Device) -> Any:
+BUILD_TIMEOUT_S = 120.0
+"""The most one candidate may take to build and link on the host: candidates build in well under a second here,
+and TVM's compiler was seen spinning 14 min on one (edgeprune.tvmx.forked says why that needs a child process)."""
+
+
+def builder(device: Device, timeout_s: float = BUILD_TIMEOUT_S) -> Any:
     from tvm import tirx
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    def build_one(item_and_folder: tuple[Any, str]) -> str:
+        item, folder = item_and_folder
+        lib = tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod), item.target)
+        return str(device.export(lib, Path(folder), stem="candidate"))
+
     @derived_object
-    class InProcessBuilder(ms.builder.PyBuilder):
-        """Builds candidates in this process and links them for the device (cross compiler or .tar)."""
+    class ForkedBuilder(ms.builder.PyBuilder):
+        """Builds each batch of candidates in a forked child of this process (no worker start-up: the default
+        LocalBuilder's workers import TVM's tensor intrinsics each, 45-96 s) and links them for the device
+        (cross compiler or .tar); a candidate over `timeout_s` is a failed candidate."""
 
         def build(self, build_inputs: list[Any]) -> list[Any]:
+            folders = [tempfile.mkdtemp(prefix="edgeprune-ms-") for _ in build_inputs]
+            outcomes = forked.map_forked(build_one, list(zip(build_inputs, folders, strict=True)), timeout_s)
             results = []
-            for item in build_inputs:
-                try:
-                    lib = tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod), item.target)
-                    folder = tempfile.mkdtemp(prefix="edgeprune-ms-")
-                    path = device.export(lib, Path(folder), stem="candidate")
-                    results.append(ms.builder.BuilderResult(str(path), None))
-                except Exception as exc:  # noqa: BLE001 - a failed candidate is a result, not a crash
-                    results.append(ms.builder.BuilderResult(None, f"{type(exc).__name__}: {exc}"))
+            for outcome, folder in zip(outcomes, folders, strict=True):
+                if outcome.error is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    if outcome.error.startswith("timed out"):
+                        _log.warning("a candidate schedule's build %s in TVM's compiler: skipped", outcome.error)
+                results.append(ms.builder.BuilderResult(outcome.value, outcome.error))
             return results
 
-    return InProcessBuilder()
+    return ForkedBuilder()
 
 
 def runner(device: Device, number: int = 3, repeat: int = 1, min_repeat_ms: int = 20) -> Any:

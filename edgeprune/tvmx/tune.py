@@ -2,8 +2,9 @@
 
 Records are keyed by workload shape, so the database that tunes one network serves its pruned variants, the
 latency table's single-layer modules and later compiles: every stage asks `tuning_db_dir(device)`.
-Builds run in-process (the default LocalBuilder re-imports TVM in fresh workers every batch and times out
-on small machines); candidates run on the device's RPC servers through the tracker.
+Builds run in a forked child of this process under a time limit (the default LocalBuilder re-imports TVM in
+fresh workers every batch and times out on small machines); candidates run on the device's RPC servers through
+the tracker.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def run_tuning(
     on_progress: Callable[[int, int, float | None], None] | None,
 ) -> _Tally:
     """MetaSchedule over the tasks in `todo` (extracted tasks), whatever the database already holds for them
-    (`tune` picks the tasks; a benchmark deepens a database with it): in-process builds, candidates run on
+    (`tune` picks the tasks; a benchmark deepens a database with it): forked builds, candidates run on
     the device over RPC. The caller holds the database's lock.
 
     With `config.minutes`, it tunes in rounds of one batch per task and starts no round past the deadline,
