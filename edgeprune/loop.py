@@ -246,6 +246,8 @@ def _prune_within_reach(
         f"round {index}: the table's smallest network ({unreachable.minimum:.3f} ms) is above the target "
         f"{target_ms:.3f} ms, by less than {FLOOR_REACH - 1:.0%}: measuring it (x{floor:.3f})"
     )
+    if last is not None and last.correction == scale:
+        last.correction = floor  # the scale this round uses, as the field says
     return steps.prune(index, floor), floor
 
 

@@ -240,6 +240,7 @@ def test_a_corrected_round_just_out_of_reach_measures_the_smallest_network(
     first, second = result.rounds[:2]
     assert first.scale == 0.5 and not first.meets_target and first.correction is not None
     assert second.predicted_ms == pytest.approx(floor)  # the smallest network, measured after the correction
+    assert first.correction == second.scale  # round 1 records the scale round 2 used, not the one out of reach
     assert any(line.startswith("round 2: the table's smallest network") for line in said), said
     assert "same network" in result.stopped or len(result.rounds) == 2
 
