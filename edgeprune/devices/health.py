@@ -93,18 +93,6 @@ class FileTree:
 
 VCGENCMD = ["vcgencmd", "get_throttled"]  # a Pi's throttle word where the firmware's sysfs file is missing
 NVPMODEL = ["nvpmodel", "-q"]  # a Jetson's power mode
-# What the readers below read, as shell globs below the root: a board sends them all at once (`Captured.over`).
-READ_GLOBS = (
-    f"{CPU}/online",
-    f"{CPU}/cpu[0-9]*/",
-    *(f"{CPU}/cpu[0-9]*/cpufreq/{name}" for name in ("scaling_governor", "scaling_cur_freq", "scaling_max_freq")),
-    f"{THERMAL}/thermal_zone*/",
-    f"{THERMAL}/thermal_zone*/temp",
-    f"{THERMAL}/thermal_zone*/type",
-    f"{DEVFREQ}/*/",
-    f"{DEVFREQ}/*/cur_freq",
-    PI_THROTTLED,
-)
 _MARK = "@@edgeprune-health@@ "  # starts each captured file's (or command's) block in the board's answer
 
 
@@ -119,13 +107,14 @@ class Captured:
 
     @classmethod
     def over(cls, execute: Callable[[str], str | None], root: str = "/") -> Captured:
-        """Everything the readers read, in one command run by `execute` (stdout, or None when it failed);
-        `root` is the folder read as `/` (a test's fake tree)."""
-        globs = " ".join(glob.lstrip("/") for glob in READ_GLOBS)
+        """Everything the readers (`READERS`) read, in one command run by `execute` (stdout, or None when it
+        failed); `root` is the folder read as `/` (a test's fake tree)."""
+        globs = " ".join(glob.lstrip("/") for reader in READERS for glob in reader.globs)
         commands = "".join(
             f"out=$({shlex.join(argv)} 2>/dev/null) && "
             f'printf "%s\\n%s\\n" {shlex.quote(_MARK + "!" + shlex.join(argv))} "$out"; '
-            for argv in (VCGENCMD, NVPMODEL)
+            for reader in READERS
+            for argv in reader.commands
         )
         script = (
             f"cd {shlex.quote(root)} 2>/dev/null || exit 0; "
@@ -250,16 +239,47 @@ def read_accelerator_clocks(source: Source) -> dict[str, float]:
     return clocks
 
 
+@dataclass(frozen=True)
+class Reader:
+    """One fact of a board's health: how to read it from a `Source`, and the files (shell globs below the root)
+    and commands it reads, so that `Captured.over` can fetch what every reader needs in one command."""
+
+    key: str
+    read: Callable[[Source], Any]
+    globs: tuple[str, ...] = ()
+    commands: tuple[list[str], ...] = ()
+
+
+READERS = (
+    Reader(
+        "cores",
+        read_cores,
+        (
+            f"{CPU}/online",
+            f"{CPU}/cpu[0-9]*/",
+            *(
+                f"{CPU}/cpu[0-9]*/cpufreq/{name}"
+                for name in ("scaling_governor", "scaling_cur_freq", "scaling_max_freq")
+            ),
+        ),
+    ),
+    Reader(
+        "temperatures_c",
+        read_temperatures,
+        (f"{THERMAL}/thermal_zone*/", f"{THERMAL}/thermal_zone*/temp", f"{THERMAL}/thermal_zone*/type"),
+    ),
+    Reader("throttled", read_throttled, (PI_THROTTLED,), (VCGENCMD,)),
+    Reader("power_mode", read_power_mode, commands=(NVPMODEL,)),
+    Reader("accelerator_mhz", read_accelerator_clocks, (f"{DEVFREQ}/*/", f"{DEVFREQ}/*/cur_freq")),
+)
+
+
 def read_health(source: Source, where: str) -> dict[str, Any]:
     """Everything the board tells about its clocks and heat now; `where` says how it was read."""
     return {
         "read_from": where,
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cores": read_cores(source),
-        "temperatures_c": read_temperatures(source),
-        "throttled": read_throttled(source),
-        "power_mode": read_power_mode(source),
-        "accelerator_mhz": read_accelerator_clocks(source),
+        **{reader.key: reader.read(source) for reader in READERS},
     }
 
 
