@@ -106,6 +106,21 @@ def _quiet_tvm_logs() -> Iterator[None]:
             logger.addHandler(handler)
 
 
+@contextlib.contextmanager
+def _seeded_numpy(seed: int) -> Iterator[None]:
+    """numpy's global generator at `seed` while MetaSchedule tunes, given back as it was after. Until it holds
+    100 measurements, the XGBoost cost model scores candidates with `np.random.uniform` (TVM's xgb_model.py), so
+    tuning at one seed drew other schedules in every run: a table tuned at a few trials was a random draw."""
+    import numpy as np
+
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def _tally_callback(tally: _Tally, ids: list[int], on_batch: Callable[[_Tally], None]) -> Any:
     """A measure callback that counts each batch's trials and failures and keeps each task's best time
     (`ids[task_id]`: the task's index in the whole run, as a round tunes only some of them)."""
@@ -198,7 +213,7 @@ def run_tuning(
     per_round = min(TRIALS_PER_ITER, config.trials) if config.minutes is not None else config.trials
     deadline = None if config.minutes is None else time.perf_counter() + config.minutes * 60
     device.prepare_tuning()
-    with _quiet_tvm_logs():
+    with _quiet_tvm_logs(), _seeded_numpy(seed):
         contexts, weights = [], []
         for index, task in enumerate(todo):
             context, weight = ms.relax_integration.extracted_tasks_to_tune_contexts(
