@@ -29,8 +29,8 @@ def load_tool() -> object:
 
 
 def small_net() -> nn.Module:
-    """A stem whose 3 input channels cannot be blocked, two 16-channel convs that can (one depthwise, which
-    stays NCHW), an 11-channel pruned-looking conv that cannot, and a linear head."""
+    """A stem whose 3 input channels cannot be blocked, two 16-channel convs that can (one depthwise), an
+    11-channel pruned-looking conv that cannot, and a linear head."""
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1),
         nn.BatchNorm2d(16),
@@ -55,7 +55,7 @@ def test_blocked_layout_converts_only_the_convs_whose_channels_divide_the_block(
     relax_model = to_relax(module, (1, 3, 8, 8), "NCHW8c")
     kernels = [g.name_hint for g in relax_model.mod.get_global_vars()]
     blocked = [k for k in kernels if "conv2d_NCHWc" in k]
-    assert len(blocked) == 1, f"the 16->16 1x1 conv alone is blocked: {kernels}"
+    assert len(blocked) == 2, f"the 16-channel depthwise and 1x1 convs are blocked: {kernels}"
     assert sum("conv2d" in k for k in kernels) == 4, f"every conv has its kernel: {kernels}"
     lib = tvm.compile(relax_model.mod, target=tvm.target.Target({"kind": "llvm"}))
     assert check_against_torch(lib, module, (1, 3, 8, 8)) < 1e-4
@@ -125,7 +125,8 @@ def test_ort_nodes_fused_or_renamed_map_to_their_layer() -> None:
         (3, 8, 1, "plain"),
         (8, 16, 2, "blocked"),
         (8, 8, 4, "plain"),
-        (8, 8, 8, "plain"),  # depthwise
+        (8, 8, 8, "blocked"),  # depthwise: blocked by layout._block_depthwise, not by ConvertLayout
+        (6, 6, 6, "plain"),  # depthwise the block does not divide
         (16, 8, 4, "regrouped"),  # 2 outputs per group: ConvertLayout blocks it, conv2d_NCHWc cannot compute it
     ],
 )
@@ -146,6 +147,41 @@ def test_which_convs_are_blocked_is_what_convert_layout_does(cin: int, cout: int
     assert kernel_kind("NCHW", cin, cout, groups) == "plain"
     lib = tvm.compile(relax_model.mod, target=tvm.target.Target({"kind": "llvm"}))
     assert check_against_torch(lib, module, (1, cin, 6, 6)) < 1e-4
+
+
+def test_depthwise_separable_relu6_blocks_run_without_layout_transforms_between_them() -> None:
+    """MobileNet-style blocks (1x1, depthwise 3x3, 1x1, each with BatchNorm, ReLU6 between): ConvertLayout
+    alone left the depthwise convs NCHW and could not see through the importer's ReLU6 (TIR maximum/minimum),
+    so each of them sat between two layout transforms. Now the network is transformed in once and out once."""
+    import tvm
+
+    from edgeprune.tvmx.export import check_against_torch, to_relax
+
+    def block(cin: int, hidden: int, cout: int, stride: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+
+    module = nn.Sequential(*block(8, 16, 8, 1), *block(8, 16, 16, 2), nn.ReLU()).eval()
+    for layer in module.modules():
+        if isinstance(layer, nn.BatchNorm2d):  # not the identity BatchNorm starts as: folding must show
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 1.5)
+    relax_model = to_relax(module, (1, 8, 8, 8), "NCHW4c")
+    kernels = [g.name_hint for g in relax_model.mod.get_global_vars()]
+    assert sum("dwconv2d_NCHWc" in k for k in kernels) == 2, kernels
+    assert sum("conv2d" in k and "NCHWc" not in k for k in kernels) == 0, f"every conv is blocked: {kernels}"
+    calls = relax_model.mod["main"].script().count("layout_transform")
+    assert calls == 2, f"one transform in, one out: {calls} in {kernels}"
+    lib = tvm.compile(relax_model.mod, target=tvm.target.Target({"kind": "llvm"}))
+    assert check_against_torch(lib, module, (1, 8, 8, 8)) < 1e-4
 
 
 def test_each_family_is_anchored_per_kernel_kind() -> None:
