@@ -405,6 +405,9 @@ def markdown(results: dict[str, Any]) -> str:
         "statistics re-estimated on cached calibration batches, no steps, 256 validation images. `probe`: the same, "
         "then the classifier refit to the cut features on 256 training images (an option of the search). "
         "`steps<N>`: `loss` after N Adam steps on the cut network (the search's `steps`). "
+        "`fitness:<kind>`: the search's fitness of that kind (tau-steps: `loss` after `tau` Adam steps; distill: KL "
+        "from the unpruned network's outputs after `tau` steps towards them). `round<N>`: the pruning benchmark's "
+        "round score (validation accuracy after N Adam steps on a copy, BatchNorm re-estimated on 2048 images). "
         "Median (min-max) seconds per evaluation, interleaved on the same candidates.",
         "",
         "Measured on a shared machine under other work (load averages below): wall times are inflated by it, CPU "
