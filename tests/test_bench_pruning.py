@@ -231,11 +231,7 @@ def test_rows_on_the_old_baselines_are_made_again(tmp_path: Path) -> None:
 def test_the_search_benchmark_scores_the_pruning_benchmarks_baseline(tmp_path: Path, monkeypatch) -> None:
     """bench_search --baseline pruning reads the one converged baseline bench_pruning caches, and says how to
     make it when it is missing."""
-    _tool()  # registered as bench_pruning, the name bench_search imports it by
-    spec = importlib.util.spec_from_file_location("bench_search", TOOL.with_name("bench_search.py"))
-    search_tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = search_tool
-    spec.loader.exec_module(search_tool)
+    search_tool = _search_tool()
     monkeypatch.setattr(search_tool, "CACHE", tmp_path)
     with pytest.raises(SystemExit, match=r"baselines/fashion-mnist-native-resnet20-w1.0-lNone-sgd\+aug.*--train-only"):
         search_tool.baseline(search_tool.Plan(baseline="pruning"), "resnet20")
@@ -269,3 +265,35 @@ def test_rounds_are_scored_after_training_steps_on_a_copy(digits) -> None:
     assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items())  # the round's network untouched
     untrained = bench.round_score(module, digits, [], calibration)  # how rounds were scored before
     assert trained > untrained + 0.1  # 20 steps take a fresh network well past its untrained score
+
+
+def _search_tool():
+    _tool()  # registered as bench_pruning, the name bench_search imports it by
+    spec = importlib.util.spec_from_file_location("bench_search", TOOL.with_name("bench_search.py"))
+    search_tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = search_tool
+    spec.loader.exec_module(search_tool)
+    return search_tool
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_search_benchmark_ranks_against_the_pruning_benchmarks_fine_tune_and_round_score(digits) -> None:
+    """bench_search --finetune-epochs N fine-tunes each candidate as a bench_pruning row does (seeded as it is: the
+    same accuracy twice), and --round-steps N scores candidates by the closed loop's round score."""
+    from edgeprune.pruning import groups
+
+    search_tool, bench = _search_tool(), sys.modules["bench_pruning"]
+    module = load_model("resnet20", (1, 8, 8), 10, width=0.25).module.eval()
+    setup = search_tool.Setup.__new__(search_tool.Setup)  # no cached baseline: a small network on digits
+    setup.plan = search_tool.Plan(finetune_epochs=1, round_steps=2, test_images=100, fitnesses=("tau-steps",), tau=2)
+    setup.model, setup.module, setup.data = "resnet20", module, digits
+    setup.structure = groups.analyze(module, (1, 8, 8))
+    sizes = setup.structure.sizes()
+    setup.candidates = [{g: list(range(max(1, n * share // 4))) for g, n in sizes.items()} for share in (3, 1)]
+    first, again = (search_tool.correlation(setup, lambda _: None) for _ in range(2))
+    assert [r["accuracy"] for r in first["candidates"]] == [r["accuracy"] for r in again["candidates"]]
+    assert "round2" in first["spearman"] and "pruning benchmark's fine-tune (1 Adam epochs" in first["finetune"]
+    calibration = list(digits.batches(digits.train, 128))[: bench.BN_IMAGES // 128]
+    pruned = groups.prune(module, setup.structure, setup.candidates[0])
+    expected = bench.round_score(pruned, digits, bench.score_batches(digits, 2, 0), calibration)
+    assert first["candidates"][0]["round2"] == -expected

@@ -36,6 +36,15 @@ fine-tune is 3 Adam epochs on 6,000 images, 282 steps):
         --no-old-correlation --fitnesses adaptive-bn tau-steps distill --tau 20 --finetune-steps 282 \
         --out bench/results/search-fitness.json
 
+`--finetune-epochs 3` fine-tunes each candidate as a bench_pruning row does (its `train` call, 3 Adam epochs with a
+cosine schedule and weight decay, seeded as the row is) instead of `--finetune-steps` constant-rate steps, and
+`--round-steps 20` adds the score by which bench_pruning's closed loop chooses among its rounds ("round20", minus
+validation accuracy after 20 Adam steps on a copy): issue 31's fitness check against the benchmark's own fine-tune:
+
+    .venv/bin/python tools/bench_search.py --models resnet20 --baseline pruning --parts correlation \
+        --flops 0.3 0.5 --no-old-correlation --fitnesses tau-steps distill --tau 20 --round-steps 20 \
+        --finetune-epochs 3 --test-images 10000 --candidates 12 --out bench/results/search-fitness.json
+
     .venv/bin/python tools/bench_search.py [--models resnet20 mobilenetv2] [--parts speed box correlation]
     .venv/bin/python tools/bench_search.py --parts correlation --flops 0.5 0.3 --no-old-correlation \
         --fitnesses adaptive-bn tau-steps distill --tau 20
@@ -80,6 +89,12 @@ class Plan:
     step_scorers: tuple[int, ...] = ()  # the loss fitness after this many Adam steps (`steps` in SearchSettings)
     fitnesses: tuple[str, ...] = ()  # FITNESSES kinds scored as the search scores them
     tau: int = 20  # their training steps (SearchSettings.tau)
+    # the pruning benchmark's round score (bench_pruning.round_score) after this many Adam steps, as a scorer
+    # "round<N>" (None: not scored)
+    round_steps: int | None = None
+    # 0: each candidate's fine-tune is `finetune_steps` Adam steps at a constant rate; N: the pruning benchmark's
+    # own (`train` with TrainSettings(epochs=N), seeded as its rows are: cosine schedule, weight decay)
+    finetune_epochs: int = 0
     recipe: str = "sgd"  # how the baseline is trained (edgeprune.pruning.finetune.RECIPES)
     # "own": trained here as the fields above say; "pruning": bench_pruning's converged baseline of its full plan
     # (`tools/bench_pruning.py --train-only`), the network its rows prune, on its data split
@@ -179,6 +194,22 @@ def kind_scorers(setup: Setup) -> dict[str, Scorer]:
         rows = np.random.default_rng(plan.seed).integers(0, len(setup.data.train), size=(count, settings.batch_size))
         scorers[f"fitness:{name}"], _ = kind.scorer(setup.module, setup.structure, setup.data, settings, rows)
     return scorers
+
+
+def round_scorer(setup: Setup, steps: int) -> Scorer:
+    """Minus the validation accuracy by which the pruning benchmark's closed loop chooses among its rounds (its
+    `round_score`: Adam steps on a copy, BatchNorm re-estimated on its calibration images), on the same batches a
+    row of this seed draws."""
+    import itertools
+
+    from bench_pruning import BN_IMAGES, round_score, score_batches
+
+    from edgeprune.pruning.groups import prune
+
+    data = setup.data
+    calibration = list(itertools.islice(data.batches(data.train, 128), max(1, BN_IMAGES // 128)))
+    batches = score_batches(data, steps, setup.plan.seed)
+    return lambda keep: -round_score(prune(setup.module, setup.structure, keep), data, batches, calibration)
 
 
 def stale_scorer(module: Any, structure: Any, data: Any) -> Scorer:
@@ -321,7 +352,7 @@ def correlation(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
     from edgeprune.data import Split
-    from edgeprune.pruning.finetune import evaluate, train_steps
+    from edgeprune.pruning.finetune import TrainSettings, evaluate, train, train_steps
     from edgeprune.pruning.groups import prune
 
     plan, data = setup.plan, setup.data
@@ -332,6 +363,8 @@ def correlation(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
         **step_scorers(setup),
         **kind_scorers(setup),
     }
+    if plan.round_steps is not None:
+        scorers[f"round{plan.round_steps}"] = round_scorer(setup, plan.round_steps)
     if plan.old_correlation:
         scorers["old"] = old_scorer(setup.module, setup.structure, data, plan.old_steps, plan.seed)
     generator = torch.Generator().manual_seed(plan.seed + 1)
@@ -343,7 +376,10 @@ def correlation(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
         for name, scorer in scorers.items():
             record[name] = scorer(keep)
         candidate = prune(setup.module, setup.structure, keep)
-        train_steps(candidate, batches, 1e-3)
+        if plan.finetune_epochs:  # the pruning benchmark's fine-tune, seeded as its rows are
+            train(candidate, data, TrainSettings(epochs=plan.finetune_epochs), torch.Generator().manual_seed(plan.seed))
+        else:
+            train_steps(candidate, batches, 1e-3)
         record["accuracy"] = evaluate(candidate, data, test)[1]
         records.append(record)
         say(
@@ -352,7 +388,12 @@ def correlation(setup: Setup, say: Callable[[str], None]) -> dict[str, Any]:
         )
     accuracy = [r["accuracy"] for r in records]
     rho = {name: spearman([-r[name] for r in records], accuracy) for name in scorers}
-    return {"candidates": records, "spearman": rho, "finetune_steps": plan.finetune_steps}
+    finetune = (
+        f"the pruning benchmark's fine-tune ({plan.finetune_epochs} Adam epochs, cosine, on {len(data.train)} images)"
+        if plan.finetune_epochs
+        else f"{plan.finetune_steps} Adam steps"
+    )
+    return {"candidates": records, "spearman": rho, "finetune_steps": plan.finetune_steps, "finetune": finetune}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -364,6 +405,9 @@ def markdown(results: dict[str, Any]) -> str:
         "statistics re-estimated on cached calibration batches, no steps, 256 validation images. `probe`: the same, "
         "then the classifier refit to the cut features on 256 training images (an option of the search). "
         "`steps<N>`: `loss` after N Adam steps on the cut network (the search's `steps`). "
+        "`fitness:<kind>`: the search's fitness of that kind (tau-steps: `loss` after `tau` Adam steps; distill: KL "
+        "from the unpruned network's outputs after `tau` steps towards them). `round<N>`: the pruning benchmark's "
+        "round score (validation accuracy after N Adam steps on a copy, BatchNorm re-estimated on 2048 images). "
         "Median (min-max) seconds per evaluation, interleaved on the same candidates.",
         "",
         "Measured on a shared machine under other work (load averages below): wall times are inflated by it, CPU "
@@ -414,10 +458,12 @@ def markdown(results: dict[str, Any]) -> str:
         if "correlation" in result:
             c = result["correlation"]
             rho = ", ".join(f"{k} {v:+.2f}" for k, v in c["spearman"].items())
+            finetune = c.get("finetune", f"{c['finetune_steps']} Adam steps")  # entries from before it was kept
             first = c["candidates"][:2]
             lines += [
-                f"Ranking quality on {len(c['candidates'])} candidates, against test accuracy after "
-                f"{c['finetune_steps']} Adam steps: Spearman rho {rho}.",
+                f"Ranking quality on {len(c['candidates'])} candidates, against test accuracy (first "
+                f"{plan['test_images']} test images) after {finetune}: "
+                f"Spearman rho {rho}.",
                 f"Identity {first[0]['accuracy']:.2%}, mean-normalised ranking {first[1]['accuracy']:.2%} after "
                 "that fine-tune (one seed: a hint, not a verdict).",
                 "",
@@ -429,12 +475,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2"])
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    for field in ("train_epochs", "pairs", "candidates", "finetune_steps", "test_images", "old_steps", "threads"):
+    for field in (
+        "train_epochs",
+        "pairs",
+        "candidates",
+        "finetune_steps",
+        "finetune_epochs",
+        "test_images",
+        "old_steps",
+        "threads",
+    ):
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(Plan, field))
     parser.add_argument("--minutes", type=float, default=Plan.minutes)
     parser.add_argument("--flops", type=float, nargs="+", default=[Plan.flops], help="FLOPs shares, each in turn")
     parser.add_argument("--fitnesses", nargs="*", default=[], help="also score by these search fitness kinds")
     parser.add_argument("--tau", type=int, default=Plan.tau, help="training steps of tau-steps and distill")
+    parser.add_argument(
+        "--round-steps", type=int, help="also score by the pruning benchmark's round score after N Adam steps"
+    )
     parser.add_argument("--recipe", default=Plan.recipe, help="how the baselines are trained (sgd, adam)")
     parser.add_argument(
         "--baseline",
@@ -464,6 +522,8 @@ def main() -> None:
             step_scorers=tuple(args.step_scorers),
             fitnesses=tuple(args.fitnesses),
             tau=args.tau,
+            round_steps=args.round_steps,
+            finetune_epochs=args.finetune_epochs,
             recipe=args.recipe,
             threads=args.threads,
             baseline=args.baseline,
@@ -486,7 +546,13 @@ def measure(plan: Plan, model: str, parts: list[str], results: dict[str, Any], o
     key += f", {plan.flops:.0%} FLOPs" if plan.flops != Plan.flops else ""
     key += f", {plan.recipe} baseline" if plan.recipe != "adam" and plan.baseline == "own" else ""
     key += ", converged baseline" if plan.baseline == "pruning" else ""
-    entry = results.setdefault(key, {})
+    key += ", benchmark fine-tune" if plan.finetune_epochs else ""
+    if key not in results:  # a new entry reads first: the file is newest first from here on
+        earlier = dict(results)
+        results.clear()
+        results[key] = {}
+        results.update(earlier)
+    entry = results[key]
     conditions = json.loads(json.dumps(asdict(plan)))  # as the file holds them (tuples become lists)
     for part in parts:
         if part in entry and entry.get("plan") == conditions:
