@@ -27,13 +27,14 @@ def test_an_item_over_its_time_fails_and_the_rest_still_run() -> None:
     outcomes = map_forked(_work, ["a", "hang", "b"], timeout_s=1.0)
     assert time.perf_counter() - started < 20
     assert outcomes[0] == Outcome("A") and outcomes[2] == Outcome("B")
-    assert outcomes[1].value is None and outcomes[1].error == "timed out after 1 s"
+    assert outcomes[1].value is None and outcomes[1].error == "timed out after 1 s" and outcomes[1].timed_out
 
 
 def test_an_exception_or_a_dead_worker_is_that_item_s_error() -> None:
     outcomes = map_forked(_work, ["raise", "die", "c"], timeout_s=30)
     assert outcomes[0].error == "ValueError: bad candidate"
     assert outcomes[1].error == "the worker process died (exit code 3)"
+    assert not outcomes[0].timed_out and not outcomes[1].timed_out
     assert outcomes[2] == Outcome("C")
 
 

@@ -22,6 +22,7 @@ class Outcome:
 
     value: Any = None
     error: str | None = None
+    timed_out: bool = False  # the item overran its limit (a hang to report), as opposed to failing
 
 
 def map_forked(fn: Callable[[Any], Any], items: Sequence[Any], timeout_s: float) -> list[Outcome]:
@@ -38,7 +39,7 @@ def map_forked(fn: Callable[[Any], Any], items: Sequence[Any], timeout_s: float)
         try:
             while len(outcomes) < len(items):
                 if not receive.poll(timeout_s):
-                    outcomes.append(Outcome(error=f"timed out after {timeout_s:g} s"))
+                    outcomes.append(Outcome(error=f"timed out after {timeout_s:g} s", timed_out=True))
                     break
                 try:
                     outcomes.append(receive.recv())

@@ -57,7 +57,7 @@ def builder(device: Device, timeout_s: float = BUILD_TIMEOUT_S) -> Any:
             for outcome, folder in zip(outcomes, folders, strict=True):
                 if outcome.error is not None:
                     shutil.rmtree(folder, ignore_errors=True)
-                    if outcome.error.startswith("timed out"):
+                    if outcome.timed_out:
                         _log.warning("a candidate schedule's build %s in TVM's compiler: skipped", outcome.error)
                 results.append(ms.builder.BuilderResult(outcome.value, outcome.error))
             return results
