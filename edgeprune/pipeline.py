@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune import atomic, search_defaults
+from edgeprune import atomic, search_defaults, training_defaults
 from edgeprune.devices.base import Device
 from edgeprune.devices.profile import load_device
 from edgeprune.errors import EdgepruneError
@@ -41,7 +41,7 @@ class RunConfig:
     data: str | None = None
     input_shape: tuple[int, int, int] | None = None
     width: float = 1.0
-    train_epochs: int = 15
+    train_epochs: int = training_defaults.EPOCHS
     method: str = "legr"
     finetune_epochs: int = 5
     # prune in this many steps under a decaying target (edgeprune.pruning.schedule); None: one shot, the default
@@ -162,8 +162,11 @@ def _baseline(run: Run) -> tuple[Any, Any]:
             run.path("baseline", "train.json"), {"trained_here": False, "accuracy": bundle.meta.get("accuracy")}
         )
         return bundle, data
-    run.say(f"train {bundle.name} on {data.spec} for {cfg.train_epochs} epochs")
-    settings = TrainSettings(epochs=cfg.train_epochs)
+    settings = TrainSettings.recipe_default(
+        training_defaults.RECIPE, epochs=cfg.train_epochs, augment=training_defaults.AUGMENT
+    )  # `edgeprune train`'s recipe: one default for a baseline, wherever it is trained
+    how = f"{settings.recipe}{'+aug' if settings.augment else ''}"
+    run.say(f"train {bundle.name} on {data.spec} for {cfg.train_epochs} epochs ({how})")
     checkpoint = run.path("baseline", "train-checkpoint.pt")
     trained, report = train_bundle(bundle, data, settings, cfg.seed, run.stages.progress, checkpoint)
     save_model(trained, model_path)

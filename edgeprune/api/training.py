@@ -8,19 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from edgeprune.api.models import Shape, parse_shape
 from edgeprune.errors import EdgepruneError
+from edgeprune.training_defaults import AUGMENT, EPOCHS, RECIPE
 
 if TYPE_CHECKING:
     from rich.progress import Progress
-
-# `edgeprune train`'s default recipe is the one measured to train a network to where users' networks are (issue
-# 31): sgd with augmentation, 12 epochs, took resnet20 to 93.31% on Fashion-MNIST (bench/results/pruning-baselines.md).
-# The first recipe, Adam without augmentation, left it at 87.52%, though in 10 epochs on 6,000 of the images: the two
-# were not run alike, so that gap is not the recipe's alone. Augmentation costs accuracy on short runs (lenet5,
-# 10 epochs on 4,000 images: 80.7% with it, 85.8% without; bench/results/train-recipe.md), so --no-augment stays
-# for those; sgd without augmentation over the same 12 epochs is not measured.
-RECIPE = "sgd"
-EPOCHS = 12
-AUGMENT = True
 
 
 def sidecar(output: Path, suffix: str) -> Path:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune import search_defaults
+from edgeprune import search_defaults, training_defaults
 from edgeprune.cli.common import (
     DeviceOpt,
     JsonOpt,
@@ -120,7 +120,12 @@ def loop_settings(
     input_shape: ShapeOpt = None,
     width: WidthOpt = 1.0,
     method: MethodOpt = "legr",
-    train_epochs: Annotated[int, typer.Option("--train-epochs", help="Epochs when MODEL has no weights.")] = 15,
+    train_epochs: Annotated[
+        int,
+        typer.Option(
+            "--train-epochs", help="Epochs when MODEL has no weights (trained with `edgeprune train`'s recipe)."
+        ),
+    ] = training_defaults.EPOCHS,
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", help="Fine-tune epochs after pruning (each target's, in a sweep).")
     ] = 5,

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune import search_defaults
-from edgeprune.api import training as training_defaults
+from edgeprune import search_defaults, training_defaults
 from edgeprune.cli.common import (
     JsonOpt,
     MinKeepOpt,
