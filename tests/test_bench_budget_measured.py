@@ -1,0 +1,100 @@
+"""The budget-measured benchmark's own pieces: reading a loop's folder back and the table it writes (the runs
+themselves are a timing tool, run by hand on a quiet machine)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(TOOLS))  # the tool imports its sibling bench_pruning, as a script would
+    module = importlib.import_module("bench_budget_measured")
+    yield module
+    sys.modules.pop("bench_budget_measured", None)
+
+
+def _verify(ratio: float, baseline_ms: float, target_ms: float, verdict: str) -> dict:
+    """A verify.json as `verify_artifact` writes it for a relative 0.5x target (the keys the tool reads)."""
+    return {
+        "measured_ms": ratio * baseline_ms,
+        "target_ms": target_ms,
+        "target_ratio": 0.5,
+        "verdict": verdict,
+        "ratio": {"estimate": ratio, "low": ratio * 0.99, "high": ratio * 1.01, "level": 0.95, "samples": 20},
+        "interval": {"estimate": 2.0, "low": 1.98, "high": 2.02, "level": 0.95, "samples": 40},
+        "baseline_ms": baseline_ms,
+        "verified_at": "2026-12-08T01:00:00+0000",
+    }
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _run_folder(work: Path, again: float | None) -> None:
+    """A finished run: reference 2.0 ms, a missing round 1, a kept round 2 at ratio 0.49; optionally re-measured."""
+    run = work / "run"
+    _write(run / "original" / "verify.json", _verify(1.0, 2.0, 1.0, "MEETS") | {"measured_ms": 2.0})
+    _write(run / "round-1" / "artifacts" / "verify.json", _verify(0.55, 2.1, 1.0, "MISSES"))
+    _write(run / "round-2" / "artifacts" / "verify.json", _verify(0.49, 1.9, 1.0, "MEETS"))
+    details = [{"round": 1, "target_ms": 1.0}, {"round": 2, "target_ms": 1.0}]
+    _write(run / "summary.json", {"chosen_round": 2, "stopped": "meets", "rounds": 2, "round_details": details})
+    if again is not None:
+        _write(work / "reverify" / "run-0.5x" / "verify.json", _verify(again, 2.0, 1.0, "MEETS"))
+
+
+def test_a_finished_run_is_read_back_with_its_fixed_target_and_its_second_measurement(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    _run_folder(tmp_path, again=0.495)
+    record = bench.loop_record(tmp_path, *bench.loops(tmp_path, ["0.5x"])[0])
+    assert [r["round"] for r in record["rounds"]] == [1, 2]
+    assert record["reference"]["ms"] == 2.0
+    assert bench.kept(record)["used"] == pytest.approx(0.98)
+    assert {r["target_ms"] for r in record["rounds"]} == {1.0}
+    assert record["again"]["ratio"] == 0.495
+    assert bench.agreement(0.49, 0.495) == pytest.approx(0.0102, abs=1e-4)
+
+
+def test_the_goals_say_no_when_a_target_is_underused_or_two_measurements_disagree(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    _run_folder(tmp_path, again=0.40)  # 18% below the first measurement of the same network
+    record = bench.loop_record(tmp_path, *bench.loops(tmp_path, ["0.5x"])[0])
+    unfinished = bench.loop_record(tmp_path, *bench.loops(tmp_path, ["0.3x"])[1])
+    lines = bench.goal_lines([record, unfinished])
+    assert "within 2%: NO" in lines[1] and "18.37%" in lines[1]
+    assert "98.0% of their targets" in lines[2] and "(1 of 2 loops finished)" in lines[2]
+    record["rounds"][1]["used"] = 0.9
+    assert "goal >= 97%: NO" in bench.goal_lines([record])[2]
+
+
+def test_the_table_marks_the_kept_round_the_second_measurement_and_what_is_not_measured_yet(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    _run_folder(tmp_path, again=0.495)
+    result = {
+        "label": "test",
+        "model": "resnet20",
+        "data": "digits",
+        "targets": ["0.3x"],
+        "loops": [bench.loop_record(tmp_path, *loop) for loop in bench.loops(tmp_path, ["0.3x"])],
+        "notes": [],
+        "load_average": [1, 1, 1, 2, 2, 2],
+        "seconds": 1.0,
+    }
+    text = bench.markdown(result)
+    assert "| run 0.5x | 2 (kept) | 0.4900 (0.4851-0.4949) | 20 | 0.5 | 1.0000 | 98.0% | MEETS | 1.9000 |" in text
+    assert "| run 0.5x | again | 0.4950" in text
+    assert "| sweep 0.3x | - | not measured yet |" in text
+    assert "| run 0.5x | 2.0000 (1.9800-2.0200, 40) | 1.0000 | 0.0% | 1.9000-2.1000 | 10.5% |" in text
