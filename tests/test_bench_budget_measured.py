@@ -90,11 +90,32 @@ def test_the_table_marks_the_kept_round_the_second_measurement_and_what_is_not_m
         "targets": ["0.3x"],
         "loops": [bench.loop_record(tmp_path, *loop) for loop in bench.loops(tmp_path, ["0.3x"])],
         "notes": [],
-        "load_average": [1, 1, 1, 2, 2, 2],
-        "seconds": 1.0,
+        "calls": [
+            {
+                "started": "01:10:00",
+                "ended": "01:39:00",
+                "seconds": 1740,
+                "load_start": [1, 1, 1],
+                "load_end": [2, 2, 2],
+                "finished": False,
+            }
+        ],
     }
     text = bench.markdown(result)
     assert "| run 0.5x | 2 (kept) | 0.4900 (0.4851-0.4949) | 20 | 0.5 | 1.0000 | 98.0% | MEETS | 1.9000 |" in text
     assert "| run 0.5x | again | 0.4950" in text
     assert "| sweep 0.3x | - | not measured yet |" in text
+    assert "- 01:10:00 to 01:39:00 UTC (1740 s), load [1, 1, 1] -> [2, 2, 2]: interrupted" in text
     assert "| run 0.5x | 2.0000 (1.9800-2.0200, 40) | 1.0000 | 0.0% | 1.9000-2.1000 | 10.5% |" in text
+
+
+def test_an_interrupted_call_is_recorded_as_such(bench: ModuleType, tmp_path: Path) -> None:
+    def stopped() -> None:
+        raise KeyboardInterrupt
+
+    bench.measuring(tmp_path, lambda: None)
+    with pytest.raises(KeyboardInterrupt):
+        bench.measuring(tmp_path, stopped)
+    calls = json.loads((tmp_path / bench.CALLS).read_text())
+    assert [c["finished"] for c in calls] == [True, False]
+    assert all(len(c["load_start"]) == len(c["load_end"]) == 3 for c in calls)

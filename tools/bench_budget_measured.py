@@ -38,6 +38,7 @@ TARGETS = ("0.7x", "0.6x", "0.5x", "0.4x", "0.3x")
 AGREE = 0.02  # the issue's goal: two paired ratios of one network within 2% of each other
 USE = 0.97  # the issue's goal: the kept networks use at least this share of their targets on average
 OUT = "budget-measured"
+CALLS = "calls.json"  # in --work: every measuring call's times and load
 
 
 def demo_settings() -> dict[str, Any]:
@@ -229,10 +230,17 @@ def markdown(result: dict[str, Any]) -> str:
         "# budget-measured: one run and one sweep of the demo's model, the target and the paired ratio measured",
         "",
         f"Machine: **{result['label']}**. Device `local` (this machine's CPU through the loopback farm). Written by "
-        f"`tools/bench_budget_measured.py` ({result['seconds']} s in its last call). The demo's job: "
-        f"{result['model']} trained on {result['data']}, `run` at 0.5x; a sweep of the same model at "
-        f"{', '.join(result['targets'])}; each loop's settings are `run`'s defaults. Load average (1, 5, 15 min) "
-        f"at the start of that call {result['load_average'][:3]}, at its end {result['load_average'][3:]}.",
+        f"`tools/bench_budget_measured.py`. The demo's job: {result['model']} trained on {result['data']}, `run` at "
+        f"0.5x; a sweep of the same model at {', '.join(result['targets'])}; each loop's settings are `run`'s "
+        "defaults. The calls that measured (load average over 1, 5, 15 min at their start and end: what else ran):",
+        "",
+    ]
+    lines += [
+        f"- {c['started']} to {c['ended']} UTC ({c['seconds']} s), load {c['load_start']} -> {c['load_end']}: "
+        + ("finished" if c["finished"] else "interrupted")
+        for c in result["calls"]
+    ]
+    lines += [
         "",
         "Per round: the paired pruned/unpruned ratio (median of the pairs) and its 95% interval, judged against the "
         "relative target; the target in ms is the reference's share (fixed once per run / sweep); *used* is ratio / "
@@ -344,7 +352,7 @@ def goal_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def collect(work: Path, args: argparse.Namespace, seconds: float, load: list[float]) -> dict[str, Any]:
+def collect(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     records = [loop_record(work, *loop) for loop in loops(work, args.targets)]
     settings = demo_settings()
     return {
@@ -354,9 +362,32 @@ def collect(work: Path, args: argparse.Namespace, seconds: float, load: list[flo
         "targets": list(args.targets),
         "loops": records,
         "notes": args.note,
-        "load_average": load,
-        "seconds": round(seconds, 1),
+        "calls": read_list(work / CALLS),
     }
+
+
+def read_list(path: Path) -> list[Any]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def measuring(work: Path, jobs: Any) -> None:
+    """Run `jobs()`, and record in work/calls.json when it ran, how long, under what load, and whether it
+    finished (also when interrupted: a partial result says what it rests on)."""
+    from edgeprune import atomic
+
+    call: dict[str, Any] = {"started": time.strftime("%H:%M:%S", time.gmtime()), "load_start": load()}
+    started, call["finished"] = time.monotonic(), False
+    try:
+        jobs()
+        call["finished"] = True
+    finally:
+        call |= {"ended": time.strftime("%H:%M:%S", time.gmtime()), "seconds": round(time.monotonic() - started)}
+        call["load_end"] = load()
+        atomic.write_json(work / CALLS, [*read_list(work / CALLS), call])
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def write(result: dict[str, Any]) -> None:
@@ -379,7 +410,6 @@ def main() -> None:
     parser.add_argument("--skip-run", action="store_true", help="the sweep (and re-verifications) only")
     args = parser.parse_args()
 
-    started, load = time.monotonic(), os.getloadavg()  # 1, 5, 15 min: what else ran, at the start and the end
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     isolate(work)
@@ -395,14 +425,18 @@ def main() -> None:
     if args.prepare:
         prepare(work)
         return
-    if not args.report_only:
+
+    def jobs() -> None:
         if not args.skip_run:
             run_job(work, say)
             reverify(work, *loops(work, args.targets)[0], say)
         sweep_job(work, args.targets, say)
         for loop in loops(work, args.targets)[1:]:
             reverify(work, *loop, say)
-    result = collect(work, args, time.monotonic() - started, [round(x, 2) for x in (*load, *os.getloadavg())])
+
+    if not args.report_only:
+        measuring(work, jobs)
+    result = collect(work, args)
     write(result)
     print(markdown(result))
 
