@@ -47,7 +47,7 @@ def _run_folder(work: Path, again: float | None) -> None:
     _write(run / "original" / "verify.json", _verify(1.0, 2.0, 1.0, "MEETS") | {"measured_ms": 2.0})
     _write(run / "round-1" / "artifacts" / "verify.json", _verify(0.55, 2.1, 1.0, "MISSES"))
     _write(run / "round-2" / "artifacts" / "verify.json", _verify(0.49, 1.9, 1.0, "MEETS"))
-    details = [{"round": 1, "target_ms": 1.0}, {"round": 2, "target_ms": 1.0}]
+    details = [{"round": 1, "target_ms": 1.0, "scale": 1.0}, {"round": 2, "target_ms": 1.0, "scale": 1.2}]
     _write(run / "summary.json", {"chosen_round": 2, "stopped": "meets", "rounds": 2, "round_details": details})
     if again is not None:
         _write(work / "reverify" / "run-0.5x" / "verify.json", _verify(again, 2.0, 1.0, "MEETS"))
@@ -74,7 +74,8 @@ def test_the_goals_say_no_when_a_target_is_underused_or_two_measurements_disagre
     unfinished = bench.loop_record(tmp_path, *bench.loops(tmp_path, ["0.3x"])[1])
     lines = bench.goal_lines([record, unfinished])
     assert "within 2%: NO" in lines[1] and "18.37%" in lines[1]
-    assert "98.0% of their targets" in lines[2] and "(1 of 2 loops finished)" in lines[2]
+    assert "98.0% of their targets" in lines[2] and "; 1 of 2 loops finished" in lines[2]
+    assert "every one meets: yes (1 of 1 on the median ratio, 1 with the whole 95% interval" in lines[2]
     record["rounds"][1]["used"] = 0.9
     assert "goal >= 97%: NO" in bench.goal_lines([record])[2]
 
@@ -102,8 +103,11 @@ def test_the_table_marks_the_kept_round_the_second_measurement_and_what_is_not_m
         ],
     }
     text = bench.markdown(result)
-    assert "| run 0.5x | 2 (kept) | 0.4900 (0.4851-0.4949) | 20 | 0.5 | 1.0000 | 98.0% | MEETS | 1.9000 |" in text
-    assert "| run 0.5x | again | 0.4950" in text
+    assert (
+        "| run 0.5x | 2 (kept) | 1.200 | 0.4900 (0.4851-0.4949) | 1.0% | 20 | 0.5 | 1.0000 | 98.0% | MEETS | 1.9000 |"
+        in text
+    )
+    assert "| run 0.5x | again | - | 0.4950" in text
     assert "| sweep 0.3x | - | not measured yet |" in text
     assert "- 01:10:00 to 01:39:00 UTC (1740 s), load [1, 1, 1] -> [2, 2, 2]: interrupted" in text
     assert "| run 0.5x | 2.0000 (1.9800-2.0200, 40) | 1.0000 | 0.0% | 1.9000-2.1000 | 10.5% |" in text
