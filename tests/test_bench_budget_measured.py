@@ -78,6 +78,9 @@ def test_the_goals_say_no_when_a_target_is_underused_or_two_measurements_disagre
     assert "every one meets: yes (1 of 1 on the median ratio, 1 with the whole 95% interval" in lines[2]
     record["rounds"][1]["used"] = 0.9
     assert "goal >= 97%: NO" in bench.goal_lines([record])[2]
+    missed = {"rounds": [{"round": 1, "used": 1.3, "verdict": "MISSES"}], "chosen_round": 1}
+    use = bench.budget_use([record, missed])  # a miss does not lift the mean: it is counted as a miss
+    assert use["mean_used"] == pytest.approx(0.9) and (use["meet"], use["sure"], use["finished"]) == (1, 1, 2)
 
 
 def test_the_table_marks_the_kept_round_the_second_measurement_and_what_is_not_measured_yet(
