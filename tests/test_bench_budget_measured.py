@@ -22,9 +22,11 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     sys.modules.pop("bench_budget_measured", None)
 
 
-def _verify(ratio: float, baseline_ms: float, target_ms: float, verdict: str) -> dict:
-    """A verify.json as `verify_artifact` writes it for a relative 0.5x target (the keys the tool reads)."""
+def _verify(ratio: float, baseline_ms: float, target_ms: float, verdict: str, folder: Path = Path("-")) -> dict:
+    """A verify.json as `verify_artifact` writes it for a relative 0.5x target (the keys the tool reads), for
+    the artifact in `folder`."""
     return {
+        "artifact": str(folder),
         "measured_ms": ratio * baseline_ms,
         "target_ms": target_ms,
         "target_ratio": 0.5,
@@ -41,16 +43,24 @@ def _write(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data))
 
 
+def _artifact(folder: Path, library: bytes, verified: dict) -> None:
+    """An artifact folder with its manifest, library and verify.json."""
+    _write(folder / "manifest.json", {"library": "model.so"})
+    (folder / "model.so").write_bytes(library)
+    _write(folder / "verify.json", verified | {"artifact": str(folder)})
+
+
 def _run_folder(work: Path, again: float | None) -> None:
-    """A finished run: reference 2.0 ms, a missing round 1, a kept round 2 at ratio 0.49; optionally re-measured."""
+    """A finished run: reference 2.0 ms, a missing round 1, a kept round 2 at ratio 0.49; optionally re-measured
+    (a copy of round 2's library)."""
     run = work / "run"
     _write(run / "original" / "verify.json", _verify(1.0, 2.0, 1.0, "MEETS") | {"measured_ms": 2.0})
-    _write(run / "round-1" / "artifacts" / "verify.json", _verify(0.55, 2.1, 1.0, "MISSES"))
-    _write(run / "round-2" / "artifacts" / "verify.json", _verify(0.49, 1.9, 1.0, "MEETS"))
+    _artifact(run / "round-1" / "artifacts", b"one", _verify(0.55, 2.1, 1.0, "MISSES"))
+    _artifact(run / "round-2" / "artifacts", b"two", _verify(0.49, 1.9, 1.0, "MEETS"))
     details = [{"round": 1, "target_ms": 1.0, "scale": 1.0}, {"round": 2, "target_ms": 1.0, "scale": 1.2}]
     _write(run / "summary.json", {"chosen_round": 2, "stopped": "meets", "rounds": 2, "round_details": details})
     if again is not None:
-        _write(work / "reverify" / "run-0.5x" / "verify.json", _verify(again, 2.0, 1.0, "MEETS"))
+        _artifact(work / "reverify" / "run-0.5x", b"two", _verify(again, 2.0, 1.0, "MEETS"))
 
 
 def test_a_finished_run_is_read_back_with_its_fixed_target_and_its_second_measurement(
@@ -63,7 +73,8 @@ def test_a_finished_run_is_read_back_with_its_fixed_target_and_its_second_measur
     assert bench.kept(record)["used"] == pytest.approx(0.98)
     assert {r["target_ms"] for r in record["rounds"]} == {1.0}
     assert record["again"]["ratio"] == 0.495
-    assert bench.agreement(0.49, 0.495) == pytest.approx(0.0102, abs=1e-4)
+    (same,) = bench.same_networks([record]).values()  # round 2 and its re-verification: one library
+    assert [row["ratio"] for _, row in same] == [0.49, 0.495]
 
 
 def test_the_goals_say_no_when_a_target_is_underused_or_two_measurements_disagree(
@@ -73,7 +84,7 @@ def test_the_goals_say_no_when_a_target_is_underused_or_two_measurements_disagre
     record = bench.loop_record(tmp_path, *bench.loops(tmp_path, ["0.5x"])[0])
     unfinished = bench.loop_record(tmp_path, *bench.loops(tmp_path, ["0.3x"])[1])
     lines = bench.goal_lines([record, unfinished])
-    assert "within 2%: NO" in lines[1] and "18.37%" in lines[1]
+    assert "within 2%: NO: 0 of 1 networks (spreads 22.50%" in lines[1]
     assert "98.0% of their targets" in lines[2] and "; 1 of 2 loops finished" in lines[2]
     assert "every one meets: yes (1 of 1 on the median ratio, 1 with the whole 95% interval" in lines[2]
     record["rounds"][1]["used"] = 0.9
@@ -111,6 +122,7 @@ def test_the_table_marks_the_kept_round_the_second_measurement_and_what_is_not_m
         in text
     )
     assert "| run 0.5x | again | - | 0.4950" in text
+    assert f"| {bench.library_digest(tmp_path / 'run' / 'round-2' / 'artifacts')} | run 0.5x again | 0.4950" in text
     assert "| sweep 0.3x | - | not measured yet |" in text
     assert "- 01:10:00 to 01:39:00 UTC (1740 s), load [1, 1, 1] -> [2, 2, 2]: interrupted" in text
     assert "| run 0.5x | 2.0000 (1.9800-2.0200, 40) | 1.0000 | 0.0% | 1.9000-2.1000 | 10.5% |" in text

@@ -23,6 +23,7 @@ first; a table the code refuses (another layout, schema or kernels) is profiled 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -210,17 +211,32 @@ def round_row(index: int, verified: dict[str, Any], detail: dict[str, Any] | Non
         "measured_ms": verified["measured_ms"],
         "baseline_ms": verified.get("baseline_ms"),
         "at": verified.get("verified_at"),
+        "library": library_digest(Path(verified["artifact"])),
     }
+
+
+def library_digest(artifact: Path) -> str | None:
+    """The compiled library's sha256 (first 12 hex digits): the same network, built to the same bytes, whichever
+    loop or round measured it (a sweep's targets can prune to the same network; a re-verification is a copy)."""
+    manifest = read(artifact / "manifest.json")
+    if manifest is None or not (artifact / manifest["library"]).exists():
+        return None
+    return hashlib.sha256((artifact / manifest["library"]).read_bytes()).hexdigest()[:12]
+
+
+def same_networks(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Every network measured more than once, by its library's digest: (loop name, measurement) in order."""
+    seen: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for record in records:
+        for row in record["rounds"] + ([record["again"]] if record["again"] else []):
+            if row["library"] is not None and row["ratio"] is not None:
+                seen.setdefault(row["library"], []).append((record["name"], row))
+    return {digest: rows for digest, rows in seen.items() if len(rows) > 1}
 
 
 def used(ratio: float | None, target_ratio: float | None) -> float | None:
     """The share of a relative target a network takes: its paired ratio over the target ratio (1.0: all)."""
     return None if ratio is None or not target_ratio else ratio / target_ratio
-
-
-def agreement(first: float, second: float) -> float:
-    """How far two paired ratios of one network differ, relative to the first."""
-    return abs(second / first - 1)
 
 
 def moves(values: list[float]) -> float:
@@ -331,6 +347,18 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += ["", "## Goals", ""]
     lines += goal_lines(records)
+    if groups := same_networks(records):
+        lines += ["", "## One network measured more than once (the same compiled library, by its sha256)", ""]
+        lines += ["| library | measured in | paired ratio (95% interval) | pairs | spread of the ratios |"]
+        lines += ["| --- | --- | --- | --- | --- |"]
+        for digest, rows in groups.items():
+            spread = moves([row["ratio"] for _, row in rows])
+            for name, row in rows:
+                where = f"{name} again" if row["round"] == 0 else f"{name} round {row['round']}"
+                lines.append(
+                    f"| {digest} | {where} | {row['ratio']:.4f} ({row['low']:.4f}-{row['high']:.4f}) | "
+                    f"{row['samples']} | {spread:.2%} |"
+                )
     if result.get("probe"):
         lines += ["", "## Precision probe: the run's kept network, pairs taken in one go", ""]
         lines += ["| at (UTC) | load | pairs | paired ratio (95% interval) | interval top over median |"]
@@ -349,8 +377,6 @@ def markdown(result: dict[str, Any]) -> str:
 def goal_lines(records: list[dict[str, Any]]) -> list[str]:
     """The issue's two goals, each said from the records (with what is not measured yet)."""
     lines = []
-    pairs = [(r["name"], kept(r), r["again"]) for r in records]
-    compared = [(n, agreement(k["ratio"], a["ratio"])) for n, k, a in pairs if k and a and k["ratio"] and a["ratio"]]
     measured = [r for r in records if r["rounds"]]
     held = all(moves([x["target_ms"] for x in r["rounds"] if x["target_ms"] is not None]) == 0 for r in measured)
     lines.append(
@@ -368,16 +394,16 @@ def goal_lines(records: list[dict[str, Any]]) -> list[str]:
             f"- The run's and the sweep's references (the same unpruned network, measured once each): "
             f"{', '.join(f'{x:.4f}' for x in sorted(references))} ms, {moves(sorted(references)):.1%} apart."
         )
-    if compared:
-        worst = max(d for _, d in compared)
+    groups = same_networks(records)
+    if groups:
+        spreads = [moves([row["ratio"] for _, row in rows]) for rows in groups.values()]
         lines.append(
-            f"- One network measured twice, paired ratios within {AGREE:.0%}: "
-            f"{'yes' if worst <= AGREE else 'NO'}: "
-            + ", ".join(f"{n} {d:.2%}" for n, d in compared)
-            + f" (worst {worst:.2%}; {len(compared)} of {len(records)} loops re-measured)."
+            f"- One network measured more than once, paired ratios within {AGREE:.0%}: "
+            f"{'yes' if max(spreads) <= AGREE else 'NO'}: {sum(x <= AGREE for x in spreads)} of {len(spreads)} "
+            f"networks (spreads {', '.join(f'{x:.2%}' for x in spreads)}; table below)."
         )
     else:
-        lines.append("- One network measured twice: not measured yet.")
+        lines.append("- One network measured more than once: not measured yet.")
     use = budget_use(records)
     if use["mean_used"] is None:
         lines.append("- Budget use: no loop finished yet.")
