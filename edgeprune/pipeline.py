@@ -299,6 +299,7 @@ class _RunRounds:
 
     def measure(self, index: int, candidate: Any) -> Measured:
         from edgeprune.confidence import Interval
+        from edgeprune.verify.defaults import REFERENCE_PRECISION
 
         verified = _compile_and_verify(
             self.run,
@@ -307,6 +308,7 @@ class _RunRounds:
             self.target_ms,
             self.run.shared_path("original"),
             self.run.config.relative_target,
+            REFERENCE_PRECISION,  # the loop aims below the target by the interval's reach: a narrow one aims close
         )
         interval, ratio = (verified.get(k) for k in ("interval", "ratio"))
         return Measured(

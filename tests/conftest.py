@@ -17,6 +17,7 @@ SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"  # th
 # The fast tier (`make test-fast`, `pytest -m fast`): logic on the fake device and everything else that needs no RPC
 # farm, sshd, qemu or TVM tuning. One list, so a module's tier is decided here and not in each file.
 FAST_MODULES = {
+    "test_bench_budget_measured",
     "test_bench_pruning",
     "test_board_wheels",
     "test_confidence",

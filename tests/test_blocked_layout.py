@@ -204,3 +204,23 @@ def test_each_family_is_anchored_per_kernel_kind() -> None:
         is_layer = (anchor.family.key, anchor.in_channels, anchor.out_channels) in network
         assert is_layer or anchor.macs == max(e.macs for e in same_kind)
     assert set(anchors(layers, planned, "NCHW")) == {(e.family.key, "plain") for e in planned}
+
+
+def test_a_latency_table_measured_at_another_channel_step_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device's channel step picks the block (NCHWc -> NCHW<step>c): a table measured before the step
+    changed holds other kernels than the device now compiles, so `load` refuses it with the re-profile hint
+    rather than reuse it (issue 36 weighed step 8 against 16 on AVX-512: every table would have gone stale)."""
+    from edgeprune.devices.profile import load_device
+    from edgeprune.profiling import lut
+
+    monkeypatch.setenv("EDGEPRUNE_PROFILES_DIR", str(tmp_path / "profiles"))
+    monkeypatch.setenv("EDGEPRUNE_STATE_DIR", str(tmp_path / "state"))
+    board = load_device("raspberry-pi-4")  # NEON: step 4, so NCHWc is NCHW4c; no TVM import for its target
+    lut.LatencyTable.new(board).save()
+    assert lut.LatencyTable.load(board) is not None
+    monkeypatch.setattr(type(board), "channel_step", property(lambda _self: 8))
+    with pytest.raises(EdgepruneError, match="measured NCHW4c kernels.*now compiles with layout NCHW8c") as failure:
+        lut.LatencyTable.load(board)
+    assert failure.value.hint

@@ -16,7 +16,7 @@ from edgeprune.cli.compiling import _verify_table
 from edgeprune.confidence import MEETS, MISSES, TOO_CLOSE
 from edgeprune.errors import EdgepruneError
 from edgeprune.targets import parse_relative
-from edgeprune.verify.verifier import VerifyResult
+from edgeprune.verify.verifier import VerifyResult, enough
 from tests.test_confidence import result_with
 from tests.test_verify import run_cli
 
@@ -39,6 +39,16 @@ def test_a_relative_target_straddled_by_the_ratios_interval_is_too_close_to_call
     assert close.ratio is not None and close.ratio.low < 0.5 < close.ratio.high and close.verdict == TOO_CLOSE
     saved = json.loads(json.dumps(close.to_json(), default=str))  # verify.json
     assert saved["verdict"] == TOO_CLOSE and saved["target_ratio"] == 0.5 and saved["ratio"]["samples"] == 21
+
+
+def test_a_round_takes_samples_until_its_judged_interval_is_within_the_precision() -> None:
+    wide = [ms * (0.40 if i % 2 else 0.46) for i, ms in enumerate(LOADED)]  # every ratio meets 0.5, +-7% apart
+    samples = {"artifact": wide, "baseline": LOADED}
+    assert enough(None, 0.5, None)(samples)  # the verdict is decided: MEETS
+    assert not enough(None, 0.5, 0.01)(samples)  # but its interval reaches far above the median: more samples
+    assert enough(None, 0.5, 0.01)({"artifact": PAIRED, "baseline": LOADED})  # paired, the load cancels
+    # the reference (no target): the median's own interval, however the load moved it
+    assert not enough(None, None, 0.01)({"artifact": LOADED}) and enough(None, None, 0.01)({"artifact": [1.0] * 10})
 
 
 def test_the_table_says_the_ratio_its_interval_and_the_relative_target() -> None:

@@ -5,7 +5,9 @@
         --pruned tools/dwsep_model.py:dwsep_half
 
 `dwsep_half` is a stand-in for a pruned variant: every prunable width halved (on an 8-channel grid), not the
-pruner's output.
+pruner's output. Its widths (16, 32, 64) all divide by 16 as well; `dwsep_grid8` is one whose widths (8, 24, 72)
+only an 8-channel grid holds, about as many MACs: what a 16-channel block leaves NCHW and an 8-channel one
+blocks (issue 36, block 8 against 16).
 """
 
 from __future__ import annotations
@@ -58,3 +60,7 @@ def dwsep() -> nn.Module:
 
 def dwsep_half() -> nn.Module:
     return DwSep(stem=16, mid=32, wide=64)
+
+
+def dwsep_grid8() -> nn.Module:
+    return DwSep(stem=8, mid=24, wide=72)

@@ -132,7 +132,7 @@ def _block_depthwise(mod: Any, block: int) -> Any:
     then drops the transforms that undo the neighbouring convolutions' own. Weights prepacked here."""
     import numpy as np
     from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_const, is_op, wildcard
 
     conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
     biased = is_op("relax.add")(conv, is_const())
@@ -207,9 +207,7 @@ def _block_depthwise(mod: Any, block: int) -> Any:
         return unblocked(result, found.args[0].ty.dtype)
 
     for pattern in patterns:
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = rewrite_call(pattern, rewrite, func)
+        mod = _rewrite_functions(mod, pattern, rewrite)
     return relax.transform.Normalize()(mod)
 
 
@@ -218,7 +216,7 @@ def _cancel_transforms(mod: Any) -> Any:
     NCHW[x]c) replaced by that input: the pair is a copy, two kernels and a tensor's worth of memory traffic."""
     import tvm
     from tvm import relax, sym, tirx
-    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_op, wildcard
 
     source = wildcard()
     inner = is_op("relax.layout_transform")(source)
@@ -245,9 +243,7 @@ def _cancel_transforms(mod: Any) -> Any:
         first, second = matched[inner].attrs.index_map, orig.attrs.index_map
         return data if identity(first, second, dims) else orig
 
-    for gvar, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            mod[gvar] = rewrite_call(outer, rewrite, func)
+    mod = _rewrite_functions(mod, outer, rewrite)
     return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
 
 
@@ -256,7 +252,7 @@ def _clamps_as_relax_ops(mod: Any) -> Any:
     scalar), which ConvertLayout cannot see through: every blocked convolution followed by ReLU6 got a layout
     transform to NCHW and back around its clamp. As Relax's maximum and minimum they follow the layout."""
     from tvm import relax
-    from tvm.relax.dpl import is_call_tir, is_const, rewrite_call, wildcard
+    from tvm.relax.dpl import is_call_tir, is_const, wildcard
 
     data, bound = wildcard(), is_const()
     ops = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
@@ -267,8 +263,17 @@ def _clamps_as_relax_ops(mod: Any) -> Any:
                 return orig
             return op(matched[data], matched[bound])
 
-        pattern = is_call_tir(name, [data, bound])
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = rewrite_call(pattern, rewrite, func)
+        mod = _rewrite_functions(mod, is_call_tir(name, [data, bound]), rewrite)
     return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
+
+
+def _rewrite_functions(mod: Any, pattern: Any, rewrite: Any) -> Any:
+    """`mod` with `rewrite` applied (by `rewrite_call`) wherever `pattern` matches in each of its Relax
+    functions: every pass here rewrites the whole module, the TIR functions it holds are left as they are."""
+    from tvm import relax
+    from tvm.relax.dpl import rewrite_call
+
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mod[gvar] = rewrite_call(pattern, rewrite, func)
+    return mod
