@@ -293,7 +293,6 @@ def test_the_search_benchmark_ranks_against_the_pruning_benchmarks_fine_tune_and
     first, again = (search_tool.correlation(setup, lambda _: None) for _ in range(2))
     assert [r["accuracy"] for r in first["candidates"]] == [r["accuracy"] for r in again["candidates"]]
     assert "round2" in first["spearman"] and "pruning benchmark's fine-tune (1 Adam epochs" in first["finetune"]
-    calibration = list(digits.batches(digits.train, 128))[: bench.BN_IMAGES // 128]
     pruned = groups.prune(module, setup.structure, setup.candidates[0])
-    expected = bench.round_score(pruned, digits, bench.score_batches(digits, 2, 0), calibration)
+    expected = bench.round_score(pruned, digits, bench.score_batches(digits, 2, 0), bench.calibration_batches(digits))
     assert first["candidates"][0]["round2"] == -expected

@@ -395,7 +395,7 @@ class Bench:
             search_file=work / "learned-legr.json" if base in SEARCHING else None,
             **({"normalize": "none"} | changes),  # a row's name says its normalisation, not the product's default
         )
-        calibration = list(itertools.islice(data.batches(data.train, 128), max(1, BN_IMAGES // 128)))
+        calibration = calibration_batches(data)
         scoring = score_batches(data, p.round_steps or 0, seed)
         bench = self
 
@@ -709,6 +709,12 @@ def metapruner(bundle: Any, ratio: float, min_keep: float) -> Any:
     )
     pruner.step()
     return module
+
+
+def calibration_batches(data: Any) -> list[Any]:
+    """The first BN_IMAGES training images in batches of 128: every round's BatchNorm statistics are re-estimated
+    on them before its score (`round_score`), the same images for every round and every method."""
+    return list(itertools.islice(data.batches(data.train, 128), max(1, BN_IMAGES // 128)))
 
 
 def score_batches(data: Any, steps: int, seed: int) -> list[Any]:

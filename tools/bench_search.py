@@ -200,15 +200,12 @@ def round_scorer(setup: Setup, steps: int) -> Scorer:
     """Minus the validation accuracy by which the pruning benchmark's closed loop chooses among its rounds (its
     `round_score`: Adam steps on a copy, BatchNorm re-estimated on its calibration images), on the same batches a
     row of this seed draws."""
-    import itertools
-
-    from bench_pruning import BN_IMAGES, round_score, score_batches
+    from bench_pruning import calibration_batches, round_score, score_batches
 
     from edgeprune.pruning.groups import prune
 
     data = setup.data
-    calibration = list(itertools.islice(data.batches(data.train, 128), max(1, BN_IMAGES // 128)))
-    batches = score_batches(data, steps, setup.plan.seed)
+    batches, calibration = score_batches(data, steps, setup.plan.seed), calibration_batches(data)
     return lambda keep: -round_score(prune(setup.module, setup.structure, keep), data, batches, calibration)
 
 
