@@ -46,9 +46,14 @@ def _regrouped(data: Any, kernel: Any, attrs: Any, out_dtype: str) -> Any:
 
     x = topi.layout_transform(data, attrs.data_layout, PLAIN)
     w = topi.layout_transform(kernel, attrs.kernel_layout, "OIHW")
-    strides, padding, dilation = ([int(v) for v in values] for values in (attrs.strides, attrs.padding, attrs.dilation))
+    strides, padding, dilation = _window(attrs)
     y = topi.nn.group_conv2d_nchw(x, w, strides, padding, dilation, int(attrs.groups), out_dtype)
     return topi.layout_transform(y, PLAIN, attrs.out_layout)
+
+
+def _window(attrs: Any) -> tuple[list[int], ...]:
+    """A convolution's strides, padding and dilation as plain ints, as the TE computes here take them."""
+    return tuple([int(v) for v in values] for values in (attrs.strides, attrs.padding, attrs.dilation))
 
 
 def _depthwise_blocked(data: Any, kernel: Any, attrs: Any, out_dtype: str) -> Any:
@@ -57,7 +62,7 @@ def _depthwise_blocked(data: Any, kernel: Any, attrs: Any, out_dtype: str) -> An
     TOPI declares `depthwise_conv2d_NCHWc` without a generic compute, hence this one."""
     from tvm import te, topi
 
-    strides, padding, dilation = ([int(v) for v in values] for values in (attrs.strides, attrs.padding, attrs.dilation))
+    strides, padding, dilation = _window(attrs)
     batch, chunks, height, width, block = (int(v) for v in data.shape)
     kernel_h, kernel_w = int(kernel.shape[2]), int(kernel.shape[3])
     top, left, bottom, right = padding
