@@ -165,7 +165,7 @@ def _baseline(run: Run) -> tuple[Any, Any]:
     settings = TrainSettings.recipe_default(
         training_defaults.RECIPE, epochs=cfg.train_epochs, augment=training_defaults.AUGMENT
     )  # `edgeprune train`'s recipe: one default for a baseline, wherever it is trained
-    how = f"{settings.recipe}{'+aug' if settings.augment else ''}"
+    how = training_defaults.variant_name(settings.recipe, settings.augment)
     run.say(f"train {bundle.name} on {data.spec} for {cfg.train_epochs} epochs ({how})")
     checkpoint = run.path("baseline", "train-checkpoint.pt")
     trained, report = train_bundle(bundle, data, settings, cfg.seed, run.stages.progress, checkpoint)

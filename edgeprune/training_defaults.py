@@ -14,3 +14,9 @@ is not measured.
 RECIPE = "sgd"  # edgeprune.pruning.finetune.RECIPES
 EPOCHS = 12
 AUGMENT = True
+
+
+def variant_name(recipe: str, augment: bool) -> str:
+    """A recipe as messages and the benchmarks name it, "+aug" when augmented ("sgd+aug"): what
+    `edgeprune.pruning.finetune.TrainSettings.variant` reads back."""
+    return f"{recipe}{'+aug' if augment else ''}"

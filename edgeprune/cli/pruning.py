@@ -167,7 +167,7 @@ def train_cmd(
             **fit,
             **_shown(progress),
         )
-    how = f"{recipe}{'+aug' if augment else ''}"
+    how = training_defaults.variant_name(recipe, augment)
     saved = f"[green]saved[/] {output}: test accuracy {result['accuracy']:.2%} after {epochs} epochs of {how} "
     emit(result, json_out, lambda: [saved + f"({result['seconds']:.1f} s)"])
 
